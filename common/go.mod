@@ -1,0 +1,3 @@
+module github.com/epro-intake/common
+
+go 1.26.8

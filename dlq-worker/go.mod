@@ -1,0 +1,3 @@
+module github.com/epro-intake/dlq-worker
+
+go 1.26.8

@@ -1,0 +1,3 @@
+module github.com/epro-intake/e2e
+
+go 1.26.8

@@ -1,0 +1,3 @@
+module github.com/epro-intake/epro-api
+
+go 1.26.8
