@@ -1,0 +1,97 @@
+// Package errcode defines the error shape every HTTP API of the suite answers with, and the stable codes in it.
+//
+// An Error never carries request content: its message is written by the server, so a response cannot echo a
+// patient's answers back, and neither can a log line that prints it.
+package errcode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/zeromicro/go-zero/rest/httpx"
+)
+
+// Stable codes. Clients switch on these; never rename one.
+const (
+	InvalidJSON           = "INVALID_JSON"
+	ValidationFailed      = "VALIDATION_FAILED"
+	InvalidRequestID      = "INVALID_REQUEST_ID"
+	PayloadTooLarge       = "PAYLOAD_TOO_LARGE"
+	UnsupportedMediaType  = "UNSUPPORTED_MEDIA_TYPE"
+	SubmittedAtOutOfRange = "SUBMITTED_AT_OUT_OF_RANGE"
+	IngestUnavailable     = "INGEST_UNAVAILABLE"
+	NotFound              = "NOT_FOUND"
+	Unauthorized          = "UNAUTHORIZED"
+	Forbidden             = "FORBIDDEN"
+	Conflict              = "CONFLICT"
+	Internal              = "INTERNAL"
+)
+
+// Error is an API error: an HTTP status, a stable code, a message for people and, for validation, the field.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+	// RetryAfter, when positive, is sent as the Retry-After header in seconds.
+	RetryAfter int `json:"-"`
+}
+
+func (e *Error) Error() string {
+	if e.Field != "" {
+		return fmt.Sprintf("%s: %s (%s)", e.Code, e.Message, e.Field)
+	}
+	return e.Code + ": " + e.Message
+}
+
+// New returns an Error with the given status, code and message.
+func New(status int, code, message string) *Error {
+	return &Error{Status: status, Code: code, Message: message}
+}
+
+// Field returns a validation Error about one field (400 VALIDATION_FAILED unless code says otherwise).
+func Field(code, field, message string) *Error {
+	status := http.StatusBadRequest
+	if code == SubmittedAtOutOfRange {
+		status = http.StatusUnprocessableEntity
+	}
+	return &Error{Status: status, Code: code, Message: message, Field: field}
+}
+
+// Unavailable returns a 503 INGEST_UNAVAILABLE error that tells the client when to retry.
+func Unavailable(message string, retryAfterSeconds int) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Code: IngestUnavailable, Message: message, RetryAfter: retryAfterSeconds}
+}
+
+// Response turns any error into a status and body. Errors that are not *Error become a 500 whose message
+// says nothing about the cause, because the cause may quote input.
+func Response(err error) (int, *Error) {
+	var e *Error
+	if errors.As(err, &e) {
+		status := e.Status
+		if status == 0 {
+			status = http.StatusBadRequest
+		}
+		return status, e
+	}
+	return http.StatusInternalServerError, &Error{Status: http.StatusInternalServerError, Code: Internal, Message: "internal error"}
+}
+
+// Write writes err as a JSON error response.
+func Write(ctx context.Context, w http.ResponseWriter, err error) {
+	status, body := Response(err)
+	if body.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(body.RetryAfter))
+	}
+	httpx.WriteJsonCtx(ctx, w, status, body)
+}
+
+// Handler is an httpx error handler (httpx.SetErrorHandlerCtx). go-zero's default handler writes err.Error()
+// as plain text, and its parse errors quote the raw body; this one never does.
+func Handler(_ context.Context, err error) (int, any) {
+	status, body := Response(err)
+	return status, body
+}

@@ -1,0 +1,123 @@
+// Package producer is the one way the suite writes to Kafka: synchronous, acknowledged by all in-sync
+// replicas, and partitioned by key the way Java clients partition, so a patient's reports share a partition
+// whichever client wrote them.
+//
+// Send returns nil only after the broker acknowledged every message with acks=all. Any other outcome is an
+// error the caller must act on (the API answers 503; the consumer does not commit).
+package producer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Conf configures a Producer. Every Kafka setting that shapes the delivery contract is stated here even where
+// it equals a kafka-go default, so the contract can be read in one place.
+type Conf struct {
+	Brokers []string
+	// BatchTimeout is how long a partial batch waits for more messages. kafka-go's default is 1s, which would
+	// be the latency floor of every synchronous request; concurrent requests still share a batch at 1ms.
+	BatchTimeout time.Duration `json:",default=1ms"`
+	// BatchSize caps the messages in one produce request per partition (kafka-go default 100).
+	BatchSize int `json:",default=100"`
+	// WriteTimeout bounds one network write (kafka-go default 10s); the caller's ctx bounds the whole Send.
+	WriteTimeout time.Duration `json:",default=2s"`
+	// MaxAttempts is how often kafka-go retries a retriable produce error, such as a leader election
+	// (kafka-go default 10), within the caller's ctx.
+	MaxAttempts int `json:",default=5"`
+}
+
+// Producer writes messages synchronously with acks=all. It is safe for concurrent use; concurrent Sends are
+// batched together.
+type Producer struct {
+	w      *kafka.Writer
+	client *kafka.Client
+}
+
+// New returns a Producer for c. It does not connect until the first Send or Ping.
+func New(c Conf) *Producer {
+	if c.BatchTimeout <= 0 {
+		c.BatchTimeout = time.Millisecond
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 100
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 2 * time.Second
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 5
+	}
+	transport := &kafka.Transport{DialTimeout: 3 * time.Second, MetadataTTL: 5 * time.Second}
+	return &Producer{
+		w: &kafka.Writer{
+			Addr: kafka.TCP(c.Brokers...),
+			// kafka-go defaults to RequireNone: a write the broker never stored would look successful.
+			RequiredAcks: kafka.RequireAll,
+			// kafka-go defaults to round-robin; Java's default partitioner hashes the key with murmur2.
+			// Consistent makes an empty key hash too instead of picking a random partition.
+			Balancer:     &kafka.Murmur2Balancer{Consistent: true},
+			Async:        false,
+			BatchTimeout: c.BatchTimeout,
+			BatchSize:    c.BatchSize,
+			BatchBytes:   1 << 20,
+			WriteTimeout: c.WriteTimeout,
+			ReadTimeout:  c.WriteTimeout,
+			MaxAttempts:  c.MaxAttempts,
+			// Topics are created at provisioning; a typo must fail, not create a topic.
+			AllowAutoTopicCreation: false,
+			Transport:              transport,
+		},
+		client: &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 3 * time.Second, Transport: transport},
+	}
+}
+
+// Send writes msgs and returns nil only when every one was acknowledged by all in-sync replicas. Each message
+// must name its Topic. When ctx ends first, Send returns an error, although the broker may still store the
+// messages later: callers rely on the request id to dedupe a client's retry.
+func (p *Producer) Send(ctx context.Context, msgs ...kafka.Message) error {
+	if err := p.w.WriteMessages(ctx, msgs...); err != nil {
+		var werrs kafka.WriteErrors
+		if errors.As(err, &werrs) {
+			return fmt.Errorf("produce %d of %d messages: %w", werrs.Count(), len(msgs), err)
+		}
+		return fmt.Errorf("produce: %w", err)
+	}
+	return nil
+}
+
+// Ping checks that the cluster answers a metadata request for topic and that every partition of it has a
+// leader, which is what a Send to that topic needs.
+func (p *Producer) Ping(ctx context.Context, topic string) error {
+	resp, err := p.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return fmt.Errorf("kafka metadata: %w", err)
+	}
+	for _, t := range resp.Topics {
+		if t.Error != nil {
+			return fmt.Errorf("kafka topic %s: %w", topic, t.Error)
+		}
+		if len(t.Partitions) == 0 {
+			return fmt.Errorf("kafka topic %s has no partitions", topic)
+		}
+		for _, part := range t.Partitions {
+			if part.Error != nil {
+				return fmt.Errorf("kafka topic %s partition %d: %w", topic, part.ID, part.Error)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("kafka topic %s not found", topic)
+}
+
+// Stats returns the writer's counters since the last call.
+func (p *Producer) Stats() kafka.WriterStats { return p.w.Stats() }
+
+// Close flushes nothing (every Send is synchronous) and releases connections.
+func (p *Producer) Close() error {
+	return p.w.Close()
+}
