@@ -1,0 +1,22 @@
+// Package status names a report's pipeline status and the Redis key that caches it. epro-api writes
+// Accepted after Kafka acknowledged a report, epro-mq writes Stored after the MySQL commit (it doubles as the
+// dedupe fast path) and DeadLettered after the dead-letter write. Redis is only a cache of these facts: the
+// reports table is the truth for Stored.
+package status
+
+import "time"
+
+// Values stored under Key.
+const (
+	Accepted     = "accepted"
+	Stored       = "stored"
+	DeadLettered = "dead_lettered"
+)
+
+// TTL is how long a status stays cached. It outlives any realistic client retry window.
+const TTL = 30 * 24 * time.Hour
+
+// Key returns the Redis key holding the status of the report with the given (canonical) request id.
+func Key(requestID string) string {
+	return "epro:report:{" + requestID + "}:status"
+}
