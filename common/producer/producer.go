@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -40,6 +41,7 @@ type Producer struct {
 
 // New returns a Producer for c. It does not connect until the first Send or Ping.
 func New(c Conf) *Producer {
+	c.Brokers = SplitBrokers(c.Brokers)
 	if c.BatchTimeout <= 0 {
 		c.BatchTimeout = time.Millisecond
 	}
@@ -120,4 +122,18 @@ func (p *Producer) Stats() kafka.WriterStats { return p.w.Stats() }
 // Close flushes nothing (every Send is synchronous) and releases connections.
 func (p *Producer) Close() error {
 	return p.w.Close()
+}
+
+// SplitBrokers flattens broker lists whose entries may hold several comma-separated addresses, as a single
+// ${EPRO_KAFKA_BROKERS} entry in a config file does, and drops empty ones.
+func SplitBrokers(addrs []string) []string {
+	var out []string
+	for _, a := range addrs {
+		for _, part := range strings.Split(a, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				out = append(out, part)
+			}
+		}
+	}
+	return out
 }

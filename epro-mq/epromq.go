@@ -1,0 +1,35 @@
+// epro-mq consumes patient reports from Kafka and stores each exactly once in MySQL.
+package main
+
+import (
+	"context"
+	"flag"
+
+	"github.com/zeromicro/go-zero/core/conf"
+	"github.com/zeromicro/go-zero/core/logx"
+	"github.com/zeromicro/go-zero/core/service"
+
+	"github.com/epro-intake/epro-mq/internal/config"
+	"github.com/epro-intake/epro-mq/internal/svc"
+)
+
+var configFile = flag.String("f", "etc/epro-mq.yaml", "the config file")
+
+func main() {
+	flag.Parse()
+
+	var c config.Config
+	conf.MustLoad(*configFile, &c, conf.UseEnv())
+	c.MustSetUp()
+
+	ctx, err := svc.NewServiceContext(context.Background(), c)
+	logx.Must(err)
+	defer ctx.Close()
+
+	group := service.NewServiceGroup()
+	defer group.Stop()
+	group.Add(ctx.Consumer)
+
+	logx.Infof("epro-mq consuming %s as group %s", c.Reports.Topic, c.Reports.Group)
+	group.Start()
+}

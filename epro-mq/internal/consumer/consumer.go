@@ -1,0 +1,318 @@
+// Package consumer runs the report topic's consumer group. It is configured with go-queue's kq.KqConf and
+// runs as a go-zero service, but it does not use kq's loop, whose semantics lose reports (see ARCHITECTURE.md):
+//
+//   - kq commits failed messages (ForceCommit), and commits each message on its own while 8 goroutines work
+//     on one partition, so the committed offset can pass unfinished work. Here an offset is committed only
+//     when it and everything before it in its partition is stored or dead-lettered.
+//   - kq spreads one partition over its processors, losing per-key order. Here a key always goes to the same
+//     worker, so a patient's reports are stored in partition order.
+//   - kq's Stop does not drain. Here a stop or a rebalance stops fetching, waits for the work in flight,
+//     commits it and only then gives the partitions up.
+//   - kq starts a new group at the newest offset. Here the configured Offset is used, and epro-mq's
+//     configuration says "first", so a backlog or expired offsets never skip reports.
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/zeromicro/go-queue/kq"
+	"github.com/zeromicro/go-zero/core/logx"
+
+	"github.com/epro-intake/common/producer"
+)
+
+// Conf is how the pipeline around the kq settings is shaped.
+type Conf struct {
+	// Workers is the number of pool workers, each owning a disjoint set of keys; 0 means kq's Processors.
+	Workers int `json:",optional"`
+	// QueueSize is each worker's queue length; a full queue stops fetching.
+	QueueSize int `json:",default=256"`
+	// BatchSize and BatchWait: a worker writes up to BatchSize records at once and waits at most BatchWait
+	// for a batch to fill.
+	BatchSize int           `json:",default=100"`
+	BatchWait time.Duration `json:",default=5ms"`
+	// CommitInterval is how often finished offsets are committed. A crash re-reads at most this much,
+	// which dedupe absorbs.
+	CommitInterval time.Duration `json:",default=500ms"`
+	// DrainTimeout bounds how long a stop or a rebalance waits for work in flight before giving up on it
+	// (uncommitted, so the next owner reads it again). Keep it below the group's rebalance timeout.
+	DrainTimeout time.Duration `json:",default=10s"`
+	// SessionTimeout and RebalanceTimeout are the group's timeouts (kafka-go defaults: 30s each).
+	SessionTimeout   time.Duration `json:",default=10s"`
+	RebalanceTimeout time.Duration `json:",default=20s"`
+}
+
+// ReportConsumer consumes one topic in a consumer group and hands records to a BatchHandler. It implements
+// go-zero's service.Service.
+type ReportConsumer struct {
+	kq      kq.KqConf
+	conf    Conf
+	handler BatchHandler
+
+	ctx    context.Context // ends on a hard stop
+	cancel context.CancelFunc
+	group  *kafka.ConsumerGroup
+	pool   *pool
+	done   chan struct{}
+	stop   sync.Once
+
+	mu    sync.Mutex
+	stats Stats
+}
+
+// Stats are counters for monitoring and tests.
+type Stats struct {
+	Generations int
+	Commits     int
+	CommitErrs  int
+	Assigned    []int
+}
+
+// New checks c and builds a ReportConsumer. It refuses kq settings whose meaning it does not honour rather
+// than silently ignoring them.
+func New(c kq.KqConf, conf Conf, h BatchHandler) (*ReportConsumer, error) {
+	c.Brokers = producer.SplitBrokers(c.Brokers)
+	switch {
+	case len(c.Brokers) == 0 || c.Topic == "" || c.Group == "":
+		return nil, errors.New("kq config needs Brokers, Topic and Group")
+	case c.ForceCommit:
+		return nil, errors.New("kq ForceCommit must be false: a failed report is retried or dead-lettered, never committed")
+	case c.Username != "" || c.Password != "" || c.CaFile != "":
+		return nil, errors.New("kq SASL and TLS settings are not supported by this consumer yet")
+	}
+	if conf.Workers <= 0 {
+		conf.Workers = c.Processors
+	}
+	if conf.Workers <= 0 {
+		conf.Workers = 8
+	}
+	if conf.QueueSize <= 0 {
+		conf.QueueSize = 256
+	}
+	if conf.BatchSize <= 0 {
+		conf.BatchSize = 100
+	}
+	if conf.BatchWait <= 0 {
+		conf.BatchWait = 5 * time.Millisecond
+	}
+	if conf.CommitInterval <= 0 {
+		conf.CommitInterval = 500 * time.Millisecond
+	}
+	if conf.DrainTimeout <= 0 {
+		conf.DrainTimeout = 10 * time.Second
+	}
+	if conf.SessionTimeout <= 0 {
+		conf.SessionTimeout = 10 * time.Second
+	}
+	if conf.RebalanceTimeout <= 0 {
+		conf.RebalanceTimeout = conf.DrainTimeout + 5*time.Second
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &ReportConsumer{kq: c, conf: conf, handler: h, ctx: ctx, cancel: cancel, done: make(chan struct{})}, nil
+}
+
+func (c *ReportConsumer) startOffset() int64 {
+	if c.kq.Offset == "last" {
+		return kafka.LastOffset
+	}
+	return kafka.FirstOffset
+}
+
+// Start joins the group and consumes until Stop. It blocks.
+func (c *ReportConsumer) Start() {
+	defer close(c.done)
+	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:      c.kq.Group,
+		Brokers: c.kq.Brokers,
+		Topics:  []string{c.kq.Topic},
+		// Used only when the group has no committed offset for a partition (new group, expired offsets).
+		StartOffset:            c.startOffset(),
+		SessionTimeout:         c.conf.SessionTimeout,
+		RebalanceTimeout:       c.conf.RebalanceTimeout,
+		HeartbeatInterval:      c.conf.SessionTimeout / 4,
+		JoinGroupBackoff:       time.Second,
+		WatchPartitionChanges:  true,
+		PartitionWatchInterval: 5 * time.Second,
+		Timeout:                5 * time.Second,
+		ErrorLogger:            kafka.LoggerFunc(func(msg string, args ...any) { logx.Errorf("kafka group: "+msg, args...) }),
+	})
+	if err != nil {
+		logx.Errorf("create consumer group %s: %v", c.kq.Group, err)
+		return
+	}
+	c.mu.Lock()
+	c.group = group
+	c.mu.Unlock()
+	c.pool = newPool(c.ctx, c.handler, c.conf.Workers, c.conf.QueueSize, c.conf.BatchSize, c.conf.BatchWait)
+	defer c.pool.close()
+	for {
+		gen, err := group.Next(c.ctx)
+		if err != nil {
+			if errors.Is(err, kafka.ErrGroupClosed) || c.ctx.Err() != nil {
+				return
+			}
+			logx.Errorf("consumer group %s: %v", c.kq.Group, err)
+			continue
+		}
+		c.runGeneration(gen)
+	}
+}
+
+// Stop stops fetching, waits up to DrainTimeout for the work in flight, commits what is finished and leaves
+// the group. Work not finished by then is left uncommitted and read again by the next owner.
+func (c *ReportConsumer) Stop() {
+	c.stop.Do(func() {
+		c.mu.Lock()
+		group := c.group
+		c.mu.Unlock()
+		if group != nil {
+			// Closing the group ends the current generation: its partition loops drain and commit before
+			// Close returns, and then the member leaves the group.
+			_ = group.Close()
+		}
+		c.cancel()
+		<-c.done
+	})
+}
+
+// Stats returns a snapshot of the counters.
+func (c *ReportConsumer) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.stats
+	s.Assigned = append([]int(nil), c.stats.Assigned...)
+	return s
+}
+
+// runGeneration starts one loop per assigned partition plus a committer, all bound to the generation: when
+// the group rebalances, they drain, commit and return, and only then does the member rejoin.
+func (c *ReportConsumer) runGeneration(gen *kafka.Generation) {
+	assigned := gen.Assignments[c.kq.Topic]
+	parts := make(map[int]*tracker, len(assigned))
+	ids := make([]int, 0, len(assigned))
+	for _, a := range assigned {
+		parts[a.ID] = newTracker()
+		ids = append(ids, a.ID)
+	}
+	c.mu.Lock()
+	c.stats.Generations++
+	c.stats.Assigned = ids
+	c.mu.Unlock()
+	logx.Infof("consumer group %s generation %d: assigned partitions %v", gen.GroupID, gen.ID, ids)
+
+	var drained sync.WaitGroup
+	for _, a := range assigned {
+		drained.Add(1)
+		gen.Start(func(gctx context.Context) {
+			defer drained.Done()
+			c.consumePartition(gctx, a, parts[a.ID])
+		})
+	}
+	gen.Start(func(gctx context.Context) {
+		ticker := time.NewTicker(c.conf.CommitInterval)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ticker.C:
+				c.commit(gen, parts)
+			case <-gctx.Done():
+				drained.Wait()
+				c.commit(gen, parts)
+				return
+			}
+		}
+	})
+}
+
+func (c *ReportConsumer) commit(gen *kafka.Generation, parts map[int]*tracker) {
+	offsets := map[int]int64{}
+	for id, t := range parts {
+		if off, ok := t.position(); ok {
+			offsets[id] = off
+		}
+	}
+	if len(offsets) == 0 {
+		return
+	}
+	err := gen.CommitOffsets(map[string]map[int]int64{c.kq.Topic: offsets})
+	c.mu.Lock()
+	if err != nil {
+		c.stats.CommitErrs++
+	} else {
+		c.stats.Commits++
+	}
+	c.mu.Unlock()
+	if err != nil {
+		// Not fatal: the offsets stay where they were and the records are read again after a rebalance.
+		logx.Errorf("commit offsets for group %s generation %d: %v", gen.GroupID, gen.ID, err)
+		return
+	}
+	for id, off := range offsets {
+		parts[id].committedAt(off)
+	}
+}
+
+func (c *ReportConsumer) consumePartition(gctx context.Context, a kafka.PartitionAssignment, t *tracker) {
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:   c.kq.Brokers,
+		Topic:     c.kq.Topic,
+		Partition: a.ID,
+		MinBytes:  c.kq.MinBytes,
+		MaxBytes:  c.kq.MaxBytes,
+		// MaxWait bounds how long a fetch waits for MinBytes; it is also the latency floor at low load.
+		MaxWait:        50 * time.Millisecond,
+		QueueCapacity:  c.conf.BatchSize,
+		ReadBackoffMin: 50 * time.Millisecond,
+		ReadBackoffMax: time.Second,
+		ErrorLogger:    kafka.LoggerFunc(func(msg string, args ...any) { logx.Errorf("kafka reader: "+msg, args...) }),
+	})
+	defer r.Close()
+	offset := a.Offset
+	if offset < 0 { // no committed offset: kafka-go hands over the configured start offset
+		offset = c.startOffset()
+	}
+	if err := r.SetOffset(offset); err != nil {
+		logx.Errorf("partition %d: set offset %d: %v", a.ID, offset, err)
+		return
+	}
+	fetchCtx, stopFetch := context.WithCancel(context.Background())
+	defer stopFetch()
+	gone := make(chan struct{})
+	go func() {
+		select {
+		case <-gctx.Done():
+		case <-c.ctx.Done():
+		}
+		stopFetch()
+	}()
+	for {
+		m, err := r.FetchMessage(fetchCtx)
+		if err != nil {
+			if fetchCtx.Err() != nil {
+				break
+			}
+			logx.Errorf("partition %d: fetch: %v", a.ID, err)
+			continue
+		}
+		t.add(m.Offset)
+		if err := c.pool.submit(fetchCtx, &item{msg: m, tracker: t, gone: gone}); err != nil {
+			t.abandon(m.Offset)
+			break
+		}
+	}
+	if !t.waitIdle(c.conf.DrainTimeout) {
+		logx.Errorf("partition %d: %d records still in flight after %s; leaving them uncommitted for the next owner",
+			a.ID, t.lag(), c.conf.DrainTimeout)
+		close(gone)
+	}
+}
+
+// String describes the consumer for logs.
+func (c *ReportConsumer) String() string {
+	return fmt.Sprintf("consumer(topic=%s group=%s)", c.kq.Topic, c.kq.Group)
+}

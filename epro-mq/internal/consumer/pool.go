@@ -1,0 +1,135 @@
+package consumer
+
+import (
+	"context"
+	"hash/fnv"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// BatchHandler stores a batch of records. It returns nil only when every record in msgs is finished: stored
+// (or found stored already) or acknowledged on the dead-letter topic. It retries transient failures itself
+// and returns an error only when ctx ends first; then none of the batch counts as finished.
+type BatchHandler interface {
+	HandleBatch(ctx context.Context, msgs []kafka.Message) error
+}
+
+// item is one fetched record on its way through the pool.
+type item struct {
+	msg     kafka.Message
+	tracker *tracker
+	// gone is closed when the partition was handed to another consumer and this one stopped waiting for it:
+	// the item must then not be stored, or it could land after a later report of the same patient that the
+	// new owner already stored.
+	gone <-chan struct{}
+}
+
+// pool is a fixed set of workers, each owning the keys that hash to it, so one patient's reports are always
+// handled by one worker in partition order. Each worker has a bounded queue; when it is full, submit blocks
+// and the partition stops fetching, which is the backpressure that keeps memory flat when MySQL slows down.
+type pool struct {
+	handler   BatchHandler
+	queues    []chan *item
+	batchSize int
+	batchWait time.Duration
+	ctx       context.Context // ends on a hard stop: workers abandon what they hold
+	wg        sync.WaitGroup
+}
+
+func newPool(ctx context.Context, h BatchHandler, workers, queueSize, batchSize int, batchWait time.Duration) *pool {
+	p := &pool{handler: h, batchSize: batchSize, batchWait: batchWait, ctx: ctx}
+	for i := 0; i < workers; i++ {
+		q := make(chan *item, queueSize)
+		p.queues = append(p.queues, q)
+		p.wg.Add(1)
+		go p.work(q)
+	}
+	return p
+}
+
+// shard picks the worker for a key. Records with the same key always go to the same worker.
+func (p *pool) shard(key []byte) chan *item {
+	h := fnv.New32a()
+	_, _ = h.Write(key)
+	return p.queues[h.Sum32()%uint32(len(p.queues))]
+}
+
+// submit queues it, blocking while the worker's queue is full. It fails only when ctx ends.
+func (p *pool) submit(ctx context.Context, it *item) error {
+	select {
+	case p.shard(it.msg.Key) <- it:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// close stops the workers once their queues are empty.
+func (p *pool) close() {
+	for _, q := range p.queues {
+		close(q)
+	}
+	p.wg.Wait()
+}
+
+func (p *pool) work(q chan *item) {
+	defer p.wg.Done()
+	batch := make([]*item, 0, p.batchSize)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		first, ok := <-q
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], first)
+		timer.Reset(p.batchWait)
+	fill:
+		for len(batch) < p.batchSize {
+			select {
+			case it, ok := <-q:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, it)
+			case <-timer.C:
+				break fill
+			}
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		p.handle(batch)
+	}
+}
+
+func (p *pool) handle(batch []*item) {
+	live := make([]*item, 0, len(batch))
+	msgs := make([]kafka.Message, 0, len(batch))
+	for _, it := range batch {
+		select {
+		case <-it.gone:
+			it.tracker.abandon(it.msg.Offset)
+			continue
+		default:
+		}
+		live = append(live, it)
+		msgs = append(msgs, it.msg)
+	}
+	if len(live) == 0 {
+		return
+	}
+	err := p.handler.HandleBatch(p.ctx, msgs)
+	for _, it := range live {
+		if err == nil {
+			it.tracker.finish(it.msg.Offset)
+		} else {
+			it.tracker.abandon(it.msg.Offset)
+		}
+	}
+}

@@ -1,0 +1,94 @@
+// Package store writes reports to MySQL. Reports are insert-only: nothing here updates or deletes one.
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/pressly/goose/v3"
+
+	"github.com/epro-intake/epro-mq/migrations"
+)
+
+// Report is one row of the reports table.
+type Report struct {
+	RequestID              string
+	PatientID              string
+	TrialID                string
+	QuestionnaireID        string
+	QuestionnaireVersion   string
+	SubmittedAt            time.Time // UTC
+	SubmittedOffsetMinutes int
+	ReceivedAt             time.Time // UTC
+	Payload                []byte    // the record value exactly as read from Kafka
+	Topic                  string
+	Partition              int
+	Offset                 int64
+}
+
+// Reports is the reports table.
+type Reports struct {
+	db  *sql.DB
+	now func() time.Time
+}
+
+// NewReports returns the reports table on db.
+func NewReports(db *sql.DB) *Reports {
+	return &Reports{db: db, now: time.Now}
+}
+
+const columns = 14
+
+// insertPrefix and the suffix make a multi-row insert in which a request id that is already stored counts as
+// success. "ON DUPLICATE KEY UPDATE request_id = request_id" rather than INSERT IGNORE, because IGNORE also
+// turns data errors into warnings and would store truncated reports; rather than "id = id", which was seen on
+// MariaDB 10.11 to apply only part of a concurrent batch without an error.
+const insertPrefix = "INSERT INTO reports (request_id, patient_id, trial_id, questionnaire_id, questionnaire_version, " +
+	"submitted_at, submitted_offset_minutes, received_at, stored_at, payload, payload_sha256, " +
+	"kafka_topic, kafka_partition, kafka_offset) VALUES "
+
+const insertSuffix = " ON DUPLICATE KEY UPDATE request_id = request_id"
+
+// Insert writes rows in one statement, in their order, so auto-increment ids follow partition order.
+// Rows whose request id is stored already are left as they are.
+func (r *Reports) Insert(ctx context.Context, rows []Report) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	var sb strings.Builder
+	sb.Grow(len(insertPrefix) + len(rows)*50 + len(insertSuffix))
+	sb.WriteString(insertPrefix)
+	args := make([]any, 0, len(rows)*columns)
+	storedAt := r.now().UTC()
+	for i, row := range rows {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+		sum := sha256.Sum256(row.Payload)
+		args = append(args, row.RequestID, row.PatientID, row.TrialID, row.QuestionnaireID, row.QuestionnaireVersion,
+			row.SubmittedAt.UTC(), row.SubmittedOffsetMinutes, row.ReceivedAt.UTC(), storedAt, row.Payload, sum[:],
+			row.Topic, row.Partition, row.Offset)
+	}
+	sb.WriteString(insertSuffix)
+	if _, err := r.db.ExecContext(ctx, sb.String(), args...); err != nil {
+		return fmt.Errorf("insert %d reports: %w", len(rows), err)
+	}
+	return nil
+}
+
+// Migrate applies every pending migration.
+func Migrate(ctx context.Context, db *sql.DB) error {
+	provider, err := goose.NewProvider(goose.DialectMySQL, db, migrations.FS)
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	if _, err := provider.Up(ctx); err != nil {
+		return fmt.Errorf("apply migrations: %w", err)
+	}
+	return nil
+}
