@@ -1,0 +1,46 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+
+	"github.com/epro-intake/common/errcode"
+	"github.com/zeromicro/go-zero/core/conf"
+	"github.com/zeromicro/go-zero/core/logx"
+	"github.com/zeromicro/go-zero/core/service"
+	"github.com/zeromicro/go-zero/rest"
+	"github.com/zeromicro/go-zero/rest/httpx"
+
+	"github.com/epro-intake/epro-api/internal/config"
+	"github.com/epro-intake/epro-api/internal/handler"
+	"github.com/epro-intake/epro-api/internal/middleware"
+	"github.com/epro-intake/epro-api/internal/svc"
+)
+
+var configFile = flag.String("f", "etc/epro-api.yaml", "the config file")
+
+func main() {
+	flag.Parse()
+
+	var c config.Config
+	conf.MustLoad(*configFile, &c, conf.UseEnv())
+
+	// go-zero's default error handler writes err.Error() as text, and its parse errors quote the body.
+	httpx.SetErrorHandlerCtx(errcode.Handler)
+	server := rest.MustNewServer(c.ServerConf(), handler.RunOptions()...)
+
+	ctx, err := svc.NewServiceContext(c)
+	logx.Must(err)
+	defer ctx.Close()
+
+	server.Use(middleware.AccessLog)
+	handler.RegisterHandlers(server, ctx)
+
+	group := service.NewServiceGroup()
+	defer group.Stop()
+	group.Add(server)
+	group.Add(ctx.Readiness)
+
+	fmt.Printf("Starting epro-api at %s:%d...\n", c.Host, c.Port)
+	group.Start()
+}

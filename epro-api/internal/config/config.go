@@ -1,0 +1,131 @@
+// Package config is epro-api's configuration. Every default is stated in its tag; addresses and secrets come
+// from the environment through etc/epro-api.yaml.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/epro-intake/common/producer"
+	"github.com/epro-intake/common/report"
+	"github.com/zeromicro/go-zero/rest"
+)
+
+type Config struct {
+	rest.RestConf
+
+	// Kafka is the producer for the report topic: acks=all, murmur2 by key, synchronous (see common/producer).
+	Kafka producer.Conf
+	// Topic receives every accepted report, keyed by patientId.
+	Topic string `json:",default=epro.reports.v1"`
+	// ProduceTimeout bounds one Send, retries included. It must stay below RestConf.Timeout so that the client
+	// gets our 503 with Retry-After rather than go-zero's timeout answer.
+	ProduceTimeout time.Duration `json:",default=2s"`
+	// RetryAfter is the Retry-After (seconds) sent with every 503.
+	RetryAfter int `json:",default=5,range=[1:3600]"`
+
+	Limits LimitsConf
+
+	MySQL MySQLConf
+	Redis RedisConf
+
+	Ready ReadyConf
+}
+
+type LimitsConf struct {
+	// MaxAge is how old submittedAt may be. Phones without network keep reports for weeks and sync later, so
+	// this is generous.
+	MaxAge time.Duration `json:",default=2160h"`
+	// MaxSkew is how far ahead of our clock submittedAt may be, for device clocks that run fast.
+	MaxSkew time.Duration `json:",default=10m"`
+	// BodyBytes caps the body of POST /v1/reports and each item of a batch.
+	BodyBytes int64 `json:",default=65536"`
+	// BatchBodyBytes caps the body of POST /v1/reports/batch.
+	BatchBodyBytes int64 `json:",default=2097152"`
+	// BatchItems caps the reports in one batch.
+	BatchItems int `json:",default=100,range=[1:1000]"`
+}
+
+type MySQLConf struct {
+	// DSN in go-sql-driver form. parseTime=true and loc=UTC are forced whatever it says, because the reports
+	// table holds UTC DATETIME(6) values.
+	DSN string
+	// QueryTimeout bounds the status lookup.
+	QueryTimeout time.Duration `json:",default=1s"`
+	MaxOpenConns int           `json:",default=16"`
+	MaxIdleConns int           `json:",default=16"`
+}
+
+type RedisConf struct {
+	Addr     string
+	Password string `json:",optional"`
+	DB       int    `json:",default=0"`
+	// Timeout bounds each Redis command: the best-effort status write after a 202 and the status lookup.
+	Timeout time.Duration `json:",default=500ms"`
+	// PoolSize is go-redis's pool (its default is 10 per CPU; stated because it caps throughput).
+	PoolSize int `json:",default=64"`
+}
+
+type ReadyConf struct {
+	// Interval between Kafka pings.
+	Interval time.Duration `json:",default=1s"`
+	// MaxAge is how old the last successful ping may be for /readyz to answer 200.
+	MaxAge time.Duration `json:",default=3s"`
+}
+
+// Validate is called by conf.Load.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Kafka.Brokers) == 0 || c.Kafka.Brokers[0] == "" {
+		errs = append(errs, errors.New("Kafka.Brokers is empty (EPRO_KAFKA_BROKERS)"))
+	}
+	if c.MySQL.DSN == "" {
+		errs = append(errs, errors.New("MySQL.DSN is empty (EPRO_MYSQL_DSN)"))
+	}
+	if c.Redis.Addr == "" {
+		errs = append(errs, errors.New("Redis.Addr is empty (EPRO_REDIS_ADDR)"))
+	}
+	if c.ProduceTimeout <= 0 {
+		errs = append(errs, errors.New("ProduceTimeout must be positive"))
+	}
+	if c.RestConf.Timeout > 0 {
+		restTimeout := time.Duration(c.RestConf.Timeout) * time.Millisecond
+		if c.ProduceTimeout+c.Redis.Timeout >= restTimeout {
+			errs = append(errs, fmt.Errorf("ProduceTimeout+Redis.Timeout (%s) must be below Timeout (%s)",
+				c.ProduceTimeout+c.Redis.Timeout, restTimeout))
+		}
+		if c.MySQL.QueryTimeout+c.Redis.Timeout >= restTimeout {
+			errs = append(errs, fmt.Errorf("MySQL.QueryTimeout+Redis.Timeout (%s) must be below Timeout (%s)",
+				c.MySQL.QueryTimeout+c.Redis.Timeout, restTimeout))
+		}
+	}
+	if c.Limits.BodyBytes <= 0 || c.Limits.BatchBodyBytes < c.Limits.BodyBytes {
+		errs = append(errs, errors.New("Limits: need 0 < BodyBytes <= BatchBodyBytes"))
+	}
+	if c.Ready.Interval <= 0 || c.Ready.MaxAge < c.Ready.Interval {
+		errs = append(errs, errors.New("Ready: need 0 < Interval <= MaxAge"))
+	}
+	return errors.Join(errs...)
+}
+
+// ServerConf is the RestConf to build the server with. It turns off three go-zero middlewares whatever the
+// file says, because each would break a promise of this API:
+//   - Log: on any 5xx it dumps the request with the first 1 KiB of its body, i.e. patient answers, into the
+//     error log (rest/handler/loghandler.go). internal/middleware.AccessLog replaces it.
+//   - MaxBytes: it answers a bare 413 with no JSON, and only when Content-Length is set; the handlers enforce
+//     per-route limits with http.MaxBytesReader, chunked bodies included.
+//   - Breaker: after a run of Kafka 503s it answers bare 503s without Retry-After for a while, even once Kafka
+//     is back; the produce timeout and /readyz already cover a Kafka outage.
+func (c Config) ServerConf() rest.RestConf {
+	rc := c.RestConf
+	rc.Middlewares.Log = false
+	rc.Middlewares.MaxBytes = false
+	rc.Middlewares.Breaker = false
+	return rc
+}
+
+// Report returns the clock checks for report.Submission.Validate.
+func (l LimitsConf) Report() report.Limits {
+	return report.Limits{MaxAge: l.MaxAge, MaxSkew: l.MaxSkew}
+}

@@ -1,0 +1,23 @@
+package handler
+
+import (
+	"net/http"
+
+	"github.com/epro-intake/common/errcode"
+	"github.com/zeromicro/go-zero/rest"
+)
+
+// codeMethodNotAllowed is not in errcode yet; it belongs there once another service needs it.
+const codeMethodNotAllowed = "METHOD_NOT_ALLOWED"
+
+// RunOptions make unknown paths and methods answer in the errcode shape too, instead of net/http's plain text.
+func RunOptions() []rest.RunOption {
+	return []rest.RunOption{
+		rest.WithNotFoundHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			errcode.Write(r.Context(), w, errcode.New(http.StatusNotFound, errcode.NotFound, "no such endpoint"))
+		})),
+		rest.WithNotAllowedHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			errcode.Write(r.Context(), w, errcode.New(http.StatusMethodNotAllowed, codeMethodNotAllowed, "method not allowed on this endpoint"))
+		})),
+	}
+}

@@ -1,0 +1,78 @@
+package logic
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/epro-intake/common/errcode"
+	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/common/status"
+	"github.com/segmentio/kafka-go"
+	"github.com/zeromicro/go-zero/core/logx"
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/epro-intake/epro-api/internal/svc"
+)
+
+// Values of BatchItemResult.Status and AcceptedResp.Status.
+const (
+	statusAccepted    = status.Accepted
+	statusRejected    = "rejected"
+	statusUnavailable = "unavailable"
+)
+
+// traceContext is W3C Trace Context on purpose rather than the global propagator: the record headers are part
+// of the wire contract (traceparent, tracestate), and client-sent baggage has no business on the topic.
+var traceContext = propagation.TraceContext{}
+
+// reportMessage is the Kafka record for env: keyed by patient so that one patient's reports stay in order on
+// one partition, and carrying the request id, schema version and the caller's trace context as headers.
+func reportMessage(ctx context.Context, topic string, env report.Envelope) (kafka.Message, error) {
+	value, err := json.Marshal(env)
+	if err != nil {
+		return kafka.Message{}, fmt.Errorf("marshal envelope: %w", err)
+	}
+	headers := []kafka.Header{
+		{Key: report.HeaderRequestID, Value: []byte(env.RequestID)},
+		{Key: report.HeaderSchemaVersion, Value: []byte(strconv.Itoa(env.SchemaVersion))},
+	}
+	carrier := propagation.MapCarrier{}
+	traceContext.Inject(ctx, carrier)
+	for _, k := range []string{report.HeaderTraceparent, report.HeaderTracestate} {
+		if v := carrier.Get(k); v != "" {
+			headers = append(headers, kafka.Header{Key: k, Value: []byte(v)})
+		}
+	}
+	return kafka.Message{Topic: topic, Key: []byte(env.PatientID), Value: value, Headers: headers}, nil
+}
+
+// formatTime writes times the way encoding/json writes the envelope's receivedAt, so the 202 and the record
+// agree to the nanosecond.
+func formatTime(t time.Time) string {
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+func unavailable(svcCtx *svc.ServiceContext, message string) *errcode.Error {
+	return errcode.Unavailable(message, svcCtx.Config.RetryAfter)
+}
+
+// markAccepted caches "accepted" for each id, best effort: Kafka already holds the reports, so a Redis failure
+// is logged and the client still gets its 202. NX keeps a status the consumer may already have written.
+// The write outlives a client that hung up, because the report was taken all the same.
+func markAccepted(ctx context.Context, svcCtx *svc.ServiceContext, ids ...string) {
+	if len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), svcCtx.Config.Redis.Timeout)
+	defer cancel()
+	pipe := svcCtx.Redis.Pipeline()
+	for _, id := range ids {
+		pipe.SetNX(ctx, status.Key(id), status.Accepted, status.TTL)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		logx.WithContext(ctx).Errorw("cache accepted status", logx.Field("requestIds", ids), logx.Field("error", err.Error()))
+	}
+}

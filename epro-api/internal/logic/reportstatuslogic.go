@@ -1,0 +1,93 @@
+package logic
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/epro-intake/common/errcode"
+	"github.com/epro-intake/common/status"
+	"github.com/go-sql-driver/mysql"
+	"github.com/redis/go-redis/v9"
+	"github.com/zeromicro/go-zero/core/logx"
+
+	"github.com/epro-intake/epro-api/internal/middleware"
+	"github.com/epro-intake/epro-api/internal/svc"
+	"github.com/epro-intake/epro-api/internal/types"
+)
+
+// mysqlNoSuchTable is ER_NO_SUCH_TABLE: epro-mq creates the reports table, and until it has, nothing is stored.
+const mysqlNoSuchTable = 1146
+
+type ReportStatusLogic struct {
+	logx.Logger
+	ctx    context.Context
+	svcCtx *svc.ServiceContext
+}
+
+func NewReportStatusLogic(ctx context.Context, svcCtx *svc.ServiceContext) *ReportStatusLogic {
+	return &ReportStatusLogic{
+		Logger: logx.WithContext(ctx),
+		ctx:    ctx,
+		svcCtx: svcCtx,
+	}
+}
+
+// ReportStatus answers from MySQL, the truth for stored reports, and then from the Redis status cache. A
+// store that cannot be asked gives a 503, never a 404 that would make the client think the report was lost.
+func (l *ReportStatusLogic) ReportStatus(req *types.ReportStatusReq) (*types.ReportStatusResp, error) {
+	id, ok := canonicalRequestID(req.RequestID)
+	if !ok {
+		return nil, errcode.Field(errcode.InvalidRequestID, "requestId", "must be a UUID such as 1b4e28ba-2fa1-41d2-883f-0016d3cca427")
+	}
+	middleware.NoteRequestID(l.ctx, id)
+
+	receivedAt, storedAt, found, err := l.stored(id)
+	if err != nil {
+		l.Errorw("read stored report", logx.Field("requestId", id), logx.Field("error", err.Error()))
+		return nil, unavailable(l.svcCtx, "the report status cannot be read right now")
+	}
+	if found {
+		return &types.ReportStatusResp{
+			RequestID: id, Status: status.Stored,
+			ReceivedAt: formatTime(receivedAt), StoredAt: formatTime(storedAt),
+		}, nil
+	}
+
+	ctx, cancel := context.WithTimeout(l.ctx, l.svcCtx.Config.Redis.Timeout)
+	defer cancel()
+	v, err := l.svcCtx.Redis.Get(ctx, status.Key(id)).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil, errcode.New(http.StatusNotFound, errcode.NotFound, "no report with this requestId was accepted")
+	case err != nil:
+		l.Errorw("read report status", logx.Field("requestId", id), logx.Field("error", err.Error()))
+		return nil, unavailable(l.svcCtx, "the report status cannot be read right now")
+	}
+	switch v {
+	case status.Accepted, status.DeadLettered, status.Stored:
+		// Stored without a row: the cache is ahead of our MySQL read (replica lag); storedAt is unknown.
+		return &types.ReportStatusResp{RequestID: id, Status: v}, nil
+	default:
+		l.Errorw("unknown report status in cache", logx.Field("requestId", id), logx.Field("status", v))
+		return nil, errcode.New(http.StatusInternalServerError, errcode.Internal, "internal error")
+	}
+}
+
+func (l *ReportStatusLogic) stored(id string) (receivedAt, storedAt time.Time, found bool, err error) {
+	ctx, cancel := context.WithTimeout(l.ctx, l.svcCtx.Config.MySQL.QueryTimeout)
+	defer cancel()
+	err = l.svcCtx.DB.QueryRowContext(ctx,
+		"SELECT received_at, stored_at FROM reports WHERE request_id = ?", id).Scan(&receivedAt, &storedAt)
+	var me *mysql.MySQLError
+	switch {
+	case err == nil:
+		return receivedAt, storedAt, true, nil
+	case errors.Is(err, sql.ErrNoRows), errors.As(err, &me) && me.Number == mysqlNoSuchTable:
+		return time.Time{}, time.Time{}, false, nil
+	default:
+		return time.Time{}, time.Time{}, false, err
+	}
+}

@@ -1,0 +1,58 @@
+package logic
+
+import (
+	"context"
+	"time"
+
+	"github.com/epro-intake/common/report"
+	"github.com/zeromicro/go-zero/core/logx"
+
+	"github.com/epro-intake/epro-api/internal/middleware"
+	"github.com/epro-intake/epro-api/internal/svc"
+	"github.com/epro-intake/epro-api/internal/types"
+)
+
+type SubmitReportLogic struct {
+	logx.Logger
+	ctx    context.Context
+	svcCtx *svc.ServiceContext
+	now    func() time.Time
+}
+
+func NewSubmitReportLogic(ctx context.Context, svcCtx *svc.ServiceContext) *SubmitReportLogic {
+	return &SubmitReportLogic{
+		Logger: logx.WithContext(ctx),
+		ctx:    ctx,
+		svcCtx: svcCtx,
+		now:    time.Now,
+	}
+}
+
+// SubmitReport validates sub and returns only once Kafka acknowledged it with acks=all. Any produce failure,
+// the timeout included, is a 503: the client keeps the report and sends it again with the same requestId.
+func (l *SubmitReportLogic) SubmitReport(sub report.Submission) (*types.AcceptedResp, error) {
+	now := l.now()
+	if err := sub.Validate(now, l.svcCtx.Config.Limits.Report()); err != nil {
+		return nil, err
+	}
+	middleware.NoteRequestID(l.ctx, sub.RequestID)
+	env := sub.Envelope(now)
+	msg, err := reportMessage(l.ctx, l.svcCtx.Config.Topic, env)
+	if err != nil {
+		return nil, err
+	}
+
+	ctx, cancel := context.WithTimeout(l.ctx, l.svcCtx.Config.ProduceTimeout)
+	defer cancel()
+	if err := l.svcCtx.Producer.Send(ctx, msg); err != nil {
+		l.Errorw("produce report", logx.Field("requestId", env.RequestID), logx.Field("error", err.Error()))
+		return nil, unavailable(l.svcCtx, "the report could not be stored right now; send it again later")
+	}
+
+	markAccepted(l.ctx, l.svcCtx, env.RequestID)
+	return &types.AcceptedResp{
+		RequestID:  env.RequestID,
+		Status:     statusAccepted,
+		ReceivedAt: formatTime(env.ReceivedAt),
+	}, nil
+}

@@ -1,0 +1,89 @@
+package svc
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/epro-intake/common/producer"
+	"github.com/go-sql-driver/mysql"
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/epro-intake/epro-api/internal/config"
+	"github.com/epro-intake/epro-api/internal/readiness"
+)
+
+// Producer is what the API needs from Kafka. *producer.Producer implements it; tests substitute one that
+// fails on chosen messages.
+type Producer interface {
+	Send(ctx context.Context, msgs ...kafka.Message) error
+	Ping(ctx context.Context, topic string) error
+	Close() error
+}
+
+// ServiceContext holds the clients, each built once. None of them connects before first use, so the API
+// starts while a dependency is down and /readyz tells when Kafka is there.
+type ServiceContext struct {
+	Config    config.Config
+	Producer  Producer
+	DB        *sql.DB
+	Redis     *redis.Client
+	Readiness *readiness.Checker
+}
+
+func NewServiceContext(c config.Config) (*ServiceContext, error) {
+	db, err := OpenMySQL(c.MySQL)
+	if err != nil {
+		return nil, err
+	}
+	p := producer.New(c.Kafka)
+	return &ServiceContext{
+		Config:   c,
+		Producer: p,
+		DB:       db,
+		Redis: redis.NewClient(&redis.Options{
+			Addr:         c.Redis.Addr,
+			Password:     c.Redis.Password,
+			DB:           c.Redis.DB,
+			DialTimeout:  c.Redis.Timeout,
+			ReadTimeout:  c.Redis.Timeout,
+			WriteTimeout: c.Redis.Timeout,
+			PoolSize:     c.Redis.PoolSize,
+			// go-redis retries 3 times by default, which would multiply Timeout; the caller's ctx is the budget.
+			MaxRetries: 1,
+		}),
+		Readiness: readiness.New(p, c.Topic, c.Ready.Interval, c.Ready.MaxAge),
+	}, nil
+}
+
+// OpenMySQL opens (without connecting) the database holding epro-mq's reports table.
+func OpenMySQL(c config.MySQLConf) (*sql.DB, error) {
+	cfg, err := mysql.ParseDSN(c.DSN)
+	if err != nil {
+		// The parse error may quote the DSN, password included.
+		return nil, errors.New("MySQL.DSN is not a valid go-sql-driver DSN")
+	}
+	// The reports table stores UTC DATETIME(6); without these the driver returns []byte or local times.
+	cfg.ParseTime = true
+	cfg.Loc = time.UTC
+	if cfg.Timeout == 0 {
+		cfg.Timeout = c.QueryTimeout
+	}
+	connector, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("mysql connector: %w", err)
+	}
+	db := sql.OpenDB(connector)
+	db.SetMaxOpenConns(c.MaxOpenConns)
+	db.SetMaxIdleConns(c.MaxIdleConns)
+	db.SetConnMaxLifetime(5 * time.Minute)
+	return db, nil
+}
+
+// Close releases every client.
+func (s *ServiceContext) Close() error {
+	return errors.Join(s.Producer.Close(), s.DB.Close(), s.Redis.Close())
+}
