@@ -1,0 +1,180 @@
+// epro-suite runs the whole ePRO intake suite on one machine: it provides Kafka, MySQL and Redis (in-process
+// stand-ins with -embedded, the servers named by EPRO_* with -real), creates the topics, builds epro-api,
+// epro-mq and dlq-worker from this checkout and runs them as child processes until it is interrupted.
+//
+// It exits non-zero when the suite cannot start, when a service dies on its own, or when a service has to be
+// killed because it did not stop within -stop-timeout after SIGTERM.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/common/topic"
+)
+
+// dlqPartitions is fixed: dead letters are rare and replayed by one worker, so more partitions buy nothing.
+const dlqPartitions = 3
+
+type options struct {
+	real         bool
+	partitions   int
+	readyTimeout time.Duration
+	stopTimeout  time.Duration
+	smoke        bool
+}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	var opt options
+	embedded := flag.Bool("embedded", true, "run Kafka, MySQL and Redis in-process (in memory; everything is lost on exit)")
+	flag.BoolVar(&opt.real, "real", false, "use the servers named by EPRO_KAFKA_BROKERS, EPRO_MYSQL_DSN and EPRO_REDIS_ADDR")
+	flag.IntVar(&opt.partitions, "partitions", 12, "partitions of "+report.Topic+" when it is created")
+	flag.DurationVar(&opt.readyTimeout, "ready-timeout", 2*time.Minute, "how long to wait for epro-api's /readyz")
+	// Above epro-mq's go-zero Shutdown.WaitTime (20s), so its own drain always gets to finish first.
+	flag.DurationVar(&opt.stopTimeout, "stop-timeout", 25*time.Second, "how long a service may take to stop after SIGTERM before it is killed")
+	flag.BoolVar(&opt.smoke, "smoke", false, "once ready, submit the sample report, wait until it is stored, then stop")
+	flag.Parse()
+
+	con := newConsole(os.Stdout, os.Stderr)
+	if opt.real && explicitlySet("embedded") && *embedded {
+		con.Errorf("-embedded and -real exclude each other")
+		return 2
+	}
+	if opt.partitions < 1 {
+		con.Errorf("-partitions must be at least 1")
+		return 2
+	}
+
+	ctx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stopSignals()
+
+	if err := runSuite(ctx, con, opt); err != nil {
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			con.Printf("interrupted before the suite was up")
+			return 1
+		}
+		con.Errorf("%v", err)
+		return 1
+	}
+	return 0
+}
+
+func runSuite(ctx context.Context, con *console, opt options) error {
+	root, err := repoRoot(ctx)
+	if err != nil {
+		return err
+	}
+	apiPort, err := apiPort(root, childLookup(nil))
+	if err != nil {
+		return err
+	}
+	// A stale epro-api on the port would answer /readyz and the curl lines would reach it instead of ours.
+	if err := portFree(apiPort); err != nil {
+		return fmt.Errorf("epro-api port %d: %w (is another epro-api or suite still running?)", apiPort, err)
+	}
+
+	// Build before starting anything, so that a compile error costs no startup and leaves nothing running.
+	services, err := buildServices(ctx, con, root)
+	if err != nil {
+		return err
+	}
+
+	var inf *infra
+	if opt.real {
+		inf, err = realInfra(ctx, con)
+	} else {
+		inf, err = embeddedInfra(con)
+	}
+	if err != nil {
+		return err
+	}
+	defer inf.Stop(con)
+
+	topicCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = topic.Ensure(topicCtx, inf.Brokers,
+		topic.Spec{Name: report.Topic, Partitions: opt.partitions, Replication: 1},
+		topic.Spec{Name: report.DLQTopic, Partitions: dlqPartitions, Replication: 1},
+	)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("topics on %v: %w", inf.Brokers, err)
+	}
+	if opt.real {
+		warnPartitions(ctx, con, inf.Brokers, map[string]int{report.Topic: opt.partitions, report.DLQTopic: dlqPartitions})
+	}
+	con.Printf("topics %s (%d partitions) and %s (%d) ready", report.Topic, opt.partitions, report.DLQTopic, dlqPartitions)
+
+	reportUnset(con, root, services, childLookup(inf.Env()))
+	sup := newSupervisor(con, root, childEnv(inf.Env()))
+	// Consumers first, so that the first report the API accepts already has a group waiting for it.
+	for _, s := range services {
+		if err := sup.Start(s); err != nil {
+			sup.Stop(opt.stopTimeout)
+			return err
+		}
+	}
+
+	base := "http://127.0.0.1:" + strconv.Itoa(apiPort)
+	if err := waitReady(ctx, sup, base+"/readyz", opt.readyTimeout); err != nil {
+		sup.Stop(opt.stopTimeout)
+		return err
+	}
+
+	sample, err := newSample(time.Now())
+	if err != nil {
+		sup.Stop(opt.stopTimeout)
+		return err
+	}
+	printBanner(con, base, sample, inf, opt.real)
+
+	var runErr error
+	if opt.smoke {
+		runErr = smoke(ctx, con, sup, base, sample)
+	} else {
+		select {
+		case <-ctx.Done():
+			con.Printf("stopping")
+		case ex := <-sup.Exited():
+			runErr = ex.unexpected()
+		}
+	}
+	if err := sup.Stop(opt.stopTimeout); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
+	if runErr == nil {
+		con.Printf("all services stopped cleanly")
+	}
+	return runErr
+}
+
+func explicitlySet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			set = true
+		}
+	})
+	return set
+}
+
+func portFree(port int) error {
+	// epro-api binds every interface (Host 0.0.0.0), so that is what has to be free.
+	ln, err := net.Listen("tcp", ":"+strconv.Itoa(port))
+	if err != nil {
+		return err
+	}
+	return ln.Close()
+}

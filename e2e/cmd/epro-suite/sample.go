@@ -1,0 +1,201 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/common/status"
+)
+
+// sampleReport is a valid submission for trying the API by hand.
+type sampleReport struct {
+	RequestID string
+	Body      []byte
+}
+
+// newSample builds the sample from the shared contract type and validates it with the API's own rules, so a
+// change to the contract breaks the suite at start rather than handing the user a curl line that gets 400.
+func newSample(now time.Time) (sampleReport, error) {
+	id, err := newUUID()
+	if err != nil {
+		return sampleReport{}, err
+	}
+	sub := report.Submission{
+		RequestID:            id,
+		PatientID:            "PAT-0001",
+		TrialID:              "TRIAL-EPRO-01",
+		QuestionnaireID:      "EQ-5D-5L",
+		QuestionnaireVersion: "2.1",
+		// A non-UTC offset on purpose: the device's offset must survive the whole pipeline.
+		SubmittedAt: now.In(time.FixedZone("", 60*60)).Truncate(time.Second).Format(time.RFC3339),
+		Answers:     json.RawMessage(`{"mobility":2,"selfCare":1,"usualActivities":2,"painDiscomfort":3,"anxietyDepression":1,"vas":72}`),
+		DeviceID:    "demo-device-1",
+		AppVersion:  "1.4.2",
+		Locale:      "en-GB",
+	}
+	check := sub
+	if err := check.Validate(now, report.Limits{MaxAge: 24 * time.Hour, MaxSkew: time.Minute}); err != nil {
+		return sampleReport{}, fmt.Errorf("sample report is invalid under common/report: %w", err)
+	}
+	body, err := json.Marshal(sub)
+	if err != nil {
+		return sampleReport{}, fmt.Errorf("encode sample report: %w", err)
+	}
+	return sampleReport{RequestID: id, Body: body}, nil
+}
+
+// newUUID returns a random (version 4) UUID in canonical lowercase form.
+func newUUID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("uuid: %w", err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]), nil
+}
+
+func postCurl(base string, s sampleReport) string {
+	// The shell's single quotes end at the first ' in the body; the sample's fixed values contain none.
+	return "curl -sS -i " + base + "/v1/reports -H 'Content-Type: application/json' --data '" + string(s.Body) + "'"
+}
+
+func getCurl(base string, s sampleReport) string {
+	return "curl -sS -i " + base + "/v1/reports/" + s.RequestID
+}
+
+func printBanner(con *console, base string, s sampleReport, inf *infra, real bool) {
+	con.Printf("epro-api is ready at %s (Ctrl-C stops the suite)", base)
+	var b strings.Builder
+	b.WriteString("\n# Submit a sample report (expect 202):\n")
+	b.WriteString(postCurl(base, s) + "\n")
+	b.WriteString("\n# Read its status (expect \"stored\" a moment later):\n")
+	b.WriteString(getCurl(base, s) + "\n")
+	if !real {
+		// Lets a service be run by hand (in a debugger, say) against the same embedded servers.
+		b.WriteString("\n# The embedded servers, for running a service or a tool by hand:\n")
+		for _, kv := range inf.Env() {
+			name, value, _ := strings.Cut(kv, "=")
+			b.WriteString("export " + name + "='" + value + "'\n")
+		}
+	}
+	b.WriteString("\n")
+	con.Raw(b.String())
+}
+
+// waitReady polls readyURL until it answers 200, a child dies, ctx ends or timeout passes.
+func waitReady(ctx context.Context, sup *supervisor, readyURL string, timeout time.Duration) error {
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	last := "no answer yet"
+	for {
+		code, err := get(ctx, client, readyURL, nil)
+		switch {
+		case err == nil && code == http.StatusOK:
+			return nil
+		case err != nil:
+			last = err.Error()
+		default:
+			last = fmt.Sprintf("HTTP %d", code)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ex := <-sup.Exited():
+			return ex.unexpected()
+		case <-deadline.C:
+			return fmt.Errorf("epro-api not ready after %s at %s (last: %s)", timeout, readyURL, last)
+		case <-tick.C:
+		}
+	}
+}
+
+func get(ctx context.Context, client *http.Client, url string, into any) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return resp.StatusCode, err
+	}
+	if into != nil && resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(body, into); err != nil {
+			return resp.StatusCode, fmt.Errorf("decode %s: %w", url, err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+// smoke submits the sample and waits until epro-mq has stored it: the whole path from HTTP through Kafka to
+// MySQL, checked through the API's own status endpoint.
+func smoke(ctx context.Context, con *console, sup *supervisor, base string, s sampleReport) error {
+	client := &http.Client{Timeout: 5 * time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/reports", bytes.NewReader(s.Body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("smoke: submit: %w", err)
+	}
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("smoke: submit answered %d, want 202: %s", resp.StatusCode, bytes.TrimSpace(answer))
+	}
+	con.Printf("smoke: report %s accepted (202)", s.RequestID)
+
+	const storeTimeout = 30 * time.Second
+	deadline := time.NewTimer(storeTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	start := time.Now()
+	last := ""
+	for {
+		var st struct {
+			Status string `json:"status"`
+		}
+		code, err := get(ctx, client, base+"/v1/reports/"+s.RequestID, &st)
+		switch {
+		case err != nil:
+			last = err.Error()
+		case code != http.StatusOK:
+			last = fmt.Sprintf("HTTP %d", code)
+		case st.Status == status.Stored:
+			con.Printf("smoke: report %s stored after %s", s.RequestID, time.Since(start).Round(time.Millisecond))
+			return nil
+		case st.Status == status.DeadLettered:
+			return fmt.Errorf("smoke: report %s was dead-lettered", s.RequestID)
+		default:
+			last = "status " + st.Status
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ex := <-sup.Exited():
+			return ex.unexpected()
+		case <-deadline.C:
+			return fmt.Errorf("smoke: report %s not stored after %s (last: %s)", s.RequestID, storeTimeout, last)
+		case <-tick.C:
+		}
+	}
+}
