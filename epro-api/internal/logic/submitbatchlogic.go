@@ -13,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/zeromicro/go-zero/core/logx"
 
+	"github.com/epro-intake/epro-api/internal/apierr"
 	"github.com/epro-intake/epro-api/internal/middleware"
 	"github.com/epro-intake/epro-api/internal/svc"
 	"github.com/epro-intake/epro-api/internal/types"
@@ -116,9 +117,8 @@ func (l *SubmitBatchLogic) prepare(raw json.RawMessage, now time.Time, seen map[
 }
 
 func (l *SubmitBatchLogic) reject(res *types.BatchItemResult, err error) {
-	_, e := errcode.Response(err)
 	res.Status = statusRejected
-	res.Error = &types.ItemError{Code: e.Code, Message: e.Message, Field: e.Field}
+	res.Error = apierr.Item(err)
 }
 
 // send produces msgs and returns which of them failed. kafka.WriteErrors is index-aligned with msgs; any

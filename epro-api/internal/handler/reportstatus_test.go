@@ -1,0 +1,143 @@
+package handler_test
+
+import (
+	"database/sql"
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/epro-intake/common/errcode"
+	"github.com/epro-intake/common/infratest"
+	"github.com/epro-intake/common/status"
+	"github.com/google/uuid"
+
+	"github.com/epro-intake/epro-api/internal/types"
+)
+
+// createReportsTable creates the columns of epro-mq's reports table that the API reads.
+func createReportsTable(t *testing.T, dsn string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := db.Exec(`CREATE TABLE reports (
+		id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+		request_id CHAR(36) NOT NULL,
+		received_at DATETIME(6) NOT NULL,
+		stored_at DATETIME(6) NOT NULL,
+		UNIQUE KEY uq_reports_request_id (request_id))`); err != nil {
+		t.Fatalf("create table: %v", err)
+	}
+	return db
+}
+
+func TestReportStatus(t *testing.T) {
+	dsn := infratest.MySQL(t)
+	db := createReportsTable(t, dsn)
+	a := newAPI(t, apiOptions{mysqlDSN: dsn})
+
+	stored := uuid.NewString()
+	receivedAt := time.Date(2026, 3, 1, 19, 5, 0, 123456000, time.UTC)
+	storedAt := receivedAt.Add(1500 * time.Millisecond)
+	if _, err := db.Exec("INSERT INTO reports (request_id, received_at, stored_at) VALUES (?, ?, ?)", stored, receivedAt, storedAt); err != nil {
+		t.Fatal(err)
+	}
+	// Redis still says accepted: MySQL, the truth for stored reports, wins.
+	a.rdb.Set(t.Context(), status.Key(stored), status.Accepted, time.Minute)
+
+	accepted := uuid.NewString()
+	a.rdb.Set(t.Context(), status.Key(accepted), status.Accepted, time.Minute)
+	dead := uuid.NewString()
+	a.rdb.Set(t.Context(), status.Key(dead), status.DeadLettered, time.Minute)
+
+	cases := []struct {
+		name, id, status, storedAt, receivedAt string
+		code                                   int
+	}{
+		{"stored", stored, "stored", "2026-03-01T19:05:01.623456Z", "2026-03-01T19:05:00.123456Z", 200},
+		{"stored, id in upper case", toUpper(stored), "stored", "2026-03-01T19:05:01.623456Z", "2026-03-01T19:05:00.123456Z", 200},
+		{"accepted", accepted, "accepted", "", "", 200},
+		{"dead lettered", dead, "dead_lettered", "", "", 200},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := a.get("/v1/reports/" + tc.id)
+			if resp.status != tc.code {
+				t.Fatalf("status %d body %s", resp.status, resp.body)
+			}
+			var got types.ReportStatusResp
+			if err := json.Unmarshal(resp.body, &got); err != nil {
+				t.Fatal(err)
+			}
+			want := types.ReportStatusResp{RequestID: toLower(tc.id), Status: tc.status, StoredAt: tc.storedAt, ReceivedAt: tc.receivedAt}
+			if got != want {
+				t.Errorf("got %+v, want %+v", got, want)
+			}
+		})
+	}
+
+	t.Run("unknown", func(t *testing.T) {
+		resp := a.get("/v1/reports/" + uuid.NewString())
+		if resp.status != http.StatusNotFound || resp.errorBody(t).Code != errcode.NotFound {
+			t.Fatalf("status %d body %s", resp.status, resp.body)
+		}
+	})
+	for _, bad := range []string{"abc", "1b4e28ba2fa141d2883f0016d3cca427", "00000000-0000-0000-0000-000000000000", "1b4e28ba-2fa1-41d2-883f-0016d3cca42g"} {
+		t.Run("invalid "+bad, func(t *testing.T) {
+			resp := a.get("/v1/reports/" + bad)
+			if resp.status != http.StatusBadRequest || resp.errorBody(t).Code != errcode.InvalidRequestID {
+				t.Fatalf("status %d body %s", resp.status, resp.body)
+			}
+		})
+	}
+}
+
+// Before epro-mq created its table, nothing is stored; the API still answers from Redis.
+func TestReportStatusWithoutReportsTable(t *testing.T) {
+	a := newAPI(t, apiOptions{}) // fresh, empty database
+	accepted := uuid.NewString()
+	a.rdb.Set(t.Context(), status.Key(accepted), status.Accepted, time.Minute)
+	if resp := a.get("/v1/reports/" + accepted); resp.status != http.StatusOK {
+		t.Fatalf("accepted: status %d body %s", resp.status, resp.body)
+	}
+	if resp := a.get("/v1/reports/" + uuid.NewString()); resp.status != http.StatusNotFound {
+		t.Fatalf("unknown: status %d body %s", resp.status, resp.body)
+	}
+}
+
+func TestReportStatusStoreDownIs503(t *testing.T) {
+	t.Run("mysql", func(t *testing.T) {
+		a := newAPI(t, apiOptions{mysqlDSN: "u:p@tcp(" + closedAddr(t) + ")/epro"})
+		accepted := uuid.NewString()
+		a.rdb.Set(t.Context(), status.Key(accepted), status.Accepted, time.Minute)
+		for _, id := range []string{accepted, uuid.NewString()} {
+			resp := a.get("/v1/reports/" + id)
+			if resp.status != http.StatusServiceUnavailable || resp.header.Get("Retry-After") == "" {
+				t.Fatalf("status %d body %s", resp.status, resp.body)
+			}
+			if e := resp.errorBody(t); e.Code != errcode.IngestUnavailable {
+				t.Errorf("code %s", e.Code)
+			}
+		}
+	})
+	t.Run("redis", func(t *testing.T) {
+		a := newAPI(t, apiOptions{redisAddr: closedAddr(t)})
+		resp := a.get("/v1/reports/" + uuid.NewString())
+		if resp.status != http.StatusServiceUnavailable || resp.header.Get("Retry-After") == "" {
+			t.Fatalf("status %d body %s", resp.status, resp.body)
+		}
+	})
+}
+
+// Redis down does not cost a report its 202: Kafka has it.
+func TestSubmitReportRedisDownStillAccepts(t *testing.T) {
+	a := newAPI(t, apiOptions{redisAddr: closedAddr(t)})
+	resp := a.post("/v1/reports", "application/json", mustJSON(t, validReport("PAT-1")))
+	if resp.status != http.StatusAccepted {
+		t.Fatalf("status %d body %s", resp.status, resp.body)
+	}
+	a.readMessages(0, 1, 5*time.Second)
+}

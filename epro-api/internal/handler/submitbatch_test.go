@@ -1,0 +1,190 @@
+package handler_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/epro-intake/common/errcode"
+	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/common/status"
+
+	"github.com/epro-intake/epro-api/internal/types"
+)
+
+func TestSubmitBatchMixed(t *testing.T) {
+	a := newAPI(t, apiOptions{partitions: 3})
+	const secret = "QUAGGA-1180-PRIVATE"
+	good1 := validReport("PAT-1")
+	good2 := validReport("PAT-2")
+	good2["requestId"] = strings.ToUpper(good2["requestId"].(string))
+	badID := validReport("PAT-3")
+	badID["requestId"] = secret
+	old := validReport("PAT-4")
+	old["submittedAt"] = time.Now().Add(-100 * 24 * time.Hour).Format(time.RFC3339)
+	unknown := validReport("PAT-5")
+	unknown["note"] = secret
+	dup := validReport("PAT-6")
+	dup["requestId"] = good1["requestId"]
+	big := validReport("PAT-7")
+	big["answers"] = map[string]any{"x": strings.Repeat(secret, 5000)}
+
+	items := []json.RawMessage{
+		mustJSON(t, good1),
+		mustJSON(t, badID),
+		json.RawMessage(`{"requestId": "` + secret + `"}`),
+		mustJSON(t, old),
+		mustJSON(t, good2),
+		mustJSON(t, unknown),
+		json.RawMessage(`"` + secret + `"`),
+		mustJSON(t, dup),
+		mustJSON(t, big),
+	}
+	resp := a.post("/v1/reports/batch", "application/json", mustJSON(t, map[string]any{"reports": items}))
+	if resp.status != http.StatusOK {
+		t.Fatalf("status %d body %s", resp.status, resp.body)
+	}
+	if bytes.Contains(resp.body, []byte(secret)) {
+		t.Errorf("response echoes request content: %s", resp.body)
+	}
+	var got types.BatchResp
+	if err := json.Unmarshal(resp.body, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		status, code, field, requestID string
+	}{
+		{"accepted", "", "", good1["requestId"].(string)},
+		{"rejected", errcode.InvalidRequestID, "requestId", ""},
+		{"rejected", errcode.InvalidRequestID, "requestId", ""},
+		{"rejected", errcode.SubmittedAtOutOfRange, "submittedAt", old["requestId"].(string)},
+		{"accepted", "", "", strings.ToLower(good2["requestId"].(string))},
+		{"rejected", errcode.ValidationFailed, "note", ""},
+		{"rejected", errcode.InvalidJSON, "", ""},
+		{"rejected", errcode.ValidationFailed, "requestId", good1["requestId"].(string)},
+		{"rejected", errcode.PayloadTooLarge, "", ""},
+	}
+	if len(got.Results) != len(want) || got.Accepted != 2 || got.Rejected != 7 || got.Unavailable != 0 {
+		t.Fatalf("got %d results, accepted %d rejected %d unavailable %d", len(got.Results), got.Accepted, got.Rejected, got.Unavailable)
+	}
+	for i, w := range want {
+		r := got.Results[i]
+		if r.Index != i || r.Status != w.status || r.RequestID != w.requestID {
+			t.Errorf("results[%d] = %+v, want %+v", i, r, w)
+			continue
+		}
+		if w.status == "accepted" {
+			if r.Error != nil || r.ReceivedAt == "" {
+				t.Errorf("results[%d] = %+v", i, r)
+			}
+			continue
+		}
+		if r.Error == nil || r.Error.Code != w.code || r.Error.Field != w.field || r.Error.Message == "" || r.ReceivedAt != "" {
+			t.Errorf("results[%d] = %+v (error %+v), want %+v", i, r, r.Error, w)
+		}
+	}
+
+	// Exactly the two accepted reports are on the topic, each on its patient's partition.
+	if n := a.recordCount(); n != 2 {
+		t.Fatalf("topic holds %d records, want 2", n)
+	}
+	for i, p := range []string{"PAT-1", "PAT-2"} {
+		part := javaPartition(p, 3)
+		var found bool
+		for _, m := range a.readMessages(part, 1, 5*time.Second) {
+			env, err := report.ParseEnvelope(m.Value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			found = found || (env.PatientID == p && env.RequestID == got.Results[[]int{0, 4}[i]].RequestID)
+		}
+		if !found {
+			t.Errorf("report of %s not on partition %d", p, part)
+		}
+	}
+	for _, i := range []int{0, 4} {
+		if v := a.rdb.Get(t.Context(), status.Key(got.Results[i].RequestID)).Val(); v != status.Accepted {
+			t.Errorf("status of results[%d] = %q", i, v)
+		}
+	}
+}
+
+func TestSubmitBatchAllRejectedIs200(t *testing.T) {
+	a := newAPI(t, apiOptions{})
+	bad := validReport("PAT-1")
+	delete(bad, "answers")
+	resp := a.post("/v1/reports/batch", "application/json", mustJSON(t, map[string]any{"reports": []any{bad}}))
+	if resp.status != http.StatusOK {
+		t.Fatalf("status %d body %s", resp.status, resp.body)
+	}
+	var got types.BatchResp
+	if err := json.Unmarshal(resp.body, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Accepted != 0 || got.Rejected != 1 || got.Results[0].Error.Field != "answers" {
+		t.Errorf("%s", resp.body)
+	}
+}
+
+func TestSubmitBatchKafkaUnreachableIs503(t *testing.T) {
+	a := newAPI(t, apiOptions{brokers: []string{closedAddr(t)}, extraYAML: "ProduceTimeout: 500ms\n"})
+	bad := validReport("PAT-1")
+	bad["patientId"] = ""
+	body := mustJSON(t, map[string]any{"reports": []any{validReport("PAT-1"), bad, validReport("PAT-2")}})
+	resp := a.post("/v1/reports/batch", "application/json", body)
+	if resp.status != http.StatusServiceUnavailable || resp.header.Get("Retry-After") == "" {
+		t.Fatalf("status %d Retry-After %q body %s", resp.status, resp.header.Get("Retry-After"), resp.body)
+	}
+	if e := resp.errorBody(t); e.Code != errcode.IngestUnavailable {
+		t.Errorf("code %s", e.Code)
+	}
+}
+
+func TestSubmitBatchRequestErrors(t *testing.T) {
+	a := newAPI(t, apiOptions{})
+	many := make([]any, 101)
+	for i := range many {
+		many[i] = validReport("PAT-1")
+	}
+	huge := make([]any, 40)
+	for i := range huge {
+		r := validReport("PAT-1")
+		r["answers"] = map[string]any{"x": strings.Repeat("y", 60<<10)}
+		huge[i] = r
+	}
+	cases := []struct {
+		name, contentType string
+		body              []byte
+		status            int
+		code, field       string
+	}{
+		{"too many", "application/json", mustJSON(t, map[string]any{"reports": many}), 400, errcode.ValidationFailed, "reports"},
+		{"too large", "application/json", mustJSON(t, map[string]any{"reports": huge}), 413, errcode.PayloadTooLarge, ""},
+		{"empty", "application/json", []byte(`{"reports":[]}`), 400, errcode.ValidationFailed, "reports"},
+		{"missing", "application/json", []byte(`{}`), 400, errcode.ValidationFailed, "reports"},
+		{"not an array", "application/json", []byte(`{"reports":{}}`), 400, errcode.ValidationFailed, "reports"},
+		{"unknown member", "application/json", []byte(`{"reports":[],"x":1}`), 400, errcode.ValidationFailed, "x"},
+		{"trailing", "application/json", []byte(`{"reports":[]}]`), 400, errcode.InvalidJSON, ""},
+		// The batch document is checked as a whole first: a duplicate key in any item makes it malformed.
+		{"duplicate key in an item", "application/json", []byte(`{"reports":[{"a":1},{"requestId":"x","requestId":"y"}]}`), 400, errcode.InvalidJSON, "reports[1].requestId"},
+		{"invalid utf-8 in an item", "application/json", []byte("{\"reports\":[{\"a\":\"\xff\"}]}"), 400, errcode.InvalidJSON, ""},
+		{"content type", "text/json", []byte(`{"reports":[]}`), 415, errcode.UnsupportedMediaType, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := a.post("/v1/reports/batch", tc.contentType, tc.body)
+			if resp.status != tc.status {
+				t.Fatalf("status %d, want %d; body %.300s", resp.status, tc.status, resp.body)
+			}
+			if e := resp.errorBody(t); e.Code != tc.code || e.Field != tc.field {
+				t.Errorf("error %+v, want %s %q", e, tc.code, tc.field)
+			}
+		})
+	}
+	if n := a.recordCount(); n != 0 {
+		t.Errorf("%d records on the topic", n)
+	}
+}
