@@ -2,6 +2,8 @@ package handler_test
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"github.com/epro-intake/common/errcode"
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/status"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/epro-intake/epro-api/internal/types"
 )
@@ -186,5 +189,87 @@ func TestSubmitBatchRequestErrors(t *testing.T) {
 	}
 	if n := a.recordCount(); n != 0 {
 		t.Errorf("%d records on the topic", n)
+	}
+}
+
+// failingProducer fails the messages whose key is in fail, as a broker that lost the leader of their partition
+// would, and sends the rest to Kafka. Like kafka-go it reports per-message outcomes as kafka.WriteErrors.
+type failingProducer struct {
+	svcProducer
+	fail map[string]bool
+}
+
+func (p *failingProducer) Send(ctx context.Context, msgs ...kafka.Message) error {
+	werrs := make(kafka.WriteErrors, len(msgs))
+	var ok []kafka.Message
+	for i, m := range msgs {
+		if p.fail[string(m.Key)] {
+			werrs[i] = kafka.LeaderNotAvailable
+		} else {
+			ok = append(ok, m)
+		}
+	}
+	if len(ok) == len(msgs) {
+		return p.svcProducer.Send(ctx, msgs...)
+	}
+	if len(ok) > 0 {
+		if err := p.svcProducer.Send(ctx, ok...); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("produce %d of %d messages: %w", werrs.Count(), len(msgs), werrs)
+}
+
+func TestSubmitBatchPartialKafkaFailure(t *testing.T) {
+	a := newAPI(t, apiOptions{producer: func(p svcProducer) svcProducer {
+		return &failingProducer{svcProducer: p, fail: map[string]bool{"PAT-DOWN": true}}
+	}})
+	reports := []map[string]any{validReport("PAT-UP"), validReport("PAT-DOWN"), validReport("PAT-UP"), validReport("PAT-DOWN")}
+	bad := validReport("PAT-UP")
+	bad["locale"] = "de DE"
+	items := []any{reports[0], reports[1], bad, reports[2], reports[3]}
+
+	resp := a.post("/v1/reports/batch", "application/json", mustJSON(t, map[string]any{"reports": items}))
+	if resp.status != http.StatusOK {
+		t.Fatalf("status %d body %s", resp.status, resp.body)
+	}
+	var got types.BatchResp
+	if err := json.Unmarshal(resp.body, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Accepted != 2 || got.Rejected != 1 || got.Unavailable != 2 {
+		t.Fatalf("counts in %s", resp.body)
+	}
+	wantStatus := []string{"accepted", "unavailable", "rejected", "accepted", "unavailable"}
+	for i, w := range wantStatus {
+		r := got.Results[i]
+		if r.Status != w {
+			t.Errorf("results[%d].status = %s, want %s", i, r.Status, w)
+		}
+		if w == "unavailable" && (r.Error == nil || r.Error.Code != errcode.IngestUnavailable || r.ReceivedAt != "" || r.RequestID == "") {
+			t.Errorf("results[%d] = %+v", i, r)
+		}
+	}
+	// Only what Kafka took is on the topic and cached as accepted.
+	msgs := a.readMessages(0, 2, 5*time.Second)
+	for _, m := range msgs {
+		if string(m.Key) != "PAT-UP" {
+			t.Errorf("record for %s on the topic", m.Key)
+		}
+	}
+	if n := a.recordCount(); n != 2 {
+		t.Errorf("%d records", n)
+	}
+	for i, r := range got.Results {
+		n := a.rdb.Exists(t.Context(), status.Key(r.RequestID)).Val()
+		if (r.Status == "accepted") != (n == 1) {
+			t.Errorf("results[%d] %s: status cached = %d", i, r.Status, n)
+		}
+	}
+
+	// When Kafka takes none of the valid items, the whole batch is a 503.
+	resp = a.post("/v1/reports/batch", "application/json", mustJSON(t, map[string]any{"reports": []any{validReport("PAT-DOWN"), bad}}))
+	if resp.status != http.StatusServiceUnavailable || resp.header.Get("Retry-After") == "" {
+		t.Fatalf("status %d Retry-After %q body %s", resp.status, resp.header.Get("Retry-After"), resp.body)
 	}
 }

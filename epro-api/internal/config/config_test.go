@@ -1,0 +1,109 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/epro-intake/common/report"
+	"github.com/zeromicro/go-zero/core/conf"
+
+	"github.com/epro-intake/epro-api/internal/config"
+)
+
+func TestShippedConfig(t *testing.T) {
+	t.Setenv("EPRO_API_PORT", "8080")
+	t.Setenv("EPRO_KAFKA_BROKERS", "k1:9092,k2:9092")
+	t.Setenv("EPRO_MYSQL_DSN", "epro:s3cret@tcp(db:3306)/epro")
+	t.Setenv("EPRO_REDIS_ADDR", "redis:6379")
+	t.Setenv("EPRO_REDIS_PASSWORD", "")
+	var c config.Config
+	if err := conf.Load("../../etc/epro-api.yaml", &c, conf.UseEnv()); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.Kafka.Brokers, " "); got != "k1:9092 k2:9092" {
+		t.Errorf("brokers %q", got)
+	}
+	if c.Port != 8080 || c.MySQL.DSN != "epro:s3cret@tcp(db:3306)/epro" || c.Redis.Addr != "redis:6379" {
+		t.Errorf("env not applied: %+v", c)
+	}
+	if c.CpuThreshold != 0 {
+		t.Errorf("CpuThreshold %d: load shedding must stay off", c.CpuThreshold)
+	}
+	if c.Topic != report.Topic || c.ProduceTimeout != 2*time.Second || c.Kafka.BatchTimeout != time.Millisecond {
+		t.Errorf("kafka settings %+v", c)
+	}
+	sc := c.ServerConf()
+	if sc.Middlewares.Log || sc.Middlewares.MaxBytes || sc.Middlewares.Breaker || !sc.Middlewares.Timeout || !sc.Middlewares.Trace {
+		t.Errorf("middlewares %+v", sc.Middlewares)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	var c config.Config
+	yaml := "Name: x\nPort: 1\nKafka:\n  Brokers: [k:9092]\nMySQL:\n  DSN: d\nRedis:\n  Addr: r:6379\n"
+	if err := conf.LoadFromYamlBytes([]byte(yaml), &c); err != nil {
+		t.Fatal(err)
+	}
+	want := config.LimitsConf{MaxAge: 90 * 24 * time.Hour, MaxSkew: 10 * time.Minute, BodyBytes: 64 << 10, BatchBodyBytes: 2 << 20, BatchItems: 100}
+	if c.Limits != want {
+		t.Errorf("limits %+v", c.Limits)
+	}
+	if c.Topic != "epro.reports.v1" || c.ProduceTimeout != 2*time.Second || c.RetryAfter != 5 || c.Timeout != 3000 {
+		t.Errorf("defaults %+v", c)
+	}
+	if c.Ready.Interval != time.Second || c.Ready.MaxAge != 3*time.Second || c.Redis.Timeout != 500*time.Millisecond || c.MySQL.QueryTimeout != time.Second {
+		t.Errorf("defaults %+v %+v %+v", c.Ready, c.Redis, c.MySQL)
+	}
+	if c.Limits.Report() != (report.Limits{MaxAge: want.MaxAge, MaxSkew: want.MaxSkew}) {
+		t.Errorf("report limits %+v", c.Limits.Report())
+	}
+}
+
+func TestValidate(t *testing.T) {
+	base := func() config.Config {
+		var c config.Config
+		yaml := "Name: x\nPort: 1\nKafka:\n  Brokers: [k:9092]\nMySQL:\n  DSN: d\nRedis:\n  Addr: r:6379\n"
+		if err := conf.LoadFromYamlBytes([]byte(yaml), &c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*config.Config)
+		want   string
+	}{
+		{"valid", func(*config.Config) {}, ""},
+		{"no brokers", func(c *config.Config) { c.Kafka.Brokers = nil }, "Kafka.Brokers"},
+		{"empty broker", func(c *config.Config) { c.Kafka.Brokers = []string{""} }, "Kafka.Brokers"},
+		{"no dsn", func(c *config.Config) { c.MySQL.DSN = "" }, "MySQL.DSN"},
+		{"no redis", func(c *config.Config) { c.Redis.Addr = "" }, "Redis.Addr"},
+		{"produce timeout at rest timeout", func(c *config.Config) { c.ProduceTimeout = 3 * time.Second }, "ProduceTimeout"},
+		{"produce timeout plus redis over", func(c *config.Config) { c.ProduceTimeout = 2600 * time.Millisecond }, "ProduceTimeout"},
+		{"no rest timeout", func(c *config.Config) { c.Timeout = 0; c.ProduceTimeout = 10 * time.Second }, ""},
+		{"query timeout", func(c *config.Config) { c.MySQL.QueryTimeout = 3 * time.Second }, "QueryTimeout"},
+		{"batch smaller than one", func(c *config.Config) { c.Limits.BatchBodyBytes = 1000 }, "Limits"},
+		{"ready max age below interval", func(c *config.Config) { c.Ready.MaxAge = time.Millisecond }, "Ready"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base()
+			tc.change(&c)
+			err := c.Validate()
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("Validate() = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestEmptyEnvFailsToLoad(t *testing.T) {
+	for _, k := range []string{"EPRO_API_PORT", "EPRO_KAFKA_BROKERS", "EPRO_MYSQL_DSN", "EPRO_REDIS_ADDR", "EPRO_REDIS_PASSWORD"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("EPRO_API_PORT", "8080")
+	var c config.Config
+	if err := conf.Load("../../etc/epro-api.yaml", &c, conf.UseEnv()); err == nil {
+		t.Fatal("loaded without Kafka, MySQL and Redis addresses")
+	}
+}
