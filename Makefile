@@ -1,0 +1,59 @@
+# Top-level tasks for the ePRO intake suite.
+#
+# Each module is tested from its own directory, so a module's go.mod (not only
+# go.work) has to be complete for its tests to build.
+#
+# Targets are grouped in sections; add new targets in a section of their own
+# below the existing ones, with their own .PHONY line.
+
+SHELL := /bin/bash
+
+MODULES := common epro-api epro-mq dlq-worker e2e
+GO ?= go
+GO_TEST_FLAGS ?= -race -count=1
+SERVICES := deploy/scripts/services.sh
+
+.DEFAULT_GOAL := test
+
+# ---------------------------------------------------------------------------
+# Tests
+# ---------------------------------------------------------------------------
+
+# Runs every module's tests even after a failure, so one run reports all broken
+# modules, then fails if any did. A module without Go files yet is skipped.
+# Real services are used when EPRO_TEST_* is set (see common/infratest):
+#   make services-up && eval "$$(deploy/scripts/services.sh env)" && make test
+.PHONY: test
+test:
+	@failed=""; \
+	for m in $(MODULES); do \
+	  if [ -z "$$(find "$$m" -name '*.go' -not -path '*/testdata/*' -print -quit 2>/dev/null)" ]; then \
+	    echo "=== $$m: no Go files yet, skipped"; \
+	    continue; \
+	  fi; \
+	  echo "=== $$m: $(GO) test $(GO_TEST_FLAGS) ./..."; \
+	  if ! (cd "$$m" && $(GO) test $(GO_TEST_FLAGS) ./...); then \
+	    failed="$$failed $$m"; \
+	  fi; \
+	done; \
+	if [ -n "$$failed" ]; then \
+	  echo "=== FAILED modules:$$failed"; \
+	  exit 1; \
+	fi; \
+	echo "=== all modules passed"
+
+# ---------------------------------------------------------------------------
+# Real backing services (Kafka, MariaDB, Redis) on 127.0.0.1
+# ---------------------------------------------------------------------------
+
+.PHONY: services-up
+services-up:
+	$(SERVICES) up
+
+.PHONY: services-down
+services-down:
+	$(SERVICES) down
+
+.PHONY: services-status
+services-status:
+	$(SERVICES) status
