@@ -150,6 +150,9 @@ func (c *ReportConsumer) Start() {
 	c.mu.Unlock()
 	c.pool = newPool(c.ctx, c.handler, c.conf.Workers, c.conf.QueueSize, c.conf.BatchSize, c.conf.BatchWait)
 	defer c.pool.close()
+	// Next can report the group closed while the generation's loops are still draining into the pool; Close
+	// waits for them, so the pool is closed only after its last submit.
+	defer group.Close()
 	for {
 		gen, err := group.Next(c.ctx)
 		if err != nil {

@@ -231,9 +231,16 @@ func (in *Ingester) store(ctx context.Context, batch []*entry, blocked map[strin
 // insert writes rows, retrying transient errors with capped backoff until it succeeds, the error is
 // permanent, or ctx ends.
 func (in *Ingester) insert(ctx context.Context, batch []*entry) error {
-	rows := make([]store.Report, len(batch))
-	for i, e := range batch {
-		rows[i] = e.row
+	// A re-sent report often shares a batch with its first copy. Sending both in one statement relies on the
+	// server's unique check within a statement, which not every MySQL-compatible server does; one row per id
+	// is also less work.
+	rows := make([]store.Report, 0, len(batch))
+	seen := make(map[string]bool, len(batch))
+	for _, e := range batch {
+		if !seen[e.row.RequestID] {
+			seen[e.row.RequestID] = true
+			rows = append(rows, e.row)
+		}
 	}
 	for attempt := 1; ; attempt++ {
 		err := in.rows.Insert(ctx, rows)
@@ -241,7 +248,7 @@ func (in *Ingester) insert(ctx context.Context, batch []*entry) error {
 			for _, e := range batch {
 				e.done = true
 			}
-			in.stored.Add(int64(len(batch)))
+			in.stored.Add(int64(len(rows)))
 			return nil
 		}
 		if ctx.Err() != nil {
