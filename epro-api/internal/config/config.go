@@ -61,8 +61,9 @@ type RedisConf struct {
 	Addr     string
 	Password string `json:",optional"`
 	DB       int    `json:",default=0"`
-	// Timeout bounds each Redis command: the best-effort status write after a 202 and the status lookup.
-	Timeout time.Duration `json:",default=500ms"`
+	// Timeout bounds each Redis call: the best-effort status write after a 202 and the status lookup. Short,
+	// because while Redis is down every 202 waits this long before it is sent.
+	Timeout time.Duration `json:",default=250ms"`
 	// PoolSize is go-redis's pool (its default is 10 per CPU; stated because it caps throughput).
 	PoolSize int `json:",default=64"`
 }

@@ -52,7 +52,7 @@ func TestDefaults(t *testing.T) {
 	if c.Topic != "epro.reports.v1" || c.ProduceTimeout != 2*time.Second || c.RetryAfter != 5 || c.Timeout != 3000 {
 		t.Errorf("defaults %+v", c)
 	}
-	if c.Ready.Interval != time.Second || c.Ready.MaxAge != 3*time.Second || c.Redis.Timeout != 500*time.Millisecond || c.MySQL.QueryTimeout != time.Second {
+	if c.Ready.Interval != time.Second || c.Ready.MaxAge != 3*time.Second || c.Redis.Timeout != 250*time.Millisecond || c.MySQL.QueryTimeout != time.Second {
 		t.Errorf("defaults %+v %+v %+v", c.Ready, c.Redis, c.MySQL)
 	}
 	if c.Limits.Report() != (report.Limits{MaxAge: want.MaxAge, MaxSkew: want.MaxSkew}) {
@@ -80,7 +80,7 @@ func TestValidate(t *testing.T) {
 		{"no dsn", func(c *config.Config) { c.MySQL.DSN = "" }, "MySQL.DSN"},
 		{"no redis", func(c *config.Config) { c.Redis.Addr = "" }, "Redis.Addr"},
 		{"produce timeout at rest timeout", func(c *config.Config) { c.ProduceTimeout = 3 * time.Second }, "ProduceTimeout"},
-		{"produce timeout plus redis over", func(c *config.Config) { c.ProduceTimeout = 2600 * time.Millisecond }, "ProduceTimeout"},
+		{"produce timeout plus redis over", func(c *config.Config) { c.ProduceTimeout = 2800 * time.Millisecond }, "ProduceTimeout"},
 		{"no rest timeout", func(c *config.Config) { c.Timeout = 0; c.ProduceTimeout = 10 * time.Second }, ""},
 		{"query timeout", func(c *config.Config) { c.MySQL.QueryTimeout = 3 * time.Second }, "QueryTimeout"},
 		{"batch smaller than one", func(c *config.Config) { c.Limits.BatchBodyBytes = 1000 }, "Limits"},

@@ -94,7 +94,7 @@ func TestSubmitReportProducesBeforeAccepting(t *testing.T) {
 		t.Errorf("envelope receivedAt %s, response %s", env.ReceivedAt, receivedAt)
 	}
 	var answers map[string]any
-	if err := json.Unmarshal(env.Answers, &answers); err != nil || answers["note"] != "slept badly" || answers["mobility"] != 2.0 {
+	if err := json.Unmarshal(env.Answers, &answers); err != nil || answers["note"] != privateNote || answers["mobility"] != 2.0 {
 		t.Errorf("answers %s", env.Answers)
 	}
 
