@@ -456,54 +456,61 @@ func exerciseMySQL(t *testing.T, dsn string) {
 
 // TestFailsInsteadOfFallingBack runs each helper in a subprocess with a
 // missing (require-real mode) or unreachable service and checks that the
-// helper fails the test rather than skipping it or falling back.
+// helper fails the test rather than skipping it or falling back. One
+// subprocess per mode covers all three kinds, because each test binary start
+// pays go-mysql-server's slow package init (seconds under -race).
 func TestFailsInsteadOfFallingBack(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns subprocesses")
 	}
-	cases := []struct {
-		name, kind string
-		env        map[string]string
-		wantOut    string
+	modes := []struct {
+		name    string
+		env     map[string]string
+		wantOut string
 	}{
-		{"kafka missing", "kafka", map[string]string{infratest.EnvRequireReal: "1", infratest.EnvKafkaBrokers: ""}, "is not set"},
-		{"redis missing", "redis", map[string]string{infratest.EnvRequireReal: "1", infratest.EnvRedisAddr: ""}, "is not set"},
-		{"mysql missing", "mysql", map[string]string{infratest.EnvRequireReal: "1", infratest.EnvMySQLDSN: ""}, "is not set"},
-		{"kafka unreachable", "kafka", map[string]string{infratest.EnvKafkaBrokers: "127.0.0.1:1"}, "not usable"},
-		{"redis unreachable", "redis", map[string]string{infratest.EnvRedisAddr: "127.0.0.1:1"}, "not usable"},
-		{"mysql unreachable", "mysql", map[string]string{infratest.EnvMySQLDSN: "epro:epro@tcp(127.0.0.1:1)/"}, "not usable"},
+		{"missing in require-real mode", map[string]string{
+			infratest.EnvRequireReal:  "1",
+			infratest.EnvKafkaBrokers: "",
+			infratest.EnvRedisAddr:    "",
+			infratest.EnvMySQLDSN:     "",
+		}, "is not set"},
+		{"unreachable", map[string]string{
+			infratest.EnvRequireReal:  "",
+			infratest.EnvKafkaBrokers: "127.0.0.1:1",
+			infratest.EnvRedisAddr:    "127.0.0.1:1",
+			infratest.EnvMySQLDSN:     "epro:epro@tcp(127.0.0.1:1)/",
+		}, "not usable"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
-			cmd.Env = append(os.Environ(), "INFRATEST_HELPER_KIND="+tc.kind)
-			for k, v := range tc.env {
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1", "-test.v")
+			cmd.Env = append(os.Environ(), "INFRATEST_HELPER=1")
+			for k, v := range mode.env {
 				cmd.Env = append(cmd.Env, k+"="+v)
 			}
 			out, err := cmd.CombinedOutput()
 			if err == nil {
-				t.Fatalf("helper for %s passed; output:\n%s", tc.kind, out)
+				t.Fatalf("helpers passed; output:\n%s", out)
 			}
-			if !strings.Contains(string(out), tc.wantOut) || !strings.Contains(string(out), "FAIL") {
-				t.Fatalf("helper output lacks %q / FAIL:\n%s", tc.wantOut, out)
+			for _, kind := range []string{"kafka", "redis", "mysql"} {
+				if !strings.Contains(string(out), "--- FAIL: TestHelperProcess/"+kind) {
+					t.Errorf("%s helper did not fail; output:\n%s", kind, out)
+				}
+			}
+			if n := strings.Count(string(out), mode.wantOut); n < 3 {
+				t.Errorf("want %q for each of 3 helpers, found %d; output:\n%s", mode.wantOut, n, out)
 			}
 		})
 	}
 }
 
 // TestHelperProcess is the subprocess side of TestFailsInsteadOfFallingBack;
-// it does nothing unless INFRATEST_HELPER_KIND is set.
+// it does nothing unless INFRATEST_HELPER is set.
 func TestHelperProcess(t *testing.T) {
-	switch os.Getenv("INFRATEST_HELPER_KIND") {
-	case "":
+	if os.Getenv("INFRATEST_HELPER") == "" {
 		t.Skip("subprocess helper only")
-	case "kafka":
-		infratest.Kafka(t)
-	case "redis":
-		infratest.Redis(t)
-	case "mysql":
-		infratest.MySQL(t)
-	default:
-		t.Fatalf("unknown kind %q", os.Getenv("INFRATEST_HELPER_KIND"))
 	}
+	t.Run("kafka", func(t *testing.T) { infratest.Kafka(t) })
+	t.Run("redis", func(t *testing.T) { infratest.Redis(t) })
+	t.Run("mysql", func(t *testing.T) { infratest.MySQL(t) })
 }
