@@ -10,12 +10,6 @@ import (
 	"github.com/epro-intake/epro-api/internal/svc"
 )
 
-func HealthzHandler(svcCtx *svc.ServiceContext) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		httpx.OkJsonCtx(r.Context(), w, logic.NewHealthzLogic(r.Context(), svcCtx).Healthz())
-	}
-}
-
 func ReadyzHandler(svcCtx *svc.ServiceContext) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		resp, err := logic.NewReadyzLogic(r.Context(), svcCtx).Readyz()
