@@ -79,6 +79,7 @@ func OpenMySQL(c config.MySQLConf) (*sql.DB, error) {
 	db := sql.OpenDB(connector)
 	db.SetMaxOpenConns(c.MaxOpenConns)
 	db.SetMaxIdleConns(c.MaxIdleConns)
+	// Below MariaDB's wait_timeout and any proxy idle cut, so a pooled connection is never found dead.
 	db.SetConnMaxLifetime(5 * time.Minute)
 	return db, nil
 }
