@@ -57,3 +57,29 @@ services-down:
 .PHONY: services-status
 services-status:
 	$(SERVICES) status
+
+# ---------------------------------------------------------------------------
+# Running the whole suite locally (e2e/cmd/epro-suite)
+# ---------------------------------------------------------------------------
+
+# Extra epro-suite flags, e.g. make run SUITE_FLAGS='-partitions 4 -smoke'.
+SUITE_FLAGS ?=
+
+# Builds and runs epro-api, epro-mq and dlq-worker on in-process Kafka, MySQL
+# and Redis: nothing to install, everything lost on exit. Ctrl-C stops it;
+# make then reports "Error 1" because go run exits 1 whenever it is
+# interrupted. Whether the services stopped cleanly is in the suite's last lines.
+.PHONY: run
+run:
+	cd e2e && $(GO) run ./cmd/epro-suite -embedded $(SUITE_FLAGS)
+
+# The same on real servers: `make services-up` first, or point
+# EPRO_KAFKA_BROKERS, EPRO_MYSQL_DSN and EPRO_REDIS_ADDR elsewhere.
+.PHONY: run-real
+run-real:
+	cd e2e && $(GO) run ./cmd/epro-suite -real $(SUITE_FLAGS)
+
+# Every command in the workspace (the services and epro-suite) into bin/.
+.PHONY: build
+build:
+	$(GO) build -o bin/ github.com/epro-intake/...

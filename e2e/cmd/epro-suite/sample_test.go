@@ -1,0 +1,98 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/epro-intake/common/report"
+)
+
+func TestTopicsMatchReport(t *testing.T) {
+	if reportsTopic != report.Topic || dlqTopic != report.DLQTopic {
+		t.Errorf("suite topics %q, %q; common/report has %q, %q", reportsTopic, dlqTopic, report.Topic, report.DLQTopic)
+	}
+}
+
+// The sample goes through the API's strict parser and validator, so the printed curl line gets a 202.
+func TestSampleIsAValidSubmission(t *testing.T) {
+	now := time.Now()
+	s, err := newSample(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := report.ParseSubmission(s.Body)
+	if err != nil {
+		t.Fatalf("ParseSubmission: %v", err)
+	}
+	if err := sub.Validate(now, report.Limits{MaxAge: time.Hour, MaxSkew: time.Minute}); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	if sub.RequestID != s.RequestID {
+		t.Errorf("request id %q became %q", s.RequestID, sub.RequestID)
+	}
+	if sub.DeviceID == "" || sub.AppVersion == "" || sub.Locale == "" {
+		t.Error("the sample should show the optional fields too")
+	}
+	other, _ := newSample(now)
+	if other.RequestID == s.RequestID {
+		t.Error("two samples share a request id")
+	}
+}
+
+func TestCurlLinesQuoteTheBodyOnce(t *testing.T) {
+	s, err := newSample(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := postCurl("http://127.0.0.1:8888", s)
+	if strings.Count(post, "'") != 4 || !strings.Contains(post, "'"+string(s.Body)+"'") {
+		t.Errorf("POST line does not quote the body as one shell word: %s", post)
+	}
+	if get := getCurl("http://127.0.0.1:8888", s); !strings.HasSuffix(get, "/v1/reports/"+s.RequestID) {
+		t.Errorf("GET line %q", get)
+	}
+}
+
+func TestPrefixWriterEmitsWholeLines(t *testing.T) {
+	var out bytes.Buffer
+	con := newConsole(&out, &out)
+	w := con.Stdout("epro-mq")
+	for _, chunk := range []string{"first li", "ne\r\nsecond\nthi", "rd"} {
+		if _, err := w.Write([]byte(chunk)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Flush()
+	want := "epro-mq    | first line\nepro-mq    | second\nepro-mq    | third\n"
+	if out.String() != want {
+		t.Errorf("got\n%q\nwant\n%q", out.String(), want)
+	}
+}
+
+func TestExpandConfigLikeGoZero(t *testing.T) {
+	cfg := "# ${IN_COMMENT}\nPort: ${EPRO_API_PORT}\nBrokers: [${EPRO_KAFKA_BROKERS}]\nPassword: ${NOBODY_SETS}\n"
+	lookup := func(name string) (string, bool) {
+		v, ok := map[string]string{"EPRO_API_PORT": "8888", "EPRO_KAFKA_BROKERS": "a:1,b:2"}[name]
+		return v, ok
+	}
+	expanded, unset := expandConfig([]byte(cfg), lookup)
+	if !strings.Contains(string(expanded), "Port: 8888\nBrokers: [a:1,b:2]\nPassword: \n") {
+		t.Errorf("expanded:\n%s", expanded)
+	}
+	if len(unset) != 1 || unset[0] != "NOBODY_SETS" {
+		t.Errorf("unset = %v, want [NOBODY_SETS]", unset)
+	}
+}
+
+func TestChildLookupPrecedence(t *testing.T) {
+	t.Setenv("EPRO_API_PORT", "9999")
+	lookup := childLookup([]string{"EPRO_REDIS_ADDR=x:1", "EPRO_REDIS_ADDR=y:2"})
+	if v, _ := lookup("EPRO_API_PORT"); v != "9999" {
+		t.Errorf("the environment must win over childDefaults, got %q", v)
+	}
+	if v, _ := lookup("EPRO_REDIS_ADDR"); v != "y:2" {
+		t.Errorf("the last of extra must win, as in exec's Env, got %q", v)
+	}
+}
