@@ -59,6 +59,7 @@ func run() int {
 		con.Errorf("-embedded and -real exclude each other")
 		return 2
 	}
+	opt.real = opt.real || !*embedded
 	if opt.partitions < 1 {
 		con.Errorf("-partitions must be at least 1")
 		return 2
@@ -70,7 +71,7 @@ func run() int {
 
 	if err := runSuite(ctx, con, opt); err != nil {
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-			con.Printf("interrupted before the suite was up")
+			con.Printf("interrupted")
 			return 1
 		}
 		con.Errorf("%v", err)
