@@ -130,21 +130,18 @@ func runSuite(ctx context.Context, con *console, opt options) error {
 	// Consumers first, so that the first report the API accepts already has a group waiting for it.
 	for _, s := range services {
 		if err := sup.Start(s); err != nil {
-			sup.Stop(opt.stopTimeout)
-			return err
+			return errors.Join(err, sup.Stop(opt.stopTimeout))
 		}
 	}
 
 	base := "http://127.0.0.1:" + strconv.Itoa(apiPort)
 	if err := waitReady(ctx, sup, base+"/readyz", opt.readyTimeout); err != nil {
-		sup.Stop(opt.stopTimeout)
-		return err
+		return errors.Join(err, sup.Stop(opt.stopTimeout))
 	}
 
 	sample, err := newSample(time.Now())
 	if err != nil {
-		sup.Stop(opt.stopTimeout)
-		return err
+		return errors.Join(err, sup.Stop(opt.stopTimeout))
 	}
 	printBanner(con, base, sample, inf, opt.real)
 
