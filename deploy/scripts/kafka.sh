@@ -53,21 +53,42 @@ ensure_pkgs() {
   local missing=() pair cmd pkg
   for pair in "$@"; do
     cmd="${pair%%:*}"; pkg="${pair#*:}"
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
   done
   [ "${#missing[@]}" -eq 0 ] && return 0
   log "installing ${missing[*]} via apt"
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
   export DEBIAN_FRONTEND=noninteractive
+  # Package scripts would start system-wide daemons on the default ports, which
+  # would then block the private instances started here; a policy-rc.d that
+  # answers 101 tells them not to.
+  local policy=/usr/sbin/policy-rc.d added_policy=""
+  if [ ! -e "$policy" ] && [ -z "$sudo" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added_policy=1
+  fi
+  local apt="$sudo apt-get -o DPkg::Lock::Timeout=600" rc=0
   if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
-    $sudo apt-get -o DPkg::Lock::Timeout=600 update -q
+    $apt update -q || rc=$?
   fi
-  if ! $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"; then
+  if [ "$rc" -eq 0 ] && ! $apt install -y -q --no-install-recommends "${missing[@]}"; then
     # A stale package index is the usual cause; refresh once and retry.
-    $sudo apt-get -o DPkg::Lock::Timeout=600 update -q
-    $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+    rc=0
+    $apt update -q && $apt install -y -q --no-install-recommends "${missing[@]}" || rc=$?
   fi
+  [ -z "$added_policy" ] || rm -f "$policy"
+  [ "$rc" -eq 0 ] || { echo "apt-get could not install ${missing[*]}" >&2; return "$rc"; }
+}
+
+# Serialises start and stop on one state dir: two callers (a developer's shell
+# and a test runner, say) starting at once would otherwise race on the PID file
+# and the port.
+# The daemon must not inherit the lock's descriptor (9>&- where it is
+# launched), or the lock would live as long as the daemon.
+take_lock() {
+  mkdir -p "$STATE"
+  exec 9>"$STATE/.lock"
+  flock -w 600 9 || die "timed out waiting for $STATE/.lock"
 }
 
 read_pid() { [ -s "$PIDFILE" ] && cat "$PIDFILE" || true; }
@@ -145,7 +166,8 @@ fetch_jars() {
 </project>
 EOF
   if ! (cd "$work" && mvn -q -B -Dstyle.color=never "$DEP_PLUGIN:copy-dependencies" \
-        -DoutputDirectory="$work/lib" -DincludeScope=runtime); then
+        -DoutputDirectory="$work/lib" -DincludeScope=runtime) >"$work/mvn.log" 2>&1 </dev/null; then
+    tail -n 40 "$work/mvn.log" >&2
     rm -rf "$work"
     die "mvn could not fetch Kafka $KAFKA_VERSION"
   fi
@@ -272,7 +294,7 @@ start() {
     -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$LOG4J_CONF" \
     -cp "$LIB_DIR/*" kafka.Kafka "$PROPS" \
-    >>"$CONSOLE_LOG" 2>&1 </dev/null &
+    >>"$CONSOLE_LOG" 2>&1 </dev/null 9>&- &
   local i
   for i in $(seq 1 50); do [ -s "$PIDFILE" ] && break; sleep 0.1; done
   wait_ready
@@ -353,8 +375,8 @@ status() {
 }
 
 case "${1:-}" in
-  start) start ;;
-  stop) stop ;;
+  start) take_lock; start ;;
+  stop) take_lock; stop ;;
   status) status ;;
   logs) print_logs ;;
   *) echo "usage: $0 start|stop|status|logs" >&2; exit 2 ;;

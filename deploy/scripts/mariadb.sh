@@ -35,21 +35,31 @@ ensure_pkgs() {
   local missing=() pair cmd pkg
   for pair in "$@"; do
     cmd="${pair%%:*}"; pkg="${pair#*:}"
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
   done
   [ "${#missing[@]}" -eq 0 ] && return 0
   log "installing ${missing[*]} via apt"
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
   export DEBIAN_FRONTEND=noninteractive
+  # Package scripts would start system-wide daemons on the default ports, which
+  # would then block the private instances started here; a policy-rc.d that
+  # answers 101 tells them not to.
+  local policy=/usr/sbin/policy-rc.d added_policy=""
+  if [ ! -e "$policy" ] && [ -z "$sudo" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added_policy=1
+  fi
+  local apt="$sudo apt-get -o DPkg::Lock::Timeout=600" rc=0
   if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
-    $sudo apt-get -o DPkg::Lock::Timeout=600 update -q
+    $apt update -q || rc=$?
   fi
-  if ! $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"; then
+  if [ "$rc" -eq 0 ] && ! $apt install -y -q --no-install-recommends "${missing[@]}"; then
     # A stale package index is the usual cause; refresh once and retry.
-    $sudo apt-get -o DPkg::Lock::Timeout=600 update -q
-    $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+    rc=0
+    $apt update -q && $apt install -y -q --no-install-recommends "${missing[@]}" || rc=$?
   fi
+  [ -z "$added_policy" ] || rm -f "$policy"
+  [ "$rc" -eq 0 ] || { echo "apt-get could not install ${missing[*]}" >&2; return "$rc"; }
 }
 
 # Binaries live in /usr/sbin, which a non-login PATH may lack.
@@ -60,6 +70,15 @@ find_bin() {
     if [ -x "/usr/sbin/$name" ]; then echo "/usr/sbin/$name"; return 0; fi
   done
   return 1
+}
+
+# Serialises start and stop on one state dir: two callers (a developer's shell
+# and a test runner, say) starting at once would otherwise race on the PID file
+# and the port.
+take_lock() {
+  mkdir -p "$STATE"
+  exec 9>"$STATE/.lock"
+  flock -w 600 9 || die "timed out waiting for $STATE/.lock"
 }
 
 read_pid() { [ -s "$PIDFILE" ] && cat "$PIDFILE" || true; }
@@ -164,7 +183,7 @@ start() {
     # the same PID to pid-file itself once it is up.
     setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PIDFILE" \
       "$(find_bin mariadbd mysqld)" --defaults-file="$CNF" \
-      >>"$CONSOLE_LOG" 2>&1 </dev/null &
+      >>"$CONSOLE_LOG" 2>&1 </dev/null 9>&- &
   fi
   local deadline=$((SECONDS + READY_TIMEOUT))
   until ping_ok; do
@@ -216,8 +235,8 @@ status() {
 }
 
 case "${1:-}" in
-  start) start ;;
-  stop) stop ;;
+  start) take_lock; start ;;
+  stop) take_lock; stop ;;
   status) status ;;
   logs) print_logs ;;
   *) echo "usage: $0 start|stop|status|logs" >&2; exit 2 ;;

@@ -28,13 +28,24 @@ preinstall() {
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
   export DEBIAN_FRONTEND=noninteractive
+  # Package scripts would start system-wide daemons on the default ports, which
+  # would then block the private instances started here; a policy-rc.d that
+  # answers 101 tells them not to.
+  local policy=/usr/sbin/policy-rc.d added_policy=""
+  if [ ! -e "$policy" ] && [ -z "$sudo" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added_policy=1
+  fi
+  local apt="$sudo apt-get -o DPkg::Lock::Timeout=600" rc=0
   if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
-    $sudo apt-get -o DPkg::Lock::Timeout=600 update -q
+    $apt update -q || rc=$?
   fi
-  if ! $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"; then
-    $sudo apt-get -o DPkg::Lock::Timeout=600 update -q
-    $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+  if [ "$rc" -eq 0 ] && ! $apt install -y -q --no-install-recommends "${missing[@]}"; then
+    # A stale package index is the usual cause; refresh once and retry.
+    rc=0
+    $apt update -q && $apt install -y -q --no-install-recommends "${missing[@]}" || rc=$?
   fi
+  [ -z "$added_policy" ] || rm -f "$policy"
+  [ "$rc" -eq 0 ] || { echo "apt-get could not install ${missing[*]}" >&2; return "$rc"; }
 }
 
 up() {
