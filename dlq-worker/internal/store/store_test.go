@@ -1,0 +1,324 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	_ "github.com/go-sql-driver/mysql"
+	"github.com/pressly/goose/v3"
+
+	"github.com/epro-intake/common/infratest"
+	"github.com/epro-intake/dlq-worker/internal/store"
+)
+
+func openDB(t *testing.T) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("mysql", infratest.MySQL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := store.Migrate(ctx, db); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return db
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func sample(offset int64, class, trial, patient string, at time.Time) store.DeadLetter {
+	return store.DeadLetter{
+		DLQTopic: "dlq", DLQPartition: 1, DLQOffset: offset, DeadLetteredAt: at,
+		Key: []byte(patient), Value: []byte(`{"answers":{"secret":1}}`),
+		Headers: []store.Header{
+			store.NewHeader("x-request-id", []byte("r")), store.NewHeader("bin", []byte{0xff, 0x00}),
+		},
+		OriginalTopic: "epro.reports.v1", OriginalPartition: ptr(3), OriginalOffset: ptr(int64(42)),
+		OriginalTimestamp: ptr(at.Add(-time.Minute)), OriginalGroup: "epro-mq",
+		ErrorClass: class, ErrorMessage: "boom", Attempts: 5,
+		FirstFailure: ptr(at.Add(-30 * time.Second)), LastFailure: ptr(at.Add(-time.Second)),
+		RequestID: "req-" + patient, PatientID: patient, TrialID: trial,
+	}
+}
+
+// epro-mq migrates the same database with goose's default version table; dlq-worker must not mistake that
+// table's version 1 for its own.
+func TestMigrateNextToAnotherServicesGoose(t *testing.T) {
+	db, err := sql.Open("mysql", infratest.MySQL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	other := fstest.MapFS{"00001_other.sql": {Data: []byte("-- +goose Up\nCREATE TABLE other_service (id INT PRIMARY KEY);\n-- +goose Down\nDROP TABLE other_service;\n")}}
+	p, err := goose.NewProvider(goose.DialectMySQL, db, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ { // the second run finds nothing to do
+		if err := store.Migrate(ctx, db); err != nil {
+			t.Fatalf("migrate run %d: %v", i+1, err)
+		}
+	}
+	for _, table := range []string{"dead_letters", "dead_letter_audit", "replay_jobs", "other_service"} {
+		if _, err := db.ExecContext(ctx, "SELECT COUNT(*) FROM "+table); err != nil {
+			t.Errorf("table %s: %v", table, err)
+		}
+	}
+}
+
+func TestInsertIsIdempotentOnDLQPosition(t *testing.T) {
+	db := openDB(t)
+	s := store.NewDeadLetters(db)
+	ctx := context.Background()
+	at := time.Date(2026, 5, 6, 7, 8, 9, 123456789, time.UTC)
+	dl := sample(10, "poison", "T1", "P1", at)
+	id, inserted, err := s.Insert(ctx, dl)
+	if err != nil || !inserted || id == 0 {
+		t.Fatalf("first insert = %d, %v, %v", id, inserted, err)
+	}
+	dl.ErrorMessage = "changed"
+	id2, inserted, err := s.Insert(ctx, dl)
+	if err != nil || inserted || id2 != id {
+		t.Fatalf("second insert = %d, %v, %v; want %d, false, nil", id2, inserted, err, id)
+	}
+	var n int
+	if err := db.QueryRow("SELECT COUNT(*) FROM dead_letters").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("rows = %d, %v", n, err)
+	}
+	got, err := s.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ErrorMessage != "boom" || got.Status != store.StatusNew {
+		t.Errorf("re-read record changed the row: %+v", got)
+	}
+	if !bytes.Equal(got.Value, dl.Value) || string(got.Key) != "P1" {
+		t.Errorf("value/key = %q/%q", got.Value, got.Key)
+	}
+	if len(got.Headers) != 2 || !got.Headers[1].Base64 {
+		t.Fatalf("headers = %+v", got.Headers)
+	}
+	if b, _ := got.Headers[1].Bytes(); !bytes.Equal(b, []byte{0xff, 0x00}) {
+		t.Errorf("binary header = %x", b)
+	}
+	if !got.DeadLetteredAt.Equal(at.Truncate(time.Microsecond)) || got.DeadLetteredAt.Location() != time.UTC {
+		t.Errorf("dead_lettered_at = %v", got.DeadLetteredAt)
+	}
+	if got.OriginalTopic != "epro.reports.v1" || *got.OriginalPartition != 3 || *got.OriginalOffset != 42 ||
+		got.OriginalGroup != "epro-mq" || got.Attempts != 5 || got.LastFailure == nil || got.RequestID != "req-P1" ||
+		got.TrialID != "T1" || got.PatientID != "P1" || got.ReplayOf != nil {
+		t.Errorf("metadata = %+v", got)
+	}
+	if _, err := s.Get(ctx, id+1000); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Get(unknown) = %v", err)
+	}
+}
+
+func TestListFiltersPagesNewestFirst(t *testing.T) {
+	db := openDB(t)
+	s := store.NewDeadLetters(db)
+	ctx := context.Background()
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var ids []uint64
+	for i := 0; i < 7; i++ {
+		class := "poison"
+		if i%2 == 1 {
+			class = "permanent"
+		}
+		trial := "T1"
+		if i >= 5 {
+			trial = "T2"
+		}
+		id, _, err := s.Insert(ctx, sample(int64(i), class, trial, "P"+string(rune('a'+i)), base.Add(time.Duration(i)*time.Hour)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	page, err := s.List(ctx, store.Filter{}, 0, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page) != 3 || page[0].ID != ids[6] || page[2].ID != ids[4] {
+		t.Fatalf("first page = %v", idsOf(page))
+	}
+	if page[0].Value != nil {
+		t.Error("List read the record value")
+	}
+	page, err = s.List(ctx, store.Filter{}, page[2].ID, 3)
+	if err != nil || len(page) != 3 || page[0].ID != ids[3] {
+		t.Fatalf("second page = %v, %v", idsOf(page), err)
+	}
+	for _, tc := range []struct {
+		name string
+		f    store.Filter
+		want []uint64
+	}{
+		{"class", store.Filter{ErrorClass: "permanent"}, []uint64{ids[5], ids[3], ids[1]}},
+		{"trial", store.Filter{TrialID: "T2"}, []uint64{ids[6], ids[5]}},
+		{"patient", store.Filter{PatientID: "Pc"}, []uint64{ids[2]}},
+		{"time range", store.Filter{From: base.Add(2 * time.Hour), To: base.Add(4 * time.Hour)}, []uint64{ids[3], ids[2]}},
+		{"status", store.Filter{Status: store.StatusReplayed}, nil},
+	} {
+		got, err := s.List(ctx, tc.f, 0, 100)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if g := idsOf(got); !equal(g, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, g, tc.want)
+		}
+	}
+	cands, err := s.Candidates(ctx, store.Filter{TrialID: "T1"}, 2)
+	if err != nil || len(cands) != 2 || cands[0].ID != ids[0] || cands[0].RequestID != "req-Pa" {
+		t.Fatalf("candidates = %+v, %v", cands, err)
+	}
+}
+
+func TestResolveStatsAndAudit(t *testing.T) {
+	db := openDB(t)
+	s := store.NewDeadLetters(db)
+	audit := store.NewAudit(db)
+	ctx := context.Background()
+	old := time.Now().Add(-2 * time.Hour).UTC()
+	a, _, _ := s.Insert(ctx, sample(1, "poison", "T", "P1", old))
+	b, _, _ := s.Insert(ctx, sample(2, "permanent", "T", "P2", time.Now()))
+	c, _, _ := s.Insert(ctx, sample(3, "permanent", "T", "P3", time.Now()))
+
+	r, err := s.Lock(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.MarkReplayed(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Audit(ctx, store.AuditEntry{Actor: "alice", Role: "operator", Action: store.ActionReplay, Outcome: store.OutcomeOK, DeadLetterID: b}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	r, err = s.Lock(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r.MarkDiscarded(ctx, "bob", "duplicate")
+	r.Rollback() // nothing changes without Commit
+	if got, _ := s.Get(ctx, c); got.Status != store.StatusNew {
+		t.Fatalf("rolled back discard left status %s", got.Status)
+	}
+	if _, err := s.Lock(ctx, 99999); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Lock(unknown) = %v", err)
+	}
+
+	got, _ := s.Get(ctx, b)
+	if got.Status != store.StatusReplayed || got.ResolvedBy != "alice" || got.ResolvedAt == nil {
+		t.Fatalf("replayed row = %+v", got)
+	}
+	st, err := s.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Unresolved() != 2 || st.ByStatus[store.StatusReplayed] != 1 || st.ByClass["permanent"][store.StatusNew] != 1 || st.ByClass["poison"][store.StatusNew] != 1 {
+		t.Fatalf("stats = %+v", st)
+	}
+	if st.OldestNew == nil || !st.OldestNew.Equal(old.Truncate(time.Microsecond)) {
+		t.Fatalf("oldest new = %v, want %v", st.OldestNew, old)
+	}
+	if err := audit.Append(ctx, store.AuditEntry{Actor: "carol", Role: "operator", Action: store.ActionReveal, Outcome: store.OutcomeOK, DeadLetterID: a}); err != nil {
+		t.Fatal(err)
+	}
+	trail, err := audit.ForDeadLetter(ctx, b)
+	if err != nil || len(trail) != 1 || trail[0].Actor != "alice" || trail[0].Action != store.ActionReplay || trail[0].At.IsZero() {
+		t.Fatalf("trail of b = %+v, %v", trail, err)
+	}
+}
+
+func TestReportsStoredToleratesMissingTable(t *testing.T) {
+	db := openDB(t)
+	r := store.NewReports(db)
+	ctx := context.Background()
+	_, known, err := r.Stored(ctx, []string{"a"})
+	if err != nil || known {
+		t.Fatalf("without reports table: known=%v err=%v", known, err)
+	}
+	if _, err := db.Exec("CREATE TABLE reports (id INT AUTO_INCREMENT PRIMARY KEY, request_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("INSERT INTO reports (request_id) VALUES ('a'), ('c')"); err != nil {
+		t.Fatal(err)
+	}
+	stored, known, err := r.Stored(ctx, []string{"a", "b", "c", ""})
+	if err != nil || !known || len(stored) != 2 || !stored["a"] || !stored["c"] {
+		t.Fatalf("stored = %v, known=%v, err=%v", stored, known, err)
+	}
+}
+
+func TestJobsCountRedeadLettered(t *testing.T) {
+	db := openDB(t)
+	s := store.NewDeadLetters(db)
+	jobs := store.NewJobs(db)
+	audit := store.NewAudit(db)
+	ctx := context.Background()
+	j, err := jobs.Create(ctx, store.Job{Actor: "alice", Filter: store.Filter{TrialID: "T"}, RatePerSecond: 5, State: store.JobRunning, Total: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _, _ := s.Insert(ctx, sample(1, "permanent", "T", "P1", time.Now()))
+	other, _, _ := s.Insert(ctx, sample(2, "permanent", "T", "P2", time.Now()))
+	_ = audit.Append(ctx, store.AuditEntry{Actor: "alice", Role: "operator", Action: store.ActionReplay, Outcome: store.OutcomeOK, DeadLetterID: a, JobID: j.ID})
+	again := sample(3, "permanent", "T", "P1", time.Now())
+	again.ReplayOf = &a
+	_, _, _ = s.Insert(ctx, again)
+	unrelated := sample(4, "permanent", "T", "P2", time.Now())
+	unrelated.ReplayOf = &other // replayed by hand, not by the job
+	_, _, _ = s.Insert(ctx, unrelated)
+	if n, err := jobs.CountRedeadLettered(ctx, j.ID); err != nil || n != 1 {
+		t.Fatalf("re-dead-lettered = %d, %v; want 1", n, err)
+	}
+	j.Done, j.State, j.StateReason = 2, store.JobDone, "finished"
+	if err := jobs.Save(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	running, _ := jobs.Create(ctx, store.Job{Actor: "bob", State: store.JobRunning})
+	if err := jobs.InterruptUnfinished(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := jobs.Get(ctx, j.ID)
+	if err != nil || got.State != store.JobDone || got.Done != 2 || got.Filter.TrialID != "T" || got.RatePerSecond != 5 {
+		t.Fatalf("job = %+v, %v", got, err)
+	}
+	if got, _ := jobs.Get(ctx, running.ID); got.State != store.JobInterrupted {
+		t.Fatalf("unfinished job state = %s", got.State)
+	}
+}
+
+func idsOf(dls []store.DeadLetter) []uint64 {
+	var out []uint64
+	for _, d := range dls {
+		out = append(out, d.ID)
+	}
+	return out
+}
+
+func equal(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
