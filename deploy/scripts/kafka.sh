@@ -324,8 +324,9 @@ wait_ready() {
 # of whichever test happens to join first.
 warm_group_coordinator() {
   offsets_ready() {
-    timeout 15 kcat -b "$HOST:$PORT" -L -t __consumer_offsets -m 5 2>/dev/null \
-      | grep -q 'partition 0, leader [0-9]'
+    local md
+    md="$(timeout 15 kcat -b "$HOST:$PORT" -L -t __consumer_offsets -m 5 2>/dev/null || true)"
+    [[ "$md" == *"partition 0, leader "[0-9]* ]]
   }
   offsets_ready && return 0
   # Joining a group on a topic that does not exist is enough to trigger the
