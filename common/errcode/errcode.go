@@ -27,8 +27,13 @@ const (
 	Unauthorized          = "UNAUTHORIZED"
 	Forbidden             = "FORBIDDEN"
 	Conflict              = "CONFLICT"
+	MethodNotAllowed      = "METHOD_NOT_ALLOWED"
+	Timeout               = "TIMEOUT"
 	Internal              = "INTERNAL"
 )
+
+// maxField is longer than any field path of a report ("answers.<item id>" with ids of up to 64 characters).
+const maxField = 100
 
 // Error is an API error: an HTTP status, a stable code, a message for people and, for validation, the field.
 type Error struct {
@@ -52,8 +57,13 @@ func New(status int, code, message string) *Error {
 	return &Error{Status: status, Code: code, Message: message}
 }
 
-// Field returns a validation Error about one field (400 VALIDATION_FAILED unless code says otherwise).
+// Field returns a validation Error about one field (400, or 422 for SUBMITTED_AT_OUT_OF_RANGE). A field name
+// that does not look like one is dropped: parsers name the offending key, and a key is client input that may
+// be free text.
 func Field(code, field, message string) *Error {
+	if !SafeField(field) {
+		field = ""
+	}
 	status := http.StatusBadRequest
 	if code == SubmittedAtOutOfRange {
 		status = http.StatusUnprocessableEntity
@@ -66,9 +76,29 @@ func Unavailable(message string, retryAfterSeconds int) *Error {
 	return &Error{Status: http.StatusServiceUnavailable, Code: IngestUnavailable, Message: message, RetryAfter: retryAfterSeconds}
 }
 
-// Response turns any error into a status and body. Errors that are not *Error become a 500 whose message
-// says nothing about the cause, because the cause may quote input.
+// SafeField reports whether f may be sent back to a client: at most 100 bytes of letters, digits and . _ : - [ ].
+func SafeField(f string) bool {
+	if len(f) > maxField {
+		return false
+	}
+	for i := 0; i < len(f); i++ {
+		c := f[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '.' || c == '_' || c == ':' || c == '-' || c == '[' || c == ']') {
+			return false
+		}
+	}
+	return true
+}
+
+// Response turns any error into a status and body. A context deadline (go-zero's timeout middleware hands
+// over ctx.Err()) becomes a 503 TIMEOUT with Retry-After; other errors that are not *Error become a 500 whose
+// message says nothing about the cause, because the cause may quote input.
 func Response(err error) (int, *Error) {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return http.StatusServiceUnavailable, &Error{Status: http.StatusServiceUnavailable, Code: Timeout,
+			Message: "the request took too long; send it again later", RetryAfter: 1}
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		status := e.Status

@@ -29,7 +29,7 @@ const (
 // Validate checks every field of s and returns an *errcode.Error naming the first bad field. It also puts the
 // request id in its canonical lowercase form, so retries that change only the case still dedupe.
 func (s *Submission) Validate(now time.Time, lim Limits) error {
-	id, ok := canonicalUUID(s.RequestID)
+	id, ok := CanonicalRequestID(s.RequestID)
 	if !ok {
 		return errcode.Field(errcode.InvalidRequestID, "requestId", "must be a UUID such as 1b4e28ba-2fa1-41d2-883f-0016d3cca427")
 	}
@@ -97,7 +97,8 @@ func ParseSubmittedAt(v string) (time.Time, error) {
 	return t, nil
 }
 
-func canonicalUUID(v string) (string, bool) {
+// CanonicalRequestID returns v as a lowercase UUID, or false when v is not a UUID (or is the nil UUID).
+func CanonicalRequestID(v string) (string, bool) {
 	if len(v) != 36 {
 		return "", false
 	}

@@ -7,9 +7,6 @@ import (
 	"github.com/zeromicro/go-zero/rest"
 )
 
-// codeMethodNotAllowed is not in errcode yet; it belongs there once another service needs it.
-const codeMethodNotAllowed = "METHOD_NOT_ALLOWED"
-
 // RunOptions make unknown paths and methods answer in the errcode shape too, instead of net/http's plain text.
 func RunOptions() []rest.RunOption {
 	return []rest.RunOption{
@@ -17,7 +14,7 @@ func RunOptions() []rest.RunOption {
 			errcode.Write(r.Context(), w, errcode.New(http.StatusNotFound, errcode.NotFound, "no such endpoint"))
 		})),
 		rest.WithNotAllowedHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			errcode.Write(r.Context(), w, errcode.New(http.StatusMethodNotAllowed, codeMethodNotAllowed, "method not allowed on this endpoint"))
+			errcode.Write(r.Context(), w, errcode.New(http.StatusMethodNotAllowed, errcode.MethodNotAllowed, "method not allowed on this endpoint"))
 		})),
 	}
 }

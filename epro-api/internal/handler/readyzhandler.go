@@ -1,11 +1,12 @@
 package handler
 
 import (
+	"github.com/epro-intake/common/errcode"
+
 	"net/http"
 
 	"github.com/zeromicro/go-zero/rest/httpx"
 
-	"github.com/epro-intake/epro-api/internal/apierr"
 	"github.com/epro-intake/epro-api/internal/logic"
 	"github.com/epro-intake/epro-api/internal/svc"
 )
@@ -14,7 +15,7 @@ func ReadyzHandler(svcCtx *svc.ServiceContext) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		resp, err := logic.NewReadyzLogic(r.Context(), svcCtx).Readyz()
 		if err != nil {
-			apierr.Write(r.Context(), w, err)
+			errcode.Write(r.Context(), w, err)
 			return
 		}
 		httpx.OkJsonCtx(r.Context(), w, resp)

@@ -6,7 +6,6 @@ import (
 	"github.com/epro-intake/common/errcode"
 	"github.com/zeromicro/go-zero/rest/httpx"
 
-	"github.com/epro-intake/epro-api/internal/apierr"
 	"github.com/epro-intake/epro-api/internal/logic"
 	"github.com/epro-intake/epro-api/internal/svc"
 	"github.com/epro-intake/epro-api/internal/types"
@@ -17,12 +16,12 @@ func ReportStatusHandler(svcCtx *svc.ServiceContext) http.HandlerFunc {
 		var req types.ReportStatusReq
 		// Path only: httpx.Parse would also read the query and body, which this route does not take.
 		if err := httpx.ParsePath(r, &req); err != nil {
-			apierr.Write(r.Context(), w, errcode.Field(errcode.InvalidRequestID, "requestId", "must be a UUID"))
+			errcode.Write(r.Context(), w, errcode.Field(errcode.InvalidRequestID, "requestId", "must be a UUID"))
 			return
 		}
 		resp, err := logic.NewReportStatusLogic(r.Context(), svcCtx).ReportStatus(&req)
 		if err != nil {
-			apierr.Write(r.Context(), w, err)
+			errcode.Write(r.Context(), w, err)
 			return
 		}
 		httpx.OkJsonCtx(r.Context(), w, resp)

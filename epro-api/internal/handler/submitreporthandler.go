@@ -1,12 +1,13 @@
 package handler
 
 import (
+	"github.com/epro-intake/common/errcode"
+
 	"net/http"
 
 	"github.com/epro-intake/common/report"
 	"github.com/zeromicro/go-zero/rest/httpx"
 
-	"github.com/epro-intake/epro-api/internal/apierr"
 	"github.com/epro-intake/epro-api/internal/logic"
 	"github.com/epro-intake/epro-api/internal/svc"
 )
@@ -15,17 +16,17 @@ func SubmitReportHandler(svcCtx *svc.ServiceContext) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		body, err := readJSONBody(w, r, svcCtx.Config.Limits.BodyBytes)
 		if err != nil {
-			apierr.Write(r.Context(), w, err)
+			errcode.Write(r.Context(), w, err)
 			return
 		}
 		sub, err := report.ParseSubmission(body)
 		if err != nil {
-			apierr.Write(r.Context(), w, err)
+			errcode.Write(r.Context(), w, err)
 			return
 		}
 		resp, err := logic.NewSubmitReportLogic(r.Context(), svcCtx).SubmitReport(sub)
 		if err != nil {
-			apierr.Write(r.Context(), w, err)
+			errcode.Write(r.Context(), w, err)
 			return
 		}
 		httpx.WriteJsonCtx(r.Context(), w, http.StatusAccepted, resp)

@@ -3,43 +3,12 @@ package logic
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"testing"
 	"time"
 
-	"github.com/epro-intake/common/errcode"
 	"github.com/epro-intake/common/report"
 	"go.opentelemetry.io/otel/trace"
 )
-
-func TestCanonicalRequestID(t *testing.T) {
-	for _, tc := range []struct {
-		in, want string
-		ok       bool
-	}{
-		{"1b4e28ba-2fa1-41d2-883f-0016d3cca427", "1b4e28ba-2fa1-41d2-883f-0016d3cca427", true},
-		{"1B4E28BA-2FA1-41D2-883F-0016D3CCA427", "1b4e28ba-2fa1-41d2-883f-0016d3cca427", true},
-		{"", "", false},
-		{"00000000-0000-0000-0000-000000000000", "", false},
-		{"1b4e28ba2fa141d2883f0016d3cca427", "", false},
-		{"{1b4e28ba-2fa1-41d2-883f-0016d3cca427}", "", false},
-		{"1b4e28ba-2fa1-41d2-883f-0016d3cca42z", "", false},
-		{"1b4e28ba_2fa1-41d2-883f-0016d3cca427", "", false},
-		{"1b4e28ba-2fa1-41d2-883f-0016d3cca4270", "", false},
-	} {
-		got, ok := canonicalRequestID(tc.in)
-		if got != tc.want || ok != tc.ok {
-			t.Errorf("canonicalRequestID(%q) = %q, %v", tc.in, got, ok)
-		}
-		// The same rule as report.Submission.Validate, with which the status endpoint must agree.
-		s := report.Submission{RequestID: tc.in}
-		var e *errcode.Error
-		validateOK := !(errors.As(s.Validate(time.Time{}, report.Limits{}), &e) && e.Code == errcode.InvalidRequestID)
-		if validateOK != tc.ok || (tc.ok && s.RequestID != tc.want) {
-			t.Errorf("Validate disagrees on %q", tc.in)
-		}
-	}
-}
 
 func TestReportMessage(t *testing.T) {
 	env := report.Envelope{

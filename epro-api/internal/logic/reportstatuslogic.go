@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"github.com/epro-intake/common/report"
 	"net/http"
 	"time"
 
@@ -38,7 +39,7 @@ func NewReportStatusLogic(ctx context.Context, svcCtx *svc.ServiceContext) *Repo
 // ReportStatus answers from MySQL, the truth for stored reports, and then from the Redis status cache. A
 // store that cannot be asked gives a 503, never a 404 that would make the client think the report was lost.
 func (l *ReportStatusLogic) ReportStatus(req *types.ReportStatusReq) (*types.ReportStatusResp, error) {
-	id, ok := canonicalRequestID(req.RequestID)
+	id, ok := report.CanonicalRequestID(req.RequestID)
 	if !ok {
 		return nil, errcode.Field(errcode.InvalidRequestID, "requestId", "must be a UUID such as 1b4e28ba-2fa1-41d2-883f-0016d3cca427")
 	}

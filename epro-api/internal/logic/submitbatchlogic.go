@@ -13,7 +13,6 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/zeromicro/go-zero/core/logx"
 
-	"github.com/epro-intake/epro-api/internal/apierr"
 	"github.com/epro-intake/epro-api/internal/middleware"
 	"github.com/epro-intake/epro-api/internal/svc"
 	"github.com/epro-intake/epro-api/internal/types"
@@ -54,7 +53,7 @@ func (l *SubmitBatchLogic) SubmitBatch(items []json.RawMessage) (*types.BatchRes
 		if err != nil {
 			l.reject(res, err)
 			resp.Rejected++
-			if id, ok := canonicalRequestID(env.RequestID); ok {
+			if id, ok := report.CanonicalRequestID(env.RequestID); ok {
 				res.RequestID = id
 			}
 			continue
@@ -118,7 +117,8 @@ func (l *SubmitBatchLogic) prepare(raw json.RawMessage, now time.Time, seen map[
 
 func (l *SubmitBatchLogic) reject(res *types.BatchItemResult, err error) {
 	res.Status = statusRejected
-	res.Error = apierr.Item(err)
+	_, e := errcode.Response(err)
+	res.Error = &types.ItemError{Code: e.Code, Message: e.Message, Field: e.Field}
 }
 
 // send produces msgs and returns which of them failed. kafka.WriteErrors is index-aligned with msgs; any

@@ -1,0 +1,146 @@
+package report_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/epro-intake/common/errcode"
+	"github.com/epro-intake/common/report"
+)
+
+func TestCanonicalRequestID(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{"1b4e28ba-2fa1-41d2-883f-0016d3cca427", "1b4e28ba-2fa1-41d2-883f-0016d3cca427", true},
+		{"1B4E28BA-2FA1-41D2-883F-0016D3CCA427", "1b4e28ba-2fa1-41d2-883f-0016d3cca427", true},
+		{"", "", false},
+		{"00000000-0000-0000-0000-000000000000", "", false},
+		{"1b4e28ba2fa141d2883f0016d3cca427", "", false},
+		{"{1b4e28ba-2fa1-41d2-883f-0016d3cca427}", "", false},
+		{"1b4e28ba-2fa1-41d2-883f-0016d3cca42z", "", false},
+		{"1b4e28ba_2fa1-41d2-883f-0016d3cca427", "", false},
+		{"1b4e28ba-2fa1-41d2-883f-0016d3cca4270", "", false},
+	} {
+		got, ok := report.CanonicalRequestID(tc.in)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("CanonicalRequestID(%q) = %q, %v", tc.in, got, ok)
+		}
+		// Validate applies the same rule, and the status endpoint relies on that.
+		s := report.Submission{RequestID: tc.in}
+		var e *errcode.Error
+		validateOK := !(errors.As(s.Validate(time.Time{}, report.Limits{}), &e) && e.Code == errcode.InvalidRequestID)
+		if validateOK != tc.ok || (tc.ok && s.RequestID != tc.want) {
+			t.Errorf("Validate disagrees on %q", tc.in)
+		}
+	}
+}
+
+func code(err error) string {
+	var e *errcode.Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	if err != nil {
+		return "non-errcode: " + err.Error()
+	}
+	return ""
+}
+
+const valid = `{"requestId":"1B4E28BA-2FA1-41D2-883F-0016D3CCA427","patientId":"P-1","trialId":"T-1","questionnaireId":"phq9",` +
+	`"questionnaireVersion":"2","submittedAt":"2026-03-01T20:05:00+01:00","answers":{"q1":3,"q2":[1,2]},"locale":"de-DE"}`
+
+func TestParseAndValidateSubmission(t *testing.T) {
+	now := time.Date(2026, 3, 1, 19, 10, 0, 0, time.UTC)
+	lim := report.Limits{MaxAge: 24 * time.Hour, MaxSkew: 10 * time.Minute}
+	for _, tc := range []struct {
+		name, body, code string
+	}{
+		{"valid", valid, ""},
+		{"trailing garbage", valid + `{}`, errcode.InvalidJSON},
+		{"trailing text", valid + ` x`, errcode.InvalidJSON},
+		{"duplicate key", `{"patientId":"a","patientId":"b"}`, errcode.InvalidJSON},
+		{"nested duplicate key", `{"answers":{"q1":1,"q1":2}}`, errcode.InvalidJSON},
+		{"invalid utf-8", "{\"patientId\":\"\xff\"}", errcode.InvalidJSON},
+		{"not an object", `[1]`, errcode.InvalidJSON},
+		{"truncated", `{"patientId":`, errcode.InvalidJSON},
+		{"too deep", `{"answers":` + strings.Repeat(`[`, 40) + strings.Repeat(`]`, 40) + `}`, errcode.InvalidJSON},
+		{"unknown field", strings.Replace(valid, `"locale"`, `"Locale"`, 1), errcode.ValidationFailed},
+		{"wrong type", strings.Replace(valid, `"P-1"`, `17`, 1), errcode.ValidationFailed},
+		{"bad request id", strings.Replace(valid, `1B4E28BA-`, `1B4E28BAX`, 1), errcode.InvalidRequestID},
+		{"missing offset", strings.Replace(valid, `20:05:00+01:00`, `20:05:00`, 1), errcode.ValidationFailed},
+		{"too far in the future", strings.Replace(valid, `20:05:00+01:00`, `21:05:00+01:00`, 1), errcode.SubmittedAtOutOfRange},
+		{"too old", strings.Replace(valid, `2026-03-01T`, `2026-01-01T`, 1), errcode.SubmittedAtOutOfRange},
+		{"empty answers", strings.Replace(valid, `{"q1":3,"q2":[1,2]}`, `{}`, 1), errcode.ValidationFailed},
+		{"answers not an object", strings.Replace(valid, `{"q1":3,"q2":[1,2]}`, `[1]`, 1), errcode.ValidationFailed},
+		{"missing patient", strings.Replace(valid, `"patientId":"P-1",`, ``, 1), errcode.ValidationFailed},
+		{"patient with spaces", strings.Replace(valid, `"P-1"`, `"P 1"`, 1), errcode.ValidationFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := report.ParseSubmission([]byte(tc.body))
+			if err == nil {
+				err = s.Validate(now, lim)
+			}
+			if got := code(err); got != tc.code {
+				t.Fatalf("code %q; want %q (%v)", got, tc.code, err)
+			}
+			if err != nil && strings.Contains(err.Error(), "P 1") {
+				t.Fatal("error quotes the input")
+			}
+			if tc.code == "" && s.RequestID != "1b4e28ba-2fa1-41d2-883f-0016d3cca427" {
+				t.Fatalf("request id not canonical: %s", s.RequestID)
+			}
+		})
+	}
+}
+
+func TestEnvelopeRoundTrip(t *testing.T) {
+	s, err := report.ParseSubmission([]byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Validate(time.Time{}, report.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	env := s.Envelope(time.Date(2026, 3, 1, 19, 5, 1, 0, time.FixedZone("x", 3600)))
+	if env.ReceivedAt.Location() != time.UTC || env.SchemaVersion != report.SchemaVersion {
+		t.Fatalf("envelope %+v", env)
+	}
+	b, err := json.Marshal(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := report.ParseEnvelope(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := got.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Answers) != string(s.Answers) || got.SubmittedAt != s.SubmittedAt || got.Submission().Locale != "de-DE" {
+		t.Fatalf("round trip changed the report: %+v", got)
+	}
+	env.SchemaVersion = 2
+	b, _ = json.Marshal(env)
+	got, _ = report.ParseEnvelope(b)
+	if code(got.Validate()) != errcode.ValidationFailed {
+		t.Fatal("unknown schema version accepted")
+	}
+}
+
+func TestParseBatch(t *testing.T) {
+	items, err := report.ParseBatch([]byte(`{"reports":[`+valid+`,{"x":1}]}`), 100)
+	if err != nil || len(items) != 2 {
+		t.Fatalf("%d items, %v", len(items), err)
+	}
+	if _, err := report.ParseBatch([]byte(`{"reports":[]}`), 100); code(err) != errcode.ValidationFailed {
+		t.Fatal("empty batch accepted")
+	}
+	if _, err := report.ParseBatch([]byte(`{"reports":[1,2,3]}`), 2); code(err) != errcode.ValidationFailed {
+		t.Fatal("oversized batch accepted")
+	}
+}
