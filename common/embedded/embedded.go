@@ -10,6 +10,10 @@
 package embedded
 
 import (
+	"github.com/dolthub/vitess/go/mysql"
+	"github.com/dolthub/vitess/go/sqltypes"
+	querypb "github.com/dolthub/vitess/go/vt/proto/query"
+
 	"context"
 	"fmt"
 	"net"
@@ -159,7 +163,7 @@ func StartMySQL(ctx context.Context, addr, dbName string) (dsn string, stop func
 		return "", nil, fmt.Errorf("embedded mysql: %w", err)
 	}
 	cfg := server.Config{Protocol: "tcp", Address: ln.Addr().String(), Listener: ln}
-	srv, err := server.NewServer(cfg, engine, gmssql.NewContext, memory.NewSessionBuilder(pro), nil)
+	srv, err := server.NewServerWithHandler(cfg, engine, gmssql.NewContext, memory.NewSessionBuilder(pro), nil, serialize)
 	if err != nil {
 		ln.Close()
 		return "", nil, fmt.Errorf("embedded mysql: %w", err)
@@ -189,4 +193,59 @@ func onceWithContext(ctx context.Context, fn func()) func() {
 		}
 	}
 	return stop
+}
+
+// serialize makes the server run one command at a time. go-mysql-server's in-memory tables are not safe for
+// concurrent writers: with several connections inserting at once the race detector fires inside it and rows
+// are lost, which would make every concurrency test of ours meaningless. One lock costs little at the scale
+// of a development run.
+func serialize(h mysql.Handler) (mysql.Handler, error) {
+	return &serialHandler{Handler: h}, nil
+}
+
+type serialHandler struct {
+	mysql.Handler
+	mu sync.Mutex
+}
+
+func (h *serialHandler) ComInitDB(c *mysql.Conn, schemaName string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.Handler.ComInitDB(c, schemaName)
+}
+
+func (h *serialHandler) ComQuery(ctx context.Context, c *mysql.Conn, query string, callback mysql.ResultSpoolFn) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.Handler.ComQuery(ctx, c, query, callback)
+}
+
+func (h *serialHandler) ComMultiQuery(ctx context.Context, c *mysql.Conn, query string, callback mysql.ResultSpoolFn) (string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.Handler.ComMultiQuery(ctx, c, query, callback)
+}
+
+func (h *serialHandler) ComPrepare(ctx context.Context, c *mysql.Conn, query string, prepare *mysql.PrepareData) ([]*querypb.Field, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.Handler.ComPrepare(ctx, c, query, prepare)
+}
+
+func (h *serialHandler) ComStmtExecute(ctx context.Context, c *mysql.Conn, prepare *mysql.PrepareData, callback func(*sqltypes.Result) error) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.Handler.ComStmtExecute(ctx, c, prepare, callback)
+}
+
+func (h *serialHandler) ComResetConnection(c *mysql.Conn) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.Handler.ComResetConnection(c)
+}
+
+func (h *serialHandler) ConnectionClosed(c *mysql.Conn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.Handler.ConnectionClosed(c)
 }
