@@ -508,7 +508,8 @@ func TestFailsInsteadOfFallingBack(t *testing.T) {
 // it does nothing unless INFRATEST_HELPER is set.
 func TestHelperProcess(t *testing.T) {
 	if os.Getenv("INFRATEST_HELPER") == "" {
-		t.Skip("subprocess helper only")
+		// Not a skip: CI fails on skipped tests, and this one has nothing to do outside a subprocess.
+		return
 	}
 	t.Run("kafka", func(t *testing.T) { infratest.Kafka(t) })
 	t.Run("redis", func(t *testing.T) { infratest.Redis(t) })
