@@ -1,0 +1,840 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/epro-intake/common/embedded"
+	"github.com/epro-intake/common/topic"
+)
+
+// Defaults for the real servers: what deploy/scripts/services.sh serves.
+const (
+	defaultKafkaBrokers = "127.0.0.1:9092"
+	defaultMySQLDSN     = "epro:epro@tcp(127.0.0.1:3306)/epro?parseTime=true&loc=UTC&timeTruncate=1us&charset=utf8mb4"
+	defaultRedisAddr    = "127.0.0.1:6379"
+)
+
+// stopTimeout is above epro-mq's Shutdown.WaitTime (20s), so its own drain always finishes first.
+const stopTimeout = 25 * time.Second
+
+type bench struct {
+	opt options
+	log io.Writer
+	res *Result
+	cpu *cpuWatch
+
+	managed  bool
+	root     string
+	runDir   string
+	env      []string
+	bins     string
+	mqCfg    string
+	apiCfg   string
+	api, mq  *proc
+	devPorts map[string]int
+
+	brokers   []string
+	server    *mysql.Config // DSN without a database
+	dbName    string        // the reports database, created by the benchmark when managed
+	rawDBName string
+	topics    []string
+	apiBase   string
+	db        *sql.DB
+	// since limits row counts to this run on a database others use as well (-api); zero when the database
+	// is the benchmark's own.
+	since time.Time
+
+	cleanups []func()
+}
+
+func (b *bench) progress(format string, args ...any) { progress(b.log, format, args...) }
+
+func (b *bench) run(ctx context.Context) (*Result, error) {
+	o := b.opt
+	b.res = newResult(o)
+	b.cpu = newCPUWatch()
+	failed := true
+	defer func() { b.cleanup(failed) }()
+
+	var seed [32]byte
+	_, _ = rand.Read(seed[:])
+	answers := newAnswerSet(64, mrand.New(mrand.NewChaCha8(seed)))
+	size, err := checkGenerated(answers, o.patients)
+	if err != nil {
+		return nil, err
+	}
+	b.res.ReportBytes = size
+
+	if o.apiURL != "" {
+		err = b.attach(ctx)
+	} else {
+		err = b.startSuite(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	client := newHTTPClient(max(o.concurrency, o.maxInflight, 8))
+	postURL := b.apiBase + "/v1/reports"
+
+	var phases []*phaseRun
+	total := 0 // accepted so far; each is one row once drained
+	drained := func(what string) error {
+		want := total
+		n, _, err := waitRows(ctx, b.db, b.since, want, 250*time.Millisecond, 20*time.Second, o.drainTimeout)
+		if err != nil {
+			return fmt.Errorf("waiting for the consumer after %s: %w%s", what, err, b.logHint())
+		}
+		b.progress("%s: consumer has stored %d rows", what, n)
+		return nil
+	}
+
+	if o.warmup > 0 {
+		b.progress("warm-up: %d reports on 8 connections", o.warmup)
+		spec := loadSpec{name: "warm-up", concurrency: 8, n: o.warmup, duration: time.Minute}
+		lr := runLoad(ctx, client, postURL, answers, o.patients, spec)
+		phases = append(phases, &phaseRun{load: lr, warmup: true})
+		total += len(lr.accepted)
+		if len(lr.accepted) == 0 {
+			return nil, fmt.Errorf("warm-up: no 202 in %d requests (statuses %v, %d connection errors)%s", lr.sent, lr.codes, lr.netErrs, b.logHint())
+		}
+		if err := drained("warm-up"); err != nil {
+			return nil, err
+		}
+	}
+
+	// The raw Writer goes first, while the suite is idle, on the same broker and the same partition count.
+	if o.rawDuration > 0 {
+		if err := b.rawKafka(ctx, answers); err != nil {
+			return nil, err
+		}
+	}
+
+	if o.concurrency > 0 {
+		spec := loadSpec{name: fmt.Sprintf("closed-%d", o.concurrency), concurrency: o.concurrency, duration: o.duration, n: o.n}
+		pr := b.phase(ctx, client, postURL, answers, spec, o.profile != "")
+		phases = append(phases, pr)
+		total += len(pr.load.accepted)
+		if err := drained(spec.name); err != nil {
+			return nil, err
+		}
+	}
+	if o.rate > 0 {
+		spec := loadSpec{name: fmt.Sprintf("rate-%s", strconv.FormatFloat(o.rate, 'f', -1, 64)), rate: o.rate,
+			maxInflight: o.maxInflight, duration: o.rateDuration, n: o.rateN}
+		pr := b.phase(ctx, client, postURL, answers, spec, false)
+		phases = append(phases, pr)
+		total += len(pr.load.accepted)
+		if err := drained(spec.name); err != nil {
+			return nil, err
+		}
+	}
+
+	var drain *drainRun
+	switch {
+	case o.backlog == 0:
+		b.res.Drain = &DrainResult{Skipped: "-backlog 0"}
+	case !b.managed:
+		b.res.Drain = &DrainResult{Skipped: "the consumer of an already running suite cannot be stopped from here"}
+	default:
+		d, err := b.backlogDrain(ctx, client, postURL, answers, total)
+		if err != nil {
+			return nil, err
+		}
+		drain = d
+		phases = append(phases, d.phase)
+		total += len(d.phase.load.accepted)
+	}
+
+	b.progress("reading back stored rows")
+	if err := b.evaluate(ctx, phases, drain); err != nil {
+		return nil, err
+	}
+
+	if len(o.rawBatches) > 0 {
+		if err := b.rawMySQL(ctx); err != nil {
+			return nil, err
+		}
+	}
+	b.res.judge()
+	failed = false
+	return b.res, nil
+}
+
+// phaseRun is one load phase and what the machine did meanwhile.
+type phaseRun struct {
+	load   *loadResult
+	cpu    CPUUse
+	warmup bool
+	// noE2E: the consumer was stopped during the phase, so 202-to-row times measure the stop.
+	noE2E bool
+}
+
+func (b *bench) phase(ctx context.Context, client *http.Client, postURL string, answers answerSet, spec loadSpec, profile bool) *phaseRun {
+	b.progress("%s: %s", spec.name, spec.describe())
+	var wg sync.WaitGroup
+	if profile {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.captureProfiles(ctx, spec.duration)
+		}()
+	}
+	before := b.cpu.sample()
+	lr := runLoad(ctx, client, postURL, answers, b.opt.patients, spec)
+	after := b.cpu.sample()
+	wg.Wait()
+	b.progress("%s: %d sent, %d accepted in %.1fs", spec.name, lr.sent, len(lr.accepted), lr.elapsed.Seconds())
+	return &phaseRun{load: lr, cpu: cpuUse(before, after)}
+}
+
+// captureProfiles takes CPU profiles of both services (through go-zero's dev server) and of the generator
+// over the middle of a phase.
+func (b *bench) captureProfiles(ctx context.Context, phase time.Duration) {
+	secs := int(min(phase-4*time.Second, 15*time.Second) / time.Second)
+	if secs < 1 {
+		b.progress("profile: the phase is too short to profile")
+		return
+	}
+	if err := os.MkdirAll(b.opt.profile, 0o755); err != nil {
+		b.progress("profile: %v", err)
+		return
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(2 * time.Second):
+	}
+	var wg sync.WaitGroup
+	for name, port := range b.devPorts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			u := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", port, secs)
+			path := filepath.Join(b.opt.profile, name+".cpu.pprof")
+			if err := download(ctx, u, path, time.Duration(secs+10)*time.Second); err != nil {
+				b.progress("profile %s: %v", name, err)
+			}
+		}()
+	}
+	if f, err := os.Create(filepath.Join(b.opt.profile, "epro-bench.cpu.pprof")); err == nil {
+		if pprof.StartCPUProfile(f) == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Duration(secs) * time.Second):
+			}
+			pprof.StopCPUProfile()
+		}
+		f.Close()
+	}
+	wg.Wait()
+	b.progress("profile: %ds CPU profiles in %s (go tool pprof -top <file>)", secs, b.opt.profile)
+}
+
+func download(ctx context.Context, u, path string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, resp.Body)
+	return errors.Join(err, f.Close())
+}
+
+// drainRun is the backlog measurement: reports accepted while epro-mq was stopped, then stored after it
+// started again.
+type drainRun struct {
+	phase     *phaseRun
+	restarted time.Time
+	complete  time.Time // the poll that first saw every row
+}
+
+func (b *bench) backlogDrain(ctx context.Context, client *http.Client, postURL string, answers answerSet, total int) (*drainRun, error) {
+	o := b.opt
+	b.progress("drain: stopping epro-mq")
+	if err := b.mq.stop(stopTimeout); err != nil {
+		return nil, err
+	}
+	spec := loadSpec{name: "backlog", concurrency: max(o.concurrency, 64), n: o.backlog, duration: maxPhaseDuration}
+	pr := b.phase(ctx, client, postURL, answers, spec, false)
+	pr.noE2E = true
+	want := total + len(pr.load.accepted)
+	if n, err := rowCount(ctx, b.db, b.since); err != nil || n != total {
+		return nil, fmt.Errorf("drain: %d rows while epro-mq was stopped, expected %d (%v)", n, total, err)
+	}
+	b.progress("drain: starting epro-mq on a backlog of %d reports", len(pr.load.accepted))
+	restarted := time.Now()
+	mq, err := startProc("epro-mq", filepath.Join(b.bins, "epro-mq"), b.mqCfg, b.root, b.env, filepath.Join(b.runDir, "epro-mq.log"))
+	if err != nil {
+		return nil, err
+	}
+	b.mq = mq
+	b.cpu.set("epro-mq", mq.pid())
+	before := b.cpu.sample()
+	// A slow poll: COUNT(*) scans an index, and a fast one would take MariaDB time from the drain it measures.
+	n, complete, err := waitRows(ctx, b.db, b.since, want, 500*time.Millisecond, 30*time.Second, o.drainTimeout)
+	after := b.cpu.sample()
+	if err != nil {
+		return nil, fmt.Errorf("drain: %w%s", err, b.logHint())
+	}
+	b.res.DrainCPU = cpuUse(before, after)
+	b.progress("drain: %d rows stored %.1fs after the restart", n, complete.Sub(restarted).Seconds())
+	return &drainRun{phase: pr, restarted: restarted, complete: complete}, nil
+}
+
+// evaluate reads the stored rows and turns phases into results: end-to-end latency per accepted report,
+// the drain rate and the integrity counts.
+func (b *bench) evaluate(ctx context.Context, phases []*phaseRun, drain *drainRun) error {
+	var stored map[string][]storedRow
+	var err error
+	if b.managed {
+		stored, err = readAllRows(ctx, b.db)
+	} else {
+		var ids []string
+		for _, p := range phases {
+			for _, a := range p.load.accepted {
+				ids = append(ids, a.id)
+			}
+			ids = append(ids, p.load.refused...)
+		}
+		stored, err = readRowsFor(ctx, b.db, ids)
+	}
+	if err != nil {
+		return err
+	}
+
+	in := Integrity{Stored: 0}
+	if b.managed {
+		in.Scope = "every row of the benchmark's own database"
+	} else {
+		in.Scope = "rows of the ids this run sent; rows others wrote to the shared table are not looked at"
+	}
+	accepted := map[string]bool{}
+	refused := map[string]bool{}
+	for _, p := range phases {
+		for _, a := range p.load.accepted {
+			accepted[a.id] = true
+		}
+		for _, id := range p.load.refused {
+			refused[id] = true
+		}
+	}
+	for id, rows := range stored {
+		in.Stored += len(rows)
+		if len(rows) > 1 {
+			in.Duplicated++
+		}
+		if !accepted[id] {
+			if refused[id] {
+				in.UnexpectedRefused++
+			} else {
+				in.UnexpectedForeign++
+			}
+		}
+	}
+	in.Accepted = len(accepted)
+	in.Unexpected = in.UnexpectedRefused + in.UnexpectedForeign
+
+	for _, p := range phases {
+		pr := newPhaseResult(p)
+		var e2e, server []int64
+		for _, a := range p.load.accepted {
+			rows := stored[a.id]
+			if len(rows) == 0 {
+				in.Lost++
+				pr.Lost++
+				continue
+			}
+			d := rows[0].storedAt.Sub(a.at)
+			if d < 0 {
+				pr.E2ENegative++
+			}
+			e2e = append(e2e, int64(d))
+			server = append(server, int64(rows[0].storedAt.Sub(rows[0].receivedAt)))
+		}
+		if !p.noE2E {
+			l, s := summarize(e2e), summarize(server)
+			pr.E2E, pr.ServerE2E = &l, &s
+		}
+		if p.warmup {
+			b.res.Warmup = &pr
+		} else {
+			b.res.Phases = append(b.res.Phases, pr)
+		}
+	}
+	b.res.Integrity = in
+
+	if drain != nil {
+		var first, last time.Time
+		atLast, n := 0, 0
+		for _, a := range drain.phase.load.accepted {
+			rows := stored[a.id]
+			if len(rows) == 0 {
+				continue
+			}
+			t := rows[0].storedAt
+			n++
+			switch {
+			case first.IsZero() || t.Before(first):
+				first = t
+			}
+			switch {
+			case t.After(last):
+				last, atLast = t, 1
+			case t.Equal(last):
+				atLast++
+			}
+		}
+		d := &DrainResult{
+			Method: "backlog: reports accepted while epro-mq was stopped; after its restart, rows/s between the first " +
+				"and the last stored_at of the backlog (the rows of the last statement, whose end stored_at cannot show, " +
+				"are left out); startup and group join are excluded and shown apart",
+			Rows:           n,
+			StartupSeconds: first.Sub(drain.restarted).Seconds(),
+			WallSeconds:    drain.complete.Sub(drain.restarted).Seconds(),
+			CPU:            b.res.DrainCPU,
+		}
+		if span := last.Sub(first); span > 0 {
+			d.Seconds = span.Seconds()
+			d.RowsPerSec = float64(n-atLast) / span.Seconds()
+		}
+		b.res.Drain = d
+	}
+	return nil
+}
+
+func (b *bench) rawKafka(ctx context.Context, answers answerSet) error {
+	o := b.opt
+	name := "epro.bench." + b.res.RunID + ".raw"
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err := topic.Ensure(tctx, b.brokers, topic.Spec{Name: name, Partitions: o.partitions, Replication: 1})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("raw kafka topic: %w", err)
+	}
+	b.topics = append(b.topics, name)
+	msgs, size, err := rawMessages(answers, o.patients, 1024)
+	if err != nil {
+		return err
+	}
+	b.progress("raw kafka-go Writer: %d goroutines for %s", o.rawWriters, o.rawDuration)
+	before := b.cpu.sample()
+	rk, err := runRawKafka(ctx, b.brokers, name, o.rawWriters, o.rawDuration, msgs, size)
+	after := b.cpu.sample()
+	if err != nil {
+		return err
+	}
+	rk.CPU = cpuUse(before, after)
+	b.res.RawKafka = &rk
+	b.progress("raw kafka-go Writer: %.0f msgs/s", rk.MsgsPerSec)
+	return nil
+}
+
+func (b *bench) rawMySQL(ctx context.Context) error {
+	o := b.opt
+	rows, err := readRawRows(ctx, b.db, o.rawRows)
+	if err != nil {
+		return err
+	}
+	if len(rows) == 0 {
+		return errors.New("raw insert: no stored rows to copy")
+	}
+	b.rawDBName = b.dbName + "_raw"
+	if b.embeddedInfra() {
+		b.rawDBName = "epro_bench_raw"
+	}
+	if err := createDatabase(ctx, b.server, b.rawDBName); err != nil {
+		return err
+	}
+	b.cleanups = append(b.cleanups, func() {
+		if !b.opt.keep {
+			_ = dropDatabase(b.server, b.rawDBName)
+		}
+	})
+	schema, err := migrationUp(b.root)
+	if err != nil {
+		return err
+	}
+	cfg := withDB(b.server, b.rawDBName)
+	if err := applySchema(ctx, cfg, schema); err != nil {
+		return err
+	}
+	db, err := openDB(cfg, o.rawConns)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	for _, per := range o.rawBatches {
+		b.progress("raw INSERT: %d rows, %d per statement, %d connections", len(rows), per, o.rawConns)
+		before := b.cpu.sample()
+		rm, err := runRawMySQL(ctx, db, rows, per, o.rawConns)
+		after := b.cpu.sample()
+		if err != nil {
+			return fmt.Errorf("raw insert: %w", err)
+		}
+		rm.CPU = cpuUse(before, after)
+		b.res.RawMySQL = append(b.res.RawMySQL, rm)
+		b.progress("raw INSERT: %.0f rows/s", rm.RowsPerSec)
+	}
+	return nil
+}
+
+func (b *bench) embeddedInfra() bool { return b.opt.embedded }
+
+// attach targets an API that is already running.
+func (b *bench) attach(ctx context.Context) error {
+	o := b.opt
+	u, err := url.Parse(o.apiURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("-api must be a URL such as http://127.0.0.1:8888")
+	}
+	if err := checkLoopback("-api", u.Host); err != nil {
+		return err
+	}
+	b.apiBase = strings.TrimRight(o.apiURL, "/")
+	cfg, err := parseDSN(o.mysqlDSN)
+	if err != nil {
+		return fmt.Errorf("-mysql-dsn: %w", err)
+	}
+	if cfg.DBName == "" {
+		return errors.New("-mysql-dsn names no database")
+	}
+	if err := checkLoopback("-mysql-dsn", cfg.Addr); err != nil {
+		return err
+	}
+	b.server = withDB(cfg, "")
+	b.dbName = cfg.DBName
+	b.db, err = openDB(cfg, 4)
+	if err != nil {
+		return err
+	}
+	b.cleanups = append(b.cleanups, func() { b.db.Close() })
+	// A second early: the API stamps received_at with its own clock, on this host.
+	b.since = time.Now().Add(-time.Second)
+	b.brokers = splitList(envOr("EPRO_KAFKA_BROKERS", defaultKafkaBrokers))
+	for _, br := range b.brokers {
+		if err := checkLoopback("EPRO_KAFKA_BROKERS", br); err != nil {
+			return err
+		}
+	}
+	if b.root, err = repoRoot(ctx); err != nil {
+		return err
+	}
+	b.res.Infra = "external"
+	b.res.Target = fmt.Sprintf("epro-api at %s, MySQL %s/%s, raw Kafka at %s", b.apiBase, cfg.Addr, cfg.DBName, strings.Join(b.brokers, ","))
+	if err := waitReady(ctx, b.apiBase+"/readyz", nil, 10*time.Second); err != nil {
+		return err
+	}
+	if _, err := rowCount(ctx, b.db, time.Time{}); err != nil {
+		return fmt.Errorf("-mysql-dsn: no reports table there: %w", err)
+	}
+	return nil
+}
+
+// startSuite builds the services and runs them on fresh names: their own database, topics and group.
+func (b *bench) startSuite(ctx context.Context) error {
+	o := b.opt
+	b.managed = true
+	var err error
+	if b.root, err = repoRoot(ctx); err != nil {
+		return err
+	}
+	b.runDir, err = os.MkdirTemp("", "epro-bench-")
+	if err != nil {
+		return err
+	}
+	b.bins = filepath.Join(b.runDir, "bin")
+	b.progress("building epro-api and epro-mq")
+	if err := buildServices(ctx, b.root, b.bins); err != nil {
+		return err
+	}
+
+	id := b.res.RunID
+	b.dbName = "epro_bench_" + strings.ReplaceAll(id, "-", "_")
+	redisAddr := ""
+	if o.embedded {
+		if err := b.startEmbedded(ctx, &redisAddr); err != nil {
+			return err
+		}
+	} else if err := b.realInfra(ctx, &redisAddr); err != nil {
+		return err
+	}
+
+	reportsTopic := "epro.bench." + id + ".reports.v1"
+	dlqTopic := reportsTopic + ".dlq"
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = topic.Ensure(tctx, b.brokers,
+		topic.Spec{Name: reportsTopic, Partitions: o.partitions, Replication: 1},
+		topic.Spec{Name: dlqTopic, Partitions: 3, Replication: 1})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("create topics: %w", err)
+	}
+	b.topics = append(b.topics, reportsTopic, dlqTopic)
+
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	b.apiBase = "http://127.0.0.1:" + strconv.Itoa(port)
+	apiSet := map[string]any{"Host": "127.0.0.1", "Port": port, "Topic": reportsTopic}
+	mqSet := map[string]any{
+		"Reports.Topic": reportsTopic, "Reports.Group": "epro-bench-" + id, "Reports.Name": "epro-bench-" + id,
+		"DeadLetter.Topic": dlqTopic,
+	}
+	b.devPorts = map[string]int{}
+	if o.profile != "" {
+		// go-zero's dev server carries pprof; it is turned on only when profiles are asked for.
+		for name, set := range map[string]map[string]any{"epro-api": apiSet, "epro-mq": mqSet} {
+			p, err := freePort()
+			if err != nil {
+				return err
+			}
+			b.devPorts[name] = p
+			set["DevServer.Enabled"] = true
+			set["DevServer.Host"] = "127.0.0.1"
+			set["DevServer.Port"] = p
+			set["DevServer.EnablePprof"] = true
+			set["DevServer.EnableMetrics"] = false
+		}
+	}
+	b.apiCfg = filepath.Join(b.runDir, "epro-api.yaml")
+	b.mqCfg = filepath.Join(b.runDir, "epro-mq.yaml")
+	if err := writeConfig(filepath.Join(b.root, "epro-api", "etc", "epro-api.yaml"), b.apiCfg, apiSet); err != nil {
+		return err
+	}
+	if err := writeConfig(filepath.Join(b.root, "epro-mq", "etc", "epro-mq.yaml"), b.mqCfg, mqSet); err != nil {
+		return err
+	}
+	childDSN := withDB(b.server, b.dbName)
+	b.env = append(os.Environ(),
+		"EPRO_KAFKA_BROKERS="+strings.Join(b.brokers, ","),
+		"EPRO_MYSQL_DSN="+childDSN.FormatDSN(),
+		"EPRO_REDIS_ADDR="+redisAddr,
+		"EPRO_API_PORT="+strconv.Itoa(port),
+	)
+
+	// The consumer first: it applies the migrations the API's status lookups read.
+	b.mq, err = startProc("epro-mq", filepath.Join(b.bins, "epro-mq"), b.mqCfg, b.root, b.env, filepath.Join(b.runDir, "epro-mq.log"))
+	if err != nil {
+		return err
+	}
+	b.cpu.set("epro-mq", b.mq.pid())
+	b.api, err = startProc("epro-api", filepath.Join(b.bins, "epro-api"), b.apiCfg, b.root, b.env, filepath.Join(b.runDir, "epro-api.log"))
+	if err != nil {
+		return err
+	}
+	b.cpu.set("epro-api", b.api.pid())
+	b.progress("waiting for epro-api at %s (logs in %s)", b.apiBase, b.runDir)
+	if err := waitReady(ctx, b.apiBase+"/readyz", b.api, 2*time.Minute); err != nil {
+		return fmt.Errorf("%w%s", err, b.logHint())
+	}
+	b.db, err = openDB(childDSN, 4)
+	if err != nil {
+		return err
+	}
+	// The table exists once epro-mq has migrated; give it the time it gives itself to reach MySQL.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if _, err = rowCount(ctx, b.db, time.Time{}); err == nil {
+			break
+		}
+		if b.mq.exited() || time.Now().After(deadline) {
+			return fmt.Errorf("no reports table from epro-mq: %w%s", err, b.logHint())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return nil
+}
+
+func (b *bench) realInfra(ctx context.Context, redisAddr *string) error {
+	b.brokers = splitList(envOr("EPRO_KAFKA_BROKERS", defaultKafkaBrokers))
+	for _, br := range b.brokers {
+		if err := checkLoopback("EPRO_KAFKA_BROKERS", br); err != nil {
+			return err
+		}
+	}
+	cfg, err := parseDSN(envOr("EPRO_MYSQL_DSN", defaultMySQLDSN))
+	if err != nil {
+		return fmt.Errorf("EPRO_MYSQL_DSN: %w", err)
+	}
+	if err := checkLoopback("EPRO_MYSQL_DSN", cfg.Addr); err != nil {
+		return err
+	}
+	*redisAddr = envOr("EPRO_REDIS_ADDR", defaultRedisAddr)
+	if err := checkLoopback("EPRO_REDIS_ADDR", *redisAddr); err != nil {
+		return err
+	}
+	b.server = withDB(cfg, "")
+	hint := " (are the servers up? make services-up, or deploy/scripts/services.sh up)"
+	for _, addr := range append([]string{cfg.Addr, *redisAddr}, b.brokers...) {
+		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+		if err != nil {
+			return fmt.Errorf("%s: %w%s", addr, err, hint)
+		}
+		c.Close()
+	}
+	if err := createDatabase(ctx, b.server, b.dbName); err != nil {
+		return fmt.Errorf("%w%s", err, hint)
+	}
+	b.cleanups = append(b.cleanups, func() {
+		if !b.opt.keep {
+			_ = dropDatabase(b.server, b.dbName)
+		}
+	})
+	b.res.Infra = "real"
+	b.res.Target = fmt.Sprintf("Kafka %s, MariaDB %s (database %s), Redis %s", strings.Join(b.brokers, ","), cfg.Addr, b.dbName, *redisAddr)
+	return nil
+}
+
+func (b *bench) startEmbedded(ctx context.Context, redisAddr *string) error {
+	bg := context.Background()
+	brokers, stopK, err := embedded.StartKafka(bg, "")
+	if err != nil {
+		return err
+	}
+	b.cleanups = append(b.cleanups, stopK)
+	b.brokers = brokers
+	dsn, stopM, err := embedded.StartMySQL(bg, "", b.dbName)
+	if err != nil {
+		return err
+	}
+	b.cleanups = append(b.cleanups, stopM)
+	cfg, err := parseDSN(dsn)
+	if err != nil {
+		return err
+	}
+	b.server = withDB(cfg, "")
+	addr, stopR, err := embedded.RunRedis("")
+	if err != nil {
+		return err
+	}
+	b.cleanups = append(b.cleanups, stopR)
+	*redisAddr = addr
+	b.res.Infra = "embedded"
+	b.res.Target = fmt.Sprintf("in-process kfake %s, go-mysql-server %s, miniredis %s", strings.Join(brokers, ","), cfg.Addr, addr)
+	return nil
+}
+
+// cleanup stops the services, then removes what the run created, newest first. The run directory with the
+// service logs stays when the run failed or -keep was given.
+func (b *bench) cleanup(failed bool) {
+	if b.api != nil {
+		if err := b.api.stop(stopTimeout); err != nil {
+			b.progress("%v", err)
+		}
+	}
+	if b.mq != nil {
+		if err := b.mq.stop(stopTimeout); err != nil {
+			b.progress("%v", err)
+		}
+	}
+	if len(b.topics) > 0 && !b.opt.keep && !b.opt.embedded {
+		client := &kafka.Client{Addr: kafka.TCP(b.brokers...), Timeout: 10 * time.Second}
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		if _, err := client.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: b.topics}); err != nil {
+			b.progress("delete topics %v: %v", b.topics, err)
+		}
+		cancel()
+	}
+	if b.db != nil && b.managed {
+		b.db.Close()
+	}
+	for i := len(b.cleanups) - 1; i >= 0; i-- {
+		b.cleanups[i]()
+	}
+	if b.runDir != "" {
+		if failed || b.opt.keep {
+			b.progress("service logs kept in %s", b.runDir)
+		} else {
+			_ = os.RemoveAll(b.runDir)
+		}
+	}
+}
+
+func (b *bench) logHint() string {
+	if b.runDir == "" {
+		return ""
+	}
+	return " (service logs: " + b.runDir + ")"
+}
+
+func envOr(name, def string) string {
+	if v := strings.TrimSpace(os.Getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// checkLoopback refuses any address that is not on this machine's loopback interface.
+func checkLoopback(what, hostport string) error {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	var ips []net.IP
+	if ip := net.ParseIP(host); ip != nil {
+		ips = []net.IP{ip}
+	} else if ips, err = net.LookupIP(host); err != nil || len(ips) == 0 {
+		return fmt.Errorf("%s: cannot resolve %q", what, host)
+	}
+	for _, ip := range ips {
+		if !ip.IsLoopback() {
+			return fmt.Errorf("%s: %s is not a loopback address; epro-bench only loads this machine", what, host)
+		}
+	}
+	return nil
+}
+
+func newRunID() string {
+	var r [3]byte
+	_, _ = rand.Read(r[:])
+	return time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(r[:])
+}
+
+func machine() string {
+	return fmt.Sprintf("%d CPUs, %s/%s, %s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+}

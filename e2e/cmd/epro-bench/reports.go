@@ -1,0 +1,156 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	mrand "math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/epro-intake/common/report"
+)
+
+// notes are fragments of the free-text field; patients write a sentence or three, so a report carries a few
+// hundred bytes of prose with quotes and non-ASCII letters that the strict JSON check has to walk through.
+var notes = []string{
+	"Slept badly, woke up twice with a headache.",
+	"Mild nausea after the morning dose, gone by lunch.",
+	"Walked 30 minutes with the dog, knees were fine.",
+	"Felt \"foggy\" most of the afternoon; skipped the gym.",
+	"Appetite back to normal, ate a full dinner.",
+	"Übelkeit am Abend, sonst ein guter Tag.",
+	"Pain in the lower back 4/10 after gardening.",
+	"Forgot the evening tablet, took it at 23:10 instead.",
+	"Tired but in a good mood; visited my daughter.",
+	"Rash on the left forearm is fading.",
+	"Très fatigué après le travail, mais pas de douleur.",
+	"Shortness of breath on the stairs, less than last week.",
+}
+
+var symptoms = []string{"headache", "fatigue", "nausea", "dizziness", "insomnia", "rash", "cough", "none"}
+
+// answerSet is a pool of answer objects built once, so that generating a request costs a few appends rather
+// than a JSON encoding on a machine whose two cores the services need.
+type answerSet [][]byte
+
+func newAnswerSet(n int, rng *mrand.Rand) answerSet {
+	set := make(answerSet, n)
+	for i := range set {
+		var b strings.Builder
+		b.WriteByte('{')
+		for q := 1; q <= 24; q++ {
+			fmt.Fprintf(&b, `"q%02d":%d,`, q, rng.IntN(5)+1)
+		}
+		fmt.Fprintf(&b, `"painNrs":%d,"sleepHours":%.1f,"medsTaken":%t,"stepsToday":%d,`,
+			rng.IntN(11), 3+rng.Float64()*6, rng.IntN(4) != 0, rng.IntN(15000))
+		b.WriteString(`"symptoms":[`)
+		for k, n := 0, 1+rng.IntN(3); k < n; k++ {
+			if k > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(strconv.Quote(symptoms[rng.IntN(len(symptoms))]))
+		}
+		b.WriteString(`],"note":`)
+		var note strings.Builder
+		for note.Len() < 380 {
+			if note.Len() > 0 {
+				note.WriteByte(' ')
+			}
+			note.WriteString(notes[rng.IntN(len(notes))])
+		}
+		// strconv.Quote would escape the non-ASCII letters as \u sequences; JSON takes them as they are.
+		b.WriteString(`"` + strings.ReplaceAll(note.String(), `"`, `\"`) + `"`)
+		b.WriteByte('}')
+		set[i] = []byte(b.String())
+	}
+	return set
+}
+
+// reportGen builds request bodies for one worker. It is not safe for concurrent use.
+type reportGen struct {
+	answers  answerSet
+	patients int
+	rng      *mrand.Rand
+	buf      []byte
+}
+
+func newReportGen(answers answerSet, patients int) *reportGen {
+	var seed [32]byte
+	if _, err := rand.Read(seed[:]); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return &reportGen{answers: answers, patients: patients, rng: mrand.New(mrand.NewChaCha8(seed))}
+}
+
+// next returns a fresh request id and a body that carries it. The body aliases the generator's buffer and is
+// valid until the next call.
+func (g *reportGen) next(now time.Time) (id string, body []byte) {
+	id = g.uuid()
+	patient := g.rng.IntN(g.patients)
+	b := g.buf[:0]
+	b = append(b, `{"requestId":"`...)
+	b = append(b, id...)
+	b = append(b, `","patientId":"PAT-`...)
+	b = appendPadded(b, patient, 6)
+	b = append(b, `","trialId":"TRIAL-EPRO-01","questionnaireId":"EPRO-DAILY-SYMPTOMS","questionnaireVersion":"3.2","submittedAt":"`...)
+	// Devices report in their own offset; the consumer must keep it.
+	b = now.In(cet).Truncate(time.Second).AppendFormat(b, time.RFC3339)
+	b = append(b, `","answers":`...)
+	b = append(b, g.answers[g.rng.IntN(len(g.answers))]...)
+	b = append(b, `,"deviceId":"ios-`...)
+	b = appendPadded(b, patient, 6)
+	b = append(b, `-iphone14","appVersion":"2.7.1","locale":"en-GB"}`...)
+	g.buf = b
+	return id, b
+}
+
+var cet = time.FixedZone("", 60*60)
+
+func (g *reportGen) uuid() string {
+	var u [16]byte
+	binary.LittleEndian.PutUint64(u[0:8], g.rng.Uint64())
+	binary.LittleEndian.PutUint64(u[8:16], g.rng.Uint64())
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	var s [36]byte
+	hex.Encode(s[0:8], u[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], u[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], u[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], u[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:36], u[10:16])
+	return string(s[:])
+}
+
+func appendPadded(b []byte, n, width int) []byte {
+	s := strconv.Itoa(n)
+	for i := len(s); i < width; i++ {
+		b = append(b, '0')
+	}
+	return append(b, s...)
+}
+
+// checkGenerated parses and validates a sample with the API's own rules, so a contract change fails the
+// benchmark at start instead of turning the whole run into 400s.
+func checkGenerated(answers answerSet, patients int) (size int, err error) {
+	g := newReportGen(answers, patients)
+	now := time.Now()
+	for i := 0; i < 32; i++ {
+		_, body := g.next(now)
+		sub, err := report.ParseSubmission(body)
+		if err != nil {
+			return 0, fmt.Errorf("generated report does not parse: %w", err)
+		}
+		if err := sub.Validate(now, report.Limits{MaxAge: time.Hour, MaxSkew: time.Minute}); err != nil {
+			return 0, fmt.Errorf("generated report is invalid: %w", err)
+		}
+		size += len(body)
+	}
+	return size / 32, nil
+}

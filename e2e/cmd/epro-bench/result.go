@@ -1,0 +1,396 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Targets the suite is held to.
+const (
+	targetProduceRatio = 0.50 // accepted/s of the closed loop ÷ raw Writer msgs/s
+	targetDrainRatio   = 0.60 // drain rows/s ÷ raw INSERT rows/s
+	targetE2EP99Ms     = 50.0 // open loop at 1000/s
+	targetAPIP99Ms     = 10.0
+)
+
+// Result is everything one run measured; -out writes it as JSON.
+type Result struct {
+	RunID     string    `json:"runId"`
+	StartedAt time.Time `json:"startedAt"`
+	// Infra is "real", "embedded" or "external" (an API that was already running).
+	Infra string `json:"infra"`
+	// Meaningful is false on the embedded stand-ins: in-memory servers say nothing about real throughput.
+	Meaningful  bool           `json:"meaningful"`
+	Target      string         `json:"target"`
+	Machine     string         `json:"machine"`
+	Options     map[string]any `json:"options"`
+	ReportBytes int            `json:"reportBytes"`
+
+	Warmup    *PhaseResult  `json:"warmup,omitempty"`
+	Phases    []PhaseResult `json:"phases"`
+	Drain     *DrainResult  `json:"drain,omitempty"`
+	DrainCPU  CPUUse        `json:"-"`
+	RawKafka  *RawKafka     `json:"rawKafka,omitempty"`
+	RawMySQL  []RawMySQL    `json:"rawMySQL,omitempty"`
+	Integrity Integrity     `json:"integrity"`
+	Targets   []Target      `json:"targets"`
+}
+
+// PhaseResult is one load phase.
+type PhaseResult struct {
+	Name           string         `json:"name"`
+	Load           string         `json:"load"`
+	Concurrency    int            `json:"concurrency,omitempty"`
+	Rate           float64        `json:"rate,omitempty"`
+	Sent           int            `json:"sent"`
+	Accepted       int            `json:"accepted"`
+	Statuses       map[string]int `json:"statuses"`
+	ConnErrors     int            `json:"connErrors"`
+	LateStarts     int            `json:"lateStarts,omitempty"`
+	Seconds        float64        `json:"seconds"`
+	AcceptedPerSec float64        `json:"acceptedPerSec"`
+	// API is request latency as the client saw it; in the open loop it counts from the scheduled time.
+	API Latency `json:"api"`
+	// E2E is from the client's 202 to the row's stored_at (same host clock). It can be negative: epro-mq may
+	// store a report before the client has read its 202.
+	E2E         *Latency `json:"e2e,omitempty"`
+	E2ENegative int      `json:"e2eNegative,omitempty"`
+	// ServerE2E is from the API's received_at to stored_at, both server clocks.
+	ServerE2E *Latency `json:"serverE2e,omitempty"`
+	Lost      int      `json:"lost"`
+	CPU       CPUUse   `json:"cpu"`
+}
+
+// DrainResult is the consumer's storing rate on a backlog.
+type DrainResult struct {
+	Skipped        string  `json:"skipped,omitempty"`
+	Method         string  `json:"method,omitempty"`
+	Rows           int     `json:"rows,omitempty"`
+	Seconds        float64 `json:"seconds,omitempty"`
+	RowsPerSec     float64 `json:"rowsPerSec,omitempty"`
+	StartupSeconds float64 `json:"startupSeconds,omitempty"`
+	WallSeconds    float64 `json:"wallSeconds,omitempty"`
+	CPU            CPUUse  `json:"cpu"`
+}
+
+// Integrity compares the 202s with the rows.
+type Integrity struct {
+	Scope    string `json:"scope"`
+	Accepted int    `json:"accepted"`
+	Stored   int    `json:"stored"`
+	// Lost: a 202 without a row.
+	Lost int `json:"lost"`
+	// Duplicated: request ids with more than one row.
+	Duplicated int `json:"duplicated"`
+	// Unexpected: rows whose id never got a 202. UnexpectedRefused were sent and answered otherwise (a
+	// timeout after Kafka had taken them is allowed: the client's retry dedupes); UnexpectedForeign were never
+	// sent at all.
+	Unexpected        int `json:"unexpected"`
+	UnexpectedRefused int `json:"unexpectedRefused"`
+	UnexpectedForeign int `json:"unexpectedForeign"`
+}
+
+// Target is one goal and whether this run met it.
+type Target struct {
+	Name     string   `json:"name"`
+	Measured string   `json:"measured"`
+	Ratio    *float64 `json:"ratio,omitempty"`
+	Goal     string   `json:"goal"`
+	// Status is PASS, MISS, or n/a when the run did not measure it.
+	Status string `json:"status"`
+}
+
+func newResult(o options) *Result {
+	return &Result{
+		RunID:     newRunID(),
+		StartedAt: time.Now().UTC(),
+		Machine:   machine(),
+		Options: map[string]any{
+			"concurrency": o.concurrency, "rate": o.rate, "duration": o.duration.String(), "n": o.n,
+			"rateDuration": o.rateDuration.String(), "rateN": o.rateN, "maxInflight": o.maxInflight,
+			"patients": o.patients, "partitions": o.partitions, "backlog": o.backlog, "warmup": o.warmup,
+			"rawDuration": o.rawDuration.String(), "rawWriters": o.rawWriters, "rawBatch": o.rawBatches,
+			"rawConns": o.rawConns, "rawRows": o.rawRows,
+		},
+	}
+}
+
+func newPhaseResult(p *phaseRun) PhaseResult {
+	lr := p.load
+	pr := PhaseResult{
+		Name: lr.spec.name, Load: lr.spec.describe(), Concurrency: lr.spec.concurrency, Rate: lr.spec.rate,
+		Sent: lr.sent, Accepted: len(lr.accepted), Statuses: map[string]int{}, ConnErrors: lr.netErrs,
+		LateStarts: lr.late, Seconds: lr.elapsed.Seconds(), AcceptedPerSec: perSecond(len(lr.accepted), lr.elapsed),
+		API: summarize(lr.lat), CPU: p.cpu,
+	}
+	if p.noE2E {
+		pr.Load += " (epro-mq stopped)"
+	}
+	for c, n := range lr.codes {
+		pr.Statuses[strconv.Itoa(c)] = n
+	}
+	return pr
+}
+
+// judge fills Targets from the figures.
+func (r *Result) judge() {
+	r.Meaningful = r.Infra != "embedded"
+	ratio := func(name string, num, den float64, numText, denText string, goal float64) Target {
+		t := Target{Name: name, Goal: fmt.Sprintf("≥ %.0f%%", goal*100), Status: "n/a"}
+		if num <= 0 || den <= 0 {
+			t.Measured = "not measured"
+			return t
+		}
+		v := num / den
+		t.Ratio = &v
+		t.Measured = fmt.Sprintf("%s ÷ %s = %.0f%%", numText, denText, v*100)
+		t.Status = passMiss(v >= goal)
+		return t
+	}
+
+	var closed, open *PhaseResult
+	for i := range r.Phases {
+		p := &r.Phases[i]
+		if p.Name == "backlog" {
+			continue
+		}
+		if p.Rate > 0 && open == nil {
+			open = p
+		}
+		if p.Concurrency > 0 && closed == nil {
+			closed = p
+		}
+	}
+	var acc, raw float64
+	if closed != nil {
+		acc = closed.AcceptedPerSec
+	}
+	if r.RawKafka != nil {
+		raw = r.RawKafka.MsgsPerSec
+	}
+	name := "accepted/s ÷ raw kafka-go Writer msgs/s"
+	if closed != nil {
+		name = closed.Name + " " + name
+	}
+	r.Targets = append(r.Targets, ratio(name, acc, raw, fmtRate(acc)+"/s", fmtRate(raw)+"/s", targetProduceRatio))
+
+	var drain, best float64
+	bestText := ""
+	if r.Drain != nil {
+		drain = r.Drain.RowsPerSec
+	}
+	for _, m := range r.RawMySQL {
+		if m.RowsPerSec > best {
+			best = m.RowsPerSec
+			bestText = fmt.Sprintf("%s/s (%d rows/stmt)", fmtRate(best), m.RowsPerStatement)
+		}
+	}
+	r.Targets = append(r.Targets, ratio("drain rows/s ÷ raw INSERT rows/s (best statement size)", drain, best,
+		fmtRate(drain)+"/s", bestText, targetDrainRatio))
+
+	limit := func(name string, v float64, ok bool, goal float64) Target {
+		t := Target{Name: name, Goal: fmt.Sprintf("≤ %.0f ms", goal), Status: "n/a", Measured: "not measured"}
+		if ok {
+			t.Measured = fmt.Sprintf("%.1f ms", v)
+			t.Status = passMiss(v <= goal)
+		}
+		return t
+	}
+	openName := "rate 1000/s"
+	if open != nil {
+		openName = open.Name
+	}
+	e2e, apiP99 := 0.0, 0.0
+	haveE2E, haveAPI := false, false
+	if open != nil {
+		apiP99, haveAPI = open.API.P99, open.API.Count > 0
+		if open.E2E != nil && open.E2E.Count > 0 {
+			e2e, haveE2E = open.E2E.P99, true
+		}
+	}
+	r.Targets = append(r.Targets,
+		limit(openName+" end-to-end p99 (202 → stored_at)", e2e, haveE2E, targetE2EP99Ms),
+		limit(openName+" API p99 (from scheduled send)", apiP99, haveAPI, targetAPIP99Ms))
+
+	in := r.Integrity
+	r.Targets = append(r.Targets, Target{
+		Name:     "lost / duplicated / never-sent rows",
+		Measured: fmt.Sprintf("%d / %d / %d", in.Lost, in.Duplicated, in.UnexpectedForeign),
+		Goal:     "0 / 0 / 0",
+		Status:   passMiss(in.Lost == 0 && in.Duplicated == 0 && in.UnexpectedForeign == 0),
+	})
+	if !r.Meaningful {
+		for i := range r.Targets {
+			if r.Targets[i].Status != "n/a" {
+				r.Targets[i].Status += " (embedded: not meaningful)"
+			}
+		}
+	}
+}
+
+func passMiss(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "MISS"
+}
+
+func fmtRate(v float64) string {
+	switch {
+	case v >= 10000:
+		return fmt.Sprintf("%.1fk", v/1000)
+	case v >= 1000:
+		return fmt.Sprintf("%.2fk", v/1000)
+	default:
+		return fmt.Sprintf("%.0f", v)
+	}
+}
+
+func (r *Result) print(w io.Writer) {
+	fmt.Fprintf(w, "\nepro-bench %s on %s infrastructure: %s\n", r.RunID, r.Infra, r.Target)
+	if r.Infra == "embedded" {
+		fmt.Fprintln(w, "!! EMBEDDED stand-ins (kfake, go-mysql-server, miniredis): these figures are NOT meaningful;")
+		fmt.Fprintln(w, "!! they only show that the benchmark runs. Measure on real servers: make bench.")
+	}
+	fmt.Fprintf(w, "machine: %s; report body ≈ %d bytes; %v patients; %v partitions\n\n",
+		r.Machine, r.ReportBytes, r.Options["patients"], r.Options["partitions"])
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "phase\tsent\taccepted\taccepted/s\tAPI p50\tp95\tp99\tp99.9\tmax\tE2E p50\tp99\trecv→stored p99\t")
+	phases := r.Phases
+	if r.Warmup != nil {
+		phases = append([]PhaseResult{*r.Warmup}, phases...)
+	}
+	for _, p := range phases {
+		e50, e99, s99 := "-", "-", "-"
+		if p.E2E != nil && p.E2E.Count > 0 {
+			e50, e99 = fmtMs(p.E2E.P50), fmtMs(p.E2E.P99)
+			s99 = fmtMs(p.ServerE2E.P99)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", p.Name, p.Sent, p.Accepted, p.AcceptedPerSec,
+			fmtMs(p.API.P50), fmtMs(p.API.P95), fmtMs(p.API.P99), fmtMs(p.API.P999), fmtMs(p.API.Max), e50, e99, s99)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "(latencies in ms; API from send, or from the scheduled time in the open loop; E2E from the client's 202 to stored_at)")
+	for _, p := range phases {
+		var notes []string
+		notes = append(notes, p.Load)
+		if bad := nonAccepted(p.Statuses); bad != "" {
+			notes = append(notes, "non-202: "+bad)
+		}
+		if p.ConnErrors > 0 {
+			notes = append(notes, fmt.Sprintf("%d connection errors/timeouts", p.ConnErrors))
+		}
+		if p.LateStarts > 0 {
+			notes = append(notes, fmt.Sprintf("%d sends >1ms behind schedule", p.LateStarts))
+		}
+		if p.E2ENegative > 0 {
+			notes = append(notes, fmt.Sprintf("%d rows stored before the client read its 202", p.E2ENegative))
+		}
+		fmt.Fprintf(w, "  %-10s %s\n", p.Name+":", strings.Join(notes, "; "))
+	}
+
+	fmt.Fprintln(w, "\nCPU, % of one core (the host has "+strconv.Itoa(int(hostCap(r)/100))+" cores = "+strconv.Itoa(int(hostCap(r)))+"%):")
+	for _, p := range r.Phases {
+		fmt.Fprintf(w, "  %-14s %s\n", p.Name, p.CPU)
+	}
+	if r.Drain != nil && r.Drain.Skipped == "" {
+		fmt.Fprintf(w, "  %-14s %s\n", "drain", r.Drain.CPU)
+	}
+	if r.RawKafka != nil {
+		fmt.Fprintf(w, "  %-14s %s\n", "raw Writer", r.RawKafka.CPU)
+	}
+	for _, m := range r.RawMySQL {
+		fmt.Fprintf(w, "  %-14s %s\n", fmt.Sprintf("raw INSERT×%d", m.RowsPerStatement), m.CPU)
+	}
+
+	fmt.Fprintln(w, "\nraw limits, same machine, same servers, same run:")
+	if k := r.RawKafka; k != nil {
+		fmt.Fprintf(w, "  kafka-go Writer acks=all, murmur2, BatchTimeout 1ms, %d goroutines each writing 1 message synchronously, %d-byte values:\n",
+			k.Goroutines, k.ValueBytes)
+		fmt.Fprintf(w, "    %s msgs/s (%d in %.1fs, %d errors; write p50 %s ms, p99 %s ms)\n",
+			fmtRate(k.MsgsPerSec), k.Messages, k.Seconds, k.Errors, fmtMs(k.WriteLatency.P50), fmtMs(k.WriteLatency.P99))
+	} else {
+		fmt.Fprintln(w, "  kafka-go Writer: not measured")
+	}
+	if len(r.RawMySQL) == 0 {
+		fmt.Fprintln(w, "  MariaDB INSERT: not measured")
+	}
+	for _, m := range r.RawMySQL {
+		fmt.Fprintf(w, "  MariaDB multi-row INSERT … ON DUPLICATE KEY UPDATE (epro-mq's statement), %d rows/stmt, %d conns: %s rows/s (%d rows in %.2fs, %d deadlocks retried)\n",
+			m.RowsPerStatement, m.Connections, fmtRate(m.RowsPerSec), m.Rows, m.Seconds, m.Deadlocks)
+	}
+
+	if d := r.Drain; d != nil {
+		if d.Skipped != "" {
+			fmt.Fprintf(w, "\ndrain: not measured (%s)\n", d.Skipped)
+		} else {
+			fmt.Fprintf(w, "\ndrain: %s rows/s over %d rows in %.2fs; restart → first row %.1fs, restart → all rows %.1fs\n",
+				fmtRate(d.RowsPerSec), d.Rows, d.Seconds, d.StartupSeconds, d.WallSeconds)
+			fmt.Fprintf(w, "  method: %s\n", d.Method)
+		}
+	}
+	in := r.Integrity
+	fmt.Fprintf(w, "\nintegrity (%s): accepted %d, rows %d, lost %d, duplicated %d, unexpected %d (%d answered non-202 but stored, %d never sent)\n",
+		in.Scope, in.Accepted, in.Stored, in.Lost, in.Duplicated, in.Unexpected, in.UnexpectedRefused, in.UnexpectedForeign)
+
+	fmt.Fprintln(w, "\ntargets:")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, t := range r.Targets {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", t.Name, t.Measured, t.Goal, t.Status)
+	}
+	tw.Flush()
+}
+
+func hostCap(r *Result) float64 {
+	for _, p := range r.Phases {
+		if p.CPU.HostCapacity > 0 {
+			return p.CPU.HostCapacity
+		}
+	}
+	return 0
+}
+
+func fmtMs(v float64) string {
+	switch {
+	case v >= 100 || v <= -100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10 || v <= -10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+func nonAccepted(statuses map[string]int) string {
+	var keys []string
+	for k := range statuses {
+		if k != "202" {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s×%d", k, statuses[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+func (r *Result) writeJSON(path string) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
