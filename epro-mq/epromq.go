@@ -29,6 +29,7 @@ func main() {
 	group := service.NewServiceGroup()
 	defer group.Stop()
 	group.Add(ctx.Consumer)
+	group.Add(svc.NewProgressLog(ctx, c.ProgressInterval))
 
 	logx.Infof("epro-mq consuming %s as group %s", c.Reports.Topic, c.Reports.Group)
 	group.Start()

@@ -29,6 +29,9 @@ type Config struct {
 	// Questionnaires, when set, is the catalogue of "questionnaireId@version" pairs epro-mq stores; other
 	// versions fail permanently and are dead-lettered, to be replayed once the catalogue has them.
 	Questionnaires []string `json:",optional"`
+	// ProgressInterval is how often a line with counters (stored, skipped, dead-lettered, retries, commits)
+	// is logged, so an operator sees a backlog drain or a stall.
+	ProgressInterval time.Duration `json:",default=30s"`
 }
 
 // RetryConf: see ingest.Conf.
