@@ -6,12 +6,11 @@ package errcode
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
-
-	"github.com/zeromicro/go-zero/rest/httpx"
 )
 
 // Stable codes. Clients switch on these; never rename one.
@@ -111,15 +110,19 @@ func Response(err error) (int, *Error) {
 }
 
 // Write writes err as a JSON error response.
-func Write(ctx context.Context, w http.ResponseWriter, err error) {
+func Write(_ context.Context, w http.ResponseWriter, err error) {
 	status, body := Response(err)
 	if body.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(body.RetryAfter))
 	}
-	httpx.WriteJsonCtx(ctx, w, status, body)
+	// Written with encoding/json rather than go-zero's httpx, so that this package (and report, which uses
+	// it) does not pull go-zero's process-wide signal handlers into every program that imports it.
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
 }
 
-// Handler is an httpx error handler (httpx.SetErrorHandlerCtx). go-zero's default handler writes err.Error()
+// Handler is an error handler for go-zero's httpx.SetErrorHandlerCtx. go-zero's default handler writes err.Error()
 // as plain text, and its parse errors quote the raw body; this one never does.
 func Handler(_ context.Context, err error) (int, any) {
 	status, body := Response(err)
