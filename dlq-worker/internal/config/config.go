@@ -1,0 +1,177 @@
+// Package config is dlq-worker's configuration, loaded from etc/dlq-worker.yaml with addresses and secrets
+// from the environment. Every default is stated in its tag, and every Kafka setting that shapes the delivery
+// contract is stated even where it equals kafka-go's default.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/zeromicro/go-zero/rest"
+
+	"github.com/epro-intake/common/producer"
+)
+
+// MinSecretBytes is the shortest JWT key accepted: HS256 is only as strong as its key, and RFC 7518 asks for
+// at least the hash size.
+const MinSecretBytes = 32
+
+// Config is dlq-worker's configuration: the ops API (RestConf), the dead-letter consumer and the replayer.
+type Config struct {
+	rest.RestConf
+
+	// DeadLetters is the consumed dead-letter topic.
+	DeadLetters ConsumerConf
+	// Replay is how dead letters are re-produced to their source topic.
+	Replay ReplayConf
+	MySQL  MySQLConf
+	Auth   AuthConf
+	List   ListConf
+}
+
+// ConsumerConf describes the one consumed topic. dlq-worker reads it with one sequential kafka-go Reader in a
+// consumer group and commits each record only after its row is in MySQL: dead letters are rare, so one
+// record at a time is plenty, and it makes "committed" mean "archived" without any offset bookkeeping.
+type ConsumerConf struct {
+	Brokers []string
+	Topic   string `json:",default=epro.reports.v1.dlq"`
+	Group   string `json:",default=dlq-worker"`
+	// StartOffset applies when the group has no committed offset. kafka-go's default is first too; it is
+	// stated because "last" would silently skip every dead letter written before the group first joined.
+	StartOffset string `json:",default=first,options=first|last"`
+	// Commit documents the commit mode; only after-insert exists: a synchronous CommitMessages after the
+	// MySQL insert of that record (kafka-go CommitInterval 0). Auto-commit would lose dead letters that were
+	// fetched but not yet stored when the process died.
+	Commit   string `json:",default=after-insert,options=after-insert"`
+	MinBytes int    `json:",default=1"`
+	MaxBytes int    `json:",default=10485760"`
+	// MaxWait bounds how long a fetch waits for MinBytes (kafka-go default 10s), so Stop is prompt.
+	MaxWait time.Duration `json:",default=500ms"`
+	// SessionTimeout, RebalanceTimeout and HeartbeatInterval are kafka-go's group timings (defaults 30s, 30s,
+	// 3s); shorter ones hand partitions over faster after a crash.
+	SessionTimeout    time.Duration `json:",default=10s"`
+	RebalanceTimeout  time.Duration `json:",default=20s"`
+	HeartbeatInterval time.Duration `json:",default=3s"`
+	// InsertTimeout bounds one MySQL insert; failed inserts are retried with backoff up to MaxBackoff until
+	// they succeed or the process stops, and the record stays uncommitted meanwhile.
+	InsertTimeout time.Duration `json:",default=5s"`
+	MaxBackoff    time.Duration `json:",default=5s"`
+}
+
+// ReplayConf configures replays, single and bulk.
+type ReplayConf struct {
+	// Producer writes replays with acks=all (common/producer). Empty Brokers means DeadLetters.Brokers.
+	Producer producer.Conf
+	// AllowedTopics are the only topics a replay may write to, whatever a dead letter's original-topic header
+	// says: a forged header must not let the replayer write anywhere else.
+	AllowedTopics []string `json:",default=[epro.reports.v1]"`
+	// Timeout bounds one replay's produce, retries included.
+	Timeout time.Duration `json:",default=5s"`
+	Bulk    BulkConf
+}
+
+// BulkConf shapes bulk replay jobs.
+type BulkConf struct {
+	// RatePerSecond is the default replay rate of a job; a request may ask for less, or more up to
+	// MaxRatePerSecond.
+	RatePerSecond    float64 `json:",default=10"`
+	MaxRatePerSecond float64 `json:",default=100"`
+	// MaxItems caps the dead letters one job takes on.
+	MaxItems int `json:",default=10000"`
+	// PauseAfterFailures pauses a job after this many replays in a row could not be produced.
+	PauseAfterFailures int `json:",default=3"`
+	// PauseAfterRedeadLettered pauses a job once this many of its replays came back as new dead letters
+	// (x-replay-of naming one of its dead letters): the cause is not fixed.
+	PauseAfterRedeadLettered int `json:",default=3"`
+	// CheckInterval is how often a running job counts its replays that came back.
+	CheckInterval time.Duration `json:",default=1s"`
+}
+
+// MySQLConf configures the archive database, which also holds epro-mq's reports table.
+type MySQLConf struct {
+	// DSN in go-sql-driver form. parseTime=true and loc=UTC are forced in code.
+	DSN          string
+	MaxOpenConns int `json:",default=8"`
+	// Migrate applies dlq-worker's pending migrations at start.
+	Migrate bool `json:",default=true"`
+	// QueryTimeout bounds each query of an API request.
+	QueryTimeout time.Duration `json:",default=3s"`
+}
+
+// AuthConf configures bearer tokens: HS256 JWTs with sub (the actor), role (reviewer or operator) and exp.
+type AuthConf struct {
+	// Secret is the HS256 key, at least MinSecretBytes bytes (EPRO_DLQ_JWT_KEY).
+	Secret string
+	// Leeway tolerates clock skew on exp, iat and nbf.
+	Leeway time.Duration `json:",default=30s"`
+	// MaxTTL caps the lifetime of tokens minted by the token command.
+	MaxTTL time.Duration `json:",default=720h"`
+}
+
+// ListConf bounds list pages.
+type ListConf struct {
+	DefaultLimit int `json:",default=50"`
+	MaxLimit     int `json:",default=200"`
+}
+
+// Validate is called by conf.Load.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.DeadLetters.Brokers) == 0 || c.DeadLetters.Brokers[0] == "" {
+		errs = append(errs, errors.New("DeadLetters.Brokers is empty (EPRO_KAFKA_BROKERS)"))
+	}
+	if c.MySQL.DSN == "" {
+		errs = append(errs, errors.New("MySQL.DSN is empty (EPRO_MYSQL_DSN)"))
+	}
+	if err := c.Auth.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.Replay.AllowedTopics) == 0 {
+		errs = append(errs, errors.New("Replay.AllowedTopics is empty: nothing could be replayed"))
+	}
+	b := c.Replay.Bulk
+	if b.RatePerSecond <= 0 || b.MaxRatePerSecond < b.RatePerSecond {
+		errs = append(errs, errors.New("Replay.Bulk: need 0 < RatePerSecond <= MaxRatePerSecond"))
+	}
+	if b.MaxItems <= 0 || b.PauseAfterFailures <= 0 || b.PauseAfterRedeadLettered <= 0 || b.CheckInterval <= 0 {
+		errs = append(errs, errors.New("Replay.Bulk: MaxItems, PauseAfterFailures, PauseAfterRedeadLettered and CheckInterval must be positive"))
+	}
+	if c.List.DefaultLimit <= 0 || c.List.MaxLimit < c.List.DefaultLimit {
+		errs = append(errs, errors.New("List: need 0 < DefaultLimit <= MaxLimit"))
+	}
+	if c.RestConf.Timeout > 0 {
+		rest := time.Duration(c.RestConf.Timeout) * time.Millisecond
+		if c.Replay.Timeout+c.MySQL.QueryTimeout >= rest {
+			errs = append(errs, fmt.Errorf("Replay.Timeout+MySQL.QueryTimeout (%s) must be below Timeout (%s)",
+				c.Replay.Timeout+c.MySQL.QueryTimeout, rest))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the key.
+func (a AuthConf) Validate() error {
+	if len(a.Secret) < MinSecretBytes {
+		return fmt.Errorf("Auth.Secret must be at least %d bytes (EPRO_DLQ_JWT_KEY)", MinSecretBytes)
+	}
+	return nil
+}
+
+// ServerConf is the RestConf to build the server with. go-zero's Log middleware dumps the first KiB of the
+// request body into the error log on any 5xx; bodies here hold discard notes that may quote patients, so it is
+// off and internal/middleware.AccessLog logs instead.
+func (c Config) ServerConf() rest.RestConf {
+	rc := c.RestConf
+	rc.Middlewares.Log = false
+	return rc
+}
+
+// ProducerConf is the replay producer's configuration with the brokers filled in.
+func (c Config) ProducerConf() producer.Conf {
+	p := c.Replay.Producer
+	if len(p.Brokers) == 0 {
+		p.Brokers = c.DeadLetters.Brokers
+	}
+	return p
+}

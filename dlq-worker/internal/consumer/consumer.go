@@ -1,0 +1,173 @@
+// Package consumer archives the dead-letter topic into MySQL.
+//
+// Guarantee (at least once into the archive): a record's offset is committed only after its row is in
+// dead_letters. A crash between the insert and the commit makes the record come back, and the insert is
+// idempotent on the record's own topic, partition and offset, so it is archived exactly once. A record that
+// cannot be inserted is retried, never skipped: the consumer stalls rather than lose a dead letter.
+package consumer
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/zeromicro/go-zero/core/logx"
+
+	"github.com/epro-intake/common/producer"
+	"github.com/epro-intake/dlq-worker/internal/config"
+	"github.com/epro-intake/dlq-worker/internal/store"
+)
+
+// Archive stores a decoded dead letter; *store.DeadLetters implements it.
+type Archive interface {
+	Insert(ctx context.Context, dl store.DeadLetter) (id uint64, inserted bool, err error)
+}
+
+// Observer is told about every newly archived dead letter (metrics); nil is allowed.
+type Observer interface {
+	Ingested(errorClass string)
+}
+
+// DeadLetterConsumer is a service.Service: Start blocks until Stop.
+type DeadLetterConsumer struct {
+	conf    config.ConsumerConf
+	archive Archive
+	obs     Observer
+	reader  *kafka.Reader
+
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
+	started atomic.Bool
+	once    sync.Once
+}
+
+// New returns a consumer for c. It connects on Start.
+func New(c config.ConsumerConf, archive Archive, obs Observer) *DeadLetterConsumer {
+	start := kafka.FirstOffset
+	if c.StartOffset == "last" {
+		start = kafka.LastOffset
+	}
+	if c.InsertTimeout <= 0 {
+		c.InsertTimeout = 5 * time.Second
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 5 * time.Second
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:     producer.SplitBrokers(c.Brokers),
+		GroupID:     c.Group,
+		Topic:       c.Topic,
+		StartOffset: start,
+		// 0 makes CommitMessages synchronous: it returns after the broker stored the offset. kafka-go's
+		// default is 0 as well; a periodic commit would decouple "committed" from "archived".
+		CommitInterval:    0,
+		MinBytes:          c.MinBytes,
+		MaxBytes:          c.MaxBytes,
+		MaxWait:           c.MaxWait,
+		SessionTimeout:    c.SessionTimeout,
+		RebalanceTimeout:  c.RebalanceTimeout,
+		HeartbeatInterval: c.HeartbeatInterval,
+		// kafka-go's default of 10s between retries after a fetch error delays archiving for no reason.
+		ReadBackoffMin: 100 * time.Millisecond,
+		ReadBackoffMax: c.MaxBackoff,
+		ErrorLogger:    kafka.LoggerFunc(func(msg string, args ...any) { logx.Errorf("kafka reader: "+msg, args...) }),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	return &DeadLetterConsumer{conf: c, archive: archive, obs: obs, reader: r, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+}
+
+// Start reads, archives and commits records one by one until Stop.
+func (c *DeadLetterConsumer) Start() {
+	if !c.started.CompareAndSwap(false, true) {
+		return
+	}
+	defer close(c.done)
+	logx.Infof("archiving %s as group %s", c.conf.Topic, c.conf.Group)
+	for fetchFailures := 0; ; {
+		m, err := c.reader.FetchMessage(c.ctx)
+		if err != nil {
+			if c.ctx.Err() != nil {
+				return
+			}
+			fetchFailures++
+			logx.Errorf("fetch dead letter (attempt %d): %v", fetchFailures, err)
+			if sleep(c.ctx, backoff(100*time.Millisecond, c.conf.MaxBackoff, fetchFailures)) != nil {
+				return
+			}
+			continue
+		}
+		fetchFailures = 0
+		if !c.archiveRecord(m) {
+			return
+		}
+		// A failed commit loses nothing: the next commit on this partition covers this offset, and if the
+		// partition moved, its new owner re-reads the record and the insert finds the row already there.
+		if err := c.reader.CommitMessages(c.ctx, m); err != nil && c.ctx.Err() == nil {
+			logx.Errorf("commit %s/%d@%d: %v", m.Topic, m.Partition, m.Offset, err)
+		}
+	}
+}
+
+// archiveRecord inserts m's row, retrying until it succeeds; false means the consumer is stopping.
+func (c *DeadLetterConsumer) archiveRecord(m kafka.Message) bool {
+	dl := Decode(m, time.Now())
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(c.ctx, c.conf.InsertTimeout)
+		id, inserted, err := c.archive.Insert(ctx, dl)
+		cancel()
+		if err == nil {
+			if inserted {
+				logx.Infof("archived dead letter %d from %s/%d@%d class=%s", id, m.Topic, m.Partition, m.Offset, dl.ErrorClass)
+				if c.obs != nil {
+					c.obs.Ingested(dl.ErrorClass)
+				}
+			}
+			return true
+		}
+		if c.ctx.Err() != nil {
+			return false
+		}
+		logx.Errorf("archive %s/%d@%d (attempt %d, not committed, retrying): %v", m.Topic, m.Partition, m.Offset, attempt, err)
+		if sleep(c.ctx, backoff(100*time.Millisecond, c.conf.MaxBackoff, attempt)) != nil {
+			return false
+		}
+	}
+}
+
+// Stop ends Start and leaves the group. It is safe to call more than once.
+func (c *DeadLetterConsumer) Stop() {
+	c.once.Do(func() {
+		c.cancel()
+		if c.started.Load() {
+			<-c.done
+		}
+		if err := c.reader.Close(); err != nil && !errors.Is(err, context.Canceled) {
+			logx.Errorf("close dead-letter reader: %v", err)
+		}
+	})
+}
+
+func backoff(base, max time.Duration, attempt int) time.Duration {
+	d := base
+	for i := 1; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	d = min(d, max)
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,241 @@
+// Package replay re-produces dead letters to their source topic, one at a time or as rate-limited bulk jobs.
+//
+// Guarantees: a replay writes the original key, value and headers (minus the dead-letter headers epro-mq
+// added) plus x-replay-of, with acks=all, to an allowed topic only. The dead letter's status becomes
+// replayed, and its audit row is written, in the same transaction that holds the row lock during the produce,
+// so two concurrent replays of one dead letter produce once. If the process dies after the produce and before
+// the commit, the dead letter stays new and may be replayed again: epro-mq dedupes by request id, so that
+// costs a duplicate record, never a duplicate report.
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/zeromicro/go-zero/core/logx"
+
+	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/dlq-worker/internal/auth"
+	"github.com/epro-intake/dlq-worker/internal/store"
+)
+
+// Errors a replay or discard ends with, besides store.ErrNotFound.
+var (
+	// ErrAlreadyReplayed: the dead letter was replayed before; nothing was produced.
+	ErrAlreadyReplayed = errors.New("already replayed")
+	// ErrDiscarded: the dead letter was discarded; it is not replayed.
+	ErrDiscarded = errors.New("dead letter was discarded")
+	// ErrResolved: a discard of a dead letter that is no longer new.
+	ErrResolved = errors.New("dead letter is already resolved")
+	// ErrTopicNotAllowed: the original-topic header is missing or names a topic outside Replay.AllowedTopics.
+	ErrTopicNotAllowed = errors.New("original topic is missing or not allowed for replay")
+	// ErrProduce: Kafka did not acknowledge the replay; the dead letter stays new.
+	ErrProduce = errors.New("replay not acknowledged by kafka")
+)
+
+// Sender writes records with acks=all; *producer.Producer implements it.
+type Sender interface {
+	Send(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// Report states, as seen in epro-mq's reports table.
+const (
+	ReportStored    = "stored"
+	ReportNotStored = "not_stored"
+	// ReportUnknown: no request id could be read from the dead letter, or the reports table is missing.
+	ReportUnknown = "unknown"
+)
+
+// Conf configures a Replayer.
+type Conf struct {
+	AllowedTopics []string
+	// Timeout bounds one produce.
+	Timeout time.Duration
+	Bulk    BulkConf
+}
+
+// BulkConf: see config.BulkConf.
+type BulkConf struct {
+	RatePerSecond            float64
+	MaxRatePerSecond         float64
+	MaxItems                 int
+	PauseAfterFailures       int
+	PauseAfterRedeadLettered int
+	CheckInterval            time.Duration
+}
+
+// Replayer replays and discards dead letters and runs bulk jobs. Start and Stop make it a service.Service
+// whose Stop ends running jobs.
+type Replayer struct {
+	conf    Conf
+	allowed map[string]bool
+	dls     *store.DeadLetters
+	reports *store.Reports
+	audit   *store.Audit
+	jobs    *store.Jobs
+	sender  Sender
+
+	bulk bulkState
+}
+
+// New returns a Replayer.
+func New(c Conf, dls *store.DeadLetters, reports *store.Reports, audit *store.Audit, jobs *store.Jobs, sender Sender) *Replayer {
+	r := &Replayer{conf: c, allowed: map[string]bool{}, dls: dls, reports: reports, audit: audit, jobs: jobs, sender: sender}
+	for _, t := range c.AllowedTopics {
+		r.allowed[t] = true
+	}
+	r.bulk.init()
+	return r
+}
+
+// ReportState tells whether dl's request id is stored in reports.
+func (r *Replayer) ReportState(ctx context.Context, dl store.DeadLetter) (string, error) {
+	if dl.RequestID == "" {
+		return ReportUnknown, nil
+	}
+	stored, known, err := r.reports.Stored(ctx, []string{dl.RequestID})
+	switch {
+	case err != nil:
+		return "", err
+	case !known:
+		return ReportUnknown, nil
+	case stored[dl.RequestID]:
+		return ReportStored, nil
+	default:
+		return ReportNotStored, nil
+	}
+}
+
+// Message returns the record a replay of dl writes.
+func (r *Replayer) Message(dl store.DeadLetter) (kafka.Message, error) {
+	if !r.allowed[dl.OriginalTopic] {
+		return kafka.Message{}, ErrTopicNotAllowed
+	}
+	m := kafka.Message{Topic: dl.OriginalTopic, Key: dl.Key, Value: dl.Value}
+	for _, h := range dl.Headers {
+		if deadLetterHeaders[h.Key] {
+			continue
+		}
+		v, err := h.Bytes()
+		if err != nil {
+			return kafka.Message{}, fmt.Errorf("header %q of dead letter %d: %w", h.Key, dl.ID, err)
+		}
+		m.Headers = append(m.Headers, kafka.Header{Key: h.Key, Value: v})
+	}
+	m.Headers = append(m.Headers, kafka.Header{Key: report.HeaderReplayOf, Value: []byte(strconv.FormatUint(dl.ID, 10))})
+	return m, nil
+}
+
+// deadLetterHeaders are what epro-mq added when it dead-lettered the record, and an earlier replay's
+// x-replay-of. A replay sends the record as it first was: were they kept, a second failure would stack a
+// second set of them on the record.
+var deadLetterHeaders = map[string]bool{
+	report.HeaderDLTOriginalTopic:         true,
+	report.HeaderDLTOriginalPartition:     true,
+	report.HeaderDLTOriginalOffset:        true,
+	report.HeaderDLTOriginalTimestamp:     true,
+	report.HeaderDLTOriginalConsumerGroup: true,
+	report.HeaderDLTErrorClass:            true,
+	report.HeaderDLTErrorMessage:          true,
+	report.HeaderDLTAttempts:              true,
+	report.HeaderDLTFirstFailure:          true,
+	report.HeaderDLTLastFailure:           true,
+	report.HeaderReplayOf:                 true,
+}
+
+// Replay re-produces dead letter id for p. jobID is the bulk job doing it, or 0. It returns the dead letter
+// as it was before the replay.
+func (r *Replayer) Replay(ctx context.Context, p auth.Principal, id, jobID uint64) (store.DeadLetter, error) {
+	res, err := r.dls.Lock(ctx, id)
+	if err != nil {
+		return store.DeadLetter{}, err
+	}
+	defer res.Rollback()
+	dl := res.DeadLetter
+	entry := store.AuditEntry{Actor: p.Actor, Role: p.Role, Action: store.ActionReplay, DeadLetterID: id, JobID: jobID}
+
+	var refusal error
+	switch dl.Status {
+	case store.StatusReplayed:
+		entry.Outcome, refusal = store.OutcomeAlreadyReplayed, ErrAlreadyReplayed
+	case store.StatusDiscarded:
+		entry.Outcome, refusal = store.OutcomeConflict, ErrDiscarded
+	}
+	if refusal != nil {
+		if err := res.Audit(ctx, entry); err != nil {
+			return dl, err
+		}
+		if err := res.Commit(); err != nil {
+			return dl, err
+		}
+		return dl, refusal
+	}
+
+	msg, err := r.Message(dl)
+	if err != nil {
+		res.Rollback()
+		entry.Outcome, entry.Reason = store.OutcomeFailed, err.Error()
+		return dl, errors.Join(err, r.audit.Append(ctx, entry))
+	}
+	pctx, cancel := context.WithTimeout(ctx, r.conf.Timeout)
+	err = r.sender.Send(pctx, msg)
+	cancel()
+	if err != nil {
+		res.Rollback()
+		logx.WithContext(ctx).Errorf("replay of dead letter %d to %s failed: %v", id, msg.Topic, err)
+		entry.Outcome, entry.Reason = store.OutcomeFailed, "kafka did not acknowledge the replay"
+		return dl, errors.Join(fmt.Errorf("%w: %w", ErrProduce, err), r.audit.Append(ctx, entry))
+	}
+	entry.Outcome = store.OutcomeOK
+	if err := res.MarkReplayed(ctx, p.Actor); err != nil {
+		return dl, r.afterProduce(id, err)
+	}
+	if err := res.Audit(ctx, entry); err != nil {
+		return dl, r.afterProduce(id, err)
+	}
+	if err := res.Commit(); err != nil {
+		return dl, r.afterProduce(id, err)
+	}
+	logx.WithContext(ctx).Infof("replayed dead letter %d to %s (job %d)", id, msg.Topic, jobID)
+	return dl, nil
+}
+
+// afterProduce reports a failure to record a replay that Kafka already acknowledged.
+func (r *Replayer) afterProduce(id uint64, err error) error {
+	logx.Errorf("dead letter %d was replayed but its status could not be saved; it stays new and a second "+
+		"replay is deduplicated by epro-mq: %v", id, err)
+	return fmt.Errorf("record replay of dead letter %d: %w", id, err)
+}
+
+// Discard marks dead letter id discarded with a reason code and note, audited as p.
+func (r *Replayer) Discard(ctx context.Context, p auth.Principal, id uint64, reasonCode, note string) error {
+	res, err := r.dls.Lock(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer res.Rollback()
+	entry := store.AuditEntry{Actor: p.Actor, Role: p.Role, Action: store.ActionDiscard, DeadLetterID: id,
+		ReasonCode: reasonCode, Reason: note}
+	if res.DeadLetter.Status != store.StatusNew {
+		entry.Outcome = store.OutcomeConflict
+		if err := res.Audit(ctx, entry); err != nil {
+			return err
+		}
+		if err := res.Commit(); err != nil {
+			return err
+		}
+		return ErrResolved
+	}
+	entry.Outcome = store.OutcomeOK
+	if err := res.MarkDiscarded(ctx, p.Actor, reasonCode); err != nil {
+		return err
+	}
+	if err := res.Audit(ctx, entry); err != nil {
+		return err
+	}
+	return res.Commit()
+}

@@ -1,0 +1,129 @@
+// Package svc builds dlq-worker's dependencies once: MySQL, the replay producer, the consumer, the
+// replayer, metrics and the auth middlewares.
+package svc
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/zeromicro/go-zero/rest"
+
+	"github.com/epro-intake/common/producer"
+	"github.com/epro-intake/dlq-worker/internal/auth"
+	"github.com/epro-intake/dlq-worker/internal/config"
+	"github.com/epro-intake/dlq-worker/internal/consumer"
+	"github.com/epro-intake/dlq-worker/internal/metrics"
+	"github.com/epro-intake/dlq-worker/internal/middleware"
+	"github.com/epro-intake/dlq-worker/internal/replay"
+	"github.com/epro-intake/dlq-worker/internal/store"
+)
+
+// ServiceContext is dlq-worker's dependency container.
+type ServiceContext struct {
+	Config      config.Config
+	DB          *sql.DB
+	DeadLetters *store.DeadLetters
+	Audit       *store.Audit
+	Reports     *store.Reports
+	Jobs        *store.Jobs
+	Producer    *producer.Producer
+	Replayer    *replay.Replayer
+	Consumer    *consumer.DeadLetterConsumer
+	Metrics     *metrics.Metrics
+
+	// Reviewer and Operator are the route middlewares named in dlq.api.
+	Reviewer rest.Middleware
+	Operator rest.Middleware
+}
+
+// NewServiceContext connects to MySQL, applies migrations when configured, marks jobs of an earlier process
+// interrupted and builds the consumer and replayer (neither started).
+func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, error) {
+	db, err := OpenMySQL(c.MySQL)
+	if err != nil {
+		return nil, err
+	}
+	if c.MySQL.Migrate {
+		if err := waitAndMigrate(ctx, db); err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+	}
+	s := &ServiceContext{
+		Config:      c,
+		DB:          db,
+		DeadLetters: store.NewDeadLetters(db),
+		Audit:       store.NewAudit(db),
+		Reports:     store.NewReports(db),
+		Jobs:        store.NewJobs(db),
+		Producer:    producer.New(c.ProducerConf()),
+	}
+	if err := s.Jobs.InterruptUnfinished(ctx); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	s.Metrics = metrics.New(s.DeadLetters, c.MySQL.QueryTimeout)
+	s.Consumer = consumer.New(c.DeadLetters, s.DeadLetters, s.Metrics)
+	b := c.Replay.Bulk
+	s.Replayer = replay.New(replay.Conf{
+		AllowedTopics: c.Replay.AllowedTopics,
+		Timeout:       c.Replay.Timeout,
+		Bulk: replay.BulkConf{
+			RatePerSecond: b.RatePerSecond, MaxRatePerSecond: b.MaxRatePerSecond, MaxItems: b.MaxItems,
+			PauseAfterFailures: b.PauseAfterFailures, PauseAfterRedeadLettered: b.PauseAfterRedeadLettered,
+			CheckInterval: b.CheckInterval,
+		},
+	}, s.DeadLetters, s.Reports, s.Audit, s.Jobs, s.Producer)
+	a := middleware.Auth{Secret: []byte(c.Auth.Secret), Leeway: c.Auth.Leeway}
+	s.Reviewer = a.Require(auth.RoleReviewer)
+	s.Operator = a.Require(auth.RoleOperator)
+	return s, nil
+}
+
+// OpenMySQL opens (without connecting) the archive database.
+func OpenMySQL(c config.MySQLConf) (*sql.DB, error) {
+	cfg, err := mysql.ParseDSN(c.DSN)
+	if err != nil {
+		// The parse error may quote the DSN, password included.
+		return nil, errors.New("MySQL.DSN is not a valid go-sql-driver DSN")
+	}
+	// The tables hold UTC DATETIME(6); without these the driver returns []byte or local times.
+	cfg.ParseTime = true
+	cfg.Loc = time.UTC
+	connector, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("mysql connector: %w", err)
+	}
+	db := sql.OpenDB(connector)
+	db.SetMaxOpenConns(c.MaxOpenConns)
+	db.SetMaxIdleConns(c.MaxOpenConns)
+	db.SetConnMaxLifetime(30 * time.Minute)
+	return db, nil
+}
+
+// waitAndMigrate applies migrations, waiting up to a minute for MySQL, which may start after dlq-worker under
+// compose.
+func waitAndMigrate(ctx context.Context, db *sql.DB) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		err := db.PingContext(ctx)
+		if err == nil {
+			return store.Migrate(ctx, db)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("mysql not reachable: %w", err)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Close releases the clients. Stop the consumer and the replayer first.
+func (s *ServiceContext) Close() error {
+	return errors.Join(s.Producer.Close(), s.DB.Close())
+}
