@@ -1,0 +1,592 @@
+//go:build linux
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	mrand "math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/epro-intake/common/report"
+)
+
+// These tests run the real epro-api and epro-mq binaries as processes against Kafka, MySQL and Redis from
+// infratest, and hold the pipeline to its promise: every report answered 202 is stored exactly once, in
+// its patient's submission order, whatever happens to the consumers, and every record that can never be
+// stored lands on the dead-letter topic once, with the headers that say where it came from.
+
+// TestPipelineSurvivesKill9 kills epro-mq with SIGKILL while reports stream in, starts it again, and checks
+// that nothing was lost, duplicated or reordered, and that poison records were dead-lettered exactly once.
+func TestPipelineSurvivesKill9(t *testing.T) {
+	const (
+		patients    = 300
+		sends       = 5000
+		resendShare = 0.10
+		senders     = 32
+		// Paced, so that the kill lands while reports still stream in rather than after a burst.
+		rate = 400.0
+	)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := mrand.New(mrand.NewPCG(seed, 1))
+	started := time.Now()
+
+	e := newPipelineEnv(t, 6)
+	mq := e.startMQ("epro-mq-1")
+	_, base := e.startAPI()
+	e.waitGroup(1, time.Minute)
+
+	plan := planLoad(rng, patients, sends, resendShare)
+	bad := poisonRecords(t, plan, rng, e.partitions)
+	load := newLoadRun(base, e.http, plan, senders, rate, nil)
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		load.run()
+	}()
+
+	// The poison records go in between the reports, some before the kill and some after it.
+	var poisonErr error
+	var poisonWG sync.WaitGroup
+	poisonWG.Add(1)
+	go func() {
+		defer poisonWG.Done()
+		poisonErr = e.writePoison(bad, func(i int) bool {
+			return load.progress.Load() >= int64((i+1)*sends/(len(bad)+1))
+		}, loadDone)
+	}()
+
+	// Kill once some rows are stored (at the latest when 70% of the sends are done, so the stream is still
+	// flowing), and then right after a dead letter was acknowledged: the hardest moment, since the poison
+	// record's offset is not committed yet and a restart reads it again.
+	var rowsAtKill int
+	e.waitFor(2*time.Minute, "rows stored before the kill", func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		n, err := e.rowCount(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		done := load.progress.Load()
+		rowsAtKill = n
+		return n >= plan.distinct/5 || (n > 0 && done >= sends*7/10), fmt.Sprintf("%d rows, %d sends done", n, done)
+	})
+	dlqBefore, freshDeadLetter := e.awaitDeadLetter(10*time.Second, loadDone)
+	sentAtKill := load.progress.Load()
+	mq.kill()
+	t.Logf("killed epro-mq with SIGKILL at %d+ rows stored, %d of %d sends done, %d dead letters (a fresh one: %v)",
+		rowsAtKill, sentAtKill, sends, dlqBefore, freshDeadLetter)
+	select {
+	case <-loadDone:
+		t.Errorf("the load had ended before the kill; the test did not kill a consumer mid-stream")
+	default:
+	}
+	e.startMQ("epro-mq-2")
+
+	<-loadDone
+	poisonWG.Wait()
+	if poisonErr != nil {
+		t.Fatalf("write poison records: %v", poisonErr)
+	}
+	t.Logf("load: %s", load.outcome.summary())
+
+	e.waitSettled(len(load.outcome.accepted), len(bad), 2*time.Minute)
+
+	rows := e.checkNoLossNoDuplicates(plan, load.outcome)
+	e.checkDeadLetters(bad, rows)
+	e.checkStatusSample(base, load.outcome, rng, 50)
+	t.Logf("total %s", time.Since(started).Round(time.Millisecond))
+}
+
+// TestPipelineDeadLetterOnceAfterKill9 is the smallest form of the kill -9 case for dead letters: one
+// poison record, epro-mq killed right after its dead letter was acknowledged, then started again. The
+// record must still be dead-lettered once. CommitInterval is raised to 5s so that the kill reliably lands
+// before the offset commit; a crash can land there at any interval.
+func TestPipelineDeadLetterOnceAfterKill9(t *testing.T) {
+	e := newPipelineEnv(t, 1)
+	slowCommits := e.writeMQConfig("epro-mq-slow-commits", map[string]string{"Pipeline.CommitInterval": "5s"})
+	mq := e.start("epro-mq-1", e.bins.mq, slowCommits)
+	e.waitGroup(1, time.Minute)
+
+	r := &poisonRecord{name: "truncated JSON", key: []byte("patient-1"), value: []byte(`{"schemaVersion":1,"requestId":`)}
+	if err := e.writePoison([]*poisonRecord{r}, func(int) bool { return true }, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor(time.Minute, "the dead letter", func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		n, err := e.recordCount(ctx, e.dlqTopic, dlqPartitions)
+		if err != nil {
+			return false, err.Error()
+		}
+		return n >= 1, fmt.Sprintf("%d dead letters", n)
+	})
+	mq.kill()
+	e.start("epro-mq-2", e.bins.mq, slowCommits)
+	e.waitSettled(0, 1, 2*time.Minute)
+	e.checkDeadLetters([]*poisonRecord{r}, nil)
+}
+
+// TestReplicasScaleUnderLoad runs three epro-mq replicas in one group under a steady load, restarts one
+// with SIGTERM, adds a fourth and stops it again, and checks that each stop is clean and within the drain
+// time and that no report was lost, duplicated or reordered while partitions moved.
+func TestReplicasScaleUnderLoad(t *testing.T) {
+	const (
+		patients = 300
+		senders  = 32
+		rate     = 150.0
+		// More than the load can send in the time the scaling takes; the load stops when the scaling is done.
+		planned = 20000
+	)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := mrand.New(mrand.NewPCG(seed, 2))
+	started := time.Now()
+
+	e := newPipelineEnv(t, 12)
+	// One replica first, so the schema exists before the others start: replicas that start together on an
+	// empty database race each other's migration (TestReplicasStartTogetherOnEmptyDatabase).
+	replicas := []*serviceProc{e.startMQ("epro-mq-1")}
+	e.waitGroup(1, time.Minute)
+	replicas = append(replicas, e.startMQ("epro-mq-2"), e.startMQ("epro-mq-3"))
+	_, base := e.startAPI()
+	e.waitGroup(3, 2*time.Minute)
+
+	plan := planLoad(rng, patients, planned, 0.10)
+	stopLoad := make(chan struct{})
+	load := newLoadRun(base, e.http, plan, senders, rate, stopLoad)
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		load.run()
+	}()
+	defer func() {
+		select {
+		case <-stopLoad:
+		default:
+			close(stopLoad)
+		}
+		<-loadDone
+	}()
+	flowing := func(d time.Duration) {
+		t.Helper()
+		time.Sleep(d)
+		select {
+		case <-loadDone:
+			t.Fatalf("the load ran out before the scaling was done: %s", load.outcome.summary())
+		default:
+		}
+	}
+
+	stop := func(p *serviceProc) {
+		t.Helper()
+		took, code, killed := p.terminate(e.drain + 10*time.Second)
+		t.Logf("%s stopped after SIGTERM in %s with exit code %d", p.name, took.Round(time.Millisecond), code)
+		switch {
+		case killed:
+			t.Errorf("%s still ran %s after SIGTERM and had to be killed", p.name, took.Round(time.Millisecond))
+		case code != 0:
+			t.Errorf("%s exited with %v after SIGTERM, want exit code 0", p.name, p.state)
+		case took > e.drain:
+			t.Errorf("%s took %s to stop after SIGTERM, more than its configured drain time %s (Shutdown.WrapUpTime + Pipeline.DrainTimeout)",
+				p.name, took.Round(time.Millisecond), e.drain)
+		}
+	}
+
+	flowing(3 * time.Second)
+	stop(replicas[1])
+	e.waitGroup(2, time.Minute)
+	flowing(time.Second)
+	replicas[1] = e.startMQ("epro-mq-2-restarted")
+	e.waitGroup(3, time.Minute)
+	flowing(2 * time.Second)
+
+	fourth := e.startMQ("epro-mq-4")
+	e.waitGroup(4, time.Minute)
+	flowing(3 * time.Second)
+	stop(fourth)
+	e.waitGroup(3, time.Minute)
+	flowing(2 * time.Second)
+
+	close(stopLoad)
+	<-loadDone
+	t.Logf("load: %s", load.outcome.summary())
+
+	e.waitSettled(len(load.outcome.accepted), 0, 2*time.Minute)
+	rows := e.checkNoLossNoDuplicates(plan, load.outcome)
+	e.checkDeadLetters(nil, rows)
+	e.checkStatusSample(base, load.outcome, rng, 30)
+
+	// The remaining replicas must stop cleanly too, all at once as in a rolling deploy's last step.
+	var wg sync.WaitGroup
+	for _, p := range []*serviceProc{replicas[0], replicas[1], replicas[2]} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stop(p)
+		}()
+	}
+	wg.Wait()
+	t.Logf("total %s", time.Since(started).Round(time.Millisecond))
+}
+
+// TestReplicasStartTogetherOnEmptyDatabase starts three replicas at the same moment on a database that
+// has no schema yet, as a deployment with replicas: 3 does on its first rollout. Each applies the migrations
+// at start; all of them must come up and join the group.
+func TestReplicasStartTogetherOnEmptyDatabase(t *testing.T) {
+	e := newPipelineEnv(t, 3)
+	for i := 1; i <= 3; i++ {
+		e.startMQ("epro-mq-" + strconv.Itoa(i))
+	}
+	e.waitGroup(3, time.Minute)
+}
+
+// ---------------------------------------------------------------------------
+// Poison records
+// ---------------------------------------------------------------------------
+
+// poisonRecord is a record written straight to the report topic that epro-mq can never store.
+type poisonRecord struct {
+	name      string
+	key       []byte
+	value     []byte
+	headers   []kafka.Header
+	requestID string // the request id inside, if it has one: it must never get a row
+
+	partition int
+	offset    int64
+	at        time.Time
+}
+
+// field is one member of a hand-built JSON object, raw value included, so that duplicates and wrong types
+// can be written at will.
+type field struct{ key, raw string }
+
+func object(fields []field) []byte {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, f := range fields {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Quote(f.key))
+		b.WriteByte(':')
+		b.WriteString(f.raw)
+	}
+	b.WriteByte('}')
+	return b.Bytes()
+}
+
+// envelopeFields is a valid envelope of the given patient, as epro-api would write it.
+func envelopeFields(requestID, patientID string) []field {
+	return []field{
+		{"schemaVersion", "1"},
+		{"requestId", strconv.Quote(requestID)},
+		{"patientId", strconv.Quote(patientID)},
+		{"trialId", `"TRIAL-E2E-1"`},
+		{"questionnaireId", `"PHQ-9"`},
+		{"questionnaireVersion", `"2.1"`},
+		{"submittedAt", `"` + time.Now().Add(-time.Hour).Format(time.RFC3339) + `"`},
+		{"answers", `{"q1":2,"q2":"` + answerMarker + `"}`},
+		{"receivedAt", `"` + time.Now().UTC().Format(time.RFC3339Nano) + `"`},
+	}
+}
+
+func without(fs []field, key string) []field {
+	var out []field
+	for _, f := range fs {
+		if f.key != key {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func with(fs []field, key, raw string) []field {
+	out := append([]field(nil), fs...)
+	for i := range out {
+		if out[i].key == key {
+			out[i].raw = raw
+			return out
+		}
+	}
+	return append(out, field{key, raw})
+}
+
+// poisonRecords builds 20 records that are undecodable or invalid in as many ways, keyed by patients of
+// the plan so that they sit between those patients' real reports.
+func poisonRecords(t *testing.T, plan *loadPlan, rng *mrand.Rand, partitions int) []*poisonRecord {
+	t.Helper()
+	var out []*poisonRecord
+	add := func(name string, mk func(id, patient string) (key, value []byte, headers []kafka.Header)) {
+		patient := plan.patients[rng.IntN(len(plan.patients))].patientID
+		id := newUUID()
+		key, value, headers := mk(id, patient)
+		out = append(out, &poisonRecord{name: name, key: key, value: value, headers: headers, requestID: id})
+	}
+	valid := func(id, patient string) []field { return envelopeFields(id, patient) }
+	plain := func(fs func(id, patient string) []field) func(id, patient string) ([]byte, []byte, []kafka.Header) {
+		return func(id, patient string) ([]byte, []byte, []kafka.Header) {
+			return []byte(patient), object(fs(id, patient)), nil
+		}
+	}
+	randomBytes := make([]byte, 96)
+	for i := range randomBytes {
+		randomBytes[i] = byte(rng.IntN(256))
+	}
+	randomBytes[0] = 0xff // never valid UTF-8, whatever the rest turned out to be
+
+	add("random bytes", func(id, patient string) ([]byte, []byte, []kafka.Header) {
+		return []byte(patient), randomBytes, nil
+	})
+	add("invalid UTF-8 inside a JSON string", func(id, patient string) ([]byte, []byte, []kafka.Header) {
+		return []byte(patient), object(with(valid(id, patient), "trialId", "\"TRIAL-\xc3\x28\"")), nil
+	})
+	add("truncated JSON", func(id, patient string) ([]byte, []byte, []kafka.Header) {
+		v := object(valid(id, patient))
+		return []byte(patient), v[:len(v)/2], nil
+	})
+	add("duplicate key", plain(func(id, patient string) []field {
+		return append(valid(id, patient), field{"patientId", strconv.Quote(patient)})
+	}))
+	add("wrong schemaVersion", plain(func(id, patient string) []field {
+		return with(valid(id, patient), "schemaVersion", "2")
+	}))
+	add("schemaVersion as a string", plain(func(id, patient string) []field {
+		return with(valid(id, patient), "schemaVersion", `"1"`)
+	}))
+	add("missing answers", plain(func(id, patient string) []field {
+		return without(valid(id, patient), "answers")
+	}))
+	add("empty answers", plain(func(id, patient string) []field {
+		return with(valid(id, patient), "answers", "{}")
+	}))
+	add("answers not an object", plain(func(id, patient string) []field {
+		return with(valid(id, patient), "answers", `[1,2,3]`)
+	}))
+	add("requestId not a UUID", plain(func(id, patient string) []field {
+		return with(valid(id, patient), "requestId", `"not-a-uuid"`)
+	}))
+	add("requestId in upper case", plain(func(id, patient string) []field {
+		return with(valid(id, patient), "requestId", strconv.Quote(strings.ToUpper(id)))
+	}))
+	add("nil UUID as requestId", plain(func(id, patient string) []field {
+		return with(valid(id, patient), "requestId", `"00000000-0000-0000-0000-000000000000"`)
+	}))
+	add("key is another patient", func(id, patient string) ([]byte, []byte, []kafka.Header) {
+		return []byte(patient + "-other"), object(valid(id, patient)), nil
+	})
+	add("x-request-id header differs", func(id, patient string) ([]byte, []byte, []kafka.Header) {
+		return []byte(patient), object(valid(id, patient)), []kafka.Header{
+			{Key: report.HeaderRequestID, Value: []byte(newUUID())},
+			{Key: report.HeaderSchemaVersion, Value: []byte("1")},
+		}
+	})
+	add("missing receivedAt", plain(func(id, patient string) []field {
+		return without(valid(id, patient), "receivedAt")
+	}))
+	add("unknown field", plain(func(id, patient string) []field {
+		return append(valid(id, patient), field{"diagnosis", `"x"`})
+	}))
+	add("data after the JSON value", func(id, patient string) ([]byte, []byte, []kafka.Header) {
+		return []byte(patient), append(object(valid(id, patient)), []byte(` {"again":true}`)...), nil
+	})
+	add("empty value", func(id, patient string) ([]byte, []byte, []kafka.Header) {
+		return []byte(patient), []byte{}, nil
+	})
+	add("submittedAt without an offset", plain(func(id, patient string) []field {
+		return with(valid(id, patient), "submittedAt", `"`+time.Now().Add(-time.Hour).Format("2006-01-02T15:04:05")+`"`)
+	}))
+	add("answers nested too deeply", plain(func(id, patient string) []field {
+		return with(valid(id, patient), "answers", `{"q":`+strings.Repeat("[", 40)+strings.Repeat("]", 40)+`}`)
+	}))
+
+	// The partition epro-api would pick for the key, so each record sits between its patient's reports.
+	balancer := kafka.Murmur2Balancer{Consistent: true}
+	all := make([]int, partitions)
+	for i := range all {
+		all[i] = i
+	}
+	for _, r := range out {
+		r.partition = balancer.Balance(kafka.Message{Key: r.key}, all...)
+	}
+	if len(out) != 20 {
+		t.Fatalf("built %d poison records, want 20", len(out))
+	}
+	return out
+}
+
+// writePoison writes record i once due(i) holds, or as soon as the load is done.
+func (e *pipelineEnv) writePoison(records []*poisonRecord, due func(i int) bool, loadDone <-chan struct{}) error {
+	for i, r := range records {
+		for !due(i) {
+			select {
+			case <-loadDone:
+			case <-time.After(20 * time.Millisecond):
+				continue
+			}
+			break
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		r.at = time.Now().UTC().Truncate(time.Millisecond) // Kafka keeps record timestamps in milliseconds
+		off, err := e.produceAt(ctx, r.partition, r.key, r.value, r.headers, r.at)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.name, err)
+		}
+		r.offset = off
+	}
+	return nil
+}
+
+// awaitDeadLetter waits until the dead-letter topic grows, polling fast so that the caller acts before the
+// consumer's next offset commit. It gives up after timeout or when done is closed, and reports the count
+// it saw first and whether the topic grew.
+func (e *pipelineEnv) awaitDeadLetter(timeout time.Duration, done <-chan struct{}) (before int64, grew bool) {
+	e.t.Helper()
+	count := func() int64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		n, err := e.recordCount(ctx, e.dlqTopic, dlqPartitions)
+		if err != nil {
+			e.t.Fatalf("count dead letters: %v", err)
+		}
+		return n
+	}
+	before = count()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			return before, false
+		case <-time.After(5 * time.Millisecond):
+		}
+		if count() > before {
+			return before, true
+		}
+	}
+	return before, false
+}
+
+// checkDeadLetters reads the dead-letter topic from the beginning and expects exactly one record for each
+// poison record, carrying it unchanged with the DLT headers, and no row for any of them.
+func (e *pipelineEnv) checkDeadLetters(records []*poisonRecord, rows []storedRow) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dls, err := e.readTopic(ctx, e.dlqTopic, dlqPartitions)
+	if err != nil {
+		e.t.Fatalf("read dead letters: %v", err)
+	}
+	type loc struct {
+		partition int
+		offset    int64
+	}
+	want := map[loc]*poisonRecord{}
+	for _, r := range records {
+		want[loc{r.partition, r.offset}] = r
+	}
+	got := map[loc][]kafka.Message{}
+	var strays []string
+	for _, m := range dls {
+		h := headerMap(m.Headers)
+		p, perr := strconv.Atoi(h[report.HeaderDLTOriginalPartition])
+		o, oerr := strconv.ParseInt(h[report.HeaderDLTOriginalOffset], 10, 64)
+		l := loc{p, o}
+		if perr != nil || oerr != nil || want[l] == nil || h[report.HeaderDLTOriginalTopic] != e.topic {
+			strays = append(strays, fmt.Sprintf("dlq %d@%d: original %s/%s@%s class %s (%s)", m.Partition, m.Offset,
+				h[report.HeaderDLTOriginalTopic], h[report.HeaderDLTOriginalPartition], h[report.HeaderDLTOriginalOffset],
+				h[report.HeaderDLTErrorClass], h[report.HeaderDLTErrorMessage]))
+			continue
+		}
+		got[l] = append(got[l], m)
+	}
+	if len(dls) != len(records) {
+		e.t.Errorf("the dead-letter topic holds %d records, want exactly %d", len(dls), len(records))
+	}
+	if len(strays) > 0 {
+		e.t.Errorf("%d dead letters are not of a poison record this test wrote; first: %v", len(strays), firstFew(strays))
+	}
+
+	for _, r := range records {
+		l := loc{r.partition, r.offset}
+		ms := got[l]
+		where := fmt.Sprintf("poison %q (%d@%d)", r.name, r.partition, r.offset)
+		if len(ms) != 1 {
+			e.t.Errorf("%s: %d dead letters, want exactly 1", where, len(ms))
+			if len(ms) == 0 {
+				continue
+			}
+		}
+		m := ms[0]
+		if !bytes.Equal(m.Key, r.key) {
+			e.t.Errorf("%s: dead letter key %q, want the original %q", where, m.Key, r.key)
+		}
+		if !bytes.Equal(m.Value, r.value) {
+			e.t.Errorf("%s: dead letter value differs from the original (%d bytes, want %d)", where, len(m.Value), len(r.value))
+		}
+		h := headerMap(m.Headers)
+		for _, oh := range r.headers {
+			if h[oh.Key] != string(oh.Value) {
+				e.t.Errorf("%s: original header %s not kept (got %q)", where, oh.Key, h[oh.Key])
+			}
+		}
+		expect := map[string]string{
+			report.HeaderDLTOriginalTopic:         e.topic,
+			report.HeaderDLTOriginalPartition:     strconv.Itoa(r.partition),
+			report.HeaderDLTOriginalOffset:        strconv.FormatInt(r.offset, 10),
+			report.HeaderDLTOriginalConsumerGroup: e.group,
+			report.HeaderDLTErrorClass:            report.ErrorClassPoison,
+			report.HeaderDLTAttempts:              "1",
+		}
+		for k, v := range expect {
+			if h[k] != v {
+				e.t.Errorf("%s: header %s = %q, want %q", where, k, h[k], v)
+			}
+		}
+		if msg := h[report.HeaderDLTErrorMessage]; msg == "" || strings.Contains(msg, answerMarker) {
+			e.t.Errorf("%s: header %s = %q, want a reason that quotes no report content", where, report.HeaderDLTErrorMessage, msg)
+		}
+		if ts, err := time.Parse(time.RFC3339Nano, h[report.HeaderDLTOriginalTimestamp]); err != nil || !ts.Equal(r.at) {
+			e.t.Errorf("%s: header %s = %q, want the record's timestamp %s", where, report.HeaderDLTOriginalTimestamp,
+				h[report.HeaderDLTOriginalTimestamp], r.at.Format(time.RFC3339Nano))
+		}
+		first, ferr := time.Parse(time.RFC3339Nano, h[report.HeaderDLTFirstFailure])
+		last, lerr := time.Parse(time.RFC3339Nano, h[report.HeaderDLTLastFailure])
+		switch {
+		case ferr != nil || lerr != nil:
+			e.t.Errorf("%s: failure times %q / %q are not RFC 3339", where, h[report.HeaderDLTFirstFailure], h[report.HeaderDLTLastFailure])
+		case last.Before(first) || first.Before(r.at.Add(-time.Second)):
+			e.t.Errorf("%s: failure times %s .. %s do not follow the write at %s", where, first, last, r.at)
+		}
+	}
+
+	// No row may come from a poison record, neither by its place on the topic nor by the request id inside.
+	var leaked []string
+	for _, row := range rows {
+		for _, r := range records {
+			if row.requestID == r.requestID || (row.topic == e.topic && row.partition == r.partition && row.offset == r.offset) {
+				leaked = append(leaked, fmt.Sprintf("%s -> row %d (%s)", r.name, row.id, row.requestID))
+			}
+		}
+	}
+	if len(leaked) > 0 {
+		e.t.Errorf("%d poison records were stored: %v", len(leaked), firstFew(leaked))
+	}
+}
+
+func headerMap(hs []kafka.Header) map[string]string {
+	m := make(map[string]string, len(hs))
+	for _, h := range hs {
+		m[h.Key] = string(h.Value)
+	}
+	return m
+}
