@@ -75,6 +75,9 @@ func runRawKafka(ctx context.Context, brokers []string, topic string, goroutines
 		WriteTimeout: 2 * time.Second,
 		ReadTimeout:  2 * time.Second,
 		MaxAttempts:  5,
+		// Its own, like common/producer's: kafka.DefaultTransport is shared and caches metadata, and a Writer on
+		// it fails a topic created after the cache was filled with UNKNOWN_TOPIC_OR_PARTITION.
+		Transport: &kafka.Transport{},
 	}
 	defer w.Close()
 	// One write first, so that metadata and connections are not part of the timed window.
