@@ -83,3 +83,23 @@ run-real:
 .PHONY: build
 build:
 	$(GO) build -o bin/ github.com/epro-intake/...
+
+# ---------------------------------------------------------------------------
+# Benchmarks (e2e/cmd/epro-bench, e2e/bench)
+# ---------------------------------------------------------------------------
+
+# Extra epro-bench flags, e.g. make bench BENCH_FLAGS='-out bench.json -profile /tmp/epro-prof'.
+BENCH_FLAGS ?=
+
+# The whole suite under load on the real local servers, in a database and on topics of its own: 64
+# connections in a closed loop for 20 s, then 1000 reports/s on a fixed schedule for 15 s, then a 50k backlog
+# drained by a restarted epro-mq, with the raw kafka-go Writer and raw INSERT limits taken in the same run.
+# The servers must be up (make services-up); epro-bench says so when they are not.
+.PHONY: bench
+bench:
+	cd e2e && $(GO) run ./cmd/epro-bench -concurrency 64 -duration 20s -rate 1000 -rate-duration 15s $(BENCH_FLAGS)
+
+# go test benchmarks of the hot paths, each with a ratio against the raw library, on the real local Kafka.
+.PHONY: bench-go
+bench-go:
+	eval "$$($(SERVICES) env)" && cd e2e && $(GO) test -run '^$$' -bench . -benchtime 20000x ./bench
