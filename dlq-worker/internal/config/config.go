@@ -61,8 +61,9 @@ type ConsumerConf struct {
 
 // ReplayConf configures replays, single and bulk.
 type ReplayConf struct {
-	// Producer writes replays with acks=all (common/producer). Empty Brokers means DeadLetters.Brokers.
-	Producer producer.Conf
+	// Producer writes replays with acks=all (common/producer). Left out, it uses DeadLetters.Brokers and the
+	// producer defaults.
+	Producer producer.Conf `json:",optional"`
 	// AllowedTopics are the only topics a replay may write to, whatever a dead letter's original-topic header
 	// says: a forged header must not let the replayer write anywhere else.
 	AllowedTopics []string `json:",default=[epro.reports.v1]"`
