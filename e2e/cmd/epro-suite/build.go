@@ -16,6 +16,14 @@ type service struct {
 	name   string
 	bin    string
 	config string // relative to the repository root, which is the children's working directory
+	port   int    // from its config; 0 for none
+}
+
+// readyPaths are what the suite polls before it calls a service up. epro-mq serves no HTTP; its
+// readiness shows in epro-api's status answers.
+var readyPaths = map[string]string{
+	"epro-api":   "/readyz",
+	"dlq-worker": "/healthz",
 }
 
 // Start order: consumers before the API (see runSuite).
@@ -52,7 +60,7 @@ func repoRoot(ctx context.Context) (string, error) {
 
 // buildServices builds every service into <root>/bin. A required service that does not build is an error;
 // an optional one is left out with a warning that carries the compiler's reason.
-func buildServices(ctx context.Context, con *console, root string) ([]service, error) {
+func buildServices(ctx context.Context, con *console, root string, ports map[string]int) ([]service, error) {
 	binDir := filepath.Join(root, "bin")
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", binDir, err)
@@ -63,6 +71,7 @@ func buildServices(ctx context.Context, con *console, root string) ([]service, e
 			name:   name,
 			bin:    filepath.Join(binDir, name),
 			config: filepath.Join(name, "etc", name+".yaml"),
+			port:   ports[name],
 		}
 		if _, err := os.Stat(filepath.Join(root, s.config)); err != nil {
 			if optionalServices[name] {

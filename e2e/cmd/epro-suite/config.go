@@ -1,51 +1,73 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 )
 
-// childDefaults are given to the services when the suite's own environment does not set them: values the
-// service configs take from the environment that have one obvious local answer.
-var childDefaults = map[string]string{
-	"EPRO_API_PORT": "8888",
+// childVars is the environment the services get on top of the suite's own.
+type childVars struct {
+	// defaults apply only where the suite's environment does not set the name: values the service configs
+	// read from the environment that have one obvious local answer.
+	defaults map[string]string
+	// extra is what the suite itself provides (the infrastructure addresses); it overrides everything.
+	extra []string
+}
+
+// jwtKeyVar holds dlq-worker's token signing key.
+const jwtKeyVar = "EPRO_DLQ_JWT_KEY"
+
+func newChildVars() (*childVars, error) {
+	// A fresh key per run rather than a fixed one in the source: a key anyone can read would sign
+	// operator tokens for every suite started without EPRO_DLQ_JWT_KEY.
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("generate %s: %w", jwtKeyVar, err)
+	}
+	return &childVars{defaults: map[string]string{
+		"EPRO_API_PORT": "8888",
+		"EPRO_DLQ_PORT": "8890",
+		jwtKeyVar:       hex.EncodeToString(key),
+	}}, nil
+}
+
+// Lookup resolves a name as a child will see it: extra (last wins, as in exec.Cmd.Env), then the suite's
+// environment, then defaults.
+func (c *childVars) Lookup(name string) (string, bool) {
+	for _, kv := range slices.Backward(c.extra) {
+		if k, v, _ := strings.Cut(kv, "="); k == name {
+			return v, true
+		}
+	}
+	if v, ok := os.LookupEnv(name); ok {
+		return v, true
+	}
+	v, ok := c.defaults[name]
+	return v, ok
+}
+
+// Environ is every child's environment: the suite's, the defaults it does not set, then extra.
+func (c *childVars) Environ() []string {
+	env := os.Environ()
+	for _, k := range slices.Sorted(maps.Keys(c.defaults)) {
+		if _, ok := os.LookupEnv(k); !ok {
+			env = append(env, k+"="+c.defaults[k])
+		}
+	}
+	return append(env, c.extra...)
 }
 
 // lookupFunc resolves a variable the way a child will see it.
 type lookupFunc func(name string) (string, bool)
-
-// childLookup resolves names from extra (what the suite sets), then the suite's environment, then
-// childDefaults, which is the precedence the children's environment gets in supervisor.Start.
-func childLookup(extra []string) lookupFunc {
-	return func(name string) (string, bool) {
-		for _, kv := range slices.Backward(extra) {
-			if k, v, _ := strings.Cut(kv, "="); k == name {
-				return v, true
-			}
-		}
-		if v, ok := os.LookupEnv(name); ok {
-			return v, true
-		}
-		v, ok := childDefaults[name]
-		return v, ok
-	}
-}
-
-// childEnv is the environment of every child: ours, the defaults we do not override, then extra.
-func childEnv(extra []string) []string {
-	env := os.Environ()
-	for k, v := range childDefaults {
-		if _, ok := os.LookupEnv(k); !ok {
-			env = append(env, k+"="+v)
-		}
-	}
-	return append(env, extra...)
-}
 
 // expandConfig does what go-zero's conf.UseEnv does to a config file before parsing it (os.ExpandEnv over
 // the whole text), with lookup in place of the environment. It also returns the variables the file uses
@@ -69,26 +91,29 @@ func expandConfig(data []byte, lookup lookupFunc) (expanded []byte, unset []stri
 	return expanded, unset
 }
 
-// apiPort reads epro-api's Port from its config as the child will see it, so the suite polls the port the
-// API really binds.
-func apiPort(root string, lookup lookupFunc) (int, error) {
-	path := filepath.Join(root, "epro-api", "etc", "epro-api.yaml")
+// servicePort reads a service's Port from its config as the child will see it, so the suite checks and polls
+// the port the service really binds. It is 0 for a service without one.
+func servicePort(root, name string, lookup lookupFunc) (int, error) {
+	path := filepath.Join(root, name, "etc", name+".yaml")
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return 0, fmt.Errorf("read epro-api config: %w", err)
+		return 0, fmt.Errorf("read %s config: %w", name, err)
 	}
 	expanded, _ := expandConfig(data, lookup)
 	var c struct {
-		Port int `yaml:"Port"`
+		Port string `yaml:"Port"`
 	}
 	if err := yaml.Unmarshal(expanded, &c); err != nil {
 		return 0, fmt.Errorf("parse %s: %w", path, err)
 	}
-	if c.Port == 0 {
-		// go-zero's RestConf has no default port, so the service would refuse to start too.
-		return 0, fmt.Errorf("%s sets no Port", path)
+	if c.Port == "" {
+		return 0, nil
 	}
-	return c.Port, nil
+	port, err := strconv.Atoi(c.Port)
+	if err != nil || port <= 0 || port > 65535 {
+		return 0, fmt.Errorf("%s: Port is %q", path, c.Port)
+	}
+	return port, nil
 }
 
 // reportUnset names, per service, the variables its config uses that nobody sets, because they silently

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -85,17 +86,17 @@ func runSuite(ctx context.Context, con *console, opt options) error {
 	if err != nil {
 		return err
 	}
-	apiPort, err := apiPort(root, childLookup(nil))
+	vars, err := newChildVars()
 	if err != nil {
 		return err
 	}
-	// A stale epro-api on the port would answer /readyz and the curl lines would reach it instead of ours.
-	if err := portFree(apiPort); err != nil {
-		return fmt.Errorf("epro-api port %d: %w (is another epro-api or suite still running?)", apiPort, err)
+	ports, err := checkPorts(root, vars.Lookup)
+	if err != nil {
+		return err
 	}
 
 	// Build before starting anything, so that a compile error costs no startup and leaves nothing running.
-	services, err := buildServices(ctx, con, root)
+	services, err := buildServices(ctx, con, root, ports)
 	if err != nil {
 		return err
 	}
@@ -110,6 +111,7 @@ func runSuite(ctx context.Context, con *console, opt options) error {
 		return err
 	}
 	defer inf.Stop(con)
+	vars.extra = inf.Env()
 
 	topicCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = topic.Ensure(topicCtx, inf.Brokers,
@@ -125,8 +127,8 @@ func runSuite(ctx context.Context, con *console, opt options) error {
 	}
 	con.Printf("topics %s (%d partitions) and %s (%d) ready", reportsTopic, opt.partitions, dlqTopic, dlqPartitions)
 
-	reportUnset(con, root, services, childLookup(inf.Env()))
-	sup := newSupervisor(con, root, childEnv(inf.Env()))
+	reportUnset(con, root, services, vars.Lookup)
+	sup := newSupervisor(con, root, vars.Environ())
 	// Consumers first, so that the first report the API accepts already has a group waiting for it.
 	for _, s := range services {
 		if err := sup.Start(s); err != nil {
@@ -134,16 +136,22 @@ func runSuite(ctx context.Context, con *console, opt options) error {
 		}
 	}
 
-	base := "http://127.0.0.1:" + strconv.Itoa(apiPort)
-	if err := waitReady(ctx, sup, base+"/readyz", opt.readyTimeout); err != nil {
-		return errors.Join(err, sup.Stop(opt.stopTimeout))
+	readyCtx, cancel := context.WithTimeout(ctx, opt.readyTimeout)
+	defer cancel()
+	for _, s := range services {
+		if path, ok := readyPaths[s.name]; ok && s.port != 0 {
+			if err := waitReady(readyCtx, sup, s.name, localURL(s.port, path)); err != nil {
+				return errors.Join(err, sup.Stop(opt.stopTimeout))
+			}
+		}
 	}
 
 	sample, err := newSample(time.Now())
 	if err != nil {
 		return errors.Join(err, sup.Stop(opt.stopTimeout))
 	}
-	printBanner(con, base, sample, inf, opt.real)
+	base := localURL(ports["epro-api"], "")
+	printBanner(ctx, con, root, base, sample, services, vars, inf, opt.real)
 
 	var runErr error
 	if opt.smoke {
@@ -165,6 +173,37 @@ func runSuite(ctx context.Context, con *console, opt options) error {
 	return runErr
 }
 
+// checkPorts reads each service's port and makes sure it is free: a stale service still holding it would
+// answer the readiness poll, and the curl lines would reach it instead of ours.
+func checkPorts(root string, lookup lookupFunc) (map[string]int, error) {
+	ports := map[string]int{}
+	for _, name := range serviceNames {
+		if _, err := os.Stat(filepath.Join(root, name, "etc", name+".yaml")); err != nil {
+			continue // buildServices decides whether that is fatal
+		}
+		port, err := servicePort(root, name, lookup)
+		if err != nil {
+			return nil, err
+		}
+		if port == 0 {
+			continue
+		}
+		if err := portFree(port); err != nil {
+			return nil, fmt.Errorf("%s port %d: %w (is another %s or suite still running?)", name, port, err, name)
+		}
+		ports[name] = port
+	}
+	if ports["epro-api"] == 0 {
+		// go-zero's RestConf has no default port, so epro-api would refuse to start too.
+		return nil, errors.New("epro-api's config sets no Port")
+	}
+	return ports, nil
+}
+
+func localURL(port int, path string) string {
+	return "http://127.0.0.1:" + strconv.Itoa(port) + path
+}
+
 func explicitlySet(name string) bool {
 	set := false
 	flag.Visit(func(f *flag.Flag) {
@@ -176,7 +215,7 @@ func explicitlySet(name string) bool {
 }
 
 func portFree(port int) error {
-	// epro-api binds every interface (Host 0.0.0.0), so that is what has to be free.
+	// The services bind every interface (Host 0.0.0.0), so that is what has to be free.
 	ln, err := net.Listen("tcp", ":"+strconv.Itoa(port))
 	if err != nil {
 		return err

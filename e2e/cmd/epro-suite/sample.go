@@ -5,9 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -82,13 +85,19 @@ func getCurl(base string, s sampleReport) string {
 	return "curl -sS -i " + base + "/v1/reports/" + s.RequestID
 }
 
-func printBanner(con *console, base string, s sampleReport, inf *infra, real bool) {
+func printBanner(ctx context.Context, con *console, root, base string, s sampleReport, services []service,
+	vars *childVars, inf *infra, real bool) {
 	con.Printf("epro-api is ready at %s (Ctrl-C stops the suite)", base)
 	var b strings.Builder
 	b.WriteString("\n# Submit a sample report (expect 202):\n")
 	b.WriteString(postCurl(base, s) + "\n")
 	b.WriteString("\n# Read its status (expect \"stored\" a moment later):\n")
 	b.WriteString(getCurl(base, s) + "\n")
+	for _, svc := range services {
+		if svc.name == "dlq-worker" && svc.port != 0 {
+			writeDLQSection(ctx, &b, root, svc, vars)
+		}
+	}
 	if !real {
 		// Lets a service be run by hand (in a debugger, say) against the same embedded servers.
 		b.WriteString("\n# The embedded servers, for running a service or a tool by hand:\n")
@@ -101,11 +110,30 @@ func printBanner(con *console, base string, s sampleReport, inf *infra, real boo
 	con.Raw(b.String())
 }
 
-// waitReady polls readyURL until it answers 200, a child dies, ctx ends or timeout passes.
-func waitReady(ctx context.Context, sup *supervisor, readyURL string, timeout time.Duration) error {
+// writeDLQSection mints an operator token with dlq-worker's own token command, so the ops API can be tried
+// at once whether the signing key came from the environment or was generated for this run.
+func writeDLQSection(ctx context.Context, b *strings.Builder, root string, svc service, vars *childVars) {
+	base := localURL(svc.port, "")
+	fmt.Fprintf(b, "\n# dlq-worker's ops page is %s/ ; list dead letters (operator token, valid 8h):\n", base)
+	cmd := exec.CommandContext(ctx, svc.bin, "token", "-f", svc.config, "-sub", "dev", "-role", "operator", "-ttl", "8h")
+	cmd.Dir = root
+	cmd.Env = vars.Environ()
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintf(b, "# (could not mint a token: %v: %s)\n", err, strings.TrimSpace(errOut.String()))
+		return
+	}
+	fmt.Fprintf(b, "curl -sS -H 'Authorization: Bearer %s' %s/v1/dead-letters\n", strings.TrimSpace(out.String()), base)
+	if key, _ := vars.Lookup(jwtKeyVar); os.Getenv(jwtKeyVar) == "" {
+		fmt.Fprintf(b, "# More tokens, with this run's generated key:\n# %s='%s' %s token -f %s -sub alice -role reviewer\n",
+			jwtKeyVar, key, svc.bin, svc.config)
+	}
+}
+
+// waitReady polls readyURL until it answers 200, a child dies, or ctx ends (its deadline is -ready-timeout).
+func waitReady(ctx context.Context, sup *supervisor, name, readyURL string) error {
 	client := &http.Client{Timeout: time.Second}
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	last := "no answer yet"
@@ -121,11 +149,12 @@ func waitReady(ctx context.Context, sup *supervisor, readyURL string, timeout ti
 		}
 		select {
 		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("%s not ready at %s (last: %s)", name, readyURL, last)
+			}
 			return ctx.Err()
 		case ex := <-sup.Exited():
 			return ex.unexpected()
-		case <-deadline.C:
-			return fmt.Errorf("epro-api not ready after %s at %s (last: %s)", timeout, readyURL, last)
 		case <-tick.C:
 		}
 	}

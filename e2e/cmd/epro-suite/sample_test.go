@@ -86,13 +86,28 @@ func TestExpandConfigLikeGoZero(t *testing.T) {
 	}
 }
 
-func TestChildLookupPrecedence(t *testing.T) {
+func TestChildVarsPrecedence(t *testing.T) {
 	t.Setenv("EPRO_API_PORT", "9999")
-	lookup := childLookup([]string{"EPRO_REDIS_ADDR=x:1", "EPRO_REDIS_ADDR=y:2"})
-	if v, _ := lookup("EPRO_API_PORT"); v != "9999" {
-		t.Errorf("the environment must win over childDefaults, got %q", v)
+	vars, err := newChildVars()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if v, _ := lookup("EPRO_REDIS_ADDR"); v != "y:2" {
+	vars.extra = []string{"EPRO_REDIS_ADDR=x:1", "EPRO_REDIS_ADDR=y:2"}
+	if v, _ := vars.Lookup("EPRO_API_PORT"); v != "9999" {
+		t.Errorf("the environment must win over the defaults, got %q", v)
+	}
+	if v, _ := vars.Lookup("EPRO_REDIS_ADDR"); v != "y:2" {
 		t.Errorf("the last of extra must win, as in exec's Env, got %q", v)
+	}
+	if v, _ := vars.Lookup(jwtKeyVar); len(v) < 32 {
+		t.Errorf("generated %s is %d bytes; dlq-worker wants at least 32", jwtKeyVar, len(v))
+	}
+	other, _ := newChildVars()
+	if a, _ := vars.Lookup(jwtKeyVar); a == other.defaults[jwtKeyVar] {
+		t.Error("two runs generated the same signing key")
+	}
+	env := strings.Join(vars.Environ(), "\n")
+	if strings.Contains(env, "EPRO_API_PORT=8888") || !strings.Contains(env, "EPRO_API_PORT=9999") {
+		t.Error("Environ must not override a variable the environment sets")
 	}
 }
