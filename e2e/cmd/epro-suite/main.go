@@ -19,14 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/topic"
-)
-
-// The topics of common/report (Topic, DLQTopic), restated for the reason given at submission;
-// sample_test.go checks that they agree.
-const (
-	reportsTopic = "epro.reports.v1"
-	dlqTopic     = "epro.reports.v1.dlq"
 )
 
 // dlqPartitions is fixed: dead letters are rare and replayed by one worker, so more partitions buy nothing.
@@ -48,7 +42,7 @@ func run() int {
 	var opt options
 	embedded := flag.Bool("embedded", true, "run Kafka, MySQL and Redis in-process (in memory; everything is lost on exit)")
 	flag.BoolVar(&opt.real, "real", false, "use the servers named by EPRO_KAFKA_BROKERS, EPRO_MYSQL_DSN and EPRO_REDIS_ADDR")
-	flag.IntVar(&opt.partitions, "partitions", 12, "partitions of "+reportsTopic+" when it is created")
+	flag.IntVar(&opt.partitions, "partitions", 12, "partitions of "+report.Topic+" when it is created")
 	flag.DurationVar(&opt.readyTimeout, "ready-timeout", 2*time.Minute, "how long to wait for epro-api's /readyz")
 	// Above epro-mq's go-zero Shutdown.WaitTime (20s), so its own drain always gets to finish first.
 	flag.DurationVar(&opt.stopTimeout, "stop-timeout", 25*time.Second, "how long a service may take to stop after SIGTERM before it is killed")
@@ -115,17 +109,17 @@ func runSuite(ctx context.Context, con *console, opt options) error {
 
 	topicCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = topic.Ensure(topicCtx, inf.Brokers,
-		topic.Spec{Name: reportsTopic, Partitions: opt.partitions, Replication: 1},
-		topic.Spec{Name: dlqTopic, Partitions: dlqPartitions, Replication: 1},
+		topic.Spec{Name: report.Topic, Partitions: opt.partitions, Replication: 1},
+		topic.Spec{Name: report.DLQTopic, Partitions: dlqPartitions, Replication: 1},
 	)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("topics on %v: %w", inf.Brokers, err)
 	}
 	if opt.real {
-		warnPartitions(ctx, con, inf.Brokers, map[string]int{reportsTopic: opt.partitions, dlqTopic: dlqPartitions})
+		warnPartitions(ctx, con, inf.Brokers, map[string]int{report.Topic: opt.partitions, report.DLQTopic: dlqPartitions})
 	}
-	con.Printf("topics %s (%d partitions) and %s (%d) ready", reportsTopic, opt.partitions, dlqTopic, dlqPartitions)
+	con.Printf("topics %s (%d partitions) and %s (%d) ready", report.Topic, opt.partitions, report.DLQTopic, dlqPartitions)
 
 	reportUnset(con, root, services, vars.Lookup)
 	sup := newSupervisor(con, root, vars.Environ())

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/status"
 )
 
@@ -23,29 +24,14 @@ type sampleReport struct {
 	Body      []byte
 }
 
-// submission has the JSON fields of common/report.Submission. The suite keeps its own copy because
-// common/report pulls in go-zero's HTTP helpers, whose process package installs SIGINT/SIGTERM handlers
-// that log and re-raise the signal: not something a process supervisor should carry. sample_test.go holds
-// this copy to the real contract.
-type submission struct {
-	RequestID            string          `json:"requestId"`
-	PatientID            string          `json:"patientId"`
-	TrialID              string          `json:"trialId"`
-	QuestionnaireID      string          `json:"questionnaireId"`
-	QuestionnaireVersion string          `json:"questionnaireVersion"`
-	SubmittedAt          string          `json:"submittedAt"`
-	Answers              json.RawMessage `json:"answers"`
-	DeviceID             string          `json:"deviceId,omitempty"`
-	AppVersion           string          `json:"appVersion,omitempty"`
-	Locale               string          `json:"locale,omitempty"`
-}
-
+// newSample builds the sample from the shared contract type and validates it with the API's own rules, so a
+// change to the contract stops the suite at start rather than handing out a curl line that gets a 400.
 func newSample(now time.Time) (sampleReport, error) {
 	id, err := newUUID()
 	if err != nil {
 		return sampleReport{}, err
 	}
-	sub := submission{
+	sub := report.Submission{
 		RequestID:            id,
 		PatientID:            "PAT-0001",
 		TrialID:              "TRIAL-EPRO-01",
@@ -57,6 +43,10 @@ func newSample(now time.Time) (sampleReport, error) {
 		DeviceID:    "demo-device-1",
 		AppVersion:  "1.4.2",
 		Locale:      "en-GB",
+	}
+	check := sub
+	if err := check.Validate(now, report.Limits{MaxAge: 24 * time.Hour, MaxSkew: time.Minute}); err != nil {
+		return sampleReport{}, fmt.Errorf("sample report is invalid under common/report: %w", err)
 	}
 	body, err := json.Marshal(sub)
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -9,9 +10,17 @@ import (
 	"github.com/epro-intake/common/report"
 )
 
-func TestTopicsMatchReport(t *testing.T) {
-	if reportsTopic != report.Topic || dlqTopic != report.DLQTopic {
-		t.Errorf("suite topics %q, %q; common/report has %q, %q", reportsTopic, dlqTopic, report.Topic, report.DLQTopic)
+// go-zero's core/proc installs SIGINT and SIGTERM handlers at init that log and, 5.5 s later, re-raise the
+// signal on the process. A supervisor must own its signals, so nothing it links may pull that package in.
+func TestSuiteDoesNotLinkGoZeroSignalHandlers(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if pkg == "github.com/zeromicro/go-zero/core/proc" {
+			t.Fatal("epro-suite links go-zero's core/proc; find the import that brings it in (go list -deps)")
+		}
 	}
 }
 
