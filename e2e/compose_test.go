@@ -26,8 +26,6 @@ import (
 // appServices are the suite's own services; each has <name>/etc/<name>.yaml.
 var appServices = []string{"epro-api", "epro-mq", "dlq-worker"}
 
-// pendingServices may not have a config yet; their config checks are skipped until it lands.
-var pendingServices = map[string]bool{"dlq-worker": true}
 
 // goZeroWaitTime is go-zero's Shutdown.WaitTime when a config does not set it (core/proc).
 const goZeroWaitTime = 5500 * time.Millisecond
@@ -383,7 +381,7 @@ func TestComposeTopics(t *testing.T) {
 			svc := c.Services[name]
 			cfg, ok := loadAppConfig(t, root, name, environment(t, name, svc.Environment))
 			if !ok {
-				skipOrFail(t, name)
+				missingConfig(t, name)
 			}
 			for _, tp := range topicValues(cfg.doc) {
 				if _, ok := created[tp]; !ok {
@@ -407,7 +405,7 @@ func TestComposeServiceConfig(t *testing.T) {
 			env := environment(t, name, svc.Environment)
 			cfg, ok := loadAppConfig(t, root, name, env)
 			if !ok {
-				skipOrFail(t, name)
+				missingConfig(t, name)
 			}
 
 			for _, ref := range cfg.refs {
@@ -576,10 +574,7 @@ func hostOf(addr string) string {
 	return host
 }
 
-func skipOrFail(t *testing.T, name string) {
+func missingConfig(t *testing.T, name string) {
 	t.Helper()
-	if pendingServices[name] {
-		t.Skipf("%s/etc/%s.yaml does not exist yet", name, name)
-	}
 	t.Fatalf("%s/etc/%s.yaml does not exist", name, name)
 }

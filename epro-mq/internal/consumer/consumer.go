@@ -267,8 +267,9 @@ func (c *ReportConsumer) consumePartition(gctx context.Context, a kafka.Partitio
 		Partition: a.ID,
 		MinBytes:  c.kq.MinBytes,
 		MaxBytes:  c.kq.MaxBytes,
-		// MaxWait bounds how long a fetch waits for MinBytes; it is also the latency floor at low load.
-		MaxWait:        50 * time.Millisecond,
+		// With MinBytes 1 a fetch returns as soon as a record arrives, so MaxWait only bounds idle polls.
+		// It must stay well above the broker round trip: at 50ms kafka-go's own deadline fired first.
+		MaxWait:        500 * time.Millisecond,
 		QueueCapacity:  c.conf.BatchSize,
 		ReadBackoffMin: 50 * time.Millisecond,
 		ReadBackoffMax: time.Second,
