@@ -103,3 +103,14 @@ bench:
 .PHONY: bench-go
 bench-go:
 	eval "$$($(SERVICES) env)" && cd e2e && $(GO) test -run '^$$' -bench . -benchtime 20000x ./bench
+
+# ---------------------------------------------------------------------------
+# Code generation (goctl, pinned as a tool dependency of each REST service)
+# ---------------------------------------------------------------------------
+
+# Regenerates routes.go and types.go from epro-api/epro.api and dlq-worker/dlq.api; hand-written handlers and
+# logic are left alone. `git diff` afterwards shows whether the checked-in code was current.
+.PHONY: gen
+gen:
+	epro-api/gen.sh
+	dlq-worker/gen.sh
