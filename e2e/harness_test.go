@@ -144,6 +144,9 @@ const dlqPartitions = 3
 
 func newPipelineEnv(t *testing.T, partitions int) *pipelineEnv {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the services; skipped with -short")
+	}
 	e := &pipelineEnv{
 		t:          t,
 		bins:       serviceBinaries(t),
