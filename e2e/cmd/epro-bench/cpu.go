@@ -96,6 +96,7 @@ func procTicks(pid int) uint64 {
 
 // CPUUse is CPU time between two samples in percent of one core; the host figure is out of 100 per core.
 type CPUUse struct {
+	Seconds      float64            `json:"seconds"`
 	HostPercent  float64            `json:"hostPercent"`
 	HostCapacity float64            `json:"hostCapacity"`
 	Procs        map[string]float64 `json:"procs"`
@@ -103,7 +104,7 @@ type CPUUse struct {
 
 func cpuUse(a, b cpuSample) CPUUse {
 	secs := b.at.Sub(a.at).Seconds()
-	u := CPUUse{Procs: map[string]float64{}, HostCapacity: float64(100 * runtime.NumCPU())}
+	u := CPUUse{Seconds: secs, Procs: map[string]float64{}, HostCapacity: float64(100 * runtime.NumCPU())}
 	if b.total > a.total {
 		u.HostPercent = float64(b.busy-a.busy) / float64(b.total-a.total) * u.HostCapacity
 	}
@@ -136,4 +137,30 @@ func (u CPUUse) String() string {
 	// What no named process accounts for: other work on a shared machine, and the kernel.
 	b.WriteString(", other " + strconv.Itoa(int(max(0, u.HostPercent-sum)+0.5)) + "%")
 	return b.String()
+}
+
+// perItem is CPU time per item (report, message, row) by process. Unlike throughput it hardly depends on what
+// else the machine is doing, so it says where the cores go even on a noisy host; capacity is the rate the named
+// processes alone could reach with every core to themselves.
+func (u CPUUse) perItem(items int, unit string) string {
+	if items == 0 || u.Seconds == 0 || len(u.Procs) == 0 {
+		return ""
+	}
+	names := make([]string, 0, len(u.Procs))
+	for n := range u.Procs {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return u.Procs[names[i]] > u.Procs[names[j]] })
+	var b strings.Builder
+	total := 0.0
+	for _, n := range names {
+		us := u.Procs[n] / 100 * u.Seconds / float64(items) * 1e6
+		if us < 0.5 {
+			continue
+		}
+		total += us
+		b.WriteString(" " + n + " " + strconv.Itoa(int(us+0.5)))
+	}
+	return "µs CPU per " + unit + ":" + b.String() + "; total " + strconv.Itoa(int(total+0.5)) +
+		" → " + strconv.Itoa(int(u.HostCapacity/100*1e6/total)) + " " + unit + "s/s if they had the cores to themselves"
 }

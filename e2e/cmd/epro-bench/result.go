@@ -298,17 +298,23 @@ func (r *Result) print(w io.Writer) {
 	}
 
 	fmt.Fprintln(w, "\nCPU, % of one core (the host has "+strconv.Itoa(int(hostCap(r)/100))+" cores = "+strconv.Itoa(int(hostCap(r)))+"%):")
+	cpuLine := func(name string, u CPUUse, items int, unit string) {
+		fmt.Fprintf(w, "  %-14s %s\n", name, u)
+		if per := u.perItem(items, unit); per != "" {
+			fmt.Fprintf(w, "  %-14s %s\n", "", per)
+		}
+	}
 	for _, p := range r.Phases {
-		fmt.Fprintf(w, "  %-14s %s\n", p.Name, p.CPU)
+		cpuLine(p.Name, p.CPU, p.Accepted, "report")
 	}
 	if r.Drain != nil && r.Drain.Skipped == "" {
-		fmt.Fprintf(w, "  %-14s %s\n", "drain", r.Drain.CPU)
+		cpuLine("drain", r.Drain.CPU, r.Drain.Rows, "row")
 	}
 	if r.RawKafka != nil {
-		fmt.Fprintf(w, "  %-14s %s\n", "raw Writer", r.RawKafka.CPU)
+		cpuLine("raw Writer", r.RawKafka.CPU, r.RawKafka.Messages, "message")
 	}
 	for _, m := range r.RawMySQL {
-		fmt.Fprintf(w, "  %-14s %s\n", fmt.Sprintf("raw INSERT×%d", m.RowsPerStatement), m.CPU)
+		cpuLine(fmt.Sprintf("raw INSERT×%d", m.RowsPerStatement), m.CPU, m.Rows, "row")
 	}
 
 	fmt.Fprintln(w, "\nraw limits, same machine, same servers, same run:")
