@@ -150,37 +150,47 @@ func TestBulkReplayPausesOnProduceFailures(t *testing.T) {
 // again, carrying its x-replay-of, and the job must pause itself.
 func TestBulkReplayPausesWhenReplaysComeBack(t *testing.T) {
 	w := newWorker(t, workerOptions{extraYAML: "List:\n  DefaultLimit: 50\n"})
-	dls := w.seed(10, "T-BACK", report.ErrorClassPermanent)
+	dls := w.seed(16, "T-BACK", report.ErrorClassPermanent)
 	operator := w.token("otto", auth.RoleOperator)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() {
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: w.brokers, Topic: w.source, GroupID: w.source + "_mq",
-			StartOffset: kafka.FirstOffset, MaxWait: 100 * time.Millisecond})
-		defer r.Close()
-		for {
-			m, err := r.ReadMessage(ctx)
-			if err != nil {
-				return
-			}
-			rid, _ := header(m, report.HeaderRequestID)
-			var extra []kafka.Header
-			for _, h := range m.Headers {
-				if h.Key == report.HeaderReplayOf {
-					extra = append(extra, h)
+	// One reader per partition rather than a group: no join delay, so replays come back while the job runs.
+	for p := 0; p < 2; p++ {
+		go func() {
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: w.brokers, Topic: w.source, Partition: p,
+				StartOffset: kafka.FirstOffset, MaxWait: 100 * time.Millisecond})
+			defer r.Close()
+			for {
+				m, err := r.ReadMessage(ctx)
+				if err != nil {
+					return
 				}
+				rid, _ := header(m, report.HeaderRequestID)
+				var extra []kafka.Header
+				for _, h := range m.Headers {
+					if h.Key == report.HeaderReplayOf {
+						extra = append(extra, h)
+					}
+				}
+				again := w.deadLetter(string(m.Key), m.Value, rid, report.ErrorClassPermanent, extra...)
+				wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+				_ = w.dlqWrite.WriteMessages(wctx, again)
+				wcancel()
 			}
-			again := w.deadLetter(string(m.Key), m.Value, rid, report.ErrorClassPermanent, extra...)
-			wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-			_ = w.dlqWrite.WriteMessages(wctx, again)
-			wcancel()
-		}
-	}()
+		}()
+	}
 
 	var started types.BulkReplayResp
 	w.do(http.MethodPost, "/v1/replay-jobs", operator, map[string]any{"trialId": "T-BACK", "ratePerSecond": 2}).decode(t, &started)
-	j := w.waitJob(operator, started.Job.ID, "paused", 60*time.Second)
+	var j types.JobResp
+	waitFor(t, 60*time.Second, "the job to pause", func() bool {
+		j = w.job(operator, started.Job.ID)
+		if j.State == "done" {
+			t.Fatalf("the job finished without pausing: %+v", j)
+		}
+		return j.State == "paused"
+	})
 	if j.RedeadLettered < 3 || j.Done >= len(dls) || j.Failed != 0 {
 		t.Fatalf("paused job = %+v; want a pause after 3 replays came back, before all %d were sent", j, len(dls))
 	}
