@@ -155,31 +155,42 @@ func TestBulkReplayPausesWhenReplaysComeBack(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// One reader per partition rather than a group: no join delay, so replays come back while the job runs.
-	for p := 0; p < 2; p++ {
-		go func() {
-			r := kafka.NewReader(kafka.ReaderConfig{Brokers: w.brokers, Topic: w.source, Partition: p,
-				StartOffset: kafka.FirstOffset, MaxWait: 100 * time.Millisecond})
-			defer r.Close()
-			for {
-				m, err := r.ReadMessage(ctx)
-				if err != nil {
-					return
+	// epro-mq's part: each dead letter the job replays fails again and comes back on the dead-letter topic
+	// with x-replay-of. Driven by the job's audit rows rather than by reading the source topic, so the
+	// round trip does not depend on a reader's start-up time.
+	byID := map[uint64]seeded{}
+	for _, d := range dls {
+		byID[d.id] = d
+	}
+	go func() {
+		sent := map[uint64]bool{}
+		for ctx.Err() == nil {
+			rows, err := w.db.QueryContext(ctx, "SELECT dead_letter_id FROM dead_letter_audit WHERE action = 'replay' AND outcome = 'ok'")
+			if err != nil {
+				return
+			}
+			var ids []uint64
+			for rows.Next() {
+				var id uint64
+				if rows.Scan(&id) == nil && !sent[id] {
+					ids = append(ids, id)
 				}
-				rid, _ := header(m, report.HeaderRequestID)
-				var extra []kafka.Header
-				for _, h := range m.Headers {
-					if h.Key == report.HeaderReplayOf {
-						extra = append(extra, h)
-					}
-				}
-				again := w.deadLetter(string(m.Key), m.Value, rid, report.ErrorClassPermanent, extra...)
+			}
+			rows.Close()
+			for _, id := range ids {
+				d := byID[id]
+				_, val := envelope(d.patient, "T-BACK", "9")
+				again := w.deadLetter(d.patient, val, d.requestID, report.ErrorClassPermanent,
+					kafka.Header{Key: report.HeaderReplayOf, Value: []byte(strconv.FormatUint(id, 10))})
 				wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-				_ = w.dlqWrite.WriteMessages(wctx, again)
+				if w.dlqWrite.WriteMessages(wctx, again) == nil {
+					sent[id] = true
+				}
 				wcancel()
 			}
-		}()
-	}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
 
 	var started types.BulkReplayResp
 	w.do(http.MethodPost, "/v1/replay-jobs", operator, map[string]any{"trialId": "T-BACK", "ratePerSecond": 2}).decode(t, &started)
