@@ -1,0 +1,56 @@
+package replay_test
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/dlq-worker/internal/replay"
+	"github.com/epro-intake/dlq-worker/internal/store"
+)
+
+func TestMessageSendsTheOriginalRecord(t *testing.T) {
+	r := replay.New(replay.Conf{AllowedTopics: []string{"epro.reports.v1"}}, nil, nil, nil, nil, nil)
+	dl := store.DeadLetter{
+		ID: 77, OriginalTopic: "epro.reports.v1", Key: []byte("P1"), Value: []byte(`{"a":1}`),
+		Headers: []store.Header{
+			store.NewHeader(report.HeaderRequestID, []byte("r1")),
+			store.NewHeader("binary", []byte{0xff, 0x01}),
+			store.NewHeader(report.HeaderReplayOf, []byte("12")), // from an earlier replay that failed again
+			store.NewHeader(report.HeaderDLTOriginalTopic, []byte("epro.reports.v1")),
+			store.NewHeader(report.HeaderDLTErrorClass, []byte("permanent")),
+			store.NewHeader(report.HeaderDLTErrorMessage, []byte("x")),
+			store.NewHeader(report.HeaderDLTAttempts, []byte("5")),
+			store.NewHeader(report.HeaderDLTFirstFailure, []byte("t")),
+			store.NewHeader(report.HeaderDLTLastFailure, []byte("t")),
+			store.NewHeader(report.HeaderDLTOriginalPartition, []byte("1")),
+			store.NewHeader(report.HeaderDLTOriginalOffset, []byte("2")),
+			store.NewHeader(report.HeaderDLTOriginalTimestamp, []byte("t")),
+			store.NewHeader(report.HeaderDLTOriginalConsumerGroup, []byte("g")),
+			store.NewHeader(report.HeaderTraceparent, []byte("tp")),
+		},
+	}
+	m, err := r.Message(dl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Topic != "epro.reports.v1" || string(m.Key) != "P1" || string(m.Value) != `{"a":1}` {
+		t.Errorf("message = %s %q %q", m.Topic, m.Key, m.Value)
+	}
+	var got []string
+	for _, h := range m.Headers {
+		got = append(got, h.Key+"="+string(h.Value))
+	}
+	want := []string{report.HeaderRequestID + "=r1", "binary=\xff\x01", report.HeaderTraceparent + "=tp", report.HeaderReplayOf + "=77"}
+	if !slices.Equal(got, want) {
+		t.Errorf("headers = %q, want %q", got, want)
+	}
+
+	for _, topic := range []string{"", "other.topic"} {
+		dl.OriginalTopic = topic
+		if _, err := r.Message(dl); !errors.Is(err, replay.ErrTopicNotAllowed) {
+			t.Errorf("topic %q: %v", topic, err)
+		}
+	}
+}
