@@ -87,6 +87,9 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 	b.res.ReportBytes = size
 
 	if o.apiURL != "" {
+		if len(o.overrides) > 0 {
+			return nil, errors.New("-set changes the configs of a suite epro-bench starts; it does not combine with -api")
+		}
 		err = b.attach(ctx)
 	} else {
 		err = b.startSuite(ctx)
@@ -389,6 +392,7 @@ func (b *bench) evaluate(ctx context.Context, phases []*phaseRun, drain *drainRu
 			l, s := summarize(e2e), summarize(server)
 			pr.E2E, pr.ServerE2E = &l, &s
 		}
+		pr.RowsPerInsert = rowsPerInsert(p.load.accepted, stored)
 		if p.warmup {
 			b.res.Warmup = &pr
 		} else {
@@ -431,9 +435,28 @@ func (b *bench) evaluate(ctx context.Context, phases []*phaseRun, drain *drainRu
 			d.Seconds = span.Seconds()
 			d.RowsPerSec = float64(n-atLast) / span.Seconds()
 		}
+		d.RowsPerInsert = rowsPerInsert(drain.phase.load.accepted, stored)
 		b.res.Drain = d
 	}
 	return nil
+}
+
+// rowsPerInsert is the mean number of the given reports per INSERT statement. epro-mq stamps every row of a
+// statement with the same stored_at, so distinct stored_at values count statements; rows per statement is
+// what MariaDB's per-row cost and the fsync per commit depend on.
+func rowsPerInsert(accepted []acceptedReport, stored map[string][]storedRow) float64 {
+	stmts := map[time.Time]bool{}
+	rows := 0
+	for _, a := range accepted {
+		if r := stored[a.id]; len(r) > 0 {
+			stmts[r[0].storedAt] = true
+			rows++
+		}
+	}
+	if len(stmts) == 0 {
+		return 0
+	}
+	return float64(rows) / float64(len(stmts))
 }
 
 func (b *bench) rawKafka(ctx context.Context, answers answerSet) error {
@@ -629,6 +652,11 @@ func (b *bench) startSuite(ctx context.Context) error {
 			set["DevServer.Port"] = p
 			set["DevServer.EnablePprof"] = true
 			set["DevServer.EnableMetrics"] = false
+		}
+	}
+	for name, set := range map[string]map[string]any{"epro-api": apiSet, "epro-mq": mqSet} {
+		for k, v := range o.overrides[name] {
+			set[k] = v
 		}
 	}
 	b.apiCfg = filepath.Join(b.runDir, "epro-api.yaml")

@@ -58,6 +58,35 @@ type options struct {
 	out          string
 	keep         bool
 	profile      string
+	// overrides are "service:Key.Path=value" settings applied to the generated service configs.
+	overrides map[string]map[string]any
+}
+
+// setFlag collects -set values.
+type setFlag struct{ o *options }
+
+func (f setFlag) String() string { return "" }
+
+func (f setFlag) Set(v string) error {
+	svc, kv, ok := strings.Cut(v, ":")
+	key, val, ok2 := strings.Cut(kv, "=")
+	if !ok || !ok2 || key == "" || (svc != "epro-api" && svc != "epro-mq") {
+		return errors.New(`want epro-api:Key.Path=value or epro-mq:Key.Path=value`)
+	}
+	if f.o.overrides == nil {
+		f.o.overrides = map[string]map[string]any{}
+	}
+	if f.o.overrides[svc] == nil {
+		f.o.overrides[svc] = map[string]any{}
+	}
+	var typed any = val
+	if n, err := strconv.Atoi(val); err == nil {
+		typed = n
+	} else if b, err := strconv.ParseBool(val); err == nil {
+		typed = b
+	}
+	f.o.overrides[svc][key] = typed
+	return nil
 }
 
 func main() {
@@ -89,6 +118,7 @@ func run() int {
 	flag.DurationVar(&o.drainTimeout, "drain-timeout", 2*time.Minute, "how long to wait for the consumer to store every accepted report")
 	flag.StringVar(&o.out, "out", "", "also write the figures as JSON to this file")
 	flag.BoolVar(&o.keep, "keep", false, "keep the database, topics and service logs afterwards")
+	flag.Var(setFlag{&o}, "set", "override one setting of a service's etc/*.yaml for this run, e.g. -set epro-mq:Pipeline.BatchWait=20ms (repeatable; the output names every override)")
 	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of epro-api, epro-mq and the generator during the closed-loop phase into this directory")
 	flag.Parse()
 

@@ -32,6 +32,8 @@ type Result struct {
 	Machine     string         `json:"machine"`
 	Options     map[string]any `json:"options"`
 	ReportBytes int            `json:"reportBytes"`
+	// Overrides are the -set changes to the services' own configs; empty means the configs as committed.
+	Overrides map[string]map[string]any `json:"overrides,omitempty"`
 
 	Warmup    *PhaseResult  `json:"warmup,omitempty"`
 	Phases    []PhaseResult `json:"phases"`
@@ -65,7 +67,9 @@ type PhaseResult struct {
 	// ServerE2E is from the API's received_at to stored_at, both server clocks.
 	ServerE2E *Latency `json:"serverE2e,omitempty"`
 	Lost      int      `json:"lost"`
-	CPU       CPUUse   `json:"cpu"`
+	// RowsPerInsert is the mean rows per INSERT epro-mq wrote for this phase's reports.
+	RowsPerInsert float64 `json:"rowsPerInsert"`
+	CPU           CPUUse  `json:"cpu"`
 }
 
 // DrainResult is the consumer's storing rate on a backlog.
@@ -77,6 +81,7 @@ type DrainResult struct {
 	RowsPerSec     float64 `json:"rowsPerSec,omitempty"`
 	StartupSeconds float64 `json:"startupSeconds,omitempty"`
 	WallSeconds    float64 `json:"wallSeconds,omitempty"`
+	RowsPerInsert  float64 `json:"rowsPerInsert,omitempty"`
 	CPU            CPUUse  `json:"cpu"`
 }
 
@@ -119,6 +124,7 @@ func newResult(o options) *Result {
 			"rawDuration": o.rawDuration.String(), "rawWriters": o.rawWriters, "rawBatch": o.rawBatches,
 			"rawConns": o.rawConns, "rawRows": o.rawRows,
 		},
+		Overrides: o.overrides,
 	}
 }
 
@@ -259,8 +265,21 @@ func (r *Result) print(w io.Writer) {
 		fmt.Fprintln(w, "!! EMBEDDED stand-ins (kfake, go-mysql-server, miniredis): these figures are NOT meaningful;")
 		fmt.Fprintln(w, "!! they only show that the benchmark runs. Measure on real servers: make bench.")
 	}
-	fmt.Fprintf(w, "machine: %s; report body ≈ %d bytes; %v patients; %v partitions\n\n",
+	fmt.Fprintf(w, "machine: %s; report body ≈ %d bytes; %v patients; %v partitions\n",
 		r.Machine, r.ReportBytes, r.Options["patients"], r.Options["partitions"])
+	if len(r.Overrides) == 0 {
+		fmt.Fprintln(w, "service configs: epro-api/etc/epro-api.yaml and epro-mq/etc/epro-mq.yaml as committed (names and ports aside)")
+	} else {
+		var sets []string
+		for svc, kv := range r.Overrides {
+			for k, v := range kv {
+				sets = append(sets, fmt.Sprintf("%s:%s=%v", svc, k, v))
+			}
+		}
+		sort.Strings(sets)
+		fmt.Fprintln(w, "service configs CHANGED for this run: "+strings.Join(sets, ", "))
+	}
+	fmt.Fprintln(w)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "phase\tsent\taccepted\taccepted/s\tAPI p50\tp95\tp99\tp99.9\tmax\tE2E p50\tp99\trecv→stored p99\t")
@@ -290,6 +309,9 @@ func (r *Result) print(w io.Writer) {
 		}
 		if p.LateStarts > 0 {
 			notes = append(notes, fmt.Sprintf("%d sends >1ms behind schedule", p.LateStarts))
+		}
+		if p.RowsPerInsert > 0 && p.E2E != nil {
+			notes = append(notes, fmt.Sprintf("%.1f rows per INSERT", p.RowsPerInsert))
 		}
 		if p.E2ENegative > 0 {
 			notes = append(notes, fmt.Sprintf("%d rows stored before the client read its 202", p.E2ENegative))
@@ -338,8 +360,8 @@ func (r *Result) print(w io.Writer) {
 		if d.Skipped != "" {
 			fmt.Fprintf(w, "\ndrain: not measured (%s)\n", d.Skipped)
 		} else {
-			fmt.Fprintf(w, "\ndrain: %s rows/s over %d rows in %.2fs; restart → first row %.1fs, restart → all rows %.1fs\n",
-				fmtRate(d.RowsPerSec), d.Rows, d.Seconds, d.StartupSeconds, d.WallSeconds)
+			fmt.Fprintf(w, "\ndrain: %s rows/s over %d rows in %.2fs (%.1f rows per INSERT); restart → first row %.1fs, restart → all rows %.1fs\n",
+				fmtRate(d.RowsPerSec), d.Rows, d.Seconds, d.RowsPerInsert, d.StartupSeconds, d.WallSeconds)
 			fmt.Fprintf(w, "  method: %s\n", d.Method)
 		}
 	}
