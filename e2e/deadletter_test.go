@@ -382,6 +382,9 @@ func (e *dlEnv) dlRows() []dlRow {
 }
 
 func TestDeadLetterRoundTrip(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs three services")
+	}
 	e := dlNewEnv(t)
 
 	// epro-mq knows only version 2.1 of the questionnaire; 3.0 will fail permanently until it is added.
