@@ -119,7 +119,7 @@ func run() int {
 	flag.StringVar(&o.out, "out", "", "also write the figures as JSON to this file")
 	flag.BoolVar(&o.keep, "keep", false, "keep the database, topics and service logs afterwards")
 	flag.Var(setFlag{&o}, "set", "override one setting of a service's etc/*.yaml for this run, e.g. -set epro-mq:Pipeline.BatchWait=20ms (repeatable; the output names every override)")
-	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of epro-api, epro-mq and the generator during the closed-loop phase into this directory")
+	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of epro-api, epro-mq and the generator during the closed-loop phase, and of epro-mq during the drain, into this directory")
 	flag.Parse()
 
 	if err := o.check(rawBatches); err != nil {
