@@ -47,6 +47,13 @@ type Conf struct {
 	RebalanceTimeout time.Duration `json:",default=20s"`
 }
 
+// Recoverer is implemented by handlers that must learn, before consuming a partition, what an earlier owner
+// did after the partition's last committed offset. from maps each assigned partition to its committed offset
+// (negative: none).
+type Recoverer interface {
+	Recover(ctx context.Context, topic string, from map[int]int64) error
+}
+
 // ReportConsumer consumes one topic in a consumer group and hands records to a BatchHandler. It implements
 // go-zero's service.Service.
 type ReportConsumer struct {
@@ -208,6 +215,8 @@ func (c *ReportConsumer) runGeneration(gen *kafka.Generation) {
 	c.mu.Unlock()
 	logx.Infof("consumer group %s generation %d: assigned partitions %v", gen.GroupID, gen.ID, ids)
 
+	c.recover(assigned)
+
 	var drained sync.WaitGroup
 	for _, a := range assigned {
 		drained.Add(1)
@@ -230,6 +239,31 @@ func (c *ReportConsumer) runGeneration(gen *kafka.Generation) {
 			}
 		}
 	})
+}
+
+// recover lets the handler catch up with what happened after the last commit, trying a few times. If it
+// cannot, consumption goes on: the cost is a possible repeated dead letter, never a lost record.
+func (c *ReportConsumer) recover(assigned []kafka.PartitionAssignment) {
+	r, ok := c.handler.(Recoverer)
+	if !ok || len(assigned) == 0 {
+		return
+	}
+	from := make(map[int]int64, len(assigned))
+	for _, a := range assigned {
+		from[a.ID] = a.Offset
+	}
+	for attempt := 1; attempt <= 3; attempt++ {
+		err := r.Recover(c.ctx, c.kq.Topic, from)
+		if err == nil {
+			return
+		}
+		logx.Errorf("recover partitions %v of %s (attempt %d): %v", from, c.kq.Topic, attempt, err)
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(time.Duration(attempt) * time.Second):
+		}
+	}
 }
 
 func (c *ReportConsumer) commit(gen *kafka.Generation, parts map[int]*tracker) {

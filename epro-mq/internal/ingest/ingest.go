@@ -40,6 +40,10 @@ type Conf struct {
 	TransientMaxBackoff time.Duration
 	// RedisTimeout bounds each fast-path Redis call; Redis being slow must not slow storing down.
 	RedisTimeout time.Duration
+	// Brokers, when set, let Recover read the dead-letter topic; without them Recover does nothing.
+	Brokers []string
+	// RecoverTimeout bounds one Recover call.
+	RecoverTimeout time.Duration
 	// Questionnaires, when not empty, is the catalogue of accepted "questionnaireId@version" pairs; a report
 	// of any other version fails permanently until the catalogue is fixed.
 	Questionnaires []string
@@ -72,6 +76,9 @@ type Ingester struct {
 	stored, skipped, deadLettered, transient, permanent atomic.Int64
 	logMu                                               sync.Mutex
 	lastLog                                             map[string]time.Time
+
+	deadMu sync.Mutex
+	dead   map[topicPartitionOffset]bool // found by Recover: dead-lettered, offset not yet committed
 }
 
 // New returns an Ingester. rdb may be nil.
@@ -91,7 +98,11 @@ func New(c Conf, rows Inserter, dlq Sender, rdb redis.UniversalClient) *Ingester
 	if c.RedisTimeout <= 0 {
 		c.RedisTimeout = 200 * time.Millisecond
 	}
-	in := &Ingester{conf: c, rows: rows, dlq: dlq, redis: rdb, now: time.Now, lastLog: map[string]time.Time{}}
+	if c.RecoverTimeout <= 0 {
+		c.RecoverTimeout = time.Minute
+	}
+	in := &Ingester{conf: c, rows: rows, dlq: dlq, redis: rdb, now: time.Now, lastLog: map[string]time.Time{},
+		dead: map[topicPartitionOffset]bool{}}
 	if len(c.Questionnaires) > 0 {
 		in.catalog = map[string]bool{}
 		for _, q := range c.Questionnaires {
@@ -317,6 +328,10 @@ func (in *Ingester) markStored(ctx context.Context, batch []*entry) {
 // deadLetter writes m to the dead-letter topic with acks=all, retrying until it is acknowledged or ctx ends.
 // The caller counts m as finished only when this returns nil.
 func (in *Ingester) deadLetter(ctx context.Context, m kafka.Message, class, reason string, attempts int, first, last time.Time, requestID string) error {
+	if in.deadLetteredBefore(m) {
+		logx.Infof("%s/%d@%d was dead-lettered before a restart or rebalance; not writing it again", m.Topic, m.Partition, m.Offset)
+		return nil
+	}
 	headers := make([]kafka.Header, 0, len(m.Headers)+10)
 	headers = append(headers, m.Headers...)
 	headers = append(headers,

@@ -63,6 +63,7 @@ func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, e
 		MaxBackoff:          c.Retry.MaxBackoff,
 		TransientMaxBackoff: c.Retry.TransientMaxBackoff,
 		RedisTimeout:        c.Redis.Timeout,
+		Brokers:             producer.SplitBrokers(c.Reports.Brokers),
 		Questionnaires:      c.Questionnaires,
 	}, store.NewReports(db), dlq, redisOrNil(rdb))
 	cons, err := consumer.New(c.Reports, c.Pipeline, in)
