@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -389,6 +390,7 @@ func (b *bench) evaluate(ctx context.Context, phases []*phaseRun, drain *drainRu
 	for _, p := range phases {
 		pr := newPhaseResult(p)
 		var e2e, server []int64
+		bySecond := map[int][]int64{}
 		for _, a := range p.load.accepted {
 			rows := stored[a.id]
 			if len(rows) == 0 {
@@ -401,6 +403,8 @@ func (b *bench) evaluate(ctx context.Context, phases []*phaseRun, drain *drainRu
 				pr.E2ENegative++
 			}
 			e2e = append(e2e, int64(d))
+			sec := int(a.at.Sub(p.load.start) / time.Second)
+			bySecond[sec] = append(bySecond[sec], int64(d))
 			server = append(server, int64(rows[0].storedAt.Sub(rows[0].receivedAt)))
 		}
 		if !p.noE2E {
@@ -408,6 +412,9 @@ func (b *bench) evaluate(ctx context.Context, phases []*phaseRun, drain *drainRu
 			pr.E2E, pr.ServerE2E = &l, &s
 		}
 		pr.RowsPerInsert = rowsPerInsert(p.load.accepted, stored)
+		if !p.noE2E {
+			pr.E2ESeconds = perSecondP99(bySecond)
+		}
 		if p.warmup {
 			b.res.Warmup = &pr
 		} else {
@@ -454,6 +461,32 @@ func (b *bench) evaluate(ctx context.Context, phases []*phaseRun, drain *drainRu
 		b.res.Drain = d
 	}
 	return nil
+}
+
+// perSecondP99 tells a short stall from steady queueing: one bad second among calm ones is a stall
+// somewhere (a GC, an fsync, a busy neighbour); every second bad is a pipeline that cannot keep up.
+func perSecondP99(bySecond map[int][]int64) *SecondsP99 {
+	if len(bySecond) == 0 {
+		return nil
+	}
+	var p99s []float64
+	out := &SecondsP99{}
+	for sec, ns := range bySecond {
+		l := summarize(ns)
+		p99s = append(p99s, l.P99)
+		if l.P99 > out.WorstP99Ms {
+			out.WorstP99Ms, out.WorstSecond = l.P99, sec
+		}
+	}
+	slices.Sort(p99s)
+	out.MedianP99Ms = p99s[(len(p99s)-1)/2]
+	for _, v := range p99s {
+		if v > targetE2EP99Ms {
+			out.SecondsOver50Ms++
+		}
+	}
+	out.Seconds = len(p99s)
+	return out
 }
 
 // rowsPerInsert is the mean number of the given reports per INSERT statement. epro-mq stamps every row of a

@@ -48,17 +48,22 @@ type acceptedReport struct {
 
 // loadResult is what one phase saw from the client side.
 type loadResult struct {
-	spec     loadSpec
-	start    time.Time
-	elapsed  time.Duration // start to the last answer
-	sent     int
-	codes    map[int]int
-	netErrs  int
-	lat      []int64 // ns, every request that got an answer or failed
+	spec    loadSpec
+	start   time.Time
+	elapsed time.Duration // start to the last answer
+	sent    int
+	codes   map[int]int
+	netErrs int
+	lat     []int64 // ns, every request that got an answer or failed
+	// sendLat is from the actual send, which in the open loop can trail the schedule when the generator is
+	// starved of CPU; lat minus sendLat is the generator's own lateness, not the API's.
+	sendLat  []int64
 	accepted []acceptedReport
 	// refused are ids sent without getting a 202 (error status, timeout, broken connection). A row for one
 	// of them is not a bug: the API may time out after Kafka took the report, and the client's retry dedupes.
 	refused []string
+	// errKinds counts connection errors by message, so a run says what failed and not only how often.
+	errKinds map[string]int
 	// late counts open-loop requests sent more than 1 ms after their scheduled time: the generator could not
 	// keep up, and their latency includes the wait.
 	late int
@@ -68,7 +73,9 @@ type loadResult struct {
 type recorder struct {
 	codes    map[int]int
 	netErrs  int
+	errKinds map[string]int
 	lat      []int64
+	sendLat  []int64
 	accepted []acceptedReport
 	refused  []string
 	late     int
@@ -111,7 +118,7 @@ func runLoad(ctx context.Context, client *http.Client, url string, answers answe
 		end = start.Add(spec.duration)
 	}
 	for w := 0; w < workers; w++ {
-		rec := &recorder{codes: map[int]int{}}
+		rec := &recorder{codes: map[int]int{}, errKinds: map[string]int{}}
 		recs[w] = rec
 		wg.Add(1)
 		go func() {
@@ -149,13 +156,18 @@ func runLoad(ctx context.Context, client *http.Client, url string, answers answe
 					return
 				}
 				id, body := gen.next(sched)
+				sent := time.Now()
 				code, err := post(ctx, client, url, body)
 				done := time.Now()
 				rec.last = done
 				rec.lat = append(rec.lat, int64(done.Sub(sched)))
+				rec.sendLat = append(rec.sendLat, int64(done.Sub(sent)))
 				switch {
 				case err != nil:
 					rec.netErrs++
+					if len(rec.errKinds) < 8 {
+						rec.errKinds[err.Error()]++
+					}
 					rec.refused = append(rec.refused, id)
 				case code == http.StatusAccepted:
 					rec.codes[code]++
@@ -169,14 +181,18 @@ func runLoad(ctx context.Context, client *http.Client, url string, answers answe
 	}
 	wg.Wait()
 
-	res := &loadResult{spec: spec, start: start, codes: map[int]int{}}
+	res := &loadResult{spec: spec, start: start, codes: map[int]int{}, errKinds: map[string]int{}}
 	last := start
 	for _, r := range recs {
 		for c, n := range r.codes {
 			res.codes[c] += n
 		}
 		res.netErrs += r.netErrs
+		for k, n := range r.errKinds {
+			res.errKinds[k] += n
+		}
 		res.lat = append(res.lat, r.lat...)
+		res.sendLat = append(res.sendLat, r.sendLat...)
 		res.accepted = append(res.accepted, r.accepted...)
 		res.refused = append(res.refused, r.refused...)
 		res.late += r.late

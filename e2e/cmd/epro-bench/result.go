@@ -55,11 +55,15 @@ type PhaseResult struct {
 	Accepted       int            `json:"accepted"`
 	Statuses       map[string]int `json:"statuses"`
 	ConnErrors     int            `json:"connErrors"`
+	ConnErrorKinds map[string]int `json:"connErrorKinds,omitempty"`
 	LateStarts     int            `json:"lateStarts,omitempty"`
 	Seconds        float64        `json:"seconds"`
 	AcceptedPerSec float64        `json:"acceptedPerSec"`
 	// API is request latency as the client saw it; in the open loop it counts from the scheduled time.
 	API Latency `json:"api"`
+	// APIFromSend counts from the moment the request was actually sent; it differs from API only in the open
+	// loop, by the generator's own lateness.
+	APIFromSend Latency `json:"apiFromSend"`
 	// E2E is from the client's 202 to the row's stored_at (same host clock). It can be negative: epro-mq may
 	// store a report before the client has read its 202.
 	E2E         *Latency `json:"e2e,omitempty"`
@@ -67,9 +71,20 @@ type PhaseResult struct {
 	// ServerE2E is from the API's received_at to stored_at, both server clocks.
 	ServerE2E *Latency `json:"serverE2e,omitempty"`
 	Lost      int      `json:"lost"`
+	// E2ESeconds is the end-to-end p99 of each second of the phase, summarised.
+	E2ESeconds *SecondsP99 `json:"e2eSeconds,omitempty"`
 	// RowsPerInsert is the mean rows per INSERT epro-mq wrote for this phase's reports.
 	RowsPerInsert float64 `json:"rowsPerInsert"`
 	CPU           CPUUse  `json:"cpu"`
+}
+
+// SecondsP99 summarises per-second end-to-end p99s (seconds counted by when the 202 arrived).
+type SecondsP99 struct {
+	Seconds         int     `json:"seconds"`
+	MedianP99Ms     float64 `json:"medianP99Ms"`
+	WorstP99Ms      float64 `json:"worstP99Ms"`
+	WorstSecond     int     `json:"worstSecond"`
+	SecondsOver50Ms int     `json:"secondsOver50Ms"`
 }
 
 // DrainResult is the consumer's storing rate on a backlog.
@@ -132,9 +147,9 @@ func newPhaseResult(p *phaseRun) PhaseResult {
 	lr := p.load
 	pr := PhaseResult{
 		Name: lr.spec.name, Load: lr.spec.describe(), Concurrency: lr.spec.concurrency, Rate: lr.spec.rate,
-		Sent: lr.sent, Accepted: len(lr.accepted), Statuses: map[string]int{}, ConnErrors: lr.netErrs,
+		Sent: lr.sent, Accepted: len(lr.accepted), Statuses: map[string]int{}, ConnErrors: lr.netErrs, ConnErrorKinds: lr.errKinds,
 		LateStarts: lr.late, Seconds: lr.elapsed.Seconds(), AcceptedPerSec: perSecond(len(lr.accepted), lr.elapsed),
-		API: summarize(lr.lat), CPU: p.cpu,
+		API: summarize(lr.lat), APIFromSend: summarize(lr.sendLat), CPU: p.cpu,
 	}
 	if p.noE2E {
 		pr.Load += " (epro-mq stopped)"
@@ -305,13 +320,23 @@ func (r *Result) print(w io.Writer) {
 			notes = append(notes, "non-202: "+bad)
 		}
 		if p.ConnErrors > 0 {
-			notes = append(notes, fmt.Sprintf("%d connection errors/timeouts", p.ConnErrors))
+			var kinds []string
+			for k, n := range p.ConnErrorKinds {
+				kinds = append(kinds, fmt.Sprintf("%d× %s", n, k))
+			}
+			sort.Strings(kinds)
+			notes = append(notes, fmt.Sprintf("%d connection errors/timeouts (%s)", p.ConnErrors, strings.Join(kinds, "; ")))
 		}
 		if p.LateStarts > 0 {
-			notes = append(notes, fmt.Sprintf("%d sends >1ms behind schedule", p.LateStarts))
+			notes = append(notes, fmt.Sprintf("%d sends >1ms behind schedule (API from the actual send: p50 %s, p99 %s ms)",
+				p.LateStarts, fmtMs(p.APIFromSend.P50), fmtMs(p.APIFromSend.P99)))
 		}
 		if p.RowsPerInsert > 0 && p.E2E != nil {
 			notes = append(notes, fmt.Sprintf("%.1f rows per INSERT", p.RowsPerInsert))
+		}
+		if s := p.E2ESeconds; s != nil && s.Seconds > 1 {
+			notes = append(notes, fmt.Sprintf("E2E p99 per second: median %s ms, worst %s ms (second %d), %d of %d seconds over %.0f ms",
+				fmtMs(s.MedianP99Ms), fmtMs(s.WorstP99Ms), s.WorstSecond, s.SecondsOver50Ms, s.Seconds, targetE2EP99Ms))
 		}
 		if p.E2ENegative > 0 {
 			notes = append(notes, fmt.Sprintf("%d rows stored before the client read its 202", p.E2ENegative))
