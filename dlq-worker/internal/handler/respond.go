@@ -11,9 +11,6 @@ import (
 	"github.com/epro-intake/dlq-worker/internal/types"
 )
 
-// codeMethodNotAllowed is not in errcode yet (epro-api has the same constant).
-const codeMethodNotAllowed = "METHOD_NOT_ALLOWED"
-
 // parse reads a request with httpx.Parse. Validation errors from types' Validate pass through; any other
 // parse error becomes a fixed VALIDATION_FAILED, because httpx's messages quote the input.
 func parse(r *http.Request, v any) error {
@@ -43,7 +40,7 @@ func RunOptions() []rest.RunOption {
 			errcode.Write(r.Context(), w, errcode.New(http.StatusNotFound, errcode.NotFound, "no such endpoint"))
 		})),
 		rest.WithNotAllowedHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			errcode.Write(r.Context(), w, errcode.New(http.StatusMethodNotAllowed, codeMethodNotAllowed, "method not allowed on this endpoint"))
+			errcode.Write(r.Context(), w, errcode.New(http.StatusMethodNotAllowed, errcode.MethodNotAllowed, "method not allowed on this endpoint"))
 		})),
 		rest.WithFileServer(UIPath, uiFS()),
 	}
