@@ -7,9 +7,10 @@
 package consumer
 
 import (
+	"github.com/epro-intake/common/backoff"
+
 	"context"
 	"errors"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,7 +97,7 @@ func (c *DeadLetterConsumer) Start() {
 			}
 			fetchFailures++
 			logx.Errorf("fetch dead letter (attempt %d): %v", fetchFailures, err)
-			if sleep(c.ctx, backoff(100*time.Millisecond, c.conf.MaxBackoff, fetchFailures)) != nil {
+			if backoff.Sleep(c.ctx, backoff.Delay(100*time.Millisecond, c.conf.MaxBackoff, fetchFailures)) != nil {
 				return
 			}
 			continue
@@ -133,7 +134,7 @@ func (c *DeadLetterConsumer) archiveRecord(m kafka.Message) bool {
 			return false
 		}
 		logx.Errorf("archive %s/%d@%d (attempt %d, not committed, retrying): %v", m.Topic, m.Partition, m.Offset, attempt, err)
-		if sleep(c.ctx, backoff(100*time.Millisecond, c.conf.MaxBackoff, attempt)) != nil {
+		if backoff.Sleep(c.ctx, backoff.Delay(100*time.Millisecond, c.conf.MaxBackoff, attempt)) != nil {
 			return false
 		}
 	}
@@ -150,24 +151,4 @@ func (c *DeadLetterConsumer) Stop() {
 			logx.Errorf("close dead-letter reader: %v", err)
 		}
 	})
-}
-
-func backoff(base, max time.Duration, attempt int) time.Duration {
-	d := base
-	for i := 1; i < attempt && d < max; i++ {
-		d *= 2
-	}
-	d = min(d, max)
-	return d/2 + rand.N(d/2+1)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -4,10 +4,11 @@
 package ingest
 
 import (
+	"github.com/epro-intake/common/backoff"
+
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -194,7 +195,7 @@ func (in *Ingester) HandleBatch(ctx context.Context, msgs []kafka.Message) error
 		}
 		if retry > 0 {
 			in.permanent.Add(1)
-			if err := sleep(ctx, backoff(in.conf.InitialBackoff, in.conf.MaxBackoff, retry)); err != nil {
+			if err := backoff.Sleep(ctx, backoff.Delay(in.conf.InitialBackoff, in.conf.MaxBackoff, retry)); err != nil {
 				return err
 			}
 		}
@@ -270,7 +271,7 @@ func (in *Ingester) insert(ctx context.Context, batch []*entry) error {
 		}
 		in.transient.Add(1)
 		in.logEvery("insert", "store %d reports failed (transient, attempt %d, retrying): %v", len(rows), attempt, err)
-		if err := sleep(ctx, backoff(50*time.Millisecond, in.conf.TransientMaxBackoff, attempt)); err != nil {
+		if err := backoff.Sleep(ctx, backoff.Delay(50*time.Millisecond, in.conf.TransientMaxBackoff, attempt)); err != nil {
 			return err
 		}
 	}
@@ -356,7 +357,7 @@ func (in *Ingester) deadLetter(ctx context.Context, m kafka.Message, class, reas
 			return fmt.Errorf("dead-letter %s/%d@%d: %w", m.Topic, m.Partition, m.Offset, ctx.Err())
 		}
 		in.logEvery("dlq", "dead-letter write failed (attempt %d, retrying; offset not committed): %v", attempt, err)
-		if err := sleep(ctx, backoff(100*time.Millisecond, in.conf.TransientMaxBackoff, attempt)); err != nil {
+		if err := backoff.Sleep(ctx, backoff.Delay(100*time.Millisecond, in.conf.TransientMaxBackoff, attempt)); err != nil {
 			return err
 		}
 	}
@@ -425,29 +426,6 @@ func (in *Ingester) logEvery(kind, format string, args ...any) {
 	in.lastLog[kind] = now
 	in.logMu.Unlock()
 	logx.Errorf(format, args...)
-}
-
-func backoff(base, max time.Duration, attempt int) time.Duration {
-	d := base
-	for i := 1; i < attempt && d < max; i++ {
-		d *= 2
-	}
-	if d > max {
-		d = max
-	}
-	// Full jitter on the upper half keeps retries of many workers from lining up.
-	return d/2 + rand.N(d/2+1)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 func truncate(s string, n int) string {
