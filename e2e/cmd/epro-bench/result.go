@@ -345,6 +345,9 @@ func (r *Result) print(w io.Writer) {
 	}
 
 	fmt.Fprintln(w, "\nCPU, % of one core (the host has "+strconv.Itoa(int(hostCap(r)/100))+" cores = "+strconv.Itoa(int(hostCap(r)))+"%):")
+	if r.Infra == "external" {
+		fmt.Fprintln(w, "  (the services of an already running suite are not known here: they count as other)")
+	}
 	cpuLine := func(name string, u CPUUse, items int, unit string) {
 		fmt.Fprintf(w, "  %-14s %s\n", name, u)
 		if per := u.perItem(items, unit); per != "" {
