@@ -361,7 +361,7 @@ func (b *bench) evaluate(ctx context.Context, phases []*phaseRun, drain *drainRu
 		return err
 	}
 
-	in := Integrity{Stored: 0}
+	var in Integrity
 	if b.managed {
 		in.Scope = "every row of the benchmark's own database"
 	} else {

@@ -10,6 +10,16 @@
 //
 // Every phase is bounded in requests and time, and every address must be on the loopback interface: this is
 // a benchmark for the machine it runs on, not a load tool for other hosts.
+//
+//	make bench                                   # the default run on the local servers
+//	make bench BENCH_FLAGS='-out bench.json'     # and the figures as JSON
+//	epro-bench -rate 500 -duration 30s -backlog 0 -raw-batch ''   # one open-loop phase only
+//	epro-bench -profile /tmp/prof                # CPU profiles of both services and the generator
+//	epro-bench -set epro-mq:Pipeline.BatchSize=500   # try a setting without editing etc/*.yaml
+//
+// Machines shared with other work make absolute figures drift from run to run. The output therefore shows,
+// per phase, the CPU each process used and what nothing named accounts for ("other"), and CPU time per
+// report, which holds still when throughput does not.
 package main
 
 import (
