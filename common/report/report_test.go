@@ -3,6 +3,7 @@ package report_test
 import (
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -142,5 +143,29 @@ func TestParseBatch(t *testing.T) {
 	}
 	if _, err := report.ParseBatch([]byte(`{"reports":[1,2,3]}`), 2); code(err) != errcode.ValidationFailed {
 		t.Fatal("oversized batch accepted")
+	}
+}
+
+func TestCheckJSONFindsDuplicatesWhereverTheyAre(t *testing.T) {
+	many := `{`
+	for i := 0; i < 40; i++ {
+		many += `"k` + strconv.Itoa(i) + `":1,`
+	}
+	for _, tc := range []struct{ name, body, field string }{
+		{"escaped twin", `{"a":1,"\u0061":2}`, "a"},
+		{"nested object", `{"answers":{"q1":1,"q2":{"x":1,"x":2}}}`, "answers.q2.x"},
+		{"inside an array", `{"reports":[{"a":1},{"b":1,"b":2}]}`, "reports[1].b"},
+		{"large object", many + `"k7":2}`, "k7"},
+	} {
+		err := report.CheckJSON([]byte(tc.body))
+		var e *errcode.Error
+		if !errors.As(err, &e) || e.Code != errcode.InvalidJSON || e.Field != tc.field {
+			t.Errorf("%s: %v; want INVALID_JSON at %q", tc.name, err, tc.field)
+		}
+	}
+	for _, ok := range []string{`{"a":{"a":{"a":1}},"b":[{"a":1},{"a":2}]}`, `"x"`, `[1,"a\"b",{"k":"v\\"}]`, many + `"z":1}`} {
+		if err := report.CheckJSON([]byte(ok)); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
 	}
 }

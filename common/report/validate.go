@@ -159,14 +159,10 @@ func checkAnswers(raw json.RawMessage) error {
 	if len(trimmed) == 0 {
 		return errcode.Field(errcode.ValidationFailed, "answers", "is required")
 	}
-	if trimmed[0] != '{' {
+	if trimmed[0] != '{' || !json.Valid(trimmed) {
 		return errcode.Field(errcode.ValidationFailed, "answers", "must be a JSON object")
 	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(trimmed, &m); err != nil {
-		return errcode.Field(errcode.ValidationFailed, "answers", "must be a JSON object")
-	}
-	if len(m) == 0 {
+	if inner := bytes.TrimSpace(trimmed[1:]); inner[0] == '}' {
 		return errcode.Field(errcode.ValidationFailed, "answers", "must not be empty")
 	}
 	return nil
