@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/epro-intake/common/status"
 	"io"
 	"net"
 	"net/http"
@@ -353,3 +354,16 @@ func javaPartition(key string, partitions int) int {
 
 func toUpper(s string) string { return strings.ToUpper(s) }
 func toLower(s string) string { return strings.ToLower(s) }
+
+// cachedStatus waits briefly for the status cache of id, which the API writes after answering.
+func cachedStatus(t *testing.T, rdb *redis.Client, id string) string {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		v := rdb.Get(t.Context(), status.Key(id)).Val()
+		if v != "" || time.Now().After(deadline) {
+			return v
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

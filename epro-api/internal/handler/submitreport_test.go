@@ -99,8 +99,8 @@ func TestSubmitReportProducesBeforeAccepting(t *testing.T) {
 	}
 
 	// Best-effort status cache.
-	if v, err := a.rdb.Get(t.Context(), status.Key(wantID)).Result(); err != nil || v != status.Accepted {
-		t.Errorf("redis status %q, %v", v, err)
+	if v := cachedStatus(t, a.rdb, wantID); v != status.Accepted {
+		t.Errorf("redis status %q", v)
 	}
 	if ttl := a.rdb.TTL(t.Context(), status.Key(wantID)).Val(); ttl <= 0 || ttl > status.TTL {
 		t.Errorf("redis TTL %s", ttl)

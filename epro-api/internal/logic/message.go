@@ -66,13 +66,17 @@ func markAccepted(ctx context.Context, svcCtx *svc.ServiceContext, ids ...string
 	if len(ids) == 0 {
 		return
 	}
+	// After the 202 is decided, and off the request's path: the cache is best effort, and waiting for Redis
+	// here put its round trip (and any Redis stall) into every answer.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), svcCtx.Config.Redis.Timeout)
-	defer cancel()
-	pipe := svcCtx.Redis.Pipeline()
-	for _, id := range ids {
-		pipe.SetNX(ctx, status.Key(id), status.Accepted, status.TTL)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		logx.WithContext(ctx).Errorw("cache accepted status", logx.Field("requestIds", ids), logx.Field("error", err.Error()))
-	}
+	go func() {
+		defer cancel()
+		pipe := svcCtx.Redis.Pipeline()
+		for _, id := range ids {
+			pipe.SetNX(ctx, status.Key(id), status.Accepted, status.TTL)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			logx.WithContext(ctx).Errorw("cache accepted status", logx.Field("requestIds", ids), logx.Field("error", err.Error()))
+		}
+	}()
 }
