@@ -77,7 +77,9 @@ type Stats struct {
 	Generations int
 	Commits     int
 	CommitErrs  int
-	Assigned    []int
+	// ReaderErrs counts errors the partition readers logged; each one costs a reconnect of that reader.
+	ReaderErrs int
+	Assigned   []int
 }
 
 // New checks c and builds a ReportConsumer. It refuses kq settings whose meaning it does not honour rather
@@ -294,20 +296,31 @@ func (c *ReportConsumer) commit(gen *kafka.Generation, parts map[int]*tracker) {
 	}
 }
 
+// fetchMaxWait is the partition readers' MaxWait. With MinBytes 1 a fetch returns as soon as a record
+// arrives, so it only bounds idle polls. kafka-go's partition reader uses MaxWait as its socket deadline and
+// asks the broker to hold the fetch for MaxWait less min(1s, MaxWait/4) (adjustDeadlineForRTT). Below 1s that
+// leaves a quarter of MaxWait for the broker to be late, and every miss closes the connection and re-dials:
+// at 50ms idle partitions on the embedded broker did so several times a second, and 500ms still left only
+// 125ms. At 1.5s the broker answers an idle poll after 500ms with a full second to spare.
+const fetchMaxWait = 1500 * time.Millisecond
+
 func (c *ReportConsumer) consumePartition(gctx context.Context, a kafka.PartitionAssignment, t *tracker) {
 	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:   c.kq.Brokers,
-		Topic:     c.kq.Topic,
-		Partition: a.ID,
-		MinBytes:  c.kq.MinBytes,
-		MaxBytes:  c.kq.MaxBytes,
-		// With MinBytes 1 a fetch returns as soon as a record arrives, so MaxWait only bounds idle polls.
-		// It must stay well above the broker round trip: at 50ms kafka-go's own deadline fired first.
-		MaxWait:        500 * time.Millisecond,
+		Brokers:        c.kq.Brokers,
+		Topic:          c.kq.Topic,
+		Partition:      a.ID,
+		MinBytes:       c.kq.MinBytes,
+		MaxBytes:       c.kq.MaxBytes,
+		MaxWait:        fetchMaxWait,
 		QueueCapacity:  c.conf.BatchSize,
 		ReadBackoffMin: 50 * time.Millisecond,
 		ReadBackoffMax: time.Second,
-		ErrorLogger:    kafka.LoggerFunc(func(msg string, args ...any) { logx.Errorf("kafka reader: "+msg, args...) }),
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			c.mu.Lock()
+			c.stats.ReaderErrs++
+			c.mu.Unlock()
+			logx.Errorf("kafka reader: "+msg, args...)
+		}),
 	})
 	defer r.Close()
 	offset := a.Offset
