@@ -26,7 +26,6 @@ import (
 // appServices are the suite's own services; each has <name>/etc/<name>.yaml.
 var appServices = []string{"epro-api", "epro-mq", "dlq-worker"}
 
-
 // goZeroWaitTime is go-zero's Shutdown.WaitTime when a config does not set it (core/proc).
 const goZeroWaitTime = 5500 * time.Millisecond
 

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/epro-intake/e2e/internal/workspace"
+
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -110,12 +112,8 @@ func dlNewEnv(t *testing.T) *dlEnv {
 // the system under test here.
 func dlBuild(t *testing.T, root, out string, modules ...string) {
 	t.Helper()
-	for _, m := range modules {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(out, m), ".")
-		cmd.Dir = filepath.Join(root, m)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", m, err, b)
-		}
+	if err := workspace.Build(context.Background(), root, out, modules...); err != nil {
+		t.Fatal(err)
 	}
 }
 

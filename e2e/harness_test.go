@@ -6,6 +6,8 @@
 package e2e
 
 import (
+	"github.com/epro-intake/e2e/internal/workspace"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -92,17 +94,12 @@ func serviceBinaries(t *testing.T) pipelineBinaries {
 		buildDir = dir
 		buildDirMu.Unlock()
 		builtBins = pipelineBinaries{root: root, api: filepath.Join(dir, "epro-api"), mq: filepath.Join(dir, "epro-mq")}
-		for _, b := range []struct{ module, out string }{{"epro-api", builtBins.api}, {"epro-mq", builtBins.mq}} {
-			start := time.Now()
-			cmd := exec.Command("go", "build", "-o", b.out, ".")
-			cmd.Dir = filepath.Join(root, b.module)
-			out, err := cmd.CombinedOutput()
-			if err != nil {
-				buildErr = fmt.Errorf("go build %s: %w\n%s", b.module, err, out)
-				return
-			}
-			t.Logf("built %s in %s", b.module, time.Since(start).Round(time.Millisecond))
+		start := time.Now()
+		if err := workspace.Build(context.Background(), root, dir, "epro-api", "epro-mq"); err != nil {
+			buildErr = err
+			return
 		}
+		t.Logf("built epro-api and epro-mq in %s", time.Since(start).Round(time.Millisecond))
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,50 +16,6 @@ import (
 
 	"gopkg.in/yaml.v3"
 )
-
-// repoRoot is the directory of the go.work that ties the modules together.
-func repoRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOWORK").Output()
-	if err == nil {
-		if p := strings.TrimSpace(string(out)); p != "" && p != "off" {
-			return filepath.Dir(p), nil
-		}
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("find repository root: %w", err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("find repository root: no go.work above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// buildServices builds epro-api and epro-mq from this checkout into binDir. It does not use <root>/bin,
-// which epro-suite and `make build` own. Each module is built on its own go.mod (GOWORK=off), as its Docker
-// image is, so a half-edited module elsewhere in the workspace cannot break or change the binaries measured.
-func buildServices(ctx context.Context, root, binDir string) error {
-	if err := os.MkdirAll(binDir, 0o755); err != nil {
-		return err
-	}
-	for _, name := range []string{"epro-api", "epro-mq"} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(binDir, name), ".")
-		cmd.Dir = filepath.Join(root, name)
-		cmd.Env = append(os.Environ(), "GOWORK=off")
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("build %s: %w\n%s", name, err, strings.TrimSpace(out.String()))
-		}
-	}
-	return nil
-}
 
 // writeConfig copies a service's etc/*.yaml with the given keys replaced ("Reports.Topic" is a nested key),
 // keeping everything else, ${VAR} references included, exactly as the service's owners wrote it: the

@@ -32,32 +32,6 @@ var serviceNames = []string{"epro-mq", "dlq-worker", "epro-api"}
 // optionalServices may be absent or unfinished in a checkout; the suite runs without them.
 var optionalServices = map[string]bool{"dlq-worker": true}
 
-// repoRoot is the directory of the go.work that ties the modules together. `go env GOWORK` finds it the way
-// the go command itself does (including a GOWORK override); walking up from the working directory covers
-// GOWORK=off.
-func repoRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOWORK").Output()
-	if err == nil {
-		if p := strings.TrimSpace(string(out)); p != "" && p != "off" {
-			return filepath.Dir(p), nil
-		}
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("find repository root: %w", err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("find repository root: no go.work above the working directory; run from inside the checkout")
-		}
-		dir = parent
-	}
-}
-
 // buildServices builds every service into <root>/bin. A required service that does not build is an error;
 // an optional one is left out with a warning that carries the compiler's reason.
 func buildServices(ctx context.Context, con *console, root string, ports map[string]int) ([]service, error) {

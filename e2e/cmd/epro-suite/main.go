@@ -7,6 +7,8 @@
 package main
 
 import (
+	"github.com/epro-intake/e2e/internal/workspace"
+
 	"context"
 	"errors"
 	"flag"
@@ -76,7 +78,7 @@ func run() int {
 }
 
 func runSuite(ctx context.Context, con *console, opt options) error {
-	root, err := repoRoot(ctx)
+	root, err := workspace.Root(ctx)
 	if err != nil {
 		return err
 	}
