@@ -34,20 +34,41 @@ var envelopeFields = func() map[string]bool {
 // invalid UTF-8 and keeping the last of two duplicate keys, which would alter a report without a word.
 // The error is an *errcode.Error with code INVALID_JSON that never quotes the input.
 func CheckJSON(data []byte) error {
-	return checkJSON(data, nil)
-}
-
-// checkJSON is CheckJSON; with allowed set, data must also be an object whose keys are all in allowed,
-// compared case-sensitively (encoding/json would match "RequestID" to requestId).
-//
-// It runs three cheap passes (utf8.Valid, json.Valid, then a key scan that may assume valid JSON) instead of
-// walking encoding/json's token stream, which cost ten times a plain decode and was most of the consumer's CPU.
-func checkJSON(data []byte, allowed map[string]bool) error {
-	if !utf8.Valid(data) {
-		return errcode.Field(errcode.InvalidJSON, "", "body is not valid UTF-8")
+	if err := checkJSON(data, nil); err != nil {
+		return err
 	}
 	if !json.Valid(data) {
 		return syntaxError(data)
+	}
+	return nil
+}
+
+// decodeStrict decodes data into v after the checks of CheckJSON; with allowed set, data must also be an
+// object whose keys are all in allowed, compared case-sensitively (encoding/json would match "RequestID" to
+// requestId).
+//
+// The key scan runs before json.Unmarshal, which checks the syntax itself, so the input is read three times
+// (UTF-8, keys, decode). A syntax error outranks whatever the scan found in a broken document.
+func decodeStrict(data []byte, allowed map[string]bool, v any, fallback string) error {
+	scanErr := checkJSON(data, allowed)
+	err := json.Unmarshal(data, v)
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &se):
+		return syntaxError(data)
+	case scanErr != nil:
+		return scanErr
+	case err != nil:
+		return typeError(err, fallback)
+	}
+	return nil
+}
+
+// checkJSON checks UTF-8, duplicate keys, depth and (with allowed) the top-level keys. It does not check the
+// rest of the syntax, and copes with broken input without reading past it.
+func checkJSON(data []byte, allowed map[string]bool) error {
+	if !utf8.Valid(data) {
+		return errcode.Field(errcode.InvalidJSON, "", "body is not valid UTF-8")
 	}
 	if allowed != nil {
 		if i := skipSpace(data, 0); i >= len(data) || data[i] != '{' {
@@ -120,10 +141,16 @@ func scanKeys(data []byte, allowed map[string]bool) error {
 			expectKey = c == '{'
 			i++
 		case '}', ']':
+			if len(stack) == 0 {
+				return errcode.Field(errcode.InvalidJSON, "", "malformed JSON")
+			}
 			stack = stack[:len(stack)-1]
 			expectKey = false
 			i++
 		case ',':
+			if len(stack) == 0 {
+				return errcode.Field(errcode.InvalidJSON, "", "malformed JSON")
+			}
 			if top := stack[len(stack)-1]; top.object {
 				expectKey = true
 			} else {
@@ -132,17 +159,22 @@ func scanKeys(data []byte, allowed map[string]bool) error {
 			i++
 		case '"':
 			j := i + 1
-			for data[j] != '"' {
+			for j < len(data) && data[j] != '"' {
 				if data[j] == '\\' {
 					j++
 				}
 				j++
 			}
-			if expectKey {
+			if j >= len(data) {
+				return errcode.Field(errcode.InvalidJSON, "", "JSON ends early")
+			}
+			if expectKey && len(stack) > 0 {
 				key := data[i+1 : j]
 				if bytes.IndexByte(key, '\\') >= 0 {
 					var unescaped string
-					_ = json.Unmarshal(data[i:j+1], &unescaped) // valid JSON: cannot fail
+					if err := json.Unmarshal(data[i:j+1], &unescaped); err != nil {
+						return errcode.Field(errcode.InvalidJSON, "", "malformed JSON")
+					}
 					key = []byte(unescaped)
 				}
 				if err := addKey(stack, key, allowed); err != nil {
@@ -171,7 +203,7 @@ func addKey(stack []*frame, key []byte, allowed map[string]bool) error {
 	}
 	if top.set != nil {
 		top.set[string(key)] = true
-	} else if top.keys = append(top.keys, key); len(top.keys) > 16 {
+	} else if top.keys = append(top.keys, key); len(top.keys) > 64 {
 		top.set = make(map[string]bool, 2*len(top.keys))
 		for _, k := range top.keys {
 			top.set[string(k)] = true
@@ -196,12 +228,9 @@ func typeError(err error, fallback string) error {
 // ParseSubmission strictly decodes one report as sent by a patient app. It does not validate field values;
 // call Validate for that.
 func ParseSubmission(data []byte) (Submission, error) {
-	if err := checkJSON(data, submissionFields); err != nil {
-		return Submission{}, err
-	}
 	var s Submission
-	if err := json.Unmarshal(data, &s); err != nil {
-		return Submission{}, typeError(err, "report fields have the wrong types")
+	if err := decodeStrict(data, submissionFields, &s, "report fields have the wrong types"); err != nil {
+		return Submission{}, err
 	}
 	if string(s.Answers) == "null" {
 		s.Answers = nil
@@ -211,16 +240,13 @@ func ParseSubmission(data []byte) (Submission, error) {
 
 // ParseEnvelope strictly decodes a record value from Topic. It does not validate field values.
 func ParseEnvelope(data []byte) (Envelope, error) {
-	if err := checkJSON(data, envelopeFields); err != nil {
-		return Envelope{}, err
-	}
 	var e struct {
 		Envelope
 		// ReceivedAt is decoded through a pointer to tell a missing field from a zero time.
 		ReceivedAt *time.Time `json:"receivedAt"`
 	}
-	if err := json.Unmarshal(data, &e); err != nil {
-		return Envelope{}, typeError(err, "envelope fields have the wrong types")
+	if err := decodeStrict(data, envelopeFields, &e, "envelope fields have the wrong types"); err != nil {
+		return Envelope{}, err
 	}
 	if e.ReceivedAt == nil {
 		return Envelope{}, errcode.Field(errcode.ValidationFailed, "receivedAt", "is required")
@@ -235,14 +261,11 @@ func ParseEnvelope(data []byte) (Envelope, error) {
 // ParseBatch strictly decodes the body of POST /v1/reports/batch, {"reports":[...]}, into its items, left
 // undecoded so that each one is parsed and judged on its own.
 func ParseBatch(data []byte, maxItems int) ([]json.RawMessage, error) {
-	if err := checkJSON(data, map[string]bool{"reports": true}); err != nil {
-		return nil, err
-	}
 	var body struct {
 		Reports *[]json.RawMessage `json:"reports"`
 	}
-	if err := json.Unmarshal(data, &body); err != nil {
-		return nil, errcode.Field(errcode.ValidationFailed, "reports", "must be an array of reports")
+	if err := decodeStrict(data, map[string]bool{"reports": true}, &body, "reports must be an array of reports"); err != nil {
+		return nil, err
 	}
 	if body.Reports == nil {
 		return nil, errcode.Field(errcode.ValidationFailed, "reports", "is required")
