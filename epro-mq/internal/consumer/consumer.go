@@ -80,6 +80,8 @@ type Stats struct {
 	// ReaderErrs counts errors the partition readers logged; each one costs a reconnect of that reader.
 	ReaderErrs int
 	Assigned   []int
+	// InFlight is the number of records in the worker pool now, PeakInFlight its high-water mark.
+	InFlight, PeakInFlight int64
 }
 
 // New checks c and builds a ReportConsumer. It refuses kq settings whose meaning it does not honour rather
@@ -157,8 +159,11 @@ func (c *ReportConsumer) Start() {
 	c.mu.Lock()
 	c.group = group
 	c.mu.Unlock()
-	c.pool = newPool(c.ctx, c.handler, c.conf.Workers, c.conf.QueueSize, c.conf.BatchSize, c.conf.BatchWait)
-	defer c.pool.close()
+	pool := newPool(c.ctx, c.handler, c.conf.Workers, c.conf.QueueSize, c.conf.BatchSize, c.conf.BatchWait)
+	c.mu.Lock()
+	c.pool = pool
+	c.mu.Unlock()
+	defer pool.close()
 	// Next can report the group closed while the generation's loops are still draining into the pool; Close
 	// waits for them, so the pool is closed only after its last submit.
 	defer group.Close()
@@ -198,6 +203,9 @@ func (c *ReportConsumer) Stats() Stats {
 	defer c.mu.Unlock()
 	s := c.stats
 	s.Assigned = append([]int(nil), c.stats.Assigned...)
+	if c.pool != nil {
+		s.InFlight, s.PeakInFlight = c.pool.inFlight.Load(), c.pool.peak.Load()
+	}
 	return s
 }
 

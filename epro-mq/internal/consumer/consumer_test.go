@@ -255,3 +255,32 @@ func TestRefusesForceCommit(t *testing.T) {
 		t.Fatal("ForceCommit: true was accepted; it would commit failed reports")
 	}
 }
+
+// slowStore stands in for a MySQL that has slowed down.
+type slowStore struct {
+	*ledger
+	delay time.Duration
+}
+
+func (s slowStore) HandleBatch(ctx context.Context, msgs []kafka.Message) error {
+	time.Sleep(s.delay)
+	return s.ledger.HandleBatch(ctx, msgs)
+}
+
+// When storing slows down, fetching stops: the records held by the pool never exceed what its queues and
+// batches can hold, however large the backlog.
+func TestSlowStoreBoundsRecordsInFlight(t *testing.T) {
+	f := newFixture(t, 4)
+	f.produce(t, 0, 2000)
+	l := newLedger()
+	c := f.consumerWithBatch(t, slowStore{ledger: l, delay: 5 * time.Millisecond}, 5*time.Second, 5)
+	waitFor(t, "2000 records", 90*time.Second, func() bool { return l.distinct() == 2000 })
+	s := c.Stats()
+	c.Stop()
+	// 4 workers (Processors) × (queue 16 + batch 5 in hand).
+	const bound = 4 * (16 + 5)
+	if s.PeakInFlight > bound || s.PeakInFlight == 0 {
+		t.Fatalf("peak records in flight %d; want 1..%d", s.PeakInFlight, bound)
+	}
+	t.Logf("peak in flight %d of a backlog of 2000 (bound %d)", s.PeakInFlight, bound)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"hash/fnv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -36,6 +37,10 @@ type pool struct {
 	batchWait time.Duration
 	ctx       context.Context // ends on a hard stop: workers abandon what they hold
 	wg        sync.WaitGroup
+
+	// inFlight counts records submitted and not yet finished or abandoned; peak is its high-water mark.
+	// Both are bounded by workers × (queue + batch), which is what keeps memory flat when storing slows.
+	inFlight, peak atomic.Int64
 }
 
 func newPool(ctx context.Context, h BatchHandler, workers, queueSize, batchSize int, batchWait time.Duration) *pool {
@@ -60,6 +65,9 @@ func (p *pool) shard(key []byte) chan *item {
 func (p *pool) submit(ctx context.Context, it *item) error {
 	select {
 	case p.shard(it.msg.Key) <- it:
+		n := p.inFlight.Add(1)
+		for old := p.peak.Load(); n > old && !p.peak.CompareAndSwap(old, n); old = p.peak.Load() {
+		}
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -109,6 +117,7 @@ func (p *pool) work(q chan *item) {
 }
 
 func (p *pool) handle(batch []*item) {
+	defer p.inFlight.Add(-int64(len(batch)))
 	live := make([]*item, 0, len(batch))
 	msgs := make([]kafka.Message, 0, len(batch))
 	for _, it := range batch {
