@@ -280,23 +280,34 @@ func (a *api) recordCount() int64 {
 	if err != nil {
 		a.t.Fatalf("partitions: %v", err)
 	}
-	client := &kafka.Client{Addr: kafka.TCP(a.brokers...), Timeout: 10 * time.Second}
+	// Its own Transport, so no metadata cached before the topic existed is used; and retried, because a
+	// topic created moments ago can still answer NOT_LEADER for a partition whose leader metadata shows.
+	client := &kafka.Client{Addr: kafka.TCP(a.brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
 	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
 	for _, p := range parts {
 		req.Topics[a.topic] = append(req.Topics[a.topic], kafka.LastOffsetOf(p.ID))
 	}
-	resp, err := client.ListOffsets(context.Background(), req)
-	if err != nil {
-		a.t.Fatalf("list offsets: %v", err)
-	}
-	var total int64
-	for _, po := range resp.Topics[a.topic] {
-		if po.Error != nil {
-			a.t.Fatalf("list offsets partition %d: %v", po.Partition, po.Error)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := client.ListOffsets(context.Background(), req)
+		var total int64
+		if err != nil {
+			resp = &kafka.ListOffsetsResponse{}
 		}
-		total += po.LastOffset
+		for _, po := range resp.Topics[a.topic] {
+			if po.Error != nil && err == nil {
+				err = fmt.Errorf("partition %d: %w", po.Partition, po.Error)
+			}
+			total += po.LastOffset
+		}
+		if err == nil {
+			return total
+		}
+		if time.Now().After(deadline) {
+			a.t.Fatalf("list offsets: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	return total
 }
 
 // closedAddr returns a loopback address nothing listens on.

@@ -130,7 +130,7 @@ func (f fixture) committed(t *testing.T, partitions int) map[int]int64 {
 
 func (f fixture) ends(t *testing.T, partitions int) map[int]int64 {
 	t.Helper()
-	client := &kafka.Client{Addr: kafka.TCP(f.brokers...), Timeout: 10 * time.Second}
+	client := &kafka.Client{Addr: kafka.TCP(f.brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
 	req := map[string][]kafka.OffsetRequest{}
 	for i := 0; i < partitions; i++ {
 		req[f.topic] = append(req[f.topic], kafka.LastOffsetOf(i))
@@ -141,7 +141,13 @@ func (f fixture) ends(t *testing.T, partitions int) map[int]int64 {
 	}
 	out := map[int]int64{}
 	for _, p := range resp.Topics[f.topic] {
+		if p.Error != nil {
+			t.Fatalf("end offset of partition %d: %v", p.Partition, p.Error)
+		}
 		out[p.Partition] = p.LastOffset
+	}
+	if len(out) != partitions {
+		t.Fatalf("end offsets for %d partitions; want %d", len(out), partitions)
 	}
 	return out
 }
