@@ -60,7 +60,7 @@ func TestWebPageInBrowser(t *testing.T) {
 		chromedp.DisableGPU,
 		chromedp.NoFirstRun,
 		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(browserProfile(t)),
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
@@ -71,6 +71,8 @@ func TestWebPageInBrowser(t *testing.T) {
 	defer cancelAlloc()
 	ctx, cancelCtx := chromedp.NewContext(actx)
 	defer cancelCtx()
+	// Close the browser properly before the allocator kills what is left of it.
+	defer func() { _ = chromedp.Cancel(ctx) }()
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 
@@ -237,4 +239,28 @@ func shot(t *testing.T, ctx context.Context, name string) {
 	if err := os.WriteFile(path, buf, 0o644); err != nil {
 		t.Logf("screenshot: %v", err)
 	}
+}
+
+// browserProfile returns a fresh profile directory for Chromium. Not t.TempDir: Chromium's helper processes
+// can still be writing into it for a moment after the browser is gone, and t.TempDir's cleanup then fails
+// the test. This cleanup retries for a while and only logs if the directory stays.
+func browserProfile(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "dlq-browser-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for i := 0; ; i++ {
+			err := os.RemoveAll(dir)
+			if err == nil {
+				return
+			}
+			if i == 50 {
+				t.Logf("browser profile %s not removed: %v", dir, err)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	return dir
 }
