@@ -246,10 +246,10 @@ func ParseEnvelope(data []byte) (Envelope, error) {
 		ReceivedAt *time.Time `json:"receivedAt"`
 	}
 	if err := decodeStrict(data, envelopeFields, &e, "envelope fields have the wrong types"); err != nil {
-		return Envelope{}, err
+		return Envelope{}, otherSchema(data, err)
 	}
 	if e.ReceivedAt == nil {
-		return Envelope{}, errcode.Field(errcode.ValidationFailed, "receivedAt", "is required")
+		return Envelope{}, otherSchema(data, errcode.Field(errcode.ValidationFailed, "receivedAt", "is required"))
 	}
 	e.Envelope.ReceivedAt = *e.ReceivedAt
 	if string(e.Answers) == "null" {
@@ -278,4 +278,16 @@ func ParseBatch(data []byte, maxItems int) ([]json.RawMessage, error) {
 		return nil, errcode.Field(errcode.ValidationFailed, "reports", fmt.Sprintf("at most %d reports per batch", maxItems))
 	}
 	return items, nil
+}
+
+// otherSchema replaces err by "unsupported schema version" when data is an envelope of another schema
+// version, whose fields are expected to differ: that is the reason an operator needs to see.
+func otherSchema(data []byte, err error) error {
+	var v struct {
+		SchemaVersion int `json:"schemaVersion"`
+	}
+	if json.Unmarshal(data, &v) == nil && v.SchemaVersion != 0 && v.SchemaVersion != SchemaVersion {
+		return errcode.Field(errcode.ValidationFailed, "schemaVersion", fmt.Sprintf("unsupported schema version %d", v.SchemaVersion))
+	}
+	return err
 }

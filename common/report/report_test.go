@@ -169,3 +169,16 @@ func TestCheckJSONFindsDuplicatesWhereverTheyAre(t *testing.T) {
 		}
 	}
 }
+
+func TestEnvelopeOfAnotherSchemaSaysSo(t *testing.T) {
+	for _, body := range []string{`{"schemaVersion":9}`, `{"schemaVersion":2,"requestId":"x","newField":true}`} {
+		_, err := report.ParseEnvelope([]byte(body))
+		var e *errcode.Error
+		if !errors.As(err, &e) || e.Field != "schemaVersion" || !strings.Contains(e.Message, "unsupported schema version") {
+			t.Errorf("%s: %v", body, err)
+		}
+	}
+	if _, err := report.ParseEnvelope([]byte(`{"schemaVersion":1}`)); code(err) != errcode.ValidationFailed || strings.Contains(err.Error(), "schema") {
+		t.Errorf("current schema without receivedAt: %v", err)
+	}
+}
