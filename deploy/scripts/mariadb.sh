@@ -31,36 +31,8 @@ RUN_USER="$(id -un)"
 log() { printf '[mariadb] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-ensure_pkgs() {
-  local missing=() pair cmd pkg
-  for pair in "$@"; do
-    cmd="${pair%%:*}"; pkg="${pair#*:}"
-    command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
-  done
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  log "installing ${missing[*]} via apt"
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
-  export DEBIAN_FRONTEND=noninteractive
-  # Package scripts would start system-wide daemons on the default ports, which
-  # would then block the private instances started here; a policy-rc.d that
-  # answers 101 tells them not to.
-  local policy=/usr/sbin/policy-rc.d added_policy=""
-  if [ ! -e "$policy" ] && [ -z "$sudo" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added_policy=1
-  fi
-  local apt="$sudo apt-get -o DPkg::Lock::Timeout=600" rc=0
-  if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
-    $apt update -q || rc=$?
-  fi
-  if [ "$rc" -eq 0 ] && ! $apt install -y -q --no-install-recommends "${missing[@]}"; then
-    # A stale package index is the usual cause; refresh once and retry.
-    rc=0
-    $apt update -q && $apt install -y -q --no-install-recommends "${missing[@]}" || rc=$?
-  fi
-  [ -z "$added_policy" ] || rm -f "$policy"
-  [ "$rc" -eq 0 ] || { echo "apt-get could not install ${missing[*]}" >&2; return "$rc"; }
-}
+# shellcheck source=lib.sh
+. "$SCRIPT_DIR/lib.sh"
 
 # Binaries live in /usr/sbin, which a non-login PATH may lack.
 find_bin() {
@@ -72,17 +44,6 @@ find_bin() {
   return 1
 }
 
-# Serialises start and stop on one state dir: two callers (a developer's shell
-# and a test runner, say) starting at once would otherwise race on the PID file
-# and the port.
-take_lock() {
-  mkdir -p "$STATE"
-  exec 9>"$STATE/.lock"
-  flock -w 600 9 || die "timed out waiting for $STATE/.lock"
-}
-
-read_pid() { [ -s "$PIDFILE" ] && cat "$PIDFILE" || true; }
-
 is_running() {
   local pid cmdline; pid="$(read_pid)"
   [ -n "$pid" ] || return 1
@@ -90,8 +51,6 @@ is_running() {
   cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
   [[ "$cmdline" == *"$CNF"* ]]
 }
-
-port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
 admin() { "$(find_bin mariadb-admin mysqladmin)" --no-defaults --socket="$SOCKET" -uroot "$@"; }
 client() { "$(find_bin mariadb mysql)" --no-defaults --socket="$SOCKET" -uroot "$@"; }

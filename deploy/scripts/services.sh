@@ -13,39 +13,15 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 log() { printf '[services] %s\n' "$*" >&2; }
 
+# shellcheck source=lib.sh
+. "$SCRIPT_DIR/lib.sh"
+
 # One apt transaction for everything missing is much faster on a fresh machine than
 # three separate ones from the per-service scripts (which still check on their own).
 preinstall() {
-  local missing=() pair cmd pkg
-  for pair in java:openjdk-17-jre-headless mvn:maven kcat:kcat \
-              mariadbd:mariadb-server mariadb:mariadb-client \
-              redis-server:redis-server redis-cli:redis-tools; do
-    cmd="${pair%%:*}"; pkg="${pair#*:}"
-    command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
-  done
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  log "installing ${missing[*]} via apt"
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
-  export DEBIAN_FRONTEND=noninteractive
-  # Package scripts would start system-wide daemons on the default ports, which
-  # would then block the private instances started here; a policy-rc.d that
-  # answers 101 tells them not to.
-  local policy=/usr/sbin/policy-rc.d added_policy=""
-  if [ ! -e "$policy" ] && [ -z "$sudo" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added_policy=1
-  fi
-  local apt="$sudo apt-get -o DPkg::Lock::Timeout=600" rc=0
-  if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
-    $apt update -q || rc=$?
-  fi
-  if [ "$rc" -eq 0 ] && ! $apt install -y -q --no-install-recommends "${missing[@]}"; then
-    # A stale package index is the usual cause; refresh once and retry.
-    rc=0
-    $apt update -q && $apt install -y -q --no-install-recommends "${missing[@]}" || rc=$?
-  fi
-  [ -z "$added_policy" ] || rm -f "$policy"
-  [ "$rc" -eq 0 ] || { echo "apt-get could not install ${missing[*]}" >&2; return "$rc"; }
+  ensure_pkgs java:openjdk-17-jre-headless mvn:maven kcat:kcat \
+    mariadbd:mariadb-server mariadb:mariadb-client \
+    redis-server:redis-server redis-cli:redis-tools
 }
 
 up() {
