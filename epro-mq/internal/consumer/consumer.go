@@ -15,7 +15,6 @@ package consumer
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -369,9 +368,4 @@ func (c *ReportConsumer) consumePartition(gctx context.Context, a kafka.Partitio
 			a.ID, t.lag(), c.conf.DrainTimeout)
 		close(gone)
 	}
-}
-
-// String describes the consumer for logs.
-func (c *ReportConsumer) String() string {
-	return fmt.Sprintf("consumer(topic=%s group=%s)", c.kq.Topic, c.kq.Group)
 }
