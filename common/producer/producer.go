@@ -99,21 +99,23 @@ func (p *Producer) Ping(ctx context.Context, topic string) error {
 	if err != nil {
 		return fmt.Errorf("kafka metadata: %w", err)
 	}
-	for _, t := range resp.Topics {
-		if t.Error != nil {
-			return fmt.Errorf("kafka topic %s: %w", topic, t.Error)
-		}
-		if len(t.Partitions) == 0 {
-			return fmt.Errorf("kafka topic %s has no partitions", topic)
-		}
-		for _, part := range t.Partitions {
-			if part.Error != nil {
-				return fmt.Errorf("kafka topic %s partition %d: %w", topic, part.ID, part.Error)
-			}
-		}
-		return nil
+	// One topic was asked for, so the answer holds at most that one.
+	if len(resp.Topics) == 0 {
+		return fmt.Errorf("kafka topic %s not found", topic)
 	}
-	return fmt.Errorf("kafka topic %s not found", topic)
+	t := resp.Topics[0]
+	if t.Error != nil {
+		return fmt.Errorf("kafka topic %s: %w", topic, t.Error)
+	}
+	if len(t.Partitions) == 0 {
+		return fmt.Errorf("kafka topic %s has no partitions", topic)
+	}
+	for _, part := range t.Partitions {
+		if part.Error != nil {
+			return fmt.Errorf("kafka topic %s partition %d: %w", topic, part.ID, part.Error)
+		}
+	}
+	return nil
 }
 
 // Stats returns the writer's counters since the last call.
