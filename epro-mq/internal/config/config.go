@@ -107,9 +107,13 @@ func (c Config) Validate() error {
 	// go-zero calls Stop after WrapUpTime and kills the process at WaitTime; Stop drains for up to
 	// DrainTimeout, then commits and leaves the group.
 	if drainEnds := c.Shutdown.WrapUpTime + c.Pipeline.DrainTimeout; c.Shutdown.WaitTime <= drainEnds {
-		errs = append(errs, fmt.Errorf("Shutdown.WaitTime (%s; go-zero's default 5.5s when unset) must exceed "+
-			"Shutdown.WrapUpTime + Pipeline.DrainTimeout (%s), or go-zero kills epro-mq mid-drain: set "+
-			"Shutdown.WaitTime above %s", c.Shutdown.WaitTime, drainEnds, drainEnds))
+		wait := c.Shutdown.WaitTime.String()
+		if c.Shutdown.WaitTime == 0 {
+			wait = "not set, so go-zero's 5.5s"
+		}
+		errs = append(errs, fmt.Errorf("Shutdown.WaitTime (%s) must exceed Shutdown.WrapUpTime + "+
+			"Pipeline.DrainTimeout (%s), or go-zero kills epro-mq mid-drain: set Shutdown.WaitTime above %s",
+			wait, drainEnds, drainEnds))
 	}
 	r := c.Retry
 	if r.MaxAttempts <= 0 || r.InitialBackoff <= 0 || r.MaxBackoff < r.InitialBackoff || r.TransientMaxBackoff <= 0 {
