@@ -6,12 +6,12 @@ package config
 import (
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/zeromicro/go-zero/core/conf"
 	"github.com/zeromicro/go-zero/rest"
 
+	"github.com/epro-intake/common/conffile"
 	"github.com/epro-intake/common/producer"
 )
 
@@ -122,10 +122,10 @@ type ListConf struct {
 func (c Config) Validate() error {
 	var errs []error
 	if err := c.DeadLetters.Validate(); err != nil {
-		errs = append(errs, prefixed("DeadLetters", err))
+		errs = append(errs, conffile.Prefixed("DeadLetters", err))
 	}
 	if err := c.Replay.Producer.Validate(); err != nil {
-		errs = append(errs, prefixed("Replay.Producer", err))
+		errs = append(errs, conffile.Prefixed("Replay.Producer", err))
 	}
 	if c.Replay.Timeout <= 0 {
 		errs = append(errs, errors.New("Replay.Timeout must be positive"))
@@ -208,32 +208,11 @@ func (a AuthConf) Validate() error {
 	return errors.Join(errs...)
 }
 
-// prefixed puts "section." in front of every line of err, each of which names a field of that section.
-func prefixed(section string, err error) error {
-	joined, ok := err.(interface{ Unwrap() []error })
-	if !ok {
-		return fmt.Errorf("%s.%w", section, err)
-	}
-	var out []error
-	for _, e := range joined.Unwrap() {
-		out = append(out, fmt.Errorf("%s.%w", section, e))
-	}
-	return errors.Join(out...)
-}
-
 // Load reads file as dlq-worker's main does: ${VAR} references are expanded from the environment (as
 // conf.UseEnv does), keys that would have no effect are refused, tag defaults are filled in and Validate runs.
 func Load(file string) (Config, error) {
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		return Config{}, fmt.Errorf("read config: %w", err)
-	}
-	content := []byte(os.ExpandEnv(string(raw)))
-	if err := refuseIneffectiveKeys(content); err != nil {
-		return Config{}, err
-	}
 	var c Config
-	if err := conf.LoadFromYamlBytes(content, &c); err != nil {
+	if err := conffile.Load(file, &c, refuseIneffectiveKeys); err != nil {
 		return Config{}, err
 	}
 	return c, nil

@@ -7,13 +7,14 @@ package config
 import (
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
-	"github.com/epro-intake/common/producer"
-	"github.com/epro-intake/common/report"
 	"github.com/zeromicro/go-zero/core/conf"
 	"github.com/zeromicro/go-zero/rest"
+
+	"github.com/epro-intake/common/conffile"
+	"github.com/epro-intake/common/producer"
+	"github.com/epro-intake/common/report"
 )
 
 type Config struct {
@@ -83,16 +84,8 @@ type ReadyConf struct {
 // Load reads file as epro-api's main does: ${VAR} references are expanded from the environment (as
 // conf.UseEnv does), keys that would have no effect are refused, tag defaults are filled in and Validate runs.
 func Load(file string) (Config, error) {
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		return Config{}, fmt.Errorf("read config: %w", err)
-	}
-	content := []byte(os.ExpandEnv(string(raw)))
-	if err := refuseIneffectiveKeys(content); err != nil {
-		return Config{}, err
-	}
 	var c Config
-	if err := conf.LoadFromYamlBytes(content, &c); err != nil {
+	if err := conffile.Load(file, &c, refuseIneffectiveKeys); err != nil {
 		return Config{}, err
 	}
 	return c, nil
@@ -135,7 +128,7 @@ func refuseIneffectiveKeys(content []byte) error {
 func (c Config) Validate() error {
 	var errs []error
 	if err := c.Kafka.Validate(); err != nil {
-		errs = append(errs, prefixed("Kafka", err))
+		errs = append(errs, conffile.Prefixed("Kafka", err))
 	}
 	if c.Topic == "" {
 		errs = append(errs, errors.New("Topic is empty"))
@@ -176,19 +169,6 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("Ready: need 0 < Interval <= MaxAge"))
 	}
 	return errors.Join(errs...)
-}
-
-// prefixed puts "section." in front of every line of err, each of which names a field of that section.
-func prefixed(section string, err error) error {
-	joined, ok := err.(interface{ Unwrap() []error })
-	if !ok {
-		return fmt.Errorf("%s.%w", section, err)
-	}
-	var out []error
-	for _, e := range joined.Unwrap() {
-		out = append(out, fmt.Errorf("%s.%w", section, e))
-	}
-	return errors.Join(out...)
 }
 
 // ServerConf is the RestConf to build the server with. It turns off three go-zero middlewares whatever the

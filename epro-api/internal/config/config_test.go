@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/epro-intake/common/report"
 	"github.com/zeromicro/go-zero/core/conf"
 
+	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/epro-api/internal/config"
 )
 

@@ -9,13 +9,13 @@ package config
 import (
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/zeromicro/go-queue/kq"
 	"github.com/zeromicro/go-zero/core/conf"
 	"github.com/zeromicro/go-zero/core/service"
 
+	"github.com/epro-intake/common/conffile"
 	"github.com/epro-intake/common/producer"
 	"github.com/epro-intake/epro-mq/internal/consumer"
 )
@@ -80,16 +80,8 @@ type RedisConf struct {
 // Load reads file as epro-mq's main does: ${VAR} references are expanded from the environment (as
 // conf.UseEnv does), keys that would have no effect are refused, tag defaults are filled in and Validate runs.
 func Load(file string) (Config, error) {
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		return Config{}, fmt.Errorf("read config: %w", err)
-	}
-	content := []byte(os.ExpandEnv(string(raw)))
-	if err := refuseIneffectiveKeys(content); err != nil {
-		return Config{}, err
-	}
 	var c Config
-	if err := conf.LoadFromYamlBytes(content, &c); err != nil {
+	if err := conffile.Load(file, &c, refuseIneffectiveKeys); err != nil {
 		return Config{}, err
 	}
 	return c, nil
@@ -99,10 +91,10 @@ func Load(file string) (Config, error) {
 func (c Config) Validate() error {
 	var errs []error
 	if err := consumer.CheckKq(c.Reports); err != nil {
-		errs = append(errs, prefixed("Reports", err))
+		errs = append(errs, conffile.Prefixed("Reports", err))
 	}
 	if err := c.Pipeline.Validate(); err != nil {
-		errs = append(errs, prefixed("Pipeline", err))
+		errs = append(errs, conffile.Prefixed("Pipeline", err))
 	}
 	// go-zero calls Stop after WrapUpTime and kills the process at WaitTime; Stop drains for up to
 	// DrainTimeout, then commits and leaves the group.
@@ -123,7 +115,7 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("DeadLetter.Topic must be set and differ from Reports.Topic"))
 	}
 	if err := c.DeadLetter.Producer.Validate(); err != nil {
-		errs = append(errs, prefixed("DeadLetter.Producer", err))
+		errs = append(errs, conffile.Prefixed("DeadLetter.Producer", err))
 	}
 	if c.MySQL.DSN == "" {
 		errs = append(errs, errors.New("MySQL.DSN is empty (EPRO_MYSQL_DSN)"))
@@ -135,19 +127,6 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("Redis: Timeout and PoolSize must be positive"))
 	}
 	return errors.Join(errs...)
-}
-
-// prefixed puts "section." in front of every line of err, each of which names a field of that section.
-func prefixed(section string, err error) error {
-	joined, ok := err.(interface{ Unwrap() []error })
-	if !ok {
-		return fmt.Errorf("%s.%w", section, err)
-	}
-	var out []error
-	for _, e := range joined.Unwrap() {
-		out = append(out, fmt.Errorf("%s.%w", section, e))
-	}
-	return errors.Join(out...)
 }
 
 // presentKeys mirrors the keys epro-mq refuses. kq.KqConf gives Conns, Consumers and CommitInOrder tag
