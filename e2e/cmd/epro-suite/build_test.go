@@ -1,0 +1,47 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A service that does not compile stops the suite with the compiler's message; it is never left out.
+func TestBuildServicesFailsOnABrokenService(t *testing.T) {
+	root := t.TempDir()
+	for _, name := range serviceNames {
+		src := "package main\n\nfunc main() {}\n"
+		if name == "dlq-worker" {
+			src = "package main\n\nfunc main() { undefinedCall() }\n"
+		}
+		writeFile(t, filepath.Join(root, name, "go.mod"), "module example.com/"+name+"\n\ngo 1.26.0\n")
+		writeFile(t, filepath.Join(root, name, "main.go"), src)
+		writeFile(t, filepath.Join(root, name, "etc", name+".yaml"), "Name: "+name+"\n")
+	}
+	var out bytes.Buffer
+	services, err := buildServices(context.Background(), newConsole(&out, &out), root, nil)
+	if err == nil {
+		t.Fatalf("a suite with a broken dlq-worker built: %v", services)
+	}
+	for _, want := range []string{"dlq-worker", "undefined: undefinedCall"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+	if strings.Contains(out.String(), "skipping") {
+		t.Errorf("the suite offered to go on without a service:\n%s", out.String())
+	}
+}
+
+func writeFile(t *testing.T, path, text string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
