@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"github.com/epro-intake/e2e/internal/workspace"
+	"github.com/epro-intake/e2e/internal/stack"
 
 	"bytes"
 	"context"
@@ -112,7 +112,7 @@ func dlNewEnv(t *testing.T) *dlEnv {
 // the system under test here.
 func dlBuild(t *testing.T, root, out string, modules ...string) {
 	t.Helper()
-	if err := workspace.Build(context.Background(), root, out, modules...); err != nil {
+	if err := stack.Build(context.Background(), root, out, modules...); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -6,7 +6,7 @@
 package e2e
 
 import (
-	"github.com/epro-intake/e2e/internal/workspace"
+	"github.com/epro-intake/e2e/internal/stack"
 
 	"bufio"
 	"bytes"
@@ -95,7 +95,7 @@ func serviceBinaries(t *testing.T) pipelineBinaries {
 		buildDirMu.Unlock()
 		builtBins = pipelineBinaries{root: root, api: filepath.Join(dir, "epro-api"), mq: filepath.Join(dir, "epro-mq")}
 		start := time.Now()
-		if err := workspace.Build(context.Background(), root, dir, "epro-api", "epro-mq"); err != nil {
+		if err := stack.Build(context.Background(), root, dir, "epro-api", "epro-mq"); err != nil {
 			buildErr = err
 			return
 		}

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"github.com/epro-intake/e2e/internal/workspace"
+	"github.com/epro-intake/e2e/internal/stack"
 
 	"context"
 	"crypto/rand"
@@ -626,7 +626,7 @@ func (b *bench) attach(ctx context.Context) error {
 			return err
 		}
 	}
-	if b.root, err = workspace.Root(ctx); err != nil {
+	if b.root, err = stack.Root(ctx); err != nil {
 		return err
 	}
 	b.res.Infra = "external"
@@ -645,7 +645,7 @@ func (b *bench) startSuite(ctx context.Context) error {
 	o := b.opt
 	b.managed = true
 	var err error
-	if b.root, err = workspace.Root(ctx); err != nil {
+	if b.root, err = stack.Root(ctx); err != nil {
 		return err
 	}
 	b.runDir, err = os.MkdirTemp("", "epro-bench-")
@@ -654,7 +654,7 @@ func (b *bench) startSuite(ctx context.Context) error {
 	}
 	b.bins = filepath.Join(b.runDir, "bin")
 	b.progress("building epro-api and epro-mq")
-	if err := workspace.Build(ctx, b.root, b.bins, "epro-api", "epro-mq"); err != nil {
+	if err := stack.Build(ctx, b.root, b.bins, "epro-api", "epro-mq"); err != nil {
 		return err
 	}
 

@@ -6,7 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/epro-intake/e2e/internal/workspace"
+	"github.com/epro-intake/e2e/internal/stack"
 )
 
 // service is one binary of the suite, built from <root>/<name> and run with -f <name>/etc/<name>.yaml.
@@ -46,7 +46,7 @@ func buildServices(ctx context.Context, con *console, root string, ports map[str
 		out = append(out, s)
 	}
 	con.Printf("building %v", serviceNames)
-	if err := workspace.Build(ctx, root, binDir, serviceNames...); err != nil {
+	if err := stack.Build(ctx, root, binDir, serviceNames...); err != nil {
 		return nil, err
 	}
 	return out, nil

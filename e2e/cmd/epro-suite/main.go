@@ -7,7 +7,7 @@
 package main
 
 import (
-	"github.com/epro-intake/e2e/internal/workspace"
+	"github.com/epro-intake/e2e/internal/stack"
 
 	"context"
 	"errors"
@@ -78,7 +78,7 @@ func run() int {
 }
 
 func runSuite(ctx context.Context, con *console, opt options) error {
-	root, err := workspace.Root(ctx)
+	root, err := stack.Root(ctx)
 	if err != nil {
 		return err
 	}

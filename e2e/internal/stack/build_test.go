@@ -1,4 +1,4 @@
-package workspace_test
+package stack_test
 
 import (
 	"context"
@@ -7,11 +7,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/epro-intake/e2e/internal/workspace"
+	"github.com/epro-intake/e2e/internal/stack"
 )
 
 func TestRootFindsTheWorkspaceFromAnyModule(t *testing.T) {
-	root, err := workspace.Root(context.Background())
+	root, err := stack.Root(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,7 +21,7 @@ func TestRootFindsTheWorkspaceFromAnyModule(t *testing.T) {
 		}
 	}
 	t.Setenv("GOWORK", "off")
-	again, err := workspace.Root(context.Background())
+	again, err := stack.Root(context.Background())
 	if err != nil || again != root {
 		t.Fatalf("with GOWORK=off: %q, %v; want %q", again, err, root)
 	}
@@ -35,7 +35,7 @@ func TestBuildReportsTheCompilerOutput(t *testing.T) {
 	}
 	_ = os.WriteFile(filepath.Join(mod, "go.mod"), []byte("module broken\n\ngo 1.26.0\n"), 0o644)
 	_ = os.WriteFile(filepath.Join(mod, "main.go"), []byte("package main\n\nfunc main() { undefinedCall() }\n"), 0o644)
-	err := workspace.Build(context.Background(), root, t.TempDir(), "broken")
+	err := stack.Build(context.Background(), root, t.TempDir(), "broken")
 	if err == nil {
 		t.Fatal("a module that does not compile built")
 	}

@@ -1,6 +1,12 @@
-// Package workspace finds this checkout and builds its service binaries, for the tools and tests that run
-// the services as processes.
-package workspace
+// Package stack builds, configures, starts, supervises and stops the suite: epro-api, epro-mq and
+// dlq-worker as child processes on Kafka, MySQL and Redis, real or embedded. epro-suite (make run),
+// epro-bench (make bench) and the e2e tests all start the suite through it, so there is one build, one kill
+// policy and one readiness rule.
+//
+// What it guarantees: binaries are built the way a release builds them (each module on its own go.mod); a
+// service that does not build is an error carrying the compiler's message; every child runs in its own
+// process group, is stopped with SIGTERM and killed after a limit, and dies with its parent on Linux.
+package stack
 
 import (
 	"bytes"
@@ -12,6 +18,17 @@ import (
 	"path/filepath"
 	"strings"
 )
+
+// Services are the suite's binaries in start order: the consumers before the API, so that the first
+// report the API accepts already has a group waiting for it.
+var Services = []string{"epro-mq", "dlq-worker", "epro-api"}
+
+// ReadyPaths are the HTTP paths that answer 200 once a service is ready. epro-mq serves no HTTP; its
+// readiness is its consumer group (see WaitGroup) or, for the suite, epro-api's status answers.
+var ReadyPaths = map[string]string{
+	"epro-api":   "/readyz",
+	"dlq-worker": "/healthz",
+}
 
 // Root returns the directory of the go.work that ties the modules together. `go env GOWORK` finds it the way
 // the go command itself does (including a GOWORK override); walking up from the working directory covers
@@ -40,10 +57,12 @@ func Root(ctx context.Context) (string, error) {
 }
 
 // Build builds each module's main package (root/<module>) into outDir/<module>. Each module is built on its
-// own go.mod (GOWORK=off), as its Docker image is, so the binaries are what a release would ship.
+// own go.mod (GOWORK=off), as its Docker image is, so the binaries are what a release would ship. No -race:
+// the binaries are the system under test, not code under the race detector. A module that does not build
+// is an error that carries the compiler's output.
 func Build(ctx context.Context, root, outDir string, modules ...string) error {
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		return err
+		return fmt.Errorf("create %s: %w", outDir, err)
 	}
 	for _, m := range modules {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(outDir, m), ".")

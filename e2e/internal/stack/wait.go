@@ -1,0 +1,97 @@
+package stack
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+)
+
+// pollEvery is how often Eventually looks again.
+const pollEvery = 200 * time.Millisecond
+
+// Eventually polls cond until it holds. It gives up after timeout, when ctx ends, or as soon as abort (if
+// not nil) returns an error, such as a service that died. cond's detail ends up in the error.
+func Eventually(ctx context.Context, timeout time.Duration, what string, abort func() error, cond func() (bool, string)) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, detail := cond()
+		if ok {
+			return nil
+		}
+		if abort != nil {
+			if err := abort(); err != nil {
+				return fmt.Errorf("waiting for %s: %w (last state: %s)", what, err, detail)
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("waiting for %s: still not there after %s (last state: %s)", what, timeout, detail)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w (last state: %s)", what, ctx.Err(), detail)
+		case <-time.After(pollEvery):
+		}
+	}
+}
+
+// Wait is Eventually that gives up as soon as a process of the group dies on its own.
+func (g *Group) Wait(ctx context.Context, timeout time.Duration, what string, cond func() (bool, string)) error {
+	return Eventually(ctx, timeout, what, g.Died, cond)
+}
+
+// HTTPOK is a condition for Eventually: url answers 200.
+func HTTPOK(ctx context.Context, client *http.Client, url string) func() (bool, string) {
+	return func() (bool, string) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false, err.Error()
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return false, err.Error()
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, resp.Status
+	}
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// NewUUID returns a random (version 4) UUID in canonical lowercase form.
+func NewUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on the platforms Go supports
+	return FormatUUID(b)
+}
+
+// FormatUUID makes 16 random bytes a version 4 UUID in canonical lowercase form, for callers that bring
+// their own (faster, seeded) randomness.
+func FormatUUID(b [16]byte) string {
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var s [36]byte
+	hex.Encode(s[0:8], b[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], b[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], b[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], b[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:36], b[10:16])
+	return string(s[:])
+}
