@@ -7,12 +7,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/epro-intake/e2e/internal/stack"
 )
 
 // A service that does not compile stops the suite with the compiler's message; it is never left out.
 func TestBuildServicesFailsOnABrokenService(t *testing.T) {
 	root := t.TempDir()
-	for _, name := range serviceNames {
+	for _, name := range stack.Services {
 		src := "package main\n\nfunc main() {}\n"
 		if name == "dlq-worker" {
 			src = "package main\n\nfunc main() { undefinedCall() }\n"
@@ -22,9 +24,9 @@ func TestBuildServicesFailsOnABrokenService(t *testing.T) {
 		writeFile(t, filepath.Join(root, name, "etc", name+".yaml"), "Name: "+name+"\n")
 	}
 	var out bytes.Buffer
-	services, err := buildServices(context.Background(), newConsole(&out, &out), root, nil)
+	err := buildServices(context.Background(), newConsole(&out, &out), root, filepath.Join(root, "bin"))
 	if err == nil {
-		t.Fatalf("a suite with a broken dlq-worker built: %v", services)
+		t.Fatal("a suite with a broken dlq-worker built")
 	}
 	for _, want := range []string{"dlq-worker", "undefined: undefinedCall"} {
 		if !strings.Contains(err.Error(), want) {

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/epro-intake/e2e/internal/stack"
 )
 
 // childVars is the environment the services get on top of the suite's own.
@@ -66,40 +68,15 @@ func (c *childVars) Environ() []string {
 	return append(env, c.extra...)
 }
 
-// lookupFunc resolves a variable the way a child will see it.
-type lookupFunc func(name string) (string, bool)
-
-// expandConfig does what go-zero's conf.UseEnv does to a config file before parsing it (os.ExpandEnv over
-// the whole text), with lookup in place of the environment. It also returns the variables the file uses
-// that lookup does not know, which expand to "". Whole-line comments are skipped for that list only.
-func expandConfig(data []byte, lookup lookupFunc) (expanded []byte, unset []string) {
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(strings.TrimSpace(line), "#") {
-			continue
-		}
-		os.Expand(line, func(name string) string {
-			if _, ok := lookup(name); !ok && !slices.Contains(unset, name) {
-				unset = append(unset, name)
-			}
-			return ""
-		})
-	}
-	expanded = []byte(os.Expand(string(data), func(name string) string {
-		v, _ := lookup(name)
-		return v
-	}))
-	return expanded, unset
-}
-
 // servicePort reads a service's Port from its config as the child will see it, so the suite checks and polls
 // the port the service really binds. It is 0 for a service without one.
-func servicePort(root, name string, lookup lookupFunc) (int, error) {
-	path := filepath.Join(root, name, "etc", name+".yaml")
+func servicePort(root, name string, lookup stack.LookupFunc) (int, error) {
+	path := filepath.Join(root, stack.ConfigPath(name))
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return 0, fmt.Errorf("read %s config: %w", name, err)
 	}
-	expanded, _ := expandConfig(data, lookup)
+	expanded, _ := stack.ExpandConfig(data, lookup)
 	var c struct {
 		Port string `yaml:"Port"`
 	}
@@ -118,14 +95,14 @@ func servicePort(root, name string, lookup lookupFunc) (int, error) {
 
 // reportUnset names, per service, the variables its config uses that nobody sets, because they silently
 // become empty strings.
-func reportUnset(con *console, root string, services []service, lookup lookupFunc) {
-	for _, s := range services {
-		data, err := os.ReadFile(filepath.Join(root, s.config))
+func reportUnset(con *console, root string, lookup stack.LookupFunc) {
+	for _, name := range stack.Services {
+		data, err := os.ReadFile(filepath.Join(root, stack.ConfigPath(name)))
 		if err != nil {
 			continue // the service itself will report it
 		}
-		if _, unset := expandConfig(data, lookup); len(unset) > 0 {
-			con.Printf("%s: %s not set; the config gets empty values there", s.name, strings.Join(unset, ", "))
+		if _, unset := stack.ExpandConfig(data, lookup); len(unset) > 0 {
+			con.Printf("%s: %s not set; the config gets empty values there", name, strings.Join(unset, ", "))
 		}
 	}
 }

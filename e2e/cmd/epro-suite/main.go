@@ -7,23 +7,29 @@
 package main
 
 import (
-	"github.com/epro-intake/e2e/internal/stack"
-
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/topic"
+	"github.com/epro-intake/e2e/internal/stack"
 )
+
+// dbName is the database the embedded MySQL holds.
+const dbName = "epro"
 
 // dlqPartitions is fixed: dead letters are rare and replayed by one worker, so more partitions buy nothing.
 const dlqPartitions = 3
@@ -92,21 +98,21 @@ func runSuite(ctx context.Context, con *console, opt options) error {
 	}
 
 	// Build before starting anything, so that a compile error costs no startup and leaves nothing running.
-	services, err := buildServices(ctx, con, root, ports)
-	if err != nil {
+	bin := filepath.Join(root, "bin")
+	if err := buildServices(ctx, con, root, bin); err != nil {
 		return err
 	}
 
-	var inf *infra
-	if opt.real {
-		inf, err = realInfra(ctx, con)
-	} else {
-		inf, err = embeddedInfra(con)
-	}
+	inf, err := startInfra(ctx, con, opt.real)
 	if err != nil {
 		return err
 	}
-	defer inf.Stop(con)
+	defer func() {
+		inf.Stop()
+		if inf.Embedded {
+			con.Printf("embedded Kafka, MySQL and Redis stopped")
+		}
+	}()
 	vars.extra = inf.Env()
 
 	topicCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -123,44 +129,48 @@ func runSuite(ctx context.Context, con *console, opt options) error {
 	}
 	con.Printf("topics %s (%d partitions) and %s (%d) ready", report.Topic, opt.partitions, report.DLQTopic, dlqPartitions)
 
-	reportUnset(con, root, services, vars.Lookup)
-	sup := newSupervisor(con, root, vars.Environ())
-	// Consumers first, so that the first report the API accepts already has a group waiting for it.
-	for _, s := range services {
-		if err := sup.Start(s); err != nil {
-			return errors.Join(err, sup.Stop(opt.stopTimeout))
+	reportUnset(con, root, vars.Lookup)
+	st := &stack.Stack{Root: root, Bin: bin, Infra: inf, Env: vars.Environ()}
+	st.Logf = con.Printf
+	for _, name := range stack.Services {
+		spec := st.Spec(name, name, stack.ConfigPath(name))
+		spec.Log, spec.Stdout, spec.Stderr = "", con.Stdout(name), con.Stderr(name)
+		if _, err := st.Group.Start(spec); err != nil {
+			return errors.Join(err, st.Stop(opt.stopTimeout))
 		}
 	}
 
 	readyCtx, cancel := context.WithTimeout(ctx, opt.readyTimeout)
 	defer cancel()
-	for _, s := range services {
-		if path, ok := readyPaths[s.name]; ok && s.port != 0 {
-			if err := waitReady(readyCtx, sup, s.name, localURL(s.port, path)); err != nil {
-				return errors.Join(err, sup.Stop(opt.stopTimeout))
+	client := &http.Client{Timeout: time.Second}
+	for _, name := range stack.Services {
+		if path, ok := stack.ReadyPaths[name]; ok && ports[name] != 0 {
+			url := localURL(ports[name], path)
+			if err := st.Wait(readyCtx, opt.readyTimeout, name+" at "+url, stack.HTTPOK(readyCtx, client, url)); err != nil {
+				return errors.Join(err, st.Stop(opt.stopTimeout))
 			}
 		}
 	}
 
 	sample, err := newSample(time.Now())
 	if err != nil {
-		return errors.Join(err, sup.Stop(opt.stopTimeout))
+		return errors.Join(err, st.Stop(opt.stopTimeout))
 	}
 	base := localURL(ports["epro-api"], "")
-	printBanner(ctx, con, root, base, sample, services, vars, inf, opt.real)
+	printBanner(ctx, con, st, base, sample, ports["dlq-worker"], vars)
 
 	var runErr error
 	if opt.smoke {
-		runErr = smoke(ctx, con, sup, base, sample)
+		runErr = smoke(ctx, con, st, base, sample)
 	} else {
 		select {
 		case <-ctx.Done():
 			con.Printf("stopping")
-		case ex := <-sup.Exited():
-			runErr = ex.unexpected()
+		case <-st.Dead():
+			runErr = st.Died()
 		}
 	}
-	if err := sup.Stop(opt.stopTimeout); err != nil {
+	if err := st.Stop(opt.stopTimeout); err != nil {
 		runErr = errors.Join(runErr, err)
 	}
 	if runErr == nil {
@@ -169,14 +179,63 @@ func runSuite(ctx context.Context, con *console, opt options) error {
 	return runErr
 }
 
+// buildServices builds every service into bin. Every service is required: one that does not build stops
+// the suite with the compiler's message, because a suite without it (dlq-worker's ops page, say) would look
+// like a working one.
+func buildServices(ctx context.Context, con *console, root, bin string) error {
+	con.Printf("building %s", strings.Join(stack.Services, ", "))
+	return stack.Build(ctx, root, bin, stack.Services...)
+}
+
+// startInfra provides the servers: the ones named by EPRO_* with -real, otherwise in-process stand-ins on
+// the usual ports where those are free.
+func startInfra(ctx context.Context, con *console, real bool) (*stack.Infra, error) {
+	if real {
+		inf, err := stack.Real(ctx)
+		if err != nil {
+			return nil, err
+		}
+		con.Printf("Kafka at %s", strings.Join(inf.Brokers, ","))
+		con.Printf("MySQL at %s", stack.MySQLAddr(inf.DSN))
+		con.Printf("Redis at %s", inf.RedisAddr)
+		return inf, nil
+	}
+	inf, err := stack.Embedded(stack.EmbeddedOptions{UsualAddrs: true, Database: dbName, Logf: con.Printf})
+	if err != nil {
+		return nil, err
+	}
+	con.Printf("embedded Kafka (kfake) at %s", strings.Join(inf.Brokers, ","))
+	con.Printf("embedded MySQL (go-mysql-server, database %s) at %s", dbName, stack.MySQLAddr(inf.DSN))
+	con.Printf("embedded Redis (miniredis) at %s", inf.RedisAddr)
+	return inf, nil
+}
+
+// warnPartitions points out topics that already existed with another partition count: topic.Ensure leaves
+// an existing topic as it is, so -partitions silently does nothing for it.
+func warnPartitions(ctx context.Context, con *console, brokers []string, want map[string]int) {
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	names := make([]string, 0, len(want))
+	for n := range want {
+		names = append(names, n)
+	}
+	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: names})
+	if err != nil {
+		con.Printf("could not read topic metadata: %v", err)
+		return
+	}
+	for _, t := range md.Topics {
+		if n, ok := want[t.Name]; ok && t.Error == nil && len(t.Partitions) != n {
+			con.Printf("note: %s already existed with %d partitions (asked for %d); it was left as it is",
+				t.Name, len(t.Partitions), n)
+		}
+	}
+}
+
 // checkPorts reads each service's port and makes sure it is free: a stale service still holding it would
 // answer the readiness poll, and the curl lines would reach it instead of ours.
-func checkPorts(root string, lookup lookupFunc) (map[string]int, error) {
+func checkPorts(root string, lookup stack.LookupFunc) (map[string]int, error) {
 	ports := map[string]int{}
-	for _, name := range serviceNames {
-		if _, err := os.Stat(filepath.Join(root, name, "etc", name+".yaml")); err != nil {
-			continue // buildServices decides whether that is fatal
-		}
+	for _, name := range stack.Services {
 		port, err := servicePort(root, name, lookup)
 		if err != nil {
 			return nil, err

@@ -3,19 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"time"
 
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/status"
+	"github.com/epro-intake/e2e/internal/stack"
 )
 
 // sampleReport is a valid submission for trying the API by hand.
@@ -27,10 +25,7 @@ type sampleReport struct {
 // newSample builds the sample from the shared contract type and validates it with the API's own rules, so a
 // change to the contract stops the suite at start rather than handing out a curl line that gets a 400.
 func newSample(now time.Time) (sampleReport, error) {
-	id, err := newUUID()
-	if err != nil {
-		return sampleReport{}, err
-	}
+	id := stack.NewUUID()
 	sub := report.Submission{
 		RequestID:            id,
 		PatientID:            "PAT-0001",
@@ -55,17 +50,6 @@ func newSample(now time.Time) (sampleReport, error) {
 	return sampleReport{RequestID: id, Body: body}, nil
 }
 
-// newUUID returns a random (version 4) UUID in canonical lowercase form.
-func newUUID() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("uuid: %w", err)
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]), nil
-}
-
 func postCurl(base string, s sampleReport) string {
 	// The shell's single quotes end at the first ' in the body; the sample's fixed values contain none.
 	return "curl -sS -i " + base + "/v1/reports -H 'Content-Type: application/json' --data '" + string(s.Body) + "'"
@@ -75,23 +59,20 @@ func getCurl(base string, s sampleReport) string {
 	return "curl -sS -i " + base + "/v1/reports/" + s.RequestID
 }
 
-func printBanner(ctx context.Context, con *console, root, base string, s sampleReport, services []service,
-	vars *childVars, inf *infra, real bool) {
+func printBanner(ctx context.Context, con *console, st *stack.Stack, base string, s sampleReport, dlqPort int, vars *childVars) {
 	con.Printf("epro-api is ready at %s (Ctrl-C stops the suite)", base)
 	var b strings.Builder
 	b.WriteString("\n# Submit a sample report (expect 202):\n")
 	b.WriteString(postCurl(base, s) + "\n")
 	b.WriteString("\n# Read its status (expect \"stored\" a moment later):\n")
 	b.WriteString(getCurl(base, s) + "\n")
-	for _, svc := range services {
-		if svc.name == "dlq-worker" && svc.port != 0 {
-			writeDLQSection(ctx, &b, root, svc, vars)
-		}
+	if dlqPort != 0 {
+		writeDLQSection(ctx, &b, st, dlqPort, vars)
 	}
-	if !real {
+	if st.Infra.Embedded {
 		// Lets a service be run by hand (in a debugger, say) against the same embedded servers.
 		b.WriteString("\n# The embedded servers, for running a service or a tool by hand:\n")
-		for _, kv := range inf.Env() {
+		for _, kv := range st.Infra.Env() {
 			name, value, _ := strings.Cut(kv, "=")
 			b.WriteString("export " + name + "='" + value + "'\n")
 		}
@@ -102,12 +83,11 @@ func printBanner(ctx context.Context, con *console, root, base string, s sampleR
 
 // writeDLQSection mints an operator token with dlq-worker's own token command, so the ops API can be tried
 // at once whether the signing key came from the environment or was generated for this run.
-func writeDLQSection(ctx context.Context, b *strings.Builder, root string, svc service, vars *childVars) {
-	base := localURL(svc.port, "")
+func writeDLQSection(ctx context.Context, b *strings.Builder, st *stack.Stack, port int, vars *childVars) {
+	base := localURL(port, "")
+	config := stack.ConfigPath("dlq-worker")
 	fmt.Fprintf(b, "\n# dlq-worker's ops page is %s/ ; list dead letters (operator token, valid 8h):\n", base)
-	cmd := exec.CommandContext(ctx, svc.bin, "token", "-f", svc.config, "-sub", "dev", "-role", "operator", "-ttl", "8h")
-	cmd.Dir = root
-	cmd.Env = vars.Environ()
+	cmd := st.Command(ctx, "dlq-worker", "token", "-f", config, "-sub", "dev", "-role", "operator", "-ttl", "8h")
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Run(); err != nil {
@@ -117,36 +97,7 @@ func writeDLQSection(ctx context.Context, b *strings.Builder, root string, svc s
 	fmt.Fprintf(b, "curl -sS -H 'Authorization: Bearer %s' %s/v1/dead-letters\n", strings.TrimSpace(out.String()), base)
 	if key, _ := vars.Lookup(jwtKeyVar); os.Getenv(jwtKeyVar) == "" {
 		fmt.Fprintf(b, "# More tokens, with this run's generated key:\n# %s='%s' %s token -f %s -sub alice -role reviewer\n",
-			jwtKeyVar, key, svc.bin, svc.config)
-	}
-}
-
-// waitReady polls readyURL until it answers 200, a child dies, or ctx ends (its deadline is -ready-timeout).
-func waitReady(ctx context.Context, sup *supervisor, name, readyURL string) error {
-	client := &http.Client{Timeout: time.Second}
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	last := "no answer yet"
-	for {
-		code, err := get(ctx, client, readyURL, nil)
-		switch {
-		case err == nil && code == http.StatusOK:
-			return nil
-		case err != nil:
-			last = err.Error()
-		default:
-			last = fmt.Sprintf("HTTP %d", code)
-		}
-		select {
-		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("%s not ready at %s (last: %s)", name, readyURL, last)
-			}
-			return ctx.Err()
-		case ex := <-sup.Exited():
-			return ex.unexpected()
-		case <-tick.C:
-		}
+			jwtKeyVar, key, cmd.Path, config)
 	}
 }
 
@@ -174,7 +125,7 @@ func get(ctx context.Context, client *http.Client, url string, into any) (int, e
 
 // smoke submits the sample and waits until epro-mq has stored it: the whole path from HTTP through Kafka to
 // MySQL, checked through the API's own status endpoint.
-func smoke(ctx context.Context, con *console, sup *supervisor, base string, s sampleReport) error {
+func smoke(ctx context.Context, con *console, st *stack.Stack, base string, s sampleReport) error {
 	client := &http.Client{Timeout: 5 * time.Second}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/reports", bytes.NewReader(s.Body))
 	if err != nil {
@@ -200,28 +151,28 @@ func smoke(ctx context.Context, con *console, sup *supervisor, base string, s sa
 	start := time.Now()
 	last := ""
 	for {
-		var st struct {
+		var answer struct {
 			Status string `json:"status"`
 		}
-		code, err := get(ctx, client, base+"/v1/reports/"+s.RequestID, &st)
+		code, err := get(ctx, client, base+"/v1/reports/"+s.RequestID, &answer)
 		switch {
 		case err != nil:
 			last = err.Error()
 		case code != http.StatusOK:
 			last = fmt.Sprintf("HTTP %d", code)
-		case st.Status == status.Stored:
+		case answer.Status == status.Stored:
 			con.Printf("smoke: report %s stored after %s", s.RequestID, time.Since(start).Round(time.Millisecond))
 			return nil
-		case st.Status == status.DeadLettered:
+		case answer.Status == status.DeadLettered:
 			return fmt.Errorf("smoke: report %s was dead-lettered", s.RequestID)
 		default:
-			last = "status " + st.Status
+			last = "status " + answer.Status
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case ex := <-sup.Exited():
-			return ex.unexpected()
+		case <-st.Dead():
+			return st.Died()
 		case <-deadline.C:
 			return fmt.Errorf("smoke: report %s not stored after %s (last: %s)", s.RequestID, storeTimeout, last)
 		case <-tick.C:

@@ -80,21 +80,6 @@ func TestPrefixWriterEmitsWholeLines(t *testing.T) {
 	}
 }
 
-func TestExpandConfigLikeGoZero(t *testing.T) {
-	cfg := "# ${IN_COMMENT}\nPort: ${EPRO_API_PORT}\nBrokers: [${EPRO_KAFKA_BROKERS}]\nPassword: ${NOBODY_SETS}\n"
-	lookup := func(name string) (string, bool) {
-		v, ok := map[string]string{"EPRO_API_PORT": "8888", "EPRO_KAFKA_BROKERS": "a:1,b:2"}[name]
-		return v, ok
-	}
-	expanded, unset := expandConfig([]byte(cfg), lookup)
-	if !strings.Contains(string(expanded), "Port: 8888\nBrokers: [a:1,b:2]\nPassword: \n") {
-		t.Errorf("expanded:\n%s", expanded)
-	}
-	if len(unset) != 1 || unset[0] != "NOBODY_SETS" {
-		t.Errorf("unset = %v, want [NOBODY_SETS]", unset)
-	}
-}
-
 func TestChildVarsPrecedence(t *testing.T) {
 	t.Setenv("EPRO_API_PORT", "9999")
 	vars, err := newChildVars()

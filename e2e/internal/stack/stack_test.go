@@ -125,3 +125,18 @@ func TestFormatUUIDIsVersion4(t *testing.T) {
 		t.Errorf("NewUUID gave %s and %s", a, b)
 	}
 }
+
+func TestExpandConfigLikeGoZero(t *testing.T) {
+	cfg := "# ${IN_COMMENT}\nPort: ${EPRO_API_PORT}\nBrokers: [${EPRO_KAFKA_BROKERS}]\nPassword: ${NOBODY_SETS}\n"
+	lookup := func(name string) (string, bool) {
+		v, ok := map[string]string{"EPRO_API_PORT": "8888", "EPRO_KAFKA_BROKERS": "a:1,b:2"}[name]
+		return v, ok
+	}
+	expanded, unset := stack.ExpandConfig([]byte(cfg), lookup)
+	if !strings.Contains(string(expanded), "Port: 8888\nBrokers: [a:1,b:2]\nPassword: \n") {
+		t.Errorf("expanded:\n%s", expanded)
+	}
+	if len(unset) != 1 || unset[0] != "NOBODY_SETS" {
+		t.Errorf("unset = %v, want [NOBODY_SETS]", unset)
+	}
+}

@@ -1,9 +1,0 @@
-//go:build unix && !linux
-
-package main
-
-import "syscall"
-
-func childProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Setpgid: true}
-}
