@@ -6,105 +6,137 @@
 package e2e
 
 import (
-	"github.com/epro-intake/e2e/internal/stack"
-
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/segmentio/kafka-go"
-	"gopkg.in/yaml.v3"
 
 	"github.com/epro-intake/common/infratest"
+	"github.com/epro-intake/e2e/internal/stack"
 )
 
 // ---------------------------------------------------------------------------
-// Binaries
+// The stack
 // ---------------------------------------------------------------------------
 
-// pipelineBinaries are the service binaries every pipeline test of this process shares.
-type pipelineBinaries struct {
-	root    string // repository root: the services' working directory
-	api, mq string
-}
-
 var (
-	buildOnce  sync.Once
-	builtBins  pipelineBinaries
-	buildErr   error
-	buildDirMu sync.Mutex
-	buildDir   string
+	buildOnce sync.Once
+	buildRoot string // repository root: the services' working directory
+	buildDir  string // the built services, shared by every test of this process
+	buildErr  error
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	buildDirMu.Lock()
 	if buildDir != "" {
 		_ = os.RemoveAll(buildDir)
 	}
-	buildDirMu.Unlock()
 	os.Exit(code)
 }
 
-// serviceBinaries builds epro-api and epro-mq once per test process. Each is built from its own module
-// directory, so the build works with go.work and with GOWORK=off alike. No -race: the binaries are the
-// system under test, not the code under the race detector, and instrumented services would be several
-// times slower on a 2-core CI machine.
-func serviceBinaries(t *testing.T) pipelineBinaries {
+// newStack builds the services once per test process and gives t a stack of its own on the test
+// infrastructure (EPRO_TEST_* or embedded stand-ins), its configs and logs in a directory of its own. The
+// services are killed when t ends; their logs stay when it failed.
+func newStack(t *testing.T) *stack.Stack {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the services; skipped with -short")
+	}
 	buildOnce.Do(func() {
-		root, err := filepath.Abs("..")
-		if err != nil {
-			buildErr = err
+		if buildRoot, buildErr = stack.Root(context.Background()); buildErr != nil {
 			return
 		}
-		if _, err := os.Stat(filepath.Join(root, "go.work")); err != nil {
-			buildErr = fmt.Errorf("expected the repository root (with go.work) above the e2e module: %w", err)
+		if buildDir, buildErr = os.MkdirTemp("", "epro-e2e-bin-"); buildErr != nil {
 			return
 		}
-		dir, err := os.MkdirTemp("", "epro-e2e-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildDirMu.Lock()
-		buildDir = dir
-		buildDirMu.Unlock()
-		builtBins = pipelineBinaries{root: root, api: filepath.Join(dir, "epro-api"), mq: filepath.Join(dir, "epro-mq")}
 		start := time.Now()
-		if err := stack.Build(context.Background(), root, dir, "epro-api", "epro-mq"); err != nil {
-			buildErr = err
-			return
+		if buildErr = stack.Build(context.Background(), buildRoot, buildDir, stack.Services...); buildErr == nil {
+			t.Logf("built %v in %s", stack.Services, time.Since(start).Round(time.Millisecond))
 		}
-		t.Logf("built epro-api and epro-mq in %s", time.Since(start).Round(time.Millisecond))
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	return builtBins
+	inf := stack.TestInfra(t)
+	dir, err := os.MkdirTemp("", "epro-e2e-"+infratest.UniqueName(t, "")+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// EPRO_REDIS_PASSWORD is set empty so that one from the developer's shell cannot reach the test Redis.
+	st := &stack.Stack{Root: buildRoot, Bin: buildDir, Dir: dir, Infra: inf,
+		Env: append(append(os.Environ(), inf.Env()...), "EPRO_REDIS_PASSWORD=")}
+	st.Logf = t.Logf
+	// Registered after the infrastructure, so it runs first: the services stop before their database is
+	// dropped.
+	t.Cleanup(func() {
+		st.Kill()
+		if err := st.Died(); err != nil {
+			t.Errorf("services that died during the test: %v", err)
+		}
+		if !t.Failed() {
+			_ = os.RemoveAll(dir)
+			return
+		}
+		for _, p := range st.Procs() {
+			t.Logf("--- last lines of %s (%s):\n%s", p.Name, p.Log, p.Tail(20, `"content":"http"`))
+		}
+		t.Logf("service logs and configs kept in %s", dir)
+	})
+	return st
+}
+
+// startService starts service as name on config, failing t if it cannot.
+func startService(t *testing.T, st *stack.Stack, name, service, config string, env ...string) *stack.Proc {
+	t.Helper()
+	p, err := st.Start(name, service, config, env...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// renderConfig writes service's config with set applied as <name>.yaml in the test's directory.
+func renderConfig(t *testing.T, st *stack.Stack, service, name string, set map[string]any) string {
+	t.Helper()
+	path, err := st.Config(service, name, set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// startHTTP starts service on a free port (through env, e.g. EPRO_API_PORT) and waits until path answers
+// 200. It returns the base URL.
+func startHTTP(t *testing.T, st *stack.Stack, service, config, portVar string) (*stack.Proc, string) {
+	t.Helper()
+	port, err := stack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startService(t, st, service, service, config, portVar+"="+strconv.Itoa(port))
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+	client := &http.Client{Timeout: 10 * time.Second}
+	url := base + stack.ReadyPaths[service]
+	if err := st.Wait(context.Background(), time.Minute, service+" "+stack.ReadyPaths[service], stack.HTTPOK(context.Background(), client, url)); err != nil {
+		t.Fatal(err)
+	}
+	return p, base
 }
 
 // ---------------------------------------------------------------------------
@@ -115,15 +147,12 @@ func serviceBinaries(t *testing.T) pipelineBinaries {
 // group and database, and the service processes it started.
 type pipelineEnv struct {
 	t          *testing.T
-	bins       pipelineBinaries
+	st         *stack.Stack
 	brokers    []string
-	dsn        string
-	redisAddr  string
 	topic      string
 	dlqTopic   string
 	group      string
 	partitions int
-	logDir     string
 	db         *sql.DB
 	kafka      *kafka.Client
 	http       *http.Client
@@ -131,25 +160,17 @@ type pipelineEnv struct {
 	mqConfig  string
 	apiConfig string
 	drain     time.Duration // Shutdown.WrapUpTime + Pipeline.DrainTimeout of the epro-mq config
-
-	mu         sync.Mutex
-	procs      []*serviceProc
-	unexpected []string
 }
 
 const dlqPartitions = 3
 
 func newPipelineEnv(t *testing.T, partitions int) *pipelineEnv {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("builds and runs the services; skipped with -short")
-	}
+	st := newStack(t)
 	e := &pipelineEnv{
 		t:          t,
-		bins:       serviceBinaries(t),
-		brokers:    infratest.Kafka(t),
-		dsn:        infratest.MySQL(t),
-		redisAddr:  infratest.Redis(t),
+		st:         st,
+		brokers:    st.Infra.Brokers,
 		topic:      infratest.UniqueName(t, "reports"),
 		dlqTopic:   infratest.UniqueName(t, "dlq"),
 		group:      infratest.UniqueName(t, "epro_mq"),
@@ -158,7 +179,7 @@ func newPipelineEnv(t *testing.T, partitions int) *pipelineEnv {
 	infratest.CreateTopic(t, e.brokers, e.topic, partitions)
 	infratest.CreateTopic(t, e.brokers, e.dlqTopic, dlqPartitions)
 
-	db, err := sql.Open("mysql", e.dsn)
+	db, err := sql.Open("mysql", st.Infra.DSN)
 	if err != nil {
 		t.Fatalf("open test database: %v", err)
 	}
@@ -176,31 +197,26 @@ func newPipelineEnv(t *testing.T, partitions int) *pipelineEnv {
 	}
 	t.Cleanup(e.http.CloseIdleConnections)
 
-	dir, err := os.MkdirTemp("", "epro-e2e-"+infratest.UniqueName(t, "")+"-")
+	e.mqConfig = e.writeMQConfig("epro-mq", nil)
+	e.apiConfig = renderConfig(t, st, "epro-api", "epro-api", map[string]any{"Topic": e.topic})
+	wrapUp, err := stack.ConfigDuration(e.mqConfig, "Shutdown.WrapUpTime")
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.logDir = dir
-	// Registered after MySQL(t), so it runs first: the services stop before their database is dropped.
-	t.Cleanup(e.teardown)
-
-	e.mqConfig = e.writeMQConfig("epro-mq", nil)
-	e.apiConfig = e.writeConfig("epro-api", "epro-api", map[string]string{"Topic": e.topic})
-	e.drain = e.configDuration(e.mqConfig, "Shutdown.WrapUpTime") + e.configDuration(e.mqConfig, "Pipeline.DrainTimeout")
-	t.Logf("topic %s (%d partitions), dead letters %s, group %s, logs in %s", e.topic, partitions, e.dlqTopic, e.group, e.logDir)
+	drain, err := stack.ConfigDuration(e.mqConfig, "Pipeline.DrainTimeout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.drain = wrapUp + drain
+	t.Logf("topic %s (%d partitions), dead letters %s, group %s, logs in %s", e.topic, partitions, e.dlqTopic, e.group, st.Dir)
 	return e
 }
 
-var (
-	envRef         = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
-	envPlaceholder = regexp.MustCompile(`__envref_([A-Za-z0-9_]*[A-Za-z0-9])__`)
-)
-
 // writeMQConfig writes an epro-mq config on the test's topics and group, with extra dotted paths set, to
 // <name>.yaml.
-func (e *pipelineEnv) writeMQConfig(name string, extra map[string]string) string {
+func (e *pipelineEnv) writeMQConfig(name string, extra map[string]any) string {
 	e.t.Helper()
-	set := map[string]string{
+	set := map[string]any{
 		"Reports.Topic":    e.topic,
 		"Reports.Group":    e.group,
 		"DeadLetter.Topic": e.dlqTopic,
@@ -208,88 +224,7 @@ func (e *pipelineEnv) writeMQConfig(name string, extra map[string]string) string
 	for k, v := range extra {
 		set[k] = v
 	}
-	return e.writeConfig("epro-mq", name, set)
-}
-
-// writeConfig copies <service>/etc/<service>.yaml into the log directory as <name>.yaml with the given
-// dotted paths set, keeping every ${VAR} for the service to expand from its environment as it does in
-// production. A path that is missing fails the test: the service would otherwise run against the shared
-// production topic.
-func (e *pipelineEnv) writeConfig(service, name string, set map[string]string) string {
-	e.t.Helper()
-	src := filepath.Join(e.bins.root, service, "etc", service+".yaml")
-	raw, err := os.ReadFile(src)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	// ${VAR} inside a flow sequence ([${EPRO_KAFKA_BROKERS}]) is not valid YAML before expansion, so the
-	// references travel through the YAML round trip as plain placeholders.
-	masked := envRef.ReplaceAll(raw, []byte("__envref_${1}__"))
-	var doc yaml.Node
-	if err := yaml.Unmarshal(masked, &doc); err != nil {
-		e.t.Fatalf("parse %s: %v", src, err)
-	}
-	for path, v := range set {
-		n, err := yamlPath(&doc, path)
-		if err != nil {
-			e.t.Fatalf("%s: %v", src, err)
-		}
-		n.Kind, n.Tag, n.Style, n.Value = yaml.ScalarNode, "!!str", 0, v
-	}
-	out, err := yaml.Marshal(&doc)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	out = envPlaceholder.ReplaceAll(out, []byte("$${${1}}"))
-	dst := filepath.Join(e.logDir, name+".yaml")
-	if err := os.WriteFile(dst, out, 0o644); err != nil {
-		e.t.Fatal(err)
-	}
-	return dst
-}
-
-func yamlPath(doc *yaml.Node, path string) (*yaml.Node, error) {
-	n := doc
-	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
-		n = n.Content[0]
-	}
-	for _, key := range strings.Split(path, ".") {
-		if n.Kind != yaml.MappingNode {
-			return nil, fmt.Errorf("%s: %q is not inside a mapping", path, key)
-		}
-		var next *yaml.Node
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == key {
-				next = n.Content[i+1]
-			}
-		}
-		if next == nil {
-			return nil, fmt.Errorf("no %s in the config", path)
-		}
-		n = next
-	}
-	return n, nil
-}
-
-func (e *pipelineEnv) configDuration(file, path string) time.Duration {
-	e.t.Helper()
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(envRef.ReplaceAll(raw, []byte("__envref_${1}__")), &doc); err != nil {
-		e.t.Fatal(err)
-	}
-	n, err := yamlPath(&doc, path)
-	if err != nil {
-		e.t.Fatalf("%s: %v", file, err)
-	}
-	d, err := time.ParseDuration(n.Value)
-	if err != nil {
-		e.t.Fatalf("%s: %s=%q: %v", file, path, n.Value, err)
-	}
-	return d
+	return renderConfig(e.t, e.st, "epro-mq", name, set)
 }
 
 // embeddedMySQL reports whether the reports land in infratest's in-process go-mysql-server. That server
@@ -298,228 +233,27 @@ func (e *pipelineEnv) configDuration(file, path string) time.Duration {
 // scale their load down there. The real servers always get the full load.
 func embeddedMySQL() bool { return !infratest.IsReal(infratest.KindMySQL) }
 
-// childEnv is what the services read through ${VAR} in their configs.
-func (e *pipelineEnv) childEnv(extra ...string) []string {
-	env := append(os.Environ(),
-		"EPRO_KAFKA_BROKERS="+strings.Join(e.brokers, ","),
-		"EPRO_MYSQL_DSN="+e.dsn,
-		"EPRO_REDIS_ADDR="+e.redisAddr,
-		"EPRO_REDIS_PASSWORD=",
-	)
-	return append(env, extra...)
-}
-
-// ---------------------------------------------------------------------------
-// Service processes
-// ---------------------------------------------------------------------------
-
-// serviceProc is one service running as a child process, its output in a file.
-type serviceProc struct {
-	name    string
-	logPath string
-	cmd     *exec.Cmd
-	done    chan struct{} // closed once the process has been reaped
-	state   *os.ProcessState
-	asked   atomic.Bool // an exit was asked for (signal sent), so it is not a crash
-}
-
-func (e *pipelineEnv) start(name, bin, config string, extraEnv ...string) *serviceProc {
-	e.t.Helper()
-	logPath := filepath.Join(e.logDir, name+".log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-f", config)
-	cmd.Dir = e.bins.root
-	cmd.Env = e.childEnv(extraEnv...)
-	// A file, not a pipe: there is no copying goroutine that could block Wait or lose the last lines.
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		e.t.Fatalf("start %s: %v", name, err)
-	}
-	p := &serviceProc{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{})}
-	e.mu.Lock()
-	e.procs = append(e.procs, p)
-	e.mu.Unlock()
-	go func() {
-		_ = cmd.Wait()
-		f.Close()
-		p.state = cmd.ProcessState
-		close(p.done)
-		if !p.asked.Load() {
-			e.mu.Lock()
-			e.unexpected = append(e.unexpected, fmt.Sprintf("%s exited on its own: %v", name, cmd.ProcessState))
-			e.mu.Unlock()
-		}
-	}()
-	e.t.Logf("started %s (pid %d)", name, cmd.Process.Pid)
-	return p
-}
-
-func (e *pipelineEnv) startMQ(name string) *serviceProc {
-	return e.start(name, e.bins.mq, e.mqConfig)
+func (e *pipelineEnv) startMQ(name string) *stack.Proc {
+	return startService(e.t, e.st, name, "epro-mq", e.mqConfig)
 }
 
 // startAPI starts epro-api on a free port and waits until /readyz answers 200. It returns the base URL.
-func (e *pipelineEnv) startAPI() (*serviceProc, string) {
-	e.t.Helper()
-	port := freePort(e.t)
-	p := e.start("epro-api", e.bins.api, e.apiConfig, "EPRO_API_PORT="+strconv.Itoa(port))
-	base := "http://127.0.0.1:" + strconv.Itoa(port)
-	e.waitFor(time.Minute, "epro-api /readyz", func() (bool, string) {
-		resp, err := e.http.Get(base + "/readyz")
-		if err != nil {
-			return false, err.Error()
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, resp.Status
-	})
-	return p, base
+func (e *pipelineEnv) startAPI() (*stack.Proc, string) {
+	return startHTTP(e.t, e.st, "epro-api", e.apiConfig, "EPRO_API_PORT")
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// kill sends SIGKILL and waits until the process is gone.
-func (p *serviceProc) kill() {
-	p.asked.Store(true)
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-}
-
-// terminate sends SIGTERM and waits up to limit for the process to exit on its own; after that it kills
-// it. It returns how long the process took and its exit code (-1 when it died of a signal or was killed).
-func (p *serviceProc) terminate(limit time.Duration) (took time.Duration, code int, killed bool) {
-	p.asked.Store(true)
-	start := time.Now()
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(limit):
-		killed = true
-		_ = p.cmd.Process.Signal(syscall.SIGKILL)
-		<-p.done
-	}
-	return time.Since(start), p.state.ExitCode(), killed
-}
-
-// tail returns the last n lines of the process's output, leaving out epro-api's access log, which would
-// crowd out everything else.
-func (p *serviceProc) tail(n int) string {
-	f, err := os.Open(p.logPath)
-	if err != nil {
-		return err.Error()
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), `"content":"http"`) {
-			continue
-		}
-		lines = append(lines, sc.Text())
-		if len(lines) > 4*n {
-			lines = lines[len(lines)-n:]
-		}
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// died returns a description of every service that exited without being asked to.
-func (e *pipelineEnv) died() []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return append([]string(nil), e.unexpected...)
-}
-
-func (e *pipelineEnv) teardown() {
-	e.mu.Lock()
-	procs := append([]*serviceProc(nil), e.procs...)
-	e.mu.Unlock()
-	for _, p := range procs {
-		select {
-		case <-p.done:
-		default:
-			p.kill()
-		}
-	}
-	if d := e.died(); len(d) > 0 {
-		e.t.Errorf("services that died during the test: %s", strings.Join(d, "; "))
-	}
-	if e.t.Failed() {
-		for _, p := range procs {
-			e.t.Logf("--- last lines of %s (%s):\n%s", p.name, p.logPath, p.tail(20))
-		}
-		e.t.Logf("service logs and configs kept in %s", e.logDir)
-		return
-	}
-	_ = os.RemoveAll(e.logDir)
-}
-
-// waitFor polls cond every 200ms until it holds, failing the test after timeout or as soon as a service
-// dies on its own. cond's detail string ends up in the failure message.
+// waitFor polls cond until it holds, failing the test after timeout or as soon as a service dies on its
+// own. cond's detail string ends up in the failure message.
 func (e *pipelineEnv) waitFor(timeout time.Duration, what string, cond func() (bool, string)) {
 	e.t.Helper()
-	deadline := time.Now().Add(timeout)
-	var detail string
-	for {
-		var ok bool
-		ok, detail = cond()
-		if ok {
-			return
-		}
-		if d := e.died(); len(d) > 0 {
-			e.t.Fatalf("waiting for %s: %s (last state: %s)", what, strings.Join(d, "; "), detail)
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("waiting for %s: still not there after %s (last state: %s)", what, timeout, detail)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := e.st.Wait(context.Background(), timeout, what, cond); err != nil {
+		e.t.Fatal(err)
 	}
 }
 
 // ---------------------------------------------------------------------------
 // Kafka
 // ---------------------------------------------------------------------------
-
-// groupState describes the test's consumer group as the coordinator sees it.
-func (e *pipelineEnv) groupState(ctx context.Context) (state string, members int, assigned []int, err error) {
-	resp, err := e.kafka.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{e.group}})
-	if err != nil {
-		return "", 0, nil, err
-	}
-	if len(resp.Groups) != 1 {
-		return "", 0, nil, fmt.Errorf("describe groups answered %d groups", len(resp.Groups))
-	}
-	g := resp.Groups[0]
-	if g.Error != nil {
-		return "", 0, nil, g.Error
-	}
-	for _, m := range g.Members {
-		for _, tp := range m.MemberAssignments.Topics {
-			if tp.Topic == e.topic {
-				assigned = append(assigned, tp.Partitions...)
-			}
-		}
-	}
-	sort.Ints(assigned)
-	return g.GroupState, len(g.Members), assigned, nil
-}
 
 // waitGroup waits until the group is stable with exactly members members that share every partition.
 func (e *pipelineEnv) waitGroup(members int, timeout time.Duration) {
@@ -528,12 +262,12 @@ func (e *pipelineEnv) waitGroup(members int, timeout time.Duration) {
 	e.waitFor(timeout, fmt.Sprintf("a stable group of %d", members), func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		state, n, assigned, err := e.groupState(ctx)
+		g, err := stack.DescribeGroup(ctx, e.kafka, e.group, e.topic)
 		if err != nil {
 			return false, err.Error()
 		}
-		detail := fmt.Sprintf("state %s, %d members, partitions %v", state, n, assigned)
-		return state == "Stable" && n == members && len(assigned) == e.partitions, detail
+		detail := fmt.Sprintf("state %s, %d members, partitions %v", g.State, g.Members, g.Partitions)
+		return g.State == "Stable" && g.Members == members && len(g.Partitions) == e.partitions, detail
 	})
 	e.t.Logf("group stable with %d members after %s", members, time.Since(start).Round(time.Millisecond))
 }
@@ -756,17 +490,6 @@ type loadPlan struct {
 	patient  map[string]string // request id -> patient id
 }
 
-func newUUID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err)
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
-
 // answerMarker stands for patient data: it must never show up in a header or a log written for a report.
 const answerMarker = "PHI-MARKER-answer-text"
 
@@ -810,7 +533,7 @@ func planLoad(rng *mrand.Rand, patients, total int, resendShare float64) *loadPl
 				ps.sends = append(ps.sends, s)
 				continue
 			}
-			id := newUUID()
+			id := stack.NewUUID()
 			s := plannedSend{requestID: id, body: reportBody(id, ps.patientID, len(firsts), base)}
 			firsts = append(firsts, s)
 			ps.sends = append(ps.sends, s)

@@ -16,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/e2e/internal/stack"
 )
 
 // These tests run the real epro-api and epro-mq binaries as processes against Kafka, MySQL and Redis from
@@ -83,7 +84,7 @@ func TestPipelineSurvivesKill9(t *testing.T) {
 	})
 	dlqBefore, freshDeadLetter := e.awaitDeadLetter(10*time.Second, loadDone)
 	sentAtKill := load.progress.Load()
-	mq.kill()
+	mq.Kill()
 	t.Logf("killed epro-mq with SIGKILL at %d+ rows stored, %d of %d sends done, %d dead letters (a fresh one: %v)",
 		rowsAtKill, sentAtKill, sends, dlqBefore, freshDeadLetter)
 	select {
@@ -114,8 +115,8 @@ func TestPipelineSurvivesKill9(t *testing.T) {
 // before the offset commit; a crash can land there at any interval.
 func TestPipelineDeadLetterOnceAfterKill9(t *testing.T) {
 	e := newPipelineEnv(t, 1)
-	slowCommits := e.writeMQConfig("epro-mq-slow-commits", map[string]string{"Pipeline.CommitInterval": "5s"})
-	mq := e.start("epro-mq-1", e.bins.mq, slowCommits)
+	slowCommits := e.writeMQConfig("epro-mq-slow-commits", map[string]any{"Pipeline.CommitInterval": "5s"})
+	mq := startService(t, e.st, "epro-mq-1", "epro-mq", slowCommits)
 	e.waitGroup(1, time.Minute)
 
 	r := &poisonRecord{name: "truncated JSON", key: []byte("patient-1"), value: []byte(`{"schemaVersion":1,"requestId":`)}
@@ -131,8 +132,8 @@ func TestPipelineDeadLetterOnceAfterKill9(t *testing.T) {
 		}
 		return n >= 1, fmt.Sprintf("%d dead letters", n)
 	})
-	mq.kill()
-	e.start("epro-mq-2", e.bins.mq, slowCommits)
+	mq.Kill()
+	startService(t, e.st, "epro-mq-2", "epro-mq", slowCommits)
 	e.waitSettled(0, 1, 2*time.Minute)
 	e.checkDeadLetters([]*poisonRecord{r}, nil)
 }
@@ -160,7 +161,7 @@ func TestReplicasScaleUnderLoad(t *testing.T) {
 	e := newPipelineEnv(t, 12)
 	// One replica first, so the schema exists before the others start: replicas that start together on an
 	// empty database race each other's migration (TestReplicasStartTogetherOnEmptyDatabase).
-	replicas := []*serviceProc{e.startMQ("epro-mq-1")}
+	replicas := []*stack.Proc{e.startMQ("epro-mq-1")}
 	e.waitGroup(1, time.Minute)
 	replicas = append(replicas, e.startMQ("epro-mq-2"), e.startMQ("epro-mq-3"))
 	_, base := e.startAPI()
@@ -192,18 +193,19 @@ func TestReplicasScaleUnderLoad(t *testing.T) {
 		}
 	}
 
-	stop := func(p *serviceProc) {
+	stop := func(p *stack.Proc) {
 		t.Helper()
-		took, code, killed := p.terminate(e.drain + 10*time.Second)
-		t.Logf("%s stopped after SIGTERM in %s with exit code %d", p.name, took.Round(time.Millisecond), code)
+		took, killed := p.Stop(e.drain + 10*time.Second)
+		code := p.ExitCode()
+		t.Logf("%s stopped after SIGTERM in %s with exit code %d", p.Name, took.Round(time.Millisecond), code)
 		switch {
 		case killed:
-			t.Errorf("%s still ran %s after SIGTERM and had to be killed", p.name, took.Round(time.Millisecond))
+			t.Errorf("%s still ran %s after SIGTERM and had to be killed", p.Name, took.Round(time.Millisecond))
 		case code != 0:
-			t.Errorf("%s exited with %v after SIGTERM, want exit code 0", p.name, p.state)
+			t.Errorf("%s exited with %v after SIGTERM, want exit code 0", p.Name, p.Err())
 		case took > e.drain:
 			t.Errorf("%s took %s to stop after SIGTERM, more than its configured drain time %s (Shutdown.WrapUpTime + Pipeline.DrainTimeout)",
-				p.name, took.Round(time.Millisecond), e.drain)
+				p.Name, took.Round(time.Millisecond), e.drain)
 		}
 	}
 
@@ -233,7 +235,7 @@ func TestReplicasScaleUnderLoad(t *testing.T) {
 
 	// The remaining replicas must stop cleanly too, all at once as in a rolling deploy's last step.
 	var wg sync.WaitGroup
-	for _, p := range []*serviceProc{replicas[0], replicas[1], replicas[2]} {
+	for _, p := range []*stack.Proc{replicas[0], replicas[1], replicas[2]} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -334,7 +336,7 @@ func poisonRecords(t *testing.T, plan *loadPlan, rng *mrand.Rand, partitions int
 	var out []*poisonRecord
 	add := func(name string, mk func(id, patient string) (key, value []byte, headers []kafka.Header)) {
 		patient := plan.patients[rng.IntN(len(plan.patients))].patientID
-		id := newUUID()
+		id := stack.NewUUID()
 		key, value, headers := mk(id, patient)
 		out = append(out, &poisonRecord{name: name, key: key, value: value, headers: headers, requestID: id})
 	}
@@ -392,7 +394,7 @@ func poisonRecords(t *testing.T, plan *loadPlan, rng *mrand.Rand, partitions int
 	})
 	add("x-request-id header differs", func(id, patient string) ([]byte, []byte, []kafka.Header) {
 		return []byte(patient), object(valid(id, patient)), []kafka.Header{
-			{Key: report.HeaderRequestID, Value: []byte(newUUID())},
+			{Key: report.HeaderRequestID, Value: []byte(stack.NewUUID())},
 			{Key: report.HeaderSchemaVersion, Value: []byte("1")},
 		}
 	})

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/epro-intake/e2e/internal/stack"
-
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -11,9 +9,7 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -25,21 +21,10 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
-	"github.com/segmentio/kafka-go"
 
-	"github.com/epro-intake/common/embedded"
 	"github.com/epro-intake/common/topic"
+	"github.com/epro-intake/e2e/internal/stack"
 )
-
-// Defaults for the real servers: what deploy/scripts/services.sh serves.
-const (
-	defaultKafkaBrokers = "127.0.0.1:9092"
-	defaultMySQLDSN     = "epro:epro@tcp(127.0.0.1:3306)/epro?parseTime=true&loc=UTC&timeTruncate=1us&charset=utf8mb4"
-	defaultRedisAddr    = "127.0.0.1:6379"
-)
-
-// stopTimeout is above epro-mq's Shutdown.WaitTime (20s), so its own drain always finishes first.
-const stopTimeout = 25 * time.Second
 
 type bench struct {
 	opt options
@@ -49,12 +34,10 @@ type bench struct {
 
 	managed  bool
 	root     string
-	runDir   string
-	env      []string
-	bins     string
+	st       *stack.Stack // nil with -api
 	mqCfg    string
 	apiCfg   string
-	api, mq  *proc
+	api, mq  *stack.Proc
 	devPorts map[string]int
 
 	brokers   []string
@@ -292,7 +275,7 @@ type drainRun struct {
 func (b *bench) backlogDrain(ctx context.Context, client *http.Client, postURL string, answers answerSet, total int) (*drainRun, error) {
 	o := b.opt
 	b.progress("drain: stopping epro-mq")
-	if err := b.mq.stop(stopTimeout); err != nil {
+	if err := stopService(b.mq); err != nil {
 		return nil, err
 	}
 	stoppedAt, err := rowCount(ctx, b.db, b.since)
@@ -309,12 +292,9 @@ func (b *bench) backlogDrain(ctx context.Context, client *http.Client, postURL s
 	}
 	b.progress("drain: starting epro-mq on a backlog of %d reports", len(pr.load.accepted))
 	restarted := time.Now()
-	mq, err := startProc("epro-mq", filepath.Join(b.bins, "epro-mq"), b.mqCfg, b.root, b.env, filepath.Join(b.runDir, "epro-mq.log"))
-	if err != nil {
+	if err := b.startMQ(); err != nil {
 		return nil, err
 	}
-	b.mq = mq
-	b.cpu.set("epro-mq", mq.pid())
 	var profiled sync.WaitGroup
 	if port, ok := b.devPorts["epro-mq"]; ok {
 		// The drain is short: a few seconds from just after the restart show what bounds it.
@@ -586,333 +566,6 @@ func (b *bench) rawMySQL(ctx context.Context) error {
 		rm.CPU = cpuUse(before, after)
 		b.res.RawMySQL = append(b.res.RawMySQL, rm)
 		b.progress("raw INSERT: %.0f rows/s", rm.RowsPerSec)
-	}
-	return nil
-}
-
-// attach targets an API that is already running.
-func (b *bench) attach(ctx context.Context) error {
-	o := b.opt
-	u, err := url.Parse(o.apiURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return errors.New("-api must be a URL such as http://127.0.0.1:8888")
-	}
-	if err := checkLoopback("-api", u.Host); err != nil {
-		return err
-	}
-	b.apiBase = strings.TrimRight(o.apiURL, "/")
-	cfg, err := parseDSN(o.mysqlDSN)
-	if err != nil {
-		return fmt.Errorf("-mysql-dsn: %w", err)
-	}
-	if cfg.DBName == "" {
-		return errors.New("-mysql-dsn names no database")
-	}
-	if err := checkLoopback("-mysql-dsn", cfg.Addr); err != nil {
-		return err
-	}
-	b.server = withDB(cfg, "")
-	b.dbName = cfg.DBName
-	b.db, err = openDB(cfg, 4)
-	if err != nil {
-		return err
-	}
-	b.cleanups = append(b.cleanups, func() { b.db.Close() })
-	// A second early: the API stamps received_at with its own clock, on this host.
-	b.since = time.Now().Add(-time.Second)
-	b.brokers = splitList(envOr("EPRO_KAFKA_BROKERS", defaultKafkaBrokers))
-	for _, br := range b.brokers {
-		if err := checkLoopback("EPRO_KAFKA_BROKERS", br); err != nil {
-			return err
-		}
-	}
-	if b.root, err = stack.Root(ctx); err != nil {
-		return err
-	}
-	b.res.Infra = "external"
-	b.res.Target = fmt.Sprintf("epro-api at %s, MySQL %s/%s, raw Kafka at %s", b.apiBase, cfg.Addr, cfg.DBName, strings.Join(b.brokers, ","))
-	if err := waitReady(ctx, b.apiBase+"/readyz", nil, 10*time.Second); err != nil {
-		return err
-	}
-	if _, err := rowCount(ctx, b.db, time.Time{}); err != nil {
-		return fmt.Errorf("-mysql-dsn: no reports table there: %w", err)
-	}
-	return nil
-}
-
-// startSuite builds the services and runs them on fresh names: their own database, topics and group.
-func (b *bench) startSuite(ctx context.Context) error {
-	o := b.opt
-	b.managed = true
-	var err error
-	if b.root, err = stack.Root(ctx); err != nil {
-		return err
-	}
-	b.runDir, err = os.MkdirTemp("", "epro-bench-")
-	if err != nil {
-		return err
-	}
-	b.bins = filepath.Join(b.runDir, "bin")
-	b.progress("building epro-api and epro-mq")
-	if err := stack.Build(ctx, b.root, b.bins, "epro-api", "epro-mq"); err != nil {
-		return err
-	}
-
-	id := b.res.RunID
-	b.dbName = "epro_bench_" + strings.ReplaceAll(id, "-", "_")
-	redisAddr := ""
-	if o.embedded {
-		if err := b.startEmbedded(ctx, &redisAddr); err != nil {
-			return err
-		}
-	} else if err := b.realInfra(ctx, &redisAddr); err != nil {
-		return err
-	}
-
-	reportsTopic := "epro.bench." + id + ".reports.v1"
-	dlqTopic := reportsTopic + ".dlq"
-	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = topic.Ensure(tctx, b.brokers,
-		topic.Spec{Name: reportsTopic, Partitions: o.partitions, Replication: 1},
-		topic.Spec{Name: dlqTopic, Partitions: 3, Replication: 1})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("create topics: %w", err)
-	}
-	b.topics = append(b.topics, reportsTopic, dlqTopic)
-
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	b.apiBase = "http://127.0.0.1:" + strconv.Itoa(port)
-	apiSet := map[string]any{"Host": "127.0.0.1", "Port": port, "Topic": reportsTopic}
-	b.group = "epro-bench-" + id
-	mqSet := map[string]any{
-		"Reports.Topic": reportsTopic, "Reports.Group": b.group, "Reports.Name": b.group,
-		"DeadLetter.Topic": dlqTopic,
-	}
-	b.devPorts = map[string]int{}
-	if o.profile != "" {
-		// go-zero's dev server carries pprof; it is turned on only when profiles are asked for.
-		for name, set := range map[string]map[string]any{"epro-api": apiSet, "epro-mq": mqSet} {
-			p, err := freePort()
-			if err != nil {
-				return err
-			}
-			b.devPorts[name] = p
-			set["DevServer.Enabled"] = true
-			set["DevServer.Host"] = "127.0.0.1"
-			set["DevServer.Port"] = p
-			set["DevServer.EnablePprof"] = true
-			set["DevServer.EnableMetrics"] = false
-		}
-	}
-	for name, set := range map[string]map[string]any{"epro-api": apiSet, "epro-mq": mqSet} {
-		for k, v := range o.overrides[name] {
-			set[k] = v
-		}
-	}
-	b.apiCfg = filepath.Join(b.runDir, "epro-api.yaml")
-	b.mqCfg = filepath.Join(b.runDir, "epro-mq.yaml")
-	if err := writeConfig(filepath.Join(b.root, "epro-api", "etc", "epro-api.yaml"), b.apiCfg, apiSet); err != nil {
-		return err
-	}
-	if err := writeConfig(filepath.Join(b.root, "epro-mq", "etc", "epro-mq.yaml"), b.mqCfg, mqSet); err != nil {
-		return err
-	}
-	childDSN := withDB(b.server, b.dbName)
-	b.env = append(os.Environ(),
-		"EPRO_KAFKA_BROKERS="+strings.Join(b.brokers, ","),
-		"EPRO_MYSQL_DSN="+childDSN.FormatDSN(),
-		"EPRO_REDIS_ADDR="+redisAddr,
-		"EPRO_API_PORT="+strconv.Itoa(port),
-	)
-
-	// The consumer first: it applies the migrations the API's status lookups read.
-	b.mq, err = startProc("epro-mq", filepath.Join(b.bins, "epro-mq"), b.mqCfg, b.root, b.env, filepath.Join(b.runDir, "epro-mq.log"))
-	if err != nil {
-		return err
-	}
-	b.cpu.set("epro-mq", b.mq.pid())
-	b.api, err = startProc("epro-api", filepath.Join(b.bins, "epro-api"), b.apiCfg, b.root, b.env, filepath.Join(b.runDir, "epro-api.log"))
-	if err != nil {
-		return err
-	}
-	b.cpu.set("epro-api", b.api.pid())
-	b.progress("waiting for epro-api at %s (logs in %s)", b.apiBase, b.runDir)
-	if err := waitReady(ctx, b.apiBase+"/readyz", b.api, 2*time.Minute); err != nil {
-		return fmt.Errorf("%w%s", err, b.logHint())
-	}
-	b.db, err = openDB(childDSN, 4)
-	if err != nil {
-		return err
-	}
-	// The table exists once epro-mq has migrated; give it the time it gives itself to reach MySQL.
-	deadline := time.Now().Add(time.Minute)
-	for {
-		if _, err = rowCount(ctx, b.db, time.Time{}); err == nil {
-			break
-		}
-		if b.mq.exited() || time.Now().After(deadline) {
-			return fmt.Errorf("no reports table from epro-mq: %w%s", err, b.logHint())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return nil
-}
-
-func (b *bench) realInfra(ctx context.Context, redisAddr *string) error {
-	b.brokers = splitList(envOr("EPRO_KAFKA_BROKERS", defaultKafkaBrokers))
-	for _, br := range b.brokers {
-		if err := checkLoopback("EPRO_KAFKA_BROKERS", br); err != nil {
-			return err
-		}
-	}
-	cfg, err := parseDSN(envOr("EPRO_MYSQL_DSN", defaultMySQLDSN))
-	if err != nil {
-		return fmt.Errorf("EPRO_MYSQL_DSN: %w", err)
-	}
-	if err := checkLoopback("EPRO_MYSQL_DSN", cfg.Addr); err != nil {
-		return err
-	}
-	*redisAddr = envOr("EPRO_REDIS_ADDR", defaultRedisAddr)
-	if err := checkLoopback("EPRO_REDIS_ADDR", *redisAddr); err != nil {
-		return err
-	}
-	b.server = withDB(cfg, "")
-	hint := " (are the servers up? make services-up, or deploy/scripts/services.sh up)"
-	for _, addr := range append([]string{cfg.Addr, *redisAddr}, b.brokers...) {
-		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
-		if err != nil {
-			return fmt.Errorf("%s: %w%s", addr, err, hint)
-		}
-		c.Close()
-	}
-	if err := createDatabase(ctx, b.server, b.dbName); err != nil {
-		return fmt.Errorf("%w%s", err, hint)
-	}
-	b.cleanups = append(b.cleanups, func() {
-		if !b.opt.keep {
-			_ = dropDatabase(b.server, b.dbName)
-		}
-	})
-	b.res.Infra = "real"
-	b.res.Target = fmt.Sprintf("Kafka %s, MariaDB %s (database %s), Redis %s", strings.Join(b.brokers, ","), cfg.Addr, b.dbName, *redisAddr)
-	return nil
-}
-
-func (b *bench) startEmbedded(ctx context.Context, redisAddr *string) error {
-	bg := context.Background()
-	brokers, stopK, err := embedded.StartKafka(bg, "")
-	if err != nil {
-		return err
-	}
-	b.cleanups = append(b.cleanups, stopK)
-	b.brokers = brokers
-	dsn, stopM, err := embedded.StartMySQL(bg, "", b.dbName)
-	if err != nil {
-		return err
-	}
-	b.cleanups = append(b.cleanups, stopM)
-	cfg, err := parseDSN(dsn)
-	if err != nil {
-		return err
-	}
-	b.server = withDB(cfg, "")
-	addr, stopR, err := embedded.RunRedis("")
-	if err != nil {
-		return err
-	}
-	b.cleanups = append(b.cleanups, stopR)
-	*redisAddr = addr
-	b.res.Infra = "embedded"
-	b.res.Target = fmt.Sprintf("in-process kfake %s, go-mysql-server %s, miniredis %s", strings.Join(brokers, ","), cfg.Addr, addr)
-	return nil
-}
-
-// cleanup stops the services, then removes what the run created, newest first. The run directory with the
-// service logs stays when the run failed or -keep was given.
-func (b *bench) cleanup(failed bool) {
-	if b.api != nil {
-		if err := b.api.stop(stopTimeout); err != nil {
-			b.progress("%v", err)
-		}
-	}
-	if b.mq != nil {
-		if err := b.mq.stop(stopTimeout); err != nil {
-			b.progress("%v", err)
-		}
-	}
-	if len(b.topics) > 0 && !b.opt.keep && !b.opt.embedded {
-		client := &kafka.Client{Addr: kafka.TCP(b.brokers...), Timeout: 10 * time.Second}
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		if _, err := client.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: b.topics}); err != nil {
-			b.progress("delete topics %v: %v", b.topics, err)
-		}
-		if b.group != "" {
-			// Its offsets would otherwise linger until the broker expires them.
-			if _, err := client.DeleteGroups(ctx, &kafka.DeleteGroupsRequest{GroupIDs: []string{b.group}}); err != nil {
-				b.progress("delete consumer group %s: %v", b.group, err)
-			}
-		}
-		cancel()
-	}
-	if b.db != nil && b.managed {
-		b.db.Close()
-	}
-	for i := len(b.cleanups) - 1; i >= 0; i-- {
-		b.cleanups[i]()
-	}
-	if b.runDir != "" {
-		if failed || b.opt.keep {
-			b.progress("service logs kept in %s", b.runDir)
-		} else {
-			_ = os.RemoveAll(b.runDir)
-		}
-	}
-}
-
-func (b *bench) logHint() string {
-	if b.runDir == "" {
-		return ""
-	}
-	return " (service logs: " + b.runDir + ")"
-}
-
-func envOr(name, def string) string {
-	if v := strings.TrimSpace(os.Getenv(name)); v != "" {
-		return v
-	}
-	return def
-}
-
-func splitList(v string) []string {
-	var out []string
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-// checkLoopback refuses any address that is not on this machine's loopback interface.
-func checkLoopback(what, hostport string) error {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		host = hostport
-	}
-	var ips []net.IP
-	if ip := net.ParseIP(host); ip != nil {
-		ips = []net.IP{ip}
-	} else if ips, err = net.LookupIP(host); err != nil || len(ips) == 0 {
-		return fmt.Errorf("%s: cannot resolve %q", what, host)
-	}
-	for _, ip := range ips {
-		if !ip.IsLoopback() {
-			return fmt.Errorf("%s: %s is not a loopback address; epro-bench only loads this machine", what, host)
-		}
 	}
 	return nil
 }

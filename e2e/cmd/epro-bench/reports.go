@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	mrand "math/rand/v2"
 	"strconv"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/e2e/internal/stack"
 )
 
 // notes are fragments of the free-text field; patients write a sentence or three, so a report carries a few
@@ -113,19 +113,7 @@ func (g *reportGen) uuid() string {
 	var u [16]byte
 	binary.LittleEndian.PutUint64(u[0:8], g.rng.Uint64())
 	binary.LittleEndian.PutUint64(u[8:16], g.rng.Uint64())
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	var s [36]byte
-	hex.Encode(s[0:8], u[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], u[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], u[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], u[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:36], u[10:16])
-	return string(s[:])
+	return stack.FormatUUID(u)
 }
 
 func appendPadded(b []byte, n, width int) []byte {

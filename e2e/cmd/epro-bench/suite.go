@@ -6,183 +6,330 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
-	"os/exec"
-	"regexp"
+	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/epro-intake/common/topic"
+	"github.com/epro-intake/e2e/internal/stack"
 )
 
-// writeConfig copies a service's etc/*.yaml with the given keys replaced ("Reports.Topic" is a nested key),
-// keeping everything else, ${VAR} references included, exactly as the service's owners wrote it: the
-// benchmark measures their configuration, not one of its own.
-func writeConfig(src, dst string, set map[string]any) error {
-	data, err := os.ReadFile(src)
+// stopTimeout is above epro-mq's Shutdown.WaitTime (20s), so its own drain always finishes first.
+const stopTimeout = 25 * time.Second
+
+// attach targets an API that is already running.
+func (b *bench) attach(ctx context.Context) error {
+	o := b.opt
+	u, err := url.Parse(o.apiURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("-api must be a URL such as http://127.0.0.1:8888")
+	}
+	if err := checkLoopback("-api", u.Host); err != nil {
+		return err
+	}
+	b.apiBase = strings.TrimRight(o.apiURL, "/")
+	cfg, err := parseDSN(o.mysqlDSN)
+	if err != nil {
+		return fmt.Errorf("-mysql-dsn: %w", err)
+	}
+	if cfg.DBName == "" {
+		return errors.New("-mysql-dsn names no database")
+	}
+	if err := checkLoopback("-mysql-dsn", cfg.Addr); err != nil {
+		return err
+	}
+	b.server = withDB(cfg, "")
+	b.dbName = cfg.DBName
+	b.db, err = openDB(cfg, 4)
 	if err != nil {
 		return err
 	}
-	// ${VAR} is not valid YAML everywhere (a flow sequence such as [${EPRO_KAFKA_BROKERS}] is not); go-zero
-	// expands it before parsing. Stand-in names keep the file parseable and are turned back into ${VAR}
-	// afterwards, so that secrets reach the services through their environment and never this file.
-	text := os.Expand(string(data), func(name string) string { return envMarker + name + envMarker })
-	var doc yaml.Node
-	if err := yaml.Unmarshal([]byte(text), &doc); err != nil {
-		return fmt.Errorf("parse %s: %w", src, err)
-	}
-	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
-		return fmt.Errorf("%s is not a YAML mapping", src)
-	}
-	for path, v := range set {
-		if err := setKey(doc.Content[0], strings.Split(path, "."), v); err != nil {
-			return fmt.Errorf("%s: %s: %w", src, path, err)
+	b.cleanups = append(b.cleanups, func() { b.db.Close() })
+	// A second early: the API stamps received_at with its own clock, on this host.
+	b.since = time.Now().Add(-time.Second)
+	b.brokers = stack.RealAddrs().Brokers
+	for _, br := range b.brokers {
+		if err := checkLoopback(stack.EnvKafkaBrokers, br); err != nil {
+			return err
 		}
 	}
-	out, err := yaml.Marshal(&doc)
+	if b.root, err = stack.Root(ctx); err != nil {
+		return err
+	}
+	b.res.Infra = "external"
+	b.res.Target = fmt.Sprintf("epro-api at %s, MySQL %s/%s, raw Kafka at %s", b.apiBase, cfg.Addr, cfg.DBName, strings.Join(b.brokers, ","))
+	ready := b.apiBase + "/readyz"
+	if err := stack.Eventually(ctx, 10*time.Second, ready, nil, stack.HTTPOK(ctx, &http.Client{Timeout: time.Second}, ready)); err != nil {
+		return err
+	}
+	if _, err := rowCount(ctx, b.db, time.Time{}); err != nil {
+		return fmt.Errorf("-mysql-dsn: no reports table there: %w", err)
+	}
+	return nil
+}
+
+// startSuite builds the services and runs them on fresh names: their own database, topics and group.
+func (b *bench) startSuite(ctx context.Context) error {
+	o := b.opt
+	b.managed = true
+	root, err := stack.Root(ctx)
 	if err != nil {
 		return err
 	}
-	restored := envMarkerRE.ReplaceAllString(string(out), "$${$1}")
-	return os.WriteFile(dst, []byte(restored), 0o600)
-}
-
-const envMarker = "EPROBENCHENV"
-
-var envMarkerRE = regexp.MustCompile(envMarker + `([A-Za-z0-9_]+?)` + envMarker)
-
-func setKey(m *yaml.Node, path []string, v any) error {
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value != path[0] {
-			continue
-		}
-		if len(path) == 1 {
-			m.Content[i+1] = scalar(v)
-			return nil
-		}
-		if m.Content[i+1].Kind != yaml.MappingNode {
-			return errors.New("not a mapping")
-		}
-		return setKey(m.Content[i+1], path[1:], v)
-	}
-	key := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: path[0]}
-	if len(path) == 1 {
-		m.Content = append(m.Content, key, scalar(v))
-		return nil
-	}
-	child := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
-	m.Content = append(m.Content, key, child)
-	return setKey(child, path[1:], v)
-}
-
-func scalar(v any) *yaml.Node {
-	switch v := v.(type) {
-	case int:
-		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!int", Value: strconv.Itoa(v)}
-	case bool:
-		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: strconv.FormatBool(v)}
-	default:
-		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: fmt.Sprint(v)}
-	}
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	b.root = root
+	dir, err := os.MkdirTemp("", "epro-bench-")
 	if err != nil {
-		return 0, err
+		return err
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+	b.st = &stack.Stack{Root: root, Bin: filepath.Join(dir, "bin"), Dir: dir}
+	b.progress("building epro-api and epro-mq")
+	if err := stack.Build(ctx, root, b.st.Bin, "epro-api", "epro-mq"); err != nil {
+		return err
+	}
 
-// proc is one running service.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  *os.File
-	done chan struct{}
-	err  error
-}
-
-func startProc(name, bin, config, dir string, env []string, logPath string) (*proc, error) {
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	id := b.res.RunID
+	b.dbName = "epro_bench_" + strings.ReplaceAll(id, "-", "_")
+	if o.embedded {
+		err = b.startEmbedded()
+	} else {
+		err = b.realInfra(ctx)
+	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	cmd := exec.Command(bin, "-f", config)
-	cmd.Dir = dir
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = childProcAttr()
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, log: logf, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
+	reportsTopic := "epro.bench." + id + ".reports.v1"
+	dlqTopic := reportsTopic + ".dlq"
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = topic.Ensure(tctx, b.brokers,
+		topic.Spec{Name: reportsTopic, Partitions: o.partitions, Replication: 1},
+		topic.Spec{Name: dlqTopic, Partitions: 3, Replication: 1})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("create topics: %w", err)
 	}
-}
+	b.topics = append(b.topics, reportsTopic, dlqTopic)
 
-// stop sends SIGTERM, which lets epro-mq drain and commit, and kills the process after timeout.
-func (p *proc) stop(timeout time.Duration) error {
-	if p.exited() {
-		return p.err
+	port, err := stack.FreePort()
+	if err != nil {
+		return err
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(timeout):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("%s did not stop within %s of SIGTERM and was killed", p.name, timeout)
+	b.apiBase = "http://127.0.0.1:" + strconv.Itoa(port)
+	apiSet := map[string]any{"Host": "127.0.0.1", "Port": port, "Topic": reportsTopic}
+	b.group = "epro-bench-" + id
+	mqSet := map[string]any{
+		"Reports.Topic": reportsTopic, "Reports.Group": b.group, "Reports.Name": b.group,
+		"DeadLetter.Topic": dlqTopic,
 	}
-}
-
-// waitReady polls url until it answers 200, p dies, ctx ends or timeout passes.
-func waitReady(ctx context.Context, url string, p *proc, timeout time.Duration) error {
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(timeout)
-	last := "no answer"
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
+	b.devPorts = map[string]int{}
+	if o.profile != "" {
+		// go-zero's dev server carries pprof; it is turned on only when profiles are asked for.
+		for name, set := range map[string]map[string]any{"epro-api": apiSet, "epro-mq": mqSet} {
+			p, err := stack.FreePort()
+			if err != nil {
+				return err
 			}
-			last = resp.Status
-		} else {
-			last = err.Error()
-		}
-		if p != nil && p.exited() {
-			return fmt.Errorf("%s exited while waiting for %s: %v", p.name, url, p.err)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready after %s (last: %s)", url, timeout, last)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+			b.devPorts[name] = p
+			set["DevServer.Enabled"] = true
+			set["DevServer.Host"] = "127.0.0.1"
+			set["DevServer.Port"] = p
+			set["DevServer.EnablePprof"] = true
+			set["DevServer.EnableMetrics"] = false
 		}
 	}
+	for name, set := range map[string]map[string]any{"epro-api": apiSet, "epro-mq": mqSet} {
+		for k, v := range o.overrides[name] {
+			set[k] = v
+		}
+	}
+	// The benchmark measures the owners' configuration with only these keys changed, not one of its own.
+	if b.apiCfg, err = b.st.Config("epro-api", "epro-api", apiSet); err != nil {
+		return err
+	}
+	if b.mqCfg, err = b.st.Config("epro-mq", "epro-mq", mqSet); err != nil {
+		return err
+	}
+	childDSN := withDB(b.server, b.dbName)
+	b.st.Infra.DSN = childDSN.FormatDSN()
+	b.st.Env = append(append(os.Environ(), b.st.Infra.Env()...), "EPRO_API_PORT="+strconv.Itoa(port))
+
+	// The consumer first: it applies the migrations the API's status lookups read.
+	if err := b.startMQ(); err != nil {
+		return err
+	}
+	b.api, err = b.st.Start("epro-api", "epro-api", b.apiCfg)
+	if err != nil {
+		return err
+	}
+	b.cpu.set("epro-api", b.api.Pid())
+	b.progress("waiting for epro-api at %s (logs in %s)", b.apiBase, dir)
+	ready := b.apiBase + "/readyz"
+	if err := b.st.Wait(ctx, 2*time.Minute, ready, stack.HTTPOK(ctx, &http.Client{Timeout: time.Second}, ready)); err != nil {
+		return fmt.Errorf("%w%s", err, b.logHint())
+	}
+	b.db, err = openDB(childDSN, 4)
+	if err != nil {
+		return err
+	}
+	// The table exists once epro-mq has migrated; give it the time it gives itself to reach MySQL.
+	err = b.st.Wait(ctx, time.Minute, "the reports table from epro-mq", func() (bool, string) {
+		if _, err := rowCount(ctx, b.db, time.Time{}); err != nil {
+			return false, err.Error()
+		}
+		return true, ""
+	})
+	if err != nil {
+		return fmt.Errorf("%w%s", err, b.logHint())
+	}
+	return nil
+}
+
+// startMQ starts epro-mq and has its CPU watched.
+func (b *bench) startMQ() error {
+	mq, err := b.st.Start("epro-mq", "epro-mq", b.mqCfg)
+	if err != nil {
+		return err
+	}
+	b.mq = mq
+	b.cpu.set("epro-mq", mq.Pid())
+	return nil
+}
+
+// stopService stops p with the stack's policy and says whether it stopped on its own.
+func stopService(p *stack.Proc) error {
+	if p.Exited() {
+		return p.Err()
+	}
+	if _, killed := p.Stop(stopTimeout); killed {
+		return fmt.Errorf("%s did not stop within %s of SIGTERM and was killed", p.Name, stopTimeout)
+	}
+	return nil
+}
+
+func (b *bench) realInfra(ctx context.Context) error {
+	inf := stack.RealAddrs()
+	for _, br := range inf.Brokers {
+		if err := checkLoopback(stack.EnvKafkaBrokers, br); err != nil {
+			return err
+		}
+	}
+	cfg, err := parseDSN(inf.DSN)
+	if err != nil {
+		return fmt.Errorf("%s: %w", stack.EnvMySQLDSN, err)
+	}
+	if err := checkLoopback(stack.EnvMySQLDSN, cfg.Addr); err != nil {
+		return err
+	}
+	if err := checkLoopback(stack.EnvRedisAddr, inf.RedisAddr); err != nil {
+		return err
+	}
+	b.server = withDB(cfg, "")
+	hint := " (are the servers up? make services-up, or deploy/scripts/services.sh up)"
+	for _, addr := range append([]string{cfg.Addr, inf.RedisAddr}, inf.Brokers...) {
+		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+		if err != nil {
+			return fmt.Errorf("%s: %w%s", addr, err, hint)
+		}
+		c.Close()
+	}
+	if err := createDatabase(ctx, b.server, b.dbName); err != nil {
+		return fmt.Errorf("%w%s", err, hint)
+	}
+	b.cleanups = append(b.cleanups, func() {
+		if !b.opt.keep {
+			_ = dropDatabase(b.server, b.dbName)
+		}
+	})
+	b.st.Infra, b.brokers = inf, inf.Brokers
+	b.res.Infra = "real"
+	b.res.Target = fmt.Sprintf("Kafka %s, MariaDB %s (database %s), Redis %s", strings.Join(inf.Brokers, ","), cfg.Addr, b.dbName, inf.RedisAddr)
+	return nil
+}
+
+func (b *bench) startEmbedded() error {
+	inf, err := stack.Embedded(stack.EmbeddedOptions{Database: b.dbName})
+	if err != nil {
+		return err
+	}
+	b.cleanups = append(b.cleanups, inf.Stop)
+	cfg, err := parseDSN(inf.DSN)
+	if err != nil {
+		return err
+	}
+	b.server = withDB(cfg, "")
+	b.st.Infra, b.brokers = inf, inf.Brokers
+	b.res.Infra = "embedded"
+	b.res.Target = fmt.Sprintf("in-process kfake %s, go-mysql-server %s, miniredis %s", strings.Join(inf.Brokers, ","), cfg.Addr, inf.RedisAddr)
+	return nil
+}
+
+// cleanup stops the services, then removes what the run created, newest first. The run directory with the
+// service logs stays when the run failed or -keep was given.
+func (b *bench) cleanup(failed bool) {
+	for _, p := range []*stack.Proc{b.api, b.mq} {
+		if p != nil {
+			if err := stopService(p); err != nil {
+				b.progress("%v", err)
+			}
+		}
+	}
+	if len(b.topics) > 0 && !b.opt.keep && !b.opt.embedded {
+		client := &kafka.Client{Addr: kafka.TCP(b.brokers...), Timeout: 10 * time.Second}
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		if _, err := client.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: b.topics}); err != nil {
+			b.progress("delete topics %v: %v", b.topics, err)
+		}
+		if b.group != "" {
+			// Its offsets would otherwise linger until the broker expires them.
+			if _, err := client.DeleteGroups(ctx, &kafka.DeleteGroupsRequest{GroupIDs: []string{b.group}}); err != nil {
+				b.progress("delete consumer group %s: %v", b.group, err)
+			}
+		}
+		cancel()
+	}
+	if b.db != nil && b.managed {
+		b.db.Close()
+	}
+	for i := len(b.cleanups) - 1; i >= 0; i-- {
+		b.cleanups[i]()
+	}
+	if b.st != nil {
+		if failed || b.opt.keep {
+			b.progress("service logs kept in %s", b.st.Dir)
+		} else {
+			_ = os.RemoveAll(b.st.Dir)
+		}
+	}
+}
+
+func (b *bench) logHint() string {
+	if b.st == nil {
+		return ""
+	}
+	return " (service logs: " + b.st.Dir + ")"
+}
+
+// checkLoopback refuses any address that is not on this machine's loopback interface.
+func checkLoopback(what, hostport string) error {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	var ips []net.IP
+	if ip := net.ParseIP(host); ip != nil {
+		ips = []net.IP{ip}
+	} else if ips, err = net.LookupIP(host); err != nil || len(ips) == 0 {
+		return fmt.Errorf("%s: cannot resolve %q", what, host)
+	}
+	for _, ip := range ips {
+		if !ip.IsLoopback() {
+			return fmt.Errorf("%s: %s is not a loopback address; epro-bench only loads this machine", what, host)
+		}
+	}
+	return nil
 }

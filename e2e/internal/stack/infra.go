@@ -144,11 +144,7 @@ func kafkaCluster(n int) ([]string, func(), error) {
 // checks that MySQL and Redis answer, and creates the database the DSN names, because epro-mq's migrations
 // create tables but not the database itself.
 func Real(ctx context.Context) (*Infra, error) {
-	inf := &Infra{
-		Brokers:   SplitList(envOr(EnvKafkaBrokers, DefaultKafkaBrokers)),
-		DSN:       envOr(EnvMySQLDSN, DefaultMySQLDSN),
-		RedisAddr: envOr(EnvRedisAddr, DefaultRedisAddr),
-	}
+	inf := RealAddrs()
 	if len(inf.Brokers) == 0 {
 		return nil, fmt.Errorf("%s names no broker", EnvKafkaBrokers)
 	}
@@ -168,6 +164,16 @@ func Real(ctx context.Context) (*Infra, error) {
 		return nil, fmt.Errorf("Redis at %s: %w%s", inf.RedisAddr, err, hint)
 	}
 	return inf, nil
+}
+
+// RealAddrs names the servers given by EPRO_KAFKA_BROKERS, EPRO_MYSQL_DSN and EPRO_REDIS_ADDR, or the
+// defaults, without checking them.
+func RealAddrs() *Infra {
+	return &Infra{
+		Brokers:   SplitList(envOr(EnvKafkaBrokers, DefaultKafkaBrokers)),
+		DSN:       envOr(EnvMySQLDSN, DefaultMySQLDSN),
+		RedisAddr: envOr(EnvRedisAddr, DefaultRedisAddr),
+	}
 }
 
 // CreateDatabase creates the database name on the server cfg points at, if it does not exist yet.
