@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/common/topic"
 )
 
 // RawKafka is the plain-writer limit.
@@ -247,4 +249,79 @@ func insertRaw(ctx context.Context, db *sql.DB, rows []rawRow) error {
 	sb.WriteString(rawInsertSuffix)
 	_, err := db.ExecContext(ctx, sb.String(), args...)
 	return err
+}
+
+func (b *bench) rawKafka(ctx context.Context, answers answerSet) error {
+	o := b.opt
+	name := "epro.bench." + b.res.RunID + ".raw"
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err := topic.Ensure(tctx, b.brokers, topic.Spec{Name: name, Partitions: o.partitions, Replication: 1})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("raw kafka topic: %w", err)
+	}
+	b.topics = append(b.topics, name)
+	msgs, size, err := rawMessages(answers, o.patients, 1024)
+	if err != nil {
+		return err
+	}
+	b.progress("raw kafka-go Writer: %d goroutines for %s", o.rawWriters, o.rawDuration)
+	before := b.cpu.sample()
+	rk, err := runRawKafka(ctx, b.brokers, name, o.rawWriters, o.rawDuration, msgs, size)
+	after := b.cpu.sample()
+	if err != nil {
+		return err
+	}
+	rk.CPU = cpuUse(before, after)
+	b.res.RawKafka = &rk
+	b.progress("raw kafka-go Writer: %.0f msgs/s", rk.MsgsPerSec)
+	return nil
+}
+
+func (b *bench) rawMySQL(ctx context.Context) error {
+	o := b.opt
+	rows, err := readRawRows(ctx, b.db, o.rawRows)
+	if err != nil {
+		return err
+	}
+	if len(rows) == 0 {
+		return errors.New("raw insert: no stored rows to copy")
+	}
+	// A name of this run's own, also with -api, where the reports database is someone else's.
+	b.rawDBName = "epro_bench_" + strings.ReplaceAll(b.res.RunID, "-", "_") + "_raw"
+
+	if err := createDatabase(ctx, b.server, b.rawDBName); err != nil {
+		return err
+	}
+	b.cleanups = append(b.cleanups, func() {
+		if !b.opt.keep {
+			_ = dropDatabase(b.server, b.rawDBName)
+		}
+	})
+	schema, err := migrationUp(b.root)
+	if err != nil {
+		return err
+	}
+	cfg := withDB(b.server, b.rawDBName)
+	if err := applySchema(ctx, cfg, schema); err != nil {
+		return err
+	}
+	db, err := openDB(cfg, o.rawConns)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	for _, per := range o.rawBatches {
+		b.progress("raw INSERT: %d rows, %d per statement, %d connections", len(rows), per, o.rawConns)
+		before := b.cpu.sample()
+		rm, err := runRawMySQL(ctx, db, rows, per, o.rawConns)
+		after := b.cpu.sample()
+		if err != nil {
+			return fmt.Errorf("raw insert: %w", err)
+		}
+		rm.CPU = cpuUse(before, after)
+		b.res.RawMySQL = append(b.res.RawMySQL, rm)
+		b.progress("raw INSERT: %.0f rows/s", rm.RowsPerSec)
+	}
+	return nil
 }

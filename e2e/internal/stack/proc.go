@@ -72,7 +72,7 @@ func (p *Proc) Kill() {
 // SIGKILL once limit has passed. It returns how long the process took and whether it had to be killed.
 func (p *Proc) Stop(limit time.Duration) (took time.Duration, killed bool) {
 	start := time.Now()
-	p.Signal(syscall.SIGTERM)
+	p.signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
 	case <-time.After(limit):
@@ -82,9 +82,9 @@ func (p *Proc) Stop(limit time.Duration) (took time.Duration, killed bool) {
 	return time.Since(start), killed
 }
 
-// Signal sends sig to the process group, unless the process has already exited, and marks the exit that
+// signal sends sig to the process group, unless the process has already exited, and marks the exit that
 // follows as asked for.
-func (p *Proc) Signal(sig syscall.Signal) {
+func (p *Proc) signal(sig syscall.Signal) {
 	p.asked.Store(true)
 	if !p.Exited() {
 		signalGroup(p.cmd.Process, sig)
@@ -238,7 +238,7 @@ func (g *Group) Stop(limit time.Duration) error {
 	for _, p := range procs {
 		if !p.Exited() {
 			g.logf("stopping %s (SIGTERM)", p.Name)
-			p.Signal(syscall.SIGTERM)
+			p.signal(syscall.SIGTERM)
 		}
 	}
 	deadline := time.NewTimer(limit)

@@ -1,9 +1,6 @@
 package stack
 
-import (
-	"os"
-	"syscall"
-)
+import "syscall"
 
 func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{
@@ -12,12 +9,5 @@ func sysProcAttr() *syscall.SysProcAttr {
 		// ports and consuming. SIGKILL rather than SIGTERM: the services are built to survive kill -9, and a
 		// child whose embedded servers died with the parent could only hang in a graceful stop.
 		Pdeathsig: syscall.SIGKILL,
-	}
-}
-
-func signalGroup(p *os.Process, sig syscall.Signal) {
-	// The negative pid addresses the whole process group, so a service's own children go too.
-	if err := syscall.Kill(-p.Pid, sig); err != nil {
-		_ = p.Signal(sig)
 	}
 }

@@ -1,4 +1,4 @@
-//go:build unix && !linux
+//go:build unix
 
 package stack
 
@@ -7,11 +7,8 @@ import (
 	"syscall"
 )
 
-// Without Pdeathsig a killed parent leaves its children behind; the suite is developed on Linux and macOS
-// and the e2e tests that depend on it run on Linux only.
-func sysProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
-
 func signalGroup(p *os.Process, sig syscall.Signal) {
+	// The negative pid addresses the whole process group, so a service's own children go too.
 	if err := syscall.Kill(-p.Pid, sig); err != nil {
 		_ = p.Signal(sig)
 	}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// drainRun is the backlog measurement: reports accepted while epro-mq was stopped, then stored after it
+// started again.
+type drainRun struct {
+	phase     *phaseRun
+	restarted time.Time
+	complete  time.Time // the poll that first saw every row
+}
+
+func (b *bench) backlogDrain(ctx context.Context, client *http.Client, postURL string, answers answerSet, total int) (*drainRun, error) {
+	o := b.opt
+	b.progress("drain: stopping epro-mq")
+	if err := stopService(b.mq); err != nil {
+		return nil, err
+	}
+	stoppedAt, err := rowCount(ctx, b.db, b.since)
+	if err != nil {
+		return nil, err
+	}
+	spec := loadSpec{name: "backlog", concurrency: max(o.concurrency, 64), n: o.backlog, duration: maxPhaseDuration}
+	pr := b.phase(ctx, client, postURL, answers, spec, false)
+	pr.noE2E = true
+	// At least every report accepted so far; more if some that were refused got stored anyway.
+	want := max(total, stoppedAt) + len(pr.load.accepted)
+	if n, err := rowCount(ctx, b.db, b.since); err != nil || n != stoppedAt {
+		return nil, fmt.Errorf("drain: rows went from %d to %d while epro-mq was stopped (%v)", stoppedAt, n, err)
+	}
+	b.progress("drain: starting epro-mq on a backlog of %d reports", len(pr.load.accepted))
+	restarted := time.Now()
+	if err := b.startMQ(); err != nil {
+		return nil, err
+	}
+	var profiled sync.WaitGroup
+	if port, ok := b.devPorts["epro-mq"]; ok {
+		// The drain is short: a few seconds from just after the restart show what bounds it.
+		profiled.Add(1)
+		go func() {
+			defer profiled.Done()
+			time.Sleep(500 * time.Millisecond)
+			u := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=3", port)
+			path := filepath.Join(b.opt.profile, "epro-mq.drain.cpu.pprof")
+			if err := download(ctx, u, path, 15*time.Second); err != nil {
+				b.progress("profile epro-mq drain: %v", err)
+			}
+		}()
+	}
+	before := b.cpu.sample()
+	// A slow poll: COUNT(*) scans an index, and a fast one would take MariaDB time from the drain it measures.
+	n, complete, err := waitRows(ctx, b.db, b.since, want, 500*time.Millisecond, 30*time.Second, o.drainTimeout)
+	after := b.cpu.sample()
+	profiled.Wait()
+	if err != nil {
+		return nil, fmt.Errorf("drain: %w%s", err, b.logHint())
+	}
+	b.res.DrainCPU = cpuUse(before, after)
+	b.progress("drain: %d rows stored %.1fs after the restart", n, complete.Sub(restarted).Seconds())
+	return &drainRun{phase: pr, restarted: restarted, complete: complete}, nil
+}
