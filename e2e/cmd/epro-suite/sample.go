@@ -143,39 +143,29 @@ func smoke(ctx context.Context, con *console, st *stack.Stack, base string, s sa
 	}
 	con.Printf("smoke: report %s accepted (202)", s.RequestID)
 
-	const storeTimeout = 30 * time.Second
-	deadline := time.NewTimer(storeTimeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
 	start := time.Now()
-	last := ""
-	for {
+	var deadLettered bool
+	err = st.Wait(ctx, 30*time.Second, "report "+s.RequestID+" stored", func() (bool, string) {
 		var answer struct {
 			Status string `json:"status"`
 		}
 		code, err := get(ctx, client, base+"/v1/reports/"+s.RequestID, &answer)
 		switch {
 		case err != nil:
-			last = err.Error()
+			return false, err.Error()
 		case code != http.StatusOK:
-			last = fmt.Sprintf("HTTP %d", code)
-		case answer.Status == status.Stored:
-			con.Printf("smoke: report %s stored after %s", s.RequestID, time.Since(start).Round(time.Millisecond))
-			return nil
-		case answer.Status == status.DeadLettered:
-			return fmt.Errorf("smoke: report %s was dead-lettered", s.RequestID)
-		default:
-			last = "status " + answer.Status
+			return false, fmt.Sprintf("HTTP %d", code)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-st.Dead():
-			return st.Died()
-		case <-deadline.C:
-			return fmt.Errorf("smoke: report %s not stored after %s (last: %s)", s.RequestID, storeTimeout, last)
-		case <-tick.C:
-		}
+		// A dead letter is final: stop waiting and fail below.
+		deadLettered = answer.Status == status.DeadLettered
+		return answer.Status == status.Stored || deadLettered, "status " + answer.Status
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("smoke: %w", err)
+	case deadLettered:
+		return fmt.Errorf("smoke: report %s was dead-lettered", s.RequestID)
 	}
+	con.Printf("smoke: report %s stored after %s", s.RequestID, time.Since(start).Round(time.Millisecond))
+	return nil
 }
