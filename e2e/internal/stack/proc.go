@@ -64,7 +64,10 @@ func (p *Proc) ExitCode() int { return p.cmd.ProcessState.ExitCode() }
 // Kill sends SIGKILL to the process group and waits until the process is gone.
 func (p *Proc) Kill() {
 	p.asked.Store(true)
-	signalGroup(p.cmd.Process, syscall.SIGKILL)
+	// Not after the exit: the process group id could belong to someone else by then.
+	if !p.Exited() {
+		signalGroup(p.cmd.Process, syscall.SIGKILL)
+	}
 	<-p.done
 }
 
