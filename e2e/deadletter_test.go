@@ -37,46 +37,29 @@ const (
 	roundTripAnswerMarker   = "DL-ROUNDTRIP-PRIVATE-ANSWER"
 )
 
-// roundTripEnv is one run of the three services on this test's topics, consumer groups and database.
+// roundTripEnv is the pipeline tests' environment (its own topics, group and database) with dlq-worker
+// beside epro-api and epro-mq.
 type roundTripEnv struct {
-	t       *testing.T
-	st      *stack.Stack
-	topic   string
-	dlq     string
-	mqGroup string
-	apiURL  string
-	dlqURL  string
-	db      *sql.DB
-	mq      *stack.Proc
+	*pipelineEnv
+	apiURL string
+	dlqURL string
+	mq     *stack.Proc
 }
 
 func newRoundTripEnv(t *testing.T) *roundTripEnv {
 	t.Helper()
-	e := &roundTripEnv{t: t, st: newStack(t)}
-	e.topic = infratest.UniqueName(t, "reports")
-	e.dlq = infratest.UniqueName(t, "dlq")
-	e.mqGroup = infratest.UniqueName(t, "mq")
-	infratest.CreateTopic(t, e.st.Infra.Brokers, e.topic, 2)
-	infratest.CreateTopic(t, e.st.Infra.Brokers, e.dlq, 2)
+	e := &roundTripEnv{pipelineEnv: newPipelineEnv(t, 2)}
 	var key [32]byte
 	if _, err := rand.Read(key[:]); err != nil {
 		t.Fatal(err)
 	}
 	e.st.Env = append(e.st.Env, "EPRO_DLQ_JWT_KEY="+hex.EncodeToString(key[:]))
-	db, err := sql.Open("mysql", e.st.Infra.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	e.db = db
 	return e
 }
 
 func (e *roundTripEnv) wait(timeout time.Duration, what string, cond func() bool) {
 	e.t.Helper()
-	if err := e.st.Wait(context.Background(), timeout, what, func() (bool, string) { return cond(), "not yet" }); err != nil {
-		e.t.Fatal(err)
-	}
+	e.waitFor(timeout, what, func() (bool, string) { return cond(), "not yet" })
 }
 
 func (e *roundTripEnv) startMQ(versions ...string) {
@@ -85,11 +68,8 @@ func (e *roundTripEnv) startMQ(versions ...string) {
 	for _, v := range versions {
 		catalogue = append(catalogue, roundTripQuestionnaire+"@"+v)
 	}
-	cfg := renderConfig(e.t, e.st, "epro-mq", "epro-mq", map[string]any{
-		"Name":                 "epro-mq-" + e.mqGroup,
-		"Reports.Topic":        e.topic,
-		"Reports.Group":        e.mqGroup,
-		"DeadLetter.Topic":     e.dlq,
+	cfg := e.writeMQConfig("epro-mq", map[string]any{
+		"Name":                 "epro-mq-" + e.group,
 		"Questionnaires":       catalogue,
 		"Retry.MaxAttempts":    2,
 		"Retry.InitialBackoff": "50ms",
@@ -202,10 +182,9 @@ func TestDeadLetterRoundTrip(t *testing.T) {
 
 	// epro-mq knows only version 2.1 of the questionnaire; 3.0 will fail permanently until it is added.
 	e.startMQ(roundTripKnownVersion)
-	apiCfg := renderConfig(t, e.st, "epro-api", "epro-api", map[string]any{"Topic": e.topic})
-	_, e.apiURL = startHTTP(t, e.st, "epro-api", apiCfg, "EPRO_API_PORT")
+	_, e.apiURL = e.startAPI()
 	dlqCfg := renderConfig(t, e.st, "dlq-worker", "dlq-worker", map[string]any{
-		"DeadLetters.Topic":         e.dlq,
+		"DeadLetters.Topic":         e.dlqTopic,
 		"DeadLetters.Group":         infratest.UniqueName(t, "dlqw"),
 		"DeadLetters.MaxWait":       "100ms",
 		"Replay.AllowedTopics":      []any{e.topic},
@@ -232,7 +211,7 @@ func TestDeadLetterRoundTrip(t *testing.T) {
 
 	// Two poison records written straight to the topic: not JSON at all, and an envelope under another
 	// patient's key.
-	w := &kafka.Writer{Addr: kafka.TCP(e.st.Infra.Brokers...), Topic: e.topic, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll,
+	w := &kafka.Writer{Addr: kafka.TCP(e.brokers...), Topic: e.topic, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll,
 		BatchTimeout: time.Millisecond, Transport: &kafka.Transport{MetadataTTL: time.Second}}
 	defer w.Close()
 	mismatched := stack.NewUUID()
@@ -264,7 +243,7 @@ func TestDeadLetterRoundTrip(t *testing.T) {
 			notJSON = r
 		}
 		if !r.originalTopic.Valid || r.originalTopic.String != e.topic || !r.originalPartition.Valid || !r.originalOffset.Valid ||
-			!r.originalTimestamp.Valid || r.originalGroup.String != e.mqGroup || !r.first.Valid || !r.last.Valid ||
+			!r.originalTimestamp.Valid || r.originalGroup.String != e.group || !r.first.Valid || !r.last.Valid ||
 			r.errorMessage == "" || r.status != "new" || len(r.value) == 0 {
 			t.Errorf("dead letter %d lacks metadata: %+v", r.id, r)
 		}

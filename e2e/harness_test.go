@@ -73,7 +73,10 @@ func newStack(t *testing.T) *stack.Stack {
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	inf := stack.TestInfra(t)
+	// The servers named by EPRO_TEST_*, or embedded stand-ins shared by the test binary; with
+	// EPRO_TEST_REQUIRE_REAL=1 a missing server fails the test (common/infratest). The database is the
+	// test's own and is dropped when it ends.
+	inf := &stack.Infra{Brokers: infratest.Kafka(t), DSN: infratest.MySQL(t), RedisAddr: infratest.Redis(t)}
 	dir, err := os.MkdirTemp("", "epro-e2e-"+infratest.UniqueName(t, "")+"-")
 	if err != nil {
 		t.Fatal(err)
@@ -191,9 +194,12 @@ func newPipelineEnv(t *testing.T, partitions int) *pipelineEnv {
 	transport := &kafka.Transport{DialTimeout: 5 * time.Second, MetadataTTL: time.Second}
 	t.Cleanup(transport.CloseIdleConnections)
 	e.kafka = &kafka.Client{Addr: kafka.TCP(e.brokers...), Timeout: 10 * time.Second, Transport: transport}
+	// IdleConnTimeout below epro-api's own idle limit: go-zero leaves http.Server.IdleTimeout unset, so the
+	// server closes a keep-alive connection after ReadTimeout (4/5 of the 3s Timeout), and a POST sent on a
+	// connection the server is closing at that moment fails with EOF and is not retried.
 	e.http = &http.Client{
 		Timeout:   10 * time.Second,
-		Transport: &http.Transport{MaxIdleConns: 128, MaxIdleConnsPerHost: 128, IdleConnTimeout: 30 * time.Second},
+		Transport: &http.Transport{MaxIdleConns: 128, MaxIdleConnsPerHost: 128, IdleConnTimeout: time.Second},
 	}
 	t.Cleanup(e.http.CloseIdleConnections)
 
