@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/epro-intake/e2e/internal/stack"
 )
 
 // parseDSN parses a go-sql-driver DSN without ever quoting it back, because it may hold a password.
@@ -46,23 +48,6 @@ func openDB(cfg *mysql.Config, conns int) (*sql.DB, error) {
 	return db, nil
 }
 
-func quoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
-
-func createDatabase(ctx context.Context, server *mysql.Config, name string) error {
-	db, err := openDB(withDB(server, ""), 1)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	_, err = db.ExecContext(ctx, "CREATE DATABASE "+quoteIdent(name)+" CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-	if err != nil {
-		return fmt.Errorf("create database %s at %s: %w", name, server.Addr, err)
-	}
-	return nil
-}
-
 func dropDatabase(server *mysql.Config, name string) error {
 	db, err := openDB(withDB(server, ""), 1)
 	if err != nil {
@@ -71,7 +56,7 @@ func dropDatabase(server *mysql.Config, name string) error {
 	defer db.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err = db.ExecContext(ctx, "DROP DATABASE IF EXISTS "+quoteIdent(name))
+	_, err = db.ExecContext(ctx, "DROP DATABASE IF EXISTS "+stack.QuoteIdent(name))
 	return err
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/topic"
+	"github.com/epro-intake/e2e/internal/stack"
 )
 
 // RawKafka is the plain-writer limit.
@@ -290,7 +291,7 @@ func (b *bench) rawMySQL(ctx context.Context) error {
 	// A name of this run's own, also with -api, where the reports database is someone else's.
 	b.rawDBName = "epro_bench_" + strings.ReplaceAll(b.res.RunID, "-", "_") + "_raw"
 
-	if err := createDatabase(ctx, b.server, b.rawDBName); err != nil {
+	if err := stack.CreateDatabase(ctx, b.server, b.rawDBName); err != nil {
 		return err
 	}
 	b.cleanups = append(b.cleanups, func() {

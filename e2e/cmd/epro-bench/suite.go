@@ -237,7 +237,7 @@ func (b *bench) realInfra(ctx context.Context) error {
 		}
 		c.Close()
 	}
-	if err := createDatabase(ctx, b.server, b.dbName); err != nil {
+	if err := stack.CreateDatabase(ctx, b.server, b.dbName); err != nil {
 		return fmt.Errorf("%w%s", err, hint)
 	}
 	b.cleanups = append(b.cleanups, func() {

@@ -157,7 +157,7 @@ func Real(ctx context.Context) (*Infra, error) {
 	if cfg.DBName == "" {
 		return nil, fmt.Errorf("%s names no database; the services need one, e.g. .../epro?parseTime=true", EnvMySQLDSN)
 	}
-	if err := createDatabase(ctx, cfg, cfg.DBName); err != nil {
+	if err := CreateDatabase(ctx, cfg, cfg.DBName); err != nil {
 		return nil, fmt.Errorf("MySQL: %w%s", err, hint)
 	}
 	if err := pingRedis(ctx, inf.RedisAddr); err != nil {
@@ -176,8 +176,8 @@ func RealAddrs() *Infra {
 	}
 }
 
-// createDatabase creates the database name on the server cfg points at, if it does not exist yet.
-func createDatabase(ctx context.Context, cfg *mysql.Config, name string) error {
+// CreateDatabase creates the database name on the server cfg points at, if it does not exist yet.
+func CreateDatabase(ctx context.Context, cfg *mysql.Config, name string) error {
 	server := cfg.Clone()
 	server.DBName = ""
 	if server.Timeout == 0 {
@@ -191,15 +191,15 @@ func createDatabase(ctx context.Context, cfg *mysql.Config, name string) error {
 	defer db.Close()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	stmt := "CREATE DATABASE IF NOT EXISTS " + quoteIdent(name) + " CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+	stmt := "CREATE DATABASE IF NOT EXISTS " + QuoteIdent(name) + " CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
 	if _, err := db.ExecContext(ctx, stmt); err != nil {
 		return fmt.Errorf("create database %s at %s: %w", name, cfg.Addr, err)
 	}
 	return nil
 }
 
-// quoteIdent quotes a MySQL identifier.
-func quoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
+// QuoteIdent quotes a MySQL identifier.
+func QuoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
 
 // MySQLAddr is the address part of a DSN, for messages that must not show its password.
 func MySQLAddr(dsn string) string {
