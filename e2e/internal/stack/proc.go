@@ -42,10 +42,7 @@ type Proc struct {
 // Pid is the process id, which is also its process group id.
 func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 
-// Done is closed once the process has exited and its output is flushed.
-func (p *Proc) Done() <-chan struct{} { return p.done }
-
-// Exited reports whether the process has ended.
+// Exited reports whether the process has ended and its output is flushed.
 func (p *Proc) Exited() bool {
 	select {
 	case <-p.done:
@@ -55,7 +52,7 @@ func (p *Proc) Exited() bool {
 	}
 }
 
-// Err is Wait's result; only meaningful once Done is closed.
+// Err is Wait's result; only meaningful once Exited.
 func (p *Proc) Err() error { return p.err }
 
 // ExitCode is the exit status, -1 when the process died of a signal.
