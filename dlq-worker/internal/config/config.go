@@ -152,8 +152,8 @@ func (c Config) Validate() error {
 	if c.List.DefaultLimit <= 0 || c.List.MaxLimit < c.List.DefaultLimit {
 		errs = append(errs, errors.New("List: need 0 < DefaultLimit <= MaxLimit"))
 	}
-	if c.RestConf.Timeout > 0 {
-		rest := time.Duration(c.RestConf.Timeout) * time.Millisecond
+	if c.Timeout > 0 {
+		rest := time.Duration(c.Timeout) * time.Millisecond
 		if c.Replay.Timeout+c.MySQL.QueryTimeout >= rest {
 			errs = append(errs, fmt.Errorf("Replay.Timeout+MySQL.QueryTimeout (%s) must be below Timeout (%s)",
 				c.Replay.Timeout+c.MySQL.QueryTimeout, rest))

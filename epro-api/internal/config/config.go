@@ -151,8 +151,8 @@ func (c Config) Validate() error {
 	if c.Limits.MaxAge <= 0 || c.Limits.MaxSkew < 0 {
 		errs = append(errs, errors.New("Limits: need MaxAge > 0 and MaxSkew >= 0"))
 	}
-	if c.RestConf.Timeout > 0 {
-		restTimeout := time.Duration(c.RestConf.Timeout) * time.Millisecond
+	if c.Timeout > 0 {
+		restTimeout := time.Duration(c.Timeout) * time.Millisecond
 		if c.ProduceTimeout+c.Redis.Timeout >= restTimeout {
 			errs = append(errs, fmt.Errorf("ProduceTimeout+Redis.Timeout (%s) must be below Timeout (%s)",
 				c.ProduceTimeout+c.Redis.Timeout, restTimeout))
