@@ -18,6 +18,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/zeromicro/go-zero/core/logx"
 
+	"github.com/epro-intake/common/deadletter"
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/dlq-worker/internal/auth"
 	"github.com/epro-intake/dlq-worker/internal/store"
@@ -115,36 +116,23 @@ func (r *Replayer) Message(dl store.DeadLetter) (kafka.Message, error) {
 	if !r.allowed[dl.OriginalTopic] {
 		return kafka.Message{}, ErrTopicNotAllowed
 	}
-	m := kafka.Message{Topic: dl.OriginalTopic, Key: dl.Key, Value: dl.Value}
+	headers := make([]kafka.Header, 0, len(dl.Headers)+1)
 	for _, h := range dl.Headers {
-		if deadLetterHeaders[h.Key] {
+		// An earlier replay's x-replay-of gives way to this replay's.
+		if h.Key == report.HeaderReplayOf {
 			continue
 		}
 		v, err := h.Bytes()
 		if err != nil {
 			return kafka.Message{}, fmt.Errorf("header %q of dead letter %d: %w", h.Key, dl.ID, err)
 		}
-		m.Headers = append(m.Headers, kafka.Header{Key: h.Key, Value: v})
+		headers = append(headers, kafka.Header{Key: h.Key, Value: v})
 	}
-	m.Headers = append(m.Headers, kafka.Header{Key: report.HeaderReplayOf, Value: []byte(strconv.FormatUint(dl.ID, 10))})
-	return m, nil
-}
-
-// deadLetterHeaders are what epro-mq added when it dead-lettered the record, and an earlier replay's
-// x-replay-of. A replay sends the record as it first was: were they kept, a second failure would stack a
-// second set of them on the record.
-var deadLetterHeaders = map[string]bool{
-	report.HeaderDLTOriginalTopic:         true,
-	report.HeaderDLTOriginalPartition:     true,
-	report.HeaderDLTOriginalOffset:        true,
-	report.HeaderDLTOriginalTimestamp:     true,
-	report.HeaderDLTOriginalConsumerGroup: true,
-	report.HeaderDLTErrorClass:            true,
-	report.HeaderDLTErrorMessage:          true,
-	report.HeaderDLTAttempts:              true,
-	report.HeaderDLTFirstFailure:          true,
-	report.HeaderDLTLastFailure:           true,
-	report.HeaderReplayOf:                 true,
+	// The record goes out as it first was: with the dead-letter headers kept, a second failure would stack a
+	// second set of them on it.
+	headers = deadletter.Strip(headers)
+	headers = append(headers, kafka.Header{Key: report.HeaderReplayOf, Value: []byte(strconv.FormatUint(dl.ID, 10))})
+	return kafka.Message{Topic: dl.OriginalTopic, Key: dl.Key, Value: dl.Value, Headers: headers}, nil
 }
 
 // Replay re-produces dead letter id for p. jobID is the bulk job doing it, or 0. It returns the dead letter

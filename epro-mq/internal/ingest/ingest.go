@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/zeromicro/go-zero/core/logx"
 
+	"github.com/epro-intake/common/deadletter"
 	"github.com/epro-intake/common/errcode"
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/status"
@@ -333,20 +333,12 @@ func (in *Ingester) deadLetter(ctx context.Context, m kafka.Message, class, reas
 		logx.Infof("%s/%d@%d was dead-lettered before a restart or rebalance; not writing it again", m.Topic, m.Partition, m.Offset)
 		return nil
 	}
-	headers := make([]kafka.Header, 0, len(m.Headers)+10)
-	headers = append(headers, m.Headers...)
-	headers = append(headers,
-		kafka.Header{Key: report.HeaderDLTOriginalTopic, Value: []byte(m.Topic)},
-		kafka.Header{Key: report.HeaderDLTOriginalPartition, Value: []byte(strconv.Itoa(m.Partition))},
-		kafka.Header{Key: report.HeaderDLTOriginalOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
-		kafka.Header{Key: report.HeaderDLTOriginalTimestamp, Value: []byte(m.Time.UTC().Format(time.RFC3339Nano))},
-		kafka.Header{Key: report.HeaderDLTOriginalConsumerGroup, Value: []byte(in.conf.Group)},
-		kafka.Header{Key: report.HeaderDLTErrorClass, Value: []byte(class)},
-		kafka.Header{Key: report.HeaderDLTErrorMessage, Value: []byte(truncate(reason, 300))},
-		kafka.Header{Key: report.HeaderDLTAttempts, Value: []byte(strconv.Itoa(attempts))},
-		kafka.Header{Key: report.HeaderDLTFirstFailure, Value: []byte(first.UTC().Format(time.RFC3339Nano))},
-		kafka.Header{Key: report.HeaderDLTLastFailure, Value: []byte(last.UTC().Format(time.RFC3339Nano))},
-	)
+	f := deadletter.Failure{
+		Class: class, Message: reason, Attempts: attempts, FirstFailure: first, LastFailure: last,
+		OriginalTopic: m.Topic, OriginalPartition: m.Partition, OriginalOffset: m.Offset, OriginalTimestamp: m.Time,
+		ConsumerGroup: in.conf.Group,
+	}
+	headers := deadletter.Headers(m.Headers, f)
 	dl := kafka.Message{Topic: in.conf.DLQTopic, Key: m.Key, Value: m.Value, Headers: headers}
 	for attempt := 1; ; attempt++ {
 		err := in.dlq.Send(ctx, dl)
@@ -362,7 +354,7 @@ func (in *Ingester) deadLetter(ctx context.Context, m kafka.Message, class, reas
 		}
 	}
 	in.deadLettered.Add(1)
-	logx.Infof("dead-lettered %s/%d@%d class=%s attempts=%d reason=%q", m.Topic, m.Partition, m.Offset, class, attempts, truncate(reason, 300))
+	logx.Infof("dead-lettered %s/%d@%d class=%s attempts=%d reason=%q", m.Topic, m.Partition, m.Offset, class, attempts, deadletter.Truncate(reason))
 	if in.redis != nil && requestID != "" {
 		rctx, cancel := context.WithTimeout(ctx, in.conf.RedisTimeout)
 		defer cancel()
@@ -426,11 +418,4 @@ func (in *Ingester) logEvery(kind, format string, args ...any) {
 	in.lastLog[kind] = now
 	in.logMu.Unlock()
 	logx.Errorf(format, args...)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }
