@@ -7,3 +7,7 @@ import "embed"
 //
 //go:embed *.sql
 var FS embed.FS
+
+// VersionTable is goose's bookkeeping table for these migrations: goose's default, which existing databases
+// already use.
+const VersionTable = "goose_db_version"
