@@ -26,6 +26,7 @@ import (
 	"github.com/epro-intake/common/errcode"
 	"github.com/epro-intake/common/infratest"
 	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/common/reportdb/reportdbtest"
 	"github.com/epro-intake/dlq-worker/internal/auth"
 	"github.com/epro-intake/dlq-worker/internal/config"
 	"github.com/epro-intake/dlq-worker/internal/handler"
@@ -397,17 +398,13 @@ func (w *worker) sourceRecords(min int, timeout time.Duration) []kafka.Message {
 	return out
 }
 
-// createReports creates epro-mq's reports table (only the columns dlq-worker reads) and stores ids.
+// createReports creates epro-mq's reports table with its real migrations (a second call finds nothing to do)
+// and stores ids.
 func (w *worker) createReports(ids ...string) {
 	w.t.Helper()
-	if _, err := w.db.Exec(`CREATE TABLE IF NOT EXISTS reports (id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY,
-		request_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, UNIQUE KEY uq (request_id))`); err != nil {
-		w.t.Fatal(err)
-	}
+	reportdbtest.Migrate(w.t, w.db)
 	for _, id := range ids {
-		if _, err := w.db.Exec("INSERT INTO reports (request_id) VALUES (?)", id); err != nil {
-			w.t.Fatal(err)
-		}
+		reportdbtest.Insert(w.t, w.db, reportdbtest.Row{RequestID: id})
 	}
 }
 

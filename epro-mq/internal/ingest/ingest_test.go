@@ -18,6 +18,7 @@ import (
 
 	"github.com/epro-intake/common/infratest"
 	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/common/reportdb"
 	"github.com/epro-intake/common/status"
 	"github.com/epro-intake/epro-mq/internal/ingest"
 	"github.com/epro-intake/epro-mq/internal/store"
@@ -53,7 +54,7 @@ func openDB(t *testing.T) *sql.DB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	if err := store.Migrate(context.Background(), db); err != nil {
+	if err := reportdb.Migrate(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
 	return db

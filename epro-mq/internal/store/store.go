@@ -1,4 +1,5 @@
-// Package store writes reports to MySQL. Reports are insert-only: nothing here updates or deletes one.
+// Package store writes reports to MySQL. Reports are insert-only: nothing here updates or deletes one. The
+// table's schema lives in common/reportdb, which epro-mq applies at start.
 package store
 
 import (
@@ -8,9 +9,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/epro-intake/common/mysqldb"
-	"github.com/epro-intake/epro-mq/migrations"
 )
 
 // Report is one row of the reports table.
@@ -78,9 +76,4 @@ func (r *Reports) Insert(ctx context.Context, rows []Report) error {
 		return fmt.Errorf("insert %d reports: %w", len(rows), err)
 	}
 	return nil
-}
-
-// Migrate applies every pending migration of the reports table, one replica at a time.
-func Migrate(ctx context.Context, db *sql.DB) error {
-	return mysqldb.Migrate(ctx, db, migrations.FS, migrations.VersionTable)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/epro-intake/common/mysqldb"
 	"github.com/epro-intake/common/producer"
+	"github.com/epro-intake/common/reportdb"
 	"github.com/epro-intake/epro-mq/internal/config"
 	"github.com/epro-intake/epro-mq/internal/consumer"
 	"github.com/epro-intake/epro-mq/internal/ingest"
@@ -88,7 +89,7 @@ func waitAndMigrate(ctx context.Context, db *sql.DB) error {
 	if err := mysqldb.Wait(ctx, db); err != nil {
 		return err
 	}
-	return store.Migrate(ctx, db)
+	return reportdb.Migrate(ctx, db)
 }
 
 // Close releases the clients.
