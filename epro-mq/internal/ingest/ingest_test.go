@@ -302,6 +302,10 @@ func TestPermanentFailureRetriesMaxAttemptsThenDeadLettersKeepingPatientOrder(t 
 	if count(t, db, "WHERE request_id IN (?, ?)", later, other) != 2 || count(t, db, "WHERE request_id = ?", bad) != 0 {
 		t.Fatal("wrong rows stored")
 	}
+	// Three attempts are two waits; the dead letter and the stored rows are counted elsewhere.
+	if st := in.Stats(); st.PermanentRetryRounds != 2 || st.DeadLettered != 1 || st.Stored != 2 {
+		t.Fatalf("stats = %+v; want 2 retry rounds, 1 dead letter, 2 stored", st)
+	}
 }
 
 // flakyInserter fails with a given error a number of times before delegating.
