@@ -77,7 +77,7 @@ func (b *syncBuffer) String() string {
 }
 
 // worker is one dlq-worker wired exactly as main wires it, served by httptest, with its consumer and
-// replayer running, on a topic pair and database of its own.
+// resolver running, on a topic pair and database of its own.
 type worker struct {
 	t        *testing.T
 	url      string
@@ -149,9 +149,9 @@ Auth:
 	w.svc = sc
 	w.db = sc.DB
 	go sc.Consumer.Start()
-	go sc.Replayer.Start()
+	go sc.Resolver.Start()
 	t.Cleanup(func() {
-		sc.Replayer.Stop()
+		sc.Resolver.Stop()
 		sc.Consumer.Stop()
 		_ = sc.Close()
 	})

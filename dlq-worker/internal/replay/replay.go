@@ -1,4 +1,5 @@
-// Package replay re-produces dead letters to their source topic, one at a time or as rate-limited bulk jobs.
+// Package replay resolves dead letters: it re-produces them to their source topic, one at a time or as
+// rate-limited bulk jobs, or discards them with a reason; both are audited.
 //
 // Guarantees: a replay writes the original key, value and headers (minus the dead-letter headers epro-mq
 // added) plus x-replay-of, with acks=all, to an allowed topic only. The dead letter's status becomes
@@ -51,7 +52,7 @@ const (
 	ReportUnknown = "unknown"
 )
 
-// Conf configures a Replayer.
+// Conf configures a Resolver.
 type Conf struct {
 	AllowedTopics []string
 	// Timeout bounds one produce.
@@ -69,9 +70,9 @@ type BulkConf struct {
 	CheckInterval            time.Duration
 }
 
-// Replayer replays and discards dead letters and runs bulk jobs. Start and Stop make it a service.Service
-// whose Stop ends running jobs.
-type Replayer struct {
+// Resolver resolves dead letters, the only two ways there are: it replays them (one by one or in bulk jobs)
+// or discards them. Start and Stop make it a service.Service whose Stop ends running jobs.
+type Resolver struct {
 	conf    Conf
 	allowed map[string]bool
 	dls     *store.DeadLetters
@@ -83,9 +84,9 @@ type Replayer struct {
 	bulk bulkState
 }
 
-// New returns a Replayer.
-func New(c Conf, dls *store.DeadLetters, reports *store.Reports, audit *store.Audit, jobs *store.Jobs, sender Sender) *Replayer {
-	r := &Replayer{conf: c, allowed: map[string]bool{}, dls: dls, reports: reports, audit: audit, jobs: jobs, sender: sender}
+// New returns a Resolver.
+func New(c Conf, dls *store.DeadLetters, reports *store.Reports, audit *store.Audit, jobs *store.Jobs, sender Sender) *Resolver {
+	r := &Resolver{conf: c, allowed: map[string]bool{}, dls: dls, reports: reports, audit: audit, jobs: jobs, sender: sender}
 	for _, t := range c.AllowedTopics {
 		r.allowed[t] = true
 	}
@@ -94,7 +95,7 @@ func New(c Conf, dls *store.DeadLetters, reports *store.Reports, audit *store.Au
 }
 
 // ReportState tells whether dl's request id is stored in reports.
-func (r *Replayer) ReportState(ctx context.Context, dl store.DeadLetter) (string, error) {
+func (r *Resolver) ReportState(ctx context.Context, dl store.DeadLetter) (string, error) {
 	if dl.RequestID == "" {
 		return ReportUnknown, nil
 	}
@@ -112,7 +113,7 @@ func (r *Replayer) ReportState(ctx context.Context, dl store.DeadLetter) (string
 }
 
 // Message returns the record a replay of dl writes.
-func (r *Replayer) Message(dl store.DeadLetter) (kafka.Message, error) {
+func (r *Resolver) Message(dl store.DeadLetter) (kafka.Message, error) {
 	if !r.allowed[dl.OriginalTopic] {
 		return kafka.Message{}, ErrTopicNotAllowed
 	}
@@ -137,7 +138,7 @@ func (r *Replayer) Message(dl store.DeadLetter) (kafka.Message, error) {
 
 // Replay re-produces dead letter id for p. jobID is the bulk job doing it, or 0. It returns the dead letter
 // as it was before the replay.
-func (r *Replayer) Replay(ctx context.Context, p auth.Principal, id, jobID uint64) (store.DeadLetter, error) {
+func (r *Resolver) Replay(ctx context.Context, p auth.Principal, id, jobID uint64) (store.DeadLetter, error) {
 	res, err := r.dls.Lock(ctx, id)
 	if err != nil {
 		return store.DeadLetter{}, err
@@ -193,14 +194,14 @@ func (r *Replayer) Replay(ctx context.Context, p auth.Principal, id, jobID uint6
 }
 
 // afterProduce reports a failure to record a replay that Kafka already acknowledged.
-func (r *Replayer) afterProduce(id uint64, err error) error {
+func (r *Resolver) afterProduce(id uint64, err error) error {
 	logx.Errorf("dead letter %d was replayed but its status could not be saved; it stays new and a second "+
 		"replay is deduplicated by epro-mq: %v", id, err)
 	return fmt.Errorf("record replay of dead letter %d: %w", id, err)
 }
 
 // Discard marks dead letter id discarded with a reason code and note, audited as p.
-func (r *Replayer) Discard(ctx context.Context, p auth.Principal, id uint64, reasonCode, note string) error {
+func (r *Resolver) Discard(ctx context.Context, p auth.Principal, id uint64, reasonCode, note string) error {
 	res, err := r.dls.Lock(ctx, id)
 	if err != nil {
 		return err

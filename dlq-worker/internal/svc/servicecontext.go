@@ -1,5 +1,5 @@
 // Package svc builds dlq-worker's dependencies once: MySQL, the replay producer, the consumer, the
-// replayer, metrics and the auth middlewares.
+// resolver (replays and discards), metrics and the auth middlewares.
 package svc
 
 import (
@@ -30,7 +30,7 @@ type ServiceContext struct {
 	Reports     *store.Reports
 	Jobs        *store.Jobs
 	Producer    *producer.Producer
-	Replayer    *replay.Replayer
+	Resolver    *replay.Resolver
 	Consumer    *consumer.DeadLetterConsumer
 	Metrics     *metrics.Metrics
 
@@ -40,7 +40,7 @@ type ServiceContext struct {
 }
 
 // NewServiceContext connects to MySQL, applies migrations when configured, marks jobs of an earlier process
-// interrupted and builds the consumer and replayer (neither started).
+// interrupted and builds the consumer and the resolver (neither started).
 func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, error) {
 	db, err := OpenMySQL(c.MySQL)
 	if err != nil {
@@ -68,7 +68,7 @@ func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, e
 	s.Metrics = metrics.New(s.DeadLetters, c.MySQL.QueryTimeout)
 	s.Consumer = consumer.New(c.DeadLetters, s.DeadLetters, s.Metrics)
 	b := c.Replay.Bulk
-	s.Replayer = replay.New(replay.Conf{
+	s.Resolver = replay.New(replay.Conf{
 		AllowedTopics: c.Replay.AllowedTopics,
 		Timeout:       c.Replay.Timeout,
 		Bulk: replay.BulkConf{
@@ -101,7 +101,7 @@ func waitAndMigrate(ctx context.Context, db *sql.DB) error {
 	return store.Migrate(ctx, db)
 }
 
-// Close releases the clients. Stop the consumer and the replayer first.
+// Close releases the clients. Stop the consumer and the resolver first.
 func (s *ServiceContext) Close() error {
 	return errors.Join(s.Producer.Close(), s.DB.Close())
 }
