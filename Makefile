@@ -13,23 +13,32 @@ GO ?= go
 GO_TEST_FLAGS ?= -race -count=1
 SERVICES := deploy/scripts/services.sh
 
+# golangci-lint, pinned; installed from the Go module proxy into bin/tools on first use. The version is in the
+# file name, so changing it here installs the new one.
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := $(CURDIR)/bin/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)
+
 .DEFAULT_GOAL := test
 
 # ---------------------------------------------------------------------------
 # Tests
 # ---------------------------------------------------------------------------
 
-# Runs every module's tests even after a failure, so one run reports all broken
+# Lints and runs every module's tests even after a failure, so one run reports all broken
 # modules, then fails if any did. A module without Go files yet is skipped.
 # Real services are used when EPRO_TEST_* is set (see common/infratest):
 #   make services-up && eval "$$(deploy/scripts/services.sh env)" && make test
 .PHONY: test
-test:
+test: $(GOLANGCI_LINT)
 	@failed=""; \
 	for m in $(MODULES); do \
 	  if [ -z "$$(find "$$m" -name '*.go' -not -path '*/testdata/*' -print -quit 2>/dev/null)" ]; then \
 	    echo "=== $$m: no Go files yet, skipped"; \
 	    continue; \
+	  fi; \
+	  echo "=== $$m: golangci-lint run ./..."; \
+	  if ! (cd "$$m" && $(GOLANGCI_LINT) run --config ../.golangci.yml ./...); then \
+	    failed="$$failed $$m(lint)"; \
 	  fi; \
 	  echo "=== $$m: $(GO) test $(GO_TEST_FLAGS) ./..."; \
 	  if ! (cd "$$m" && $(GO) test $(GO_TEST_FLAGS) ./...); then \
@@ -114,3 +123,35 @@ bench-go:
 gen:
 	epro-api/gen.sh
 	dlq-worker/gen.sh
+
+# ---------------------------------------------------------------------------
+# Lint and module hygiene
+# ---------------------------------------------------------------------------
+
+$(GOLANGCI_LINT):
+	@echo "=== installing golangci-lint $(GOLANGCI_LINT_VERSION) into bin/tools"
+	@mkdir -p bin/tools
+	tmp=$$(mktemp -d) && GOBIN="$$tmp" GOWORK=off $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) \
+	  && mv "$$tmp/golangci-lint" $@ && rmdir "$$tmp"
+
+# golangci-lint (.golangci.yml) on every module.
+.PHONY: lint
+lint: $(GOLANGCI_LINT)
+	@failed=""; \
+	for m in $(MODULES); do \
+	  echo "=== $$m: golangci-lint run ./..."; \
+	  (cd "$$m" && $(GOLANGCI_LINT) run --config ../.golangci.yml ./...) || failed="$$failed $$m"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "=== lint failed in:$$failed"; exit 1; fi
+
+# Every module on its own go.mod, as its Docker image and `go mod tidy` see it: go.mod and go.sum tidy, and the
+# module builds and vets with GOWORK=off.
+.PHONY: check-modules
+check-modules:
+	@failed=""; \
+	for m in $(MODULES); do \
+	  echo "=== $$m: GOWORK=off go mod tidy -diff, build, vet"; \
+	  (cd "$$m" && GOWORK=off $(GO) mod tidy -diff && GOWORK=off $(GO) build ./... && GOWORK=off $(GO) vet ./...) \
+	    || failed="$$failed $$m"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "=== not self-contained:$$failed"; exit 1; fi

@@ -6,9 +6,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log"
 	"os"
 
-	"github.com/zeromicro/go-zero/core/conf"
 	"github.com/zeromicro/go-zero/core/logx"
 	"github.com/zeromicro/go-zero/core/service"
 	"github.com/zeromicro/go-zero/rest"
@@ -30,8 +30,11 @@ func main() {
 	}
 	flag.Parse()
 
-	var c config.Config
-	conf.MustLoad(*configFile, &c, conf.UseEnv())
+	// config.Load rather than conf.MustLoad: it also refuses keys that would have no effect.
+	c, err := config.Load(*configFile)
+	if err != nil {
+		log.Fatalf("error: config file %s: %v", *configFile, err)
+	}
 
 	// go-zero's default error handler writes err.Error() as text, and its parse errors quote the input.
 	httpx.SetErrorHandlerCtx(errcode.Handler)

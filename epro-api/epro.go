@@ -3,9 +3,9 @@ package main
 import (
 	"flag"
 	"fmt"
+	"log"
 
 	"github.com/epro-intake/common/errcode"
-	"github.com/zeromicro/go-zero/core/conf"
 	"github.com/zeromicro/go-zero/core/logx"
 	"github.com/zeromicro/go-zero/core/service"
 	"github.com/zeromicro/go-zero/rest"
@@ -22,8 +22,11 @@ var configFile = flag.String("f", "etc/epro-api.yaml", "the config file")
 func main() {
 	flag.Parse()
 
-	var c config.Config
-	conf.MustLoad(*configFile, &c, conf.UseEnv())
+	// config.Load rather than conf.MustLoad: it also refuses keys that would have no effect.
+	c, err := config.Load(*configFile)
+	if err != nil {
+		log.Fatalf("error: config file %s: %v", *configFile, err)
+	}
 
 	// go-zero's default error handler writes err.Error() as text, and its parse errors quote the body.
 	httpx.SetErrorHandlerCtx(errcode.Handler)

@@ -4,8 +4,8 @@ package main
 import (
 	"context"
 	"flag"
+	"log"
 
-	"github.com/zeromicro/go-zero/core/conf"
 	"github.com/zeromicro/go-zero/core/logx"
 	"github.com/zeromicro/go-zero/core/service"
 
@@ -18,8 +18,11 @@ var configFile = flag.String("f", "etc/epro-mq.yaml", "the config file")
 func main() {
 	flag.Parse()
 
-	var c config.Config
-	conf.MustLoad(*configFile, &c, conf.UseEnv())
+	// config.Load rather than conf.MustLoad: it also refuses keys that would have no effect.
+	c, err := config.Load(*configFile)
+	if err != nil {
+		log.Fatalf("error: config file %s: %v", *configFile, err)
+	}
 	c.MustSetUp()
 
 	ctx, err := svc.NewServiceContext(context.Background(), c)

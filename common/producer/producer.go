@@ -32,6 +32,28 @@ type Conf struct {
 	MaxAttempts int `json:",default=5"`
 }
 
+// Validate reports every zero value in c, naming its field. Services call it when their configuration loads,
+// so a value written as 0 in a file is refused rather than replaced.
+func (c Conf) Validate() error {
+	var errs []error
+	if len(SplitBrokers(c.Brokers)) == 0 {
+		errs = append(errs, errors.New("Brokers is empty"))
+	}
+	if c.BatchTimeout <= 0 {
+		errs = append(errs, errors.New("BatchTimeout must be positive (kafka-go would wait its default 1s)"))
+	}
+	if c.BatchSize <= 0 {
+		errs = append(errs, errors.New("BatchSize must be positive"))
+	}
+	if c.WriteTimeout <= 0 {
+		errs = append(errs, errors.New("WriteTimeout must be positive"))
+	}
+	if c.MaxAttempts <= 0 {
+		errs = append(errs, errors.New("MaxAttempts must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
 // Producer writes messages synchronously with acks=all. It is safe for concurrent use; concurrent Sends are
 // batched together.
 type Producer struct {
@@ -99,21 +121,23 @@ func (p *Producer) Ping(ctx context.Context, topic string) error {
 	if err != nil {
 		return fmt.Errorf("kafka metadata: %w", err)
 	}
-	for _, t := range resp.Topics {
-		if t.Error != nil {
-			return fmt.Errorf("kafka topic %s: %w", topic, t.Error)
-		}
-		if len(t.Partitions) == 0 {
-			return fmt.Errorf("kafka topic %s has no partitions", topic)
-		}
-		for _, part := range t.Partitions {
-			if part.Error != nil {
-				return fmt.Errorf("kafka topic %s partition %d: %w", topic, part.ID, part.Error)
-			}
-		}
-		return nil
+	// One topic was asked for, so the answer holds at most that one.
+	if len(resp.Topics) == 0 {
+		return fmt.Errorf("kafka topic %s not found", topic)
 	}
-	return fmt.Errorf("kafka topic %s not found", topic)
+	t := resp.Topics[0]
+	if t.Error != nil {
+		return fmt.Errorf("kafka topic %s: %w", topic, t.Error)
+	}
+	if len(t.Partitions) == 0 {
+		return fmt.Errorf("kafka topic %s has no partitions", topic)
+	}
+	for _, part := range t.Partitions {
+		if part.Error != nil {
+			return fmt.Errorf("kafka topic %s partition %d: %w", topic, part.ID, part.Error)
+		}
+	}
+	return nil
 }
 
 // Stats returns the writer's counters since the last call.

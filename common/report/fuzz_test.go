@@ -13,7 +13,7 @@ import (
 // The parser must never panic, must call every syntactically broken or non-UTF-8 body INVALID_JSON, and
 // must accept nothing that encoding/json would read differently.
 func FuzzParseSubmission(f *testing.F) {
-	for _, seed := range []string{valid, `{"a":1,"a":2}`, `{"answers":{"x":[1,{"y":"\u0061"}]}}`, `{"`, `}`, `[`, `{"a":"\`, ``, `null`} {
+	for _, seed := range []string{valid, `{"a":1,"a":2}`, `{"answers":{"x":[1,{"y":"\u0061"}]}}`, `{"a":"\ud83d\ude00\ud800"}`, `{"`, `}`, `[`, `{"a":"\`, ``, `null`} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -160,10 +160,15 @@ func scanKeys(data []byte, allowed map[string]bool) error {
 		case '"':
 			j := i + 1
 			for j < len(data) && data[j] != '"' {
-				if data[j] == '\\' {
+				if data[j] != '\\' {
 					j++
+					continue
 				}
-				j++
+				n, err := escapeLen(data, j)
+				if err != nil {
+					return err
+				}
+				j += n
 			}
 			if j >= len(data) {
 				return errcode.Field(errcode.InvalidJSON, "", "JSON ends early")
@@ -188,6 +193,49 @@ func scanKeys(data []byte, allowed map[string]bool) error {
 		}
 	}
 	return nil
+}
+
+// escapeLen returns the length of the escape sequence at data[i] (a backslash). A \\u escape of a UTF-16
+// surrogate must be a high surrogate followed by a low one, and the pair counts as one escape: encoding/json
+// replaces an unpaired surrogate with U+FFFD without an error, which would alter a patient's text. An escape
+// too short or not hex is left to the syntax check.
+func escapeLen(data []byte, i int) (int, error) {
+	r, ok := hex4(data, i+2)
+	if i+1 >= len(data) || data[i+1] != 'u' || !ok {
+		return 2, nil
+	}
+	switch {
+	case r >= 0xDC00 && r <= 0xDFFF:
+		return 0, errcode.Field(errcode.InvalidJSON, "", fmt.Sprintf("unpaired UTF-16 surrogate escape at byte %d", i))
+	case r >= 0xD800 && r <= 0xDBFF:
+		low, ok := hex4(data, i+8)
+		if i+7 >= len(data) || data[i+6] != '\\' || data[i+7] != 'u' || !ok || low < 0xDC00 || low > 0xDFFF {
+			return 0, errcode.Field(errcode.InvalidJSON, "", fmt.Sprintf("unpaired UTF-16 surrogate escape at byte %d", i))
+		}
+		return 12, nil
+	}
+	return 6, nil
+}
+
+// hex4 reads four hex digits at data[i:].
+func hex4(data []byte, i int) (rune, bool) {
+	if i < 0 || i+4 > len(data) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range data[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
 }
 
 func addKey(stack []*frame, key []byte, allowed map[string]bool) error {

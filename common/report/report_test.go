@@ -170,6 +170,36 @@ func TestCheckJSONFindsDuplicatesWhereverTheyAre(t *testing.T) {
 	}
 }
 
+// encoding/json turns an unpaired surrogate escape into U+FFFD without an error; the parser must refuse it
+// rather than store altered text, and must keep a proper pair (an emoji) intact.
+func TestUnpairedSurrogateEscapesAreRefused(t *testing.T) {
+	for _, body := range []string{
+		`{"answers":{"note":"\ud800"}}`,
+		`{"answers":{"note":"a\udc00b"}}`,
+		`{"answers":{"note":"\ud83d\u0041"}}`,
+		`{"answers":{"note":"\ud83d"}}`,
+		`{"answers":{"\udfff":1}}`,
+		`["\uDBFF\uDBFF"]`,
+	} {
+		if err := report.CheckJSON([]byte(body)); code(err) != errcode.InvalidJSON || !strings.Contains(err.Error(), "surrogate") {
+			t.Errorf("%s: %v; want INVALID_JSON naming the surrogate", body, err)
+		}
+	}
+	for _, body := range []string{`{"note":"\ud83d\ude00"}`, `{"note":"\\ud800"}`, `{"note":"\u00e9\uD83D\uDE00x"}`} {
+		if err := report.CheckJSON([]byte(body)); err != nil {
+			t.Errorf("%s: %v", body, err)
+		}
+	}
+	sub := strings.Replace(valid, `"answers":{`, `"answers":{"note":"\ud83d\ude00 \ud800",`, 1)
+	if _, err := report.ParseSubmission([]byte(sub)); code(err) != errcode.InvalidJSON {
+		t.Errorf("submission with an unpaired surrogate: %v; want INVALID_JSON", err)
+	}
+	paired := strings.Replace(valid, `"answers":{`, `"answers":{"note":"\ud83d\ude00",`, 1)
+	if _, err := report.ParseSubmission([]byte(paired)); err != nil {
+		t.Errorf("submission with a surrogate pair: %v", err)
+	}
+}
+
 func TestEnvelopeOfAnotherSchemaSaysSo(t *testing.T) {
 	for _, body := range []string{`{"schemaVersion":9}`, `{"schemaVersion":2,"requestId":"x","newField":true}`} {
 		_, err := report.ParseEnvelope([]byte(body))

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/zeromicro/go-zero/core/conf"
 	"github.com/zeromicro/go-zero/rest"
 
+	"github.com/epro-intake/common/conffile"
 	"github.com/epro-intake/common/producer"
 )
 
@@ -61,9 +63,9 @@ type ConsumerConf struct {
 
 // ReplayConf configures replays, single and bulk.
 type ReplayConf struct {
-	// Producer writes replays with acks=all (common/producer). Left out, it uses DeadLetters.Brokers and the
-	// producer defaults.
-	Producer producer.Conf `json:",optional"`
+	// Producer writes replays with acks=all and murmur2 partitioning by key (common/producer; those are not
+	// settings). It is required: go-zero fills no tag defaults into an optional block that is left out.
+	Producer producer.Conf
 	// AllowedTopics are the only topics a replay may write to, whatever a dead letter's original-topic header
 	// says: a forged header must not let the replayer write anywhere else.
 	AllowedTopics []string `json:",default=[epro.reports.v1]"`
@@ -116,11 +118,20 @@ type ListConf struct {
 	MaxLimit     int `json:",default=200"`
 }
 
-// Validate is called by conf.Load.
+// Validate is called by conf.Load and Load. It reports every zero or inconsistent value, naming the key.
 func (c Config) Validate() error {
 	var errs []error
-	if len(c.DeadLetters.Brokers) == 0 || c.DeadLetters.Brokers[0] == "" {
-		errs = append(errs, errors.New("DeadLetters.Brokers is empty (EPRO_KAFKA_BROKERS)"))
+	if err := c.DeadLetters.Validate(); err != nil {
+		errs = append(errs, conffile.Prefixed("DeadLetters", err))
+	}
+	if err := c.Replay.Producer.Validate(); err != nil {
+		errs = append(errs, conffile.Prefixed("Replay.Producer", err))
+	}
+	if c.Replay.Timeout <= 0 {
+		errs = append(errs, errors.New("Replay.Timeout must be positive"))
+	}
+	if c.MySQL.MaxOpenConns <= 0 || c.MySQL.QueryTimeout <= 0 {
+		errs = append(errs, errors.New("MySQL: MaxOpenConns and QueryTimeout must be positive"))
 	}
 	if c.MySQL.DSN == "" {
 		errs = append(errs, errors.New("MySQL.DSN is empty (EPRO_MYSQL_DSN)"))
@@ -151,10 +162,80 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Validate reports every zero or inconsistent value in c, naming its field; consumer.New refuses such a c.
+func (c ConsumerConf) Validate() error {
+	var errs []error
+	if len(producer.SplitBrokers(c.Brokers)) == 0 {
+		errs = append(errs, errors.New("Brokers is empty (EPRO_KAFKA_BROKERS)"))
+	}
+	if c.Topic == "" || c.Group == "" {
+		errs = append(errs, errors.New("Topic and Group must be set"))
+	}
+	if c.StartOffset != "first" && c.StartOffset != "last" {
+		errs = append(errs, fmt.Errorf("StartOffset %q must be first or last", c.StartOffset))
+	}
+	if c.Commit != "after-insert" {
+		errs = append(errs, fmt.Errorf("Commit %q must be after-insert", c.Commit))
+	}
+	if c.MinBytes <= 0 || c.MaxBytes < c.MinBytes {
+		errs = append(errs, fmt.Errorf("MinBytes (%d) must be positive and at most MaxBytes (%d)", c.MinBytes, c.MaxBytes))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"MaxWait", c.MaxWait}, {"SessionTimeout", c.SessionTimeout}, {"RebalanceTimeout", c.RebalanceTimeout},
+		{"HeartbeatInterval", c.HeartbeatInterval}, {"InsertTimeout", c.InsertTimeout}, {"MaxBackoff", c.MaxBackoff}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive", d.name))
+		}
+	}
+	if c.HeartbeatInterval >= c.SessionTimeout {
+		errs = append(errs, fmt.Errorf("HeartbeatInterval (%s) must be below SessionTimeout (%s), or the group "+
+			"drops this member between heartbeats", c.HeartbeatInterval, c.SessionTimeout))
+	}
+	return errors.Join(errs...)
+}
+
 // Validate checks the key.
 func (a AuthConf) Validate() error {
+	var errs []error
 	if len(a.Secret) < MinSecretBytes {
-		return fmt.Errorf("Auth.Secret must be at least %d bytes (EPRO_DLQ_JWT_KEY)", MinSecretBytes)
+		errs = append(errs, fmt.Errorf("Auth.Secret must be at least %d bytes (EPRO_DLQ_JWT_KEY)", MinSecretBytes))
+	}
+	if a.Leeway < 0 || a.MaxTTL <= 0 {
+		errs = append(errs, errors.New("Auth: need Leeway >= 0 and MaxTTL > 0"))
+	}
+	return errors.Join(errs...)
+}
+
+// Load reads file as dlq-worker's main does: ${VAR} references are expanded from the environment (as
+// conf.UseEnv does), keys that would have no effect are refused, tag defaults are filled in and Validate runs.
+func Load(file string) (Config, error) {
+	var c Config
+	if err := conffile.Load(file, &c, refuseIneffectiveKeys); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// presentKeys mirrors the keys dlq-worker refuses. Their tag defaults make a loaded Config unable to tell a
+// key written in the file from a default, so the file is also loaded into this struct, whose pointer fields
+// are non-nil exactly when the file names the key (in any letter case, as go-zero matches keys).
+type presentKeys struct {
+	Middlewares struct {
+		Log *bool `json:",optional"`
+	} `json:",optional"`
+}
+
+// refuseIneffectiveKeys names every key in content that dlq-worker would load and then ignore.
+func refuseIneffectiveKeys(content []byte) error {
+	var p presentKeys
+	if err := conf.LoadFromYamlBytes(content, &p); err != nil {
+		return err
+	}
+	if p.Middlewares.Log != nil {
+		return errors.New("Middlewares.Log has no effect in dlq-worker (go-zero's log middleware is always off, " +
+			"see config.ServerConf; internal/middleware.AccessLog logs requests); remove it")
 	}
 	return nil
 }
@@ -166,13 +247,4 @@ func (c Config) ServerConf() rest.RestConf {
 	rc := c.RestConf
 	rc.Middlewares.Log = false
 	return rc
-}
-
-// ProducerConf is the replay producer's configuration with the brokers filled in.
-func (c Config) ProducerConf() producer.Conf {
-	p := c.Replay.Producer
-	if len(p.Brokers) == 0 {
-		p.Brokers = c.DeadLetters.Brokers
-	}
-	return p
 }

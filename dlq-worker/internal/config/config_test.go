@@ -17,15 +17,15 @@ func TestShippedConfigLoads(t *testing.T) {
 	t.Setenv("EPRO_KAFKA_BROKERS", "k1:9092,k2:9092")
 	t.Setenv("EPRO_MYSQL_DSN", "epro:epro@tcp(db:3306)/epro")
 	t.Setenv("EPRO_DLQ_JWT_KEY", strings.Repeat("k", 32))
-	var c config.Config
-	if err := conf.Load(filepath.Join("..", "..", "etc", "dlq-worker.yaml"), &c, conf.UseEnv()); err != nil {
+	c, err := config.Load(filepath.Join("..", "..", "etc", "dlq-worker.yaml"))
+	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Port != 8890 || c.DeadLetters.Topic != "epro.reports.v1.dlq" || c.DeadLetters.Group != "dlq-worker" ||
 		c.DeadLetters.StartOffset != "first" || c.DeadLetters.Commit != "after-insert" {
 		t.Errorf("config = %+v", c)
 	}
-	if got := c.ProducerConf().Brokers; len(got) != 2 || got[1] != "k2:9092" {
+	if got := c.Replay.Producer.Brokers; len(got) != 2 || got[1] != "k2:9092" {
 		t.Errorf("producer brokers = %v", got)
 	}
 	if len(c.Replay.AllowedTopics) != 1 || c.Replay.AllowedTopics[0] != "epro.reports.v1" {
@@ -39,7 +39,8 @@ func TestShippedConfigLoads(t *testing.T) {
 // Every default is in a tag: a config naming only addresses and the key gets them all.
 func TestDefaults(t *testing.T) {
 	var c config.Config
-	yaml := "Name: d\nPort: 1\nTimeout: 10000\nDeadLetters:\n  Brokers: [k:9092]\nMySQL:\n  DSN: x\nAuth:\n  Secret: " + strings.Repeat("k", 32) + "\n"
+	yaml := "Name: d\nPort: 1\nTimeout: 10000\nDeadLetters:\n  Brokers: [k:9092]\nReplay:\n  Producer:\n    Brokers: [k:9092]\n" +
+		"MySQL:\n  DSN: x\nAuth:\n  Secret: " + strings.Repeat("k", 32) + "\n"
 	if err := conf.LoadFromYamlBytes([]byte(yaml), &c); err != nil {
 		t.Fatal(err)
 	}
@@ -58,19 +59,19 @@ func TestDefaults(t *testing.T) {
 	if c.MySQL.QueryTimeout != 3*time.Second || !c.MySQL.Migrate || c.Auth.MaxTTL != 720*time.Hour || c.List.MaxLimit != 200 {
 		t.Errorf("defaults = %+v %+v %+v", c.MySQL, c.Auth, c.List)
 	}
-	if got := c.ProducerConf().Brokers; len(got) != 1 || got[0] != "k:9092" {
-		t.Errorf("producer brokers default = %v", got)
+	if p := c.Replay.Producer; p.BatchTimeout != time.Millisecond || p.BatchSize != 100 || p.WriteTimeout != 2*time.Second || p.MaxAttempts != 5 {
+		t.Errorf("producer defaults = %+v", p)
 	}
 }
 
 func TestValidate(t *testing.T) {
-	base := "Name: d\nPort: 1\nTimeout: 10000\nDeadLetters:\n  Brokers: [k:9092]\nMySQL:\n  DSN: x\n"
+	base := "Name: d\nPort: 1\nTimeout: 10000\nDeadLetters:\n  Brokers: [k:9092]\nReplay:\n  Producer:\n    Brokers: [k:9092]\nMySQL:\n  DSN: x\n"
 	for name, yaml := range map[string]string{
 		"short key":          base + "Auth:\n  Secret: short\n",
 		"empty brokers":      strings.Replace(base, "[k:9092]", "[]", 1) + "Auth:\n  Secret: " + strings.Repeat("k", 32) + "\n",
 		"timeouts":           strings.Replace(base, "Timeout: 10000", "Timeout: 3000", 1) + "Auth:\n  Secret: " + strings.Repeat("k", 32) + "\n",
 		"bad start offset":   strings.Replace(base, "[k:9092]", "[k:9092]\n  StartOffset: middle", 1) + "Auth:\n  Secret: " + strings.Repeat("k", 32) + "\n",
-		"rate above maximum": base + "Auth:\n  Secret: " + strings.Repeat("k", 32) + "\nReplay:\n  Bulk:\n    RatePerSecond: 500\n",
+		"rate above maximum": strings.Replace(base, "Replay:\n", "Replay:\n  Bulk:\n    RatePerSecond: 500\n", 1) + "Auth:\n  Secret: " + strings.Repeat("k", 32) + "\n",
 	} {
 		var c config.Config
 		if err := conf.LoadFromYamlBytes([]byte(yaml), &c); err == nil {
@@ -79,5 +80,31 @@ func TestValidate(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join("..", "..", "etc", "dlq-worker.yaml")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A key that loads but does nothing is refused at start-up, whatever its value, with a message naming it;
+// zero values are refused rather than replaced. Both through Load, the function main uses.
+func TestLoadRefuses(t *testing.T) {
+	key := strings.Repeat("k", 32)
+	base := "Name: d\nPort: 1\nTimeout: 10000\nDeadLetters:\n  Brokers: [k:9092]\nReplay:\n  Producer:\n    Brokers: [k:9092]\n" +
+		"MySQL:\n  DSN: x\nAuth:\n  Secret: " + key + "\n"
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"valid", base, ""},
+		{"log middleware on", base + "Middlewares:\n  Log: true\n", "Middlewares.Log has no effect"},
+		{"log middleware off", base + "middlewares:\n  log: false\n", "Middlewares.Log has no effect"},
+		{"no replay producer", strings.Replace(base, "  Producer:\n    Brokers: [k:9092]\n", "  Timeout: 5s\n", 1), "Producer"},
+		{"zero producer batch", strings.Replace(base, "    Brokers: [k:9092]\n", "    Brokers: [k:9092]\n    BatchSize: 0\n", 1), "Replay.Producer.BatchSize must be positive"},
+		{"zero insert timeout", strings.Replace(base, "  Brokers: [k:9092]\nReplay", "  Brokers: [k:9092]\n  InsertTimeout: 0s\nReplay", 1), "DeadLetters.InsertTimeout must be positive"},
+		{"heartbeat not below session", strings.Replace(base, "  Brokers: [k:9092]\nReplay", "  Brokers: [k:9092]\n  HeartbeatInterval: 10s\nReplay", 1), "DeadLetters.HeartbeatInterval (10s) must be below SessionTimeout (10s)"},
+	} {
+		file := filepath.Join(t.TempDir(), "dlq-worker.yaml")
+		if err := os.WriteFile(file, []byte(tc.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := config.Load(file)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: Load() = %v, want %q", tc.name, err, tc.want)
+		}
 	}
 }

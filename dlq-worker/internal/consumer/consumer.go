@@ -11,6 +11,7 @@ import (
 
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,17 +48,15 @@ type DeadLetterConsumer struct {
 	once    sync.Once
 }
 
-// New returns a consumer for c. It connects on Start.
-func New(c config.ConsumerConf, archive Archive, obs Observer) *DeadLetterConsumer {
+// New returns a consumer for c, or an error naming each zero or inconsistent setting of c: the defaults are
+// the config tags, not filled in here. It connects on Start.
+func New(c config.ConsumerConf, archive Archive, obs Observer) (*DeadLetterConsumer, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("dead-letter consumer config: %w", err)
+	}
 	start := kafka.FirstOffset
 	if c.StartOffset == "last" {
 		start = kafka.LastOffset
-	}
-	if c.InsertTimeout <= 0 {
-		c.InsertTimeout = 5 * time.Second
-	}
-	if c.MaxBackoff <= 0 {
-		c.MaxBackoff = 5 * time.Second
 	}
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:     producer.SplitBrokers(c.Brokers),
@@ -79,7 +78,7 @@ func New(c config.ConsumerConf, archive Archive, obs Observer) *DeadLetterConsum
 		ErrorLogger:    kafka.LoggerFunc(func(msg string, args ...any) { logx.Errorf("kafka reader: "+msg, args...) }),
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	return &DeadLetterConsumer{conf: c, archive: archive, obs: obs, reader: r, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	return &DeadLetterConsumer{conf: c, archive: archive, obs: obs, reader: r, ctx: ctx, cancel: cancel, done: make(chan struct{})}, nil
 }
 
 // Start reads, archives and commits records one by one until Stop.

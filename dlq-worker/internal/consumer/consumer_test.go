@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -79,7 +80,7 @@ func setup(t *testing.T) env {
 
 func (e env) conf(group string) config.ConsumerConf {
 	return config.ConsumerConf{Brokers: e.brokers, Topic: e.topic, Group: group, StartOffset: "first",
-		MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 100 * time.Millisecond, SessionTimeout: 10 * time.Second,
+		Commit: "after-insert", MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 100 * time.Millisecond, SessionTimeout: 10 * time.Second,
 		RebalanceTimeout: 10 * time.Second, HeartbeatInterval: time.Second, InsertTimeout: 2 * time.Second,
 		MaxBackoff: 200 * time.Millisecond}
 }
@@ -145,7 +146,7 @@ func TestArchivesAndCommitsOnlyAfterInsert(t *testing.T) {
 	f := &flaky{Archive: e.archive}
 	f.failures.Store(4)
 	obs := &counter{}
-	c := consumer.New(e.conf(group), f, obs)
+	c := newConsumer(t, e.conf(group), f, obs)
 	go c.Start()
 	defer c.Stop()
 
@@ -172,7 +173,7 @@ func TestArchivesAndCommitsOnlyAfterInsert(t *testing.T) {
 func TestRereadIsIdempotent(t *testing.T) {
 	e := setup(t)
 	e.write(t, record("a", "poison"), record("b", "permanent"), record("c", "permanent"))
-	first := consumer.New(e.conf(infratest.UniqueName(t, "g1")), e.archive, &counter{})
+	first := newConsumer(t, e.conf(infratest.UniqueName(t, "g1")), e.archive, &counter{})
 	go first.Start()
 	waitFor(t, 30*time.Second, "three rows", func() bool { return e.rows(t) == 3 })
 	first.Stop()
@@ -180,7 +181,7 @@ func TestRereadIsIdempotent(t *testing.T) {
 
 	g2 := infratest.UniqueName(t, "g2")
 	obs := &counter{}
-	second := consumer.New(e.conf(g2), e.archive, obs)
+	second := newConsumer(t, e.conf(g2), e.archive, obs)
 	go second.Start()
 	defer second.Stop()
 	waitFor(t, 30*time.Second, "the second group to commit all", func() bool { return e.committed(t, g2) == 3 })
@@ -192,13 +193,47 @@ func TestRereadIsIdempotent(t *testing.T) {
 	}
 }
 
+func newConsumer(t *testing.T, c config.ConsumerConf, archive consumer.Archive, obs consumer.Observer) *consumer.DeadLetterConsumer {
+	t.Helper()
+	cons, err := consumer.New(c, archive, obs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cons
+}
+
 func TestStopWithoutStart(t *testing.T) {
-	c := consumer.New(config.ConsumerConf{Brokers: []string{"127.0.0.1:1"}, Topic: "t", Group: "g"}, nil, nil)
+	c := newConsumer(t, env{brokers: []string{"127.0.0.1:1"}, topic: "t"}.conf("g"), nil, nil)
 	done := make(chan struct{})
 	go func() { c.Stop(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Stop without Start hangs")
+	}
+}
+
+// New does not fill in defaults (they are the config tags): a zero or inconsistent value is refused with an
+// error naming the field.
+func TestNewRefusesZeroValues(t *testing.T) {
+	valid := env{brokers: []string{"127.0.0.1:1"}, topic: "t"}.conf("g")
+	for _, tc := range []struct {
+		want   string
+		change func(*config.ConsumerConf)
+	}{
+		{"InsertTimeout", func(c *config.ConsumerConf) { c.InsertTimeout = 0 }},
+		{"MaxBackoff", func(c *config.ConsumerConf) { c.MaxBackoff = 0 }},
+		{"MaxWait", func(c *config.ConsumerConf) { c.MaxWait = 0 }},
+		{"StartOffset", func(c *config.ConsumerConf) { c.StartOffset = "" }},
+		{"Commit", func(c *config.ConsumerConf) { c.Commit = "" }},
+		{"MinBytes", func(c *config.ConsumerConf) { c.MinBytes = 0 }},
+		{"HeartbeatInterval (10s) must be below SessionTimeout (10s)", func(c *config.ConsumerConf) { c.HeartbeatInterval = c.SessionTimeout }},
+		{"Brokers", func(c *config.ConsumerConf) { c.Brokers = []string{""} }},
+	} {
+		c := valid
+		tc.change(&c)
+		if _, err := consumer.New(c, nil, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: New() = %v, want an error naming it", tc.want, err)
+		}
 	}
 }

@@ -59,14 +59,17 @@ func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, e
 		Audit:       store.NewAudit(db),
 		Reports:     store.NewReports(db),
 		Jobs:        store.NewJobs(db),
-		Producer:    producer.New(c.ProducerConf()),
+		Producer:    producer.New(c.Replay.Producer),
 	}
 	if err := s.Jobs.InterruptUnfinished(ctx); err != nil {
 		_ = s.Close()
 		return nil, err
 	}
 	s.Metrics = metrics.New(s.DeadLetters, c.MySQL.QueryTimeout)
-	s.Consumer = consumer.New(c.DeadLetters, s.DeadLetters, s.Metrics)
+	if s.Consumer, err = consumer.New(c.DeadLetters, s.DeadLetters, s.Metrics); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
 	b := c.Replay.Bulk
 	s.Resolver = replay.New(replay.Conf{
 		AllowedTopics: c.Replay.AllowedTopics,

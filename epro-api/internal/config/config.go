@@ -1,5 +1,7 @@
-// Package config is epro-api's configuration. Every default is stated in its tag; addresses and secrets come
-// from the environment through etc/epro-api.yaml.
+// Package config is epro-api's configuration. Every default is stated once, in its tag (or go-zero's); the
+// constructors refuse zero values instead of filling in their own, and Validate checks the settings that are
+// only right relative to each other. Addresses and secrets come from the environment through
+// etc/epro-api.yaml. Keys that would load but have no effect are refused by Load.
 package config
 
 import (
@@ -7,15 +9,19 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/zeromicro/go-zero/core/conf"
+	"github.com/zeromicro/go-zero/rest"
+
+	"github.com/epro-intake/common/conffile"
 	"github.com/epro-intake/common/producer"
 	"github.com/epro-intake/common/report"
-	"github.com/zeromicro/go-zero/rest"
 )
 
 type Config struct {
 	rest.RestConf
 
-	// Kafka is the producer for the report topic: acks=all, murmur2 by key, synchronous (see common/producer).
+	// Kafka is the producer for the report topic: acks=all, murmur2 by key, synchronous (see common/producer;
+	// those are not settings).
 	Kafka producer.Conf
 	// Topic receives every accepted report, keyed by patientId.
 	Topic string `json:",default=epro.reports.v1"`
@@ -75,11 +81,57 @@ type ReadyConf struct {
 	MaxAge time.Duration `json:",default=3s"`
 }
 
-// Validate is called by conf.Load.
+// Load reads file as epro-api's main does: ${VAR} references are expanded from the environment (as
+// conf.UseEnv does), keys that would have no effect are refused, tag defaults are filled in and Validate runs.
+func Load(file string) (Config, error) {
+	var c Config
+	if err := conffile.Load(file, &c, refuseIneffectiveKeys); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// presentKeys mirrors the keys epro-api refuses. Their tag defaults make a loaded Config unable to tell a key
+// written in the file from a default, so the file is also loaded into this struct, whose pointer fields are
+// non-nil exactly when the file names the key (in any letter case, as go-zero matches keys).
+type presentKeys struct {
+	MaxBytes    *int64 `json:",optional"`
+	Middlewares struct {
+		Log      *bool `json:",optional"`
+		MaxBytes *bool `json:",optional"`
+		Breaker  *bool `json:",optional"`
+	} `json:",optional"`
+}
+
+// refuseIneffectiveKeys names every key in content that epro-api would load and then ignore: the middlewares
+// ServerConf turns off, and the limit only one of them reads.
+func refuseIneffectiveKeys(content []byte) error {
+	var p presentKeys
+	if err := conf.LoadFromYamlBytes(content, &p); err != nil {
+		return err
+	}
+	var errs []error
+	refuse := func(set bool, key, why string) {
+		if set {
+			errs = append(errs, fmt.Errorf("%s has no effect in epro-api (%s); remove it", key, why))
+		}
+	}
+	off := "the middleware is always off, see config.ServerConf"
+	refuse(p.Middlewares.Log != nil, "Middlewares.Log", off)
+	refuse(p.Middlewares.MaxBytes != nil, "Middlewares.MaxBytes", off)
+	refuse(p.Middlewares.Breaker != nil, "Middlewares.Breaker", off)
+	refuse(p.MaxBytes != nil, "MaxBytes", "only go-zero's MaxBytes middleware reads it, which is off; body limits are Limits.BodyBytes and Limits.BatchBodyBytes")
+	return errors.Join(errs...)
+}
+
+// Validate is called by conf.Load and Load. It reports every zero or inconsistent value, naming the key.
 func (c Config) Validate() error {
 	var errs []error
-	if len(c.Kafka.Brokers) == 0 || c.Kafka.Brokers[0] == "" {
-		errs = append(errs, errors.New("Kafka.Brokers is empty (EPRO_KAFKA_BROKERS)"))
+	if err := c.Kafka.Validate(); err != nil {
+		errs = append(errs, conffile.Prefixed("Kafka", err))
+	}
+	if c.Topic == "" {
+		errs = append(errs, errors.New("Topic is empty"))
 	}
 	if c.MySQL.DSN == "" {
 		errs = append(errs, errors.New("MySQL.DSN is empty (EPRO_MYSQL_DSN)"))
@@ -89,6 +141,15 @@ func (c Config) Validate() error {
 	}
 	if c.ProduceTimeout <= 0 {
 		errs = append(errs, errors.New("ProduceTimeout must be positive"))
+	}
+	if c.MySQL.QueryTimeout <= 0 || c.MySQL.MaxOpenConns <= 0 || c.MySQL.MaxIdleConns < 0 {
+		errs = append(errs, errors.New("MySQL: QueryTimeout and MaxOpenConns must be positive, MaxIdleConns not negative"))
+	}
+	if c.Redis.Timeout <= 0 || c.Redis.PoolSize <= 0 {
+		errs = append(errs, errors.New("Redis: Timeout and PoolSize must be positive"))
+	}
+	if c.Limits.MaxAge <= 0 || c.Limits.MaxSkew < 0 {
+		errs = append(errs, errors.New("Limits: need MaxAge > 0 and MaxSkew >= 0"))
 	}
 	if c.RestConf.Timeout > 0 {
 		restTimeout := time.Duration(c.RestConf.Timeout) * time.Millisecond

@@ -1,13 +1,15 @@
 package config_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/epro-intake/common/report"
 	"github.com/zeromicro/go-zero/core/conf"
 
+	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/epro-api/internal/config"
 )
 
@@ -17,8 +19,8 @@ func TestShippedConfig(t *testing.T) {
 	t.Setenv("EPRO_MYSQL_DSN", "epro:s3cret@tcp(db:3306)/epro")
 	t.Setenv("EPRO_REDIS_ADDR", "redis:6379")
 	t.Setenv("EPRO_REDIS_PASSWORD", "")
-	var c config.Config
-	if err := conf.Load("../../etc/epro-api.yaml", &c, conf.UseEnv()); err != nil {
+	c, err := config.Load("../../etc/epro-api.yaml")
+	if err != nil {
 		t.Fatal(err)
 	}
 	if got := strings.Join(c.Kafka.Brokers, " "); got != "k1:9092 k2:9092" {
@@ -32,6 +34,11 @@ func TestShippedConfig(t *testing.T) {
 	}
 	if c.Topic != report.Topic || c.ProduceTimeout != 2*time.Second || c.Kafka.BatchTimeout != time.Millisecond {
 		t.Errorf("kafka settings %+v", c)
+	}
+	// The file leaves these to the tags; the per-request budget must hold the produce and Redis timeouts.
+	if c.Timeout != 3000 || c.MaxConns != 10000 || c.Host != "0.0.0.0" || c.Kafka.BatchSize != 100 || c.Kafka.WriteTimeout != 2*time.Second ||
+		c.Kafka.MaxAttempts != 5 || c.Limits.MaxAge != 2160*time.Hour || c.Redis.Timeout != 250*time.Millisecond || c.Log.Encoding != "json" {
+		t.Errorf("defaults not applied: %+v", c)
 	}
 	sc := c.ServerConf()
 	if sc.Middlewares.Log || sc.Middlewares.MaxBytes || sc.Middlewares.Breaker || !sc.Middlewares.Timeout || !sc.Middlewares.Trace {
@@ -85,6 +92,11 @@ func TestValidate(t *testing.T) {
 		{"query timeout", func(c *config.Config) { c.MySQL.QueryTimeout = 3 * time.Second }, "QueryTimeout"},
 		{"batch smaller than one", func(c *config.Config) { c.Limits.BatchBodyBytes = 1000 }, "Limits"},
 		{"ready max age below interval", func(c *config.Config) { c.Ready.MaxAge = time.Millisecond }, "Ready"},
+		{"zero producer batch", func(c *config.Config) { c.Kafka.BatchSize = 0 }, "Kafka.BatchSize must be positive"},
+		{"zero producer batch timeout", func(c *config.Config) { c.Kafka.BatchTimeout = 0 }, "Kafka.BatchTimeout must be positive"},
+		{"zero redis timeout", func(c *config.Config) { c.Redis.Timeout = 0 }, "Redis"},
+		{"zero mysql conns", func(c *config.Config) { c.MySQL.MaxOpenConns = 0 }, "MySQL"},
+		{"no topic", func(c *config.Config) { c.Topic = "" }, "Topic"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()
@@ -102,8 +114,29 @@ func TestEmptyEnvFailsToLoad(t *testing.T) {
 		t.Setenv(k, "")
 	}
 	t.Setenv("EPRO_API_PORT", "8080")
-	var c config.Config
-	if err := conf.Load("../../etc/epro-api.yaml", &c, conf.UseEnv()); err == nil {
+	if _, err := config.Load("../../etc/epro-api.yaml"); err == nil {
 		t.Fatal("loaded without Kafka, MySQL and Redis addresses")
+	}
+}
+
+// A key that loads but does nothing is refused at start-up, whatever its value, with a message naming it.
+func TestLoadRefusesKeysWithoutEffect(t *testing.T) {
+	base := "Name: x\nPort: 1\nKafka:\n  Brokers: [k:9092]\nMySQL:\n  DSN: d\nRedis:\n  Addr: r:6379\n"
+	for _, tc := range []struct{ yaml, want string }{
+		{base, ""},
+		{base + "Middlewares:\n  Log: true\n", "Middlewares.Log has no effect"},
+		{base + "Middlewares:\n  MaxBytes: false\n", "Middlewares.MaxBytes has no effect"},
+		{base + "middlewares:\n  breaker: true\n", "Middlewares.Breaker has no effect"},
+		{base + "MaxBytes: 1048576\n", "MaxBytes has no effect"},
+		{base + "Middlewares:\n  Trace: false\n", ""}, // honoured: not refused
+	} {
+		file := filepath.Join(t.TempDir(), "epro-api.yaml")
+		if err := os.WriteFile(file, []byte(tc.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := config.Load(file)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%q: Load() = %v, want %q", tc.yaml, err, tc.want)
+		}
 	}
 }

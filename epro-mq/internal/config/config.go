@@ -1,12 +1,21 @@
 // Package config is epro-mq's configuration, loaded from etc/epro-mq.yaml with secrets from the environment.
+//
+// Every default is stated once, in a go-zero tag here (or in kq.KqConf's and go-zero's own tags). The
+// constructors refuse zero values instead of filling in defaults of their own, and Validate checks the
+// settings that are only right relative to each other. Keys that would load but have no effect are refused
+// by Load.
 package config
 
 import (
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/zeromicro/go-queue/kq"
+	"github.com/zeromicro/go-zero/core/conf"
 	"github.com/zeromicro/go-zero/core/service"
 
+	"github.com/epro-intake/common/conffile"
 	"github.com/epro-intake/common/producer"
 	"github.com/epro-intake/epro-mq/internal/consumer"
 )
@@ -15,14 +24,17 @@ import (
 type Config struct {
 	service.ServiceConf
 	// Reports is the consumed report topic in kq's terms. epro-mq honours Brokers, Topic, Group, Offset
-	// (use "first"), MinBytes, MaxBytes and Processors (the worker count); it refuses ForceCommit: true and
-	// ignores Conns and Consumers (one fetch loop per assigned partition).
+	// (kq's default is "last"; use "first"), Processors (the worker count), MinBytes and MaxBytes. It refuses
+	// ForceCommit: true (kq's default), SASL and TLS settings, and the keys it would ignore: Conns and
+	// Consumers (it runs one fetch loop per assigned partition), CommitInOrder (it always commits a partition
+	// in order) and kq's embedded service settings other than the Name kq requires.
 	Reports kq.KqConf
 	// Pipeline shapes the worker pool, batching, commits and draining.
 	Pipeline consumer.Conf
 	// Retry shapes how failures are retried and when they are dead-lettered.
 	Retry RetryConf
-	// DeadLetter is where records that cannot be stored go, written with acks=all.
+	// DeadLetter is where records that cannot be stored go. Its producer always writes with acks=all and
+	// murmur2 partitioning by key (common/producer); those are not settings.
 	DeadLetter DeadLetterConf
 	MySQL      MySQLConf
 	Redis      RedisConf
@@ -63,4 +75,106 @@ type RedisConf struct {
 	Password string        `json:",optional"`
 	Timeout  time.Duration `json:",default=200ms"`
 	PoolSize int           `json:",default=32"`
+}
+
+// Load reads file as epro-mq's main does: ${VAR} references are expanded from the environment (as
+// conf.UseEnv does), keys that would have no effect are refused, tag defaults are filled in and Validate runs.
+func Load(file string) (Config, error) {
+	var c Config
+	if err := conffile.Load(file, &c, refuseIneffectiveKeys); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Validate is called by conf.Load and Load. It reports every zero or inconsistent value, naming the key.
+func (c Config) Validate() error {
+	var errs []error
+	if err := consumer.CheckKq(c.Reports); err != nil {
+		errs = append(errs, conffile.Prefixed("Reports", err))
+	}
+	if err := c.Pipeline.Validate(); err != nil {
+		errs = append(errs, conffile.Prefixed("Pipeline", err))
+	}
+	// go-zero calls Stop after WrapUpTime and kills the process at WaitTime; Stop drains for up to
+	// DrainTimeout, then commits and leaves the group.
+	if drainEnds := c.Shutdown.WrapUpTime + c.Pipeline.DrainTimeout; c.Shutdown.WaitTime <= drainEnds {
+		wait := c.Shutdown.WaitTime.String()
+		if c.Shutdown.WaitTime == 0 {
+			wait = "not set, so go-zero's 5.5s"
+		}
+		errs = append(errs, fmt.Errorf("Shutdown.WaitTime (%s) must exceed Shutdown.WrapUpTime + "+
+			"Pipeline.DrainTimeout (%s), or go-zero kills epro-mq mid-drain: set Shutdown.WaitTime above %s",
+			wait, drainEnds, drainEnds))
+	}
+	r := c.Retry
+	if r.MaxAttempts <= 0 || r.InitialBackoff <= 0 || r.MaxBackoff < r.InitialBackoff || r.TransientMaxBackoff <= 0 {
+		errs = append(errs, errors.New("Retry: need MaxAttempts > 0, 0 < InitialBackoff <= MaxBackoff and TransientMaxBackoff > 0"))
+	}
+	if c.DeadLetter.Topic == "" || c.DeadLetter.Topic == c.Reports.Topic {
+		errs = append(errs, errors.New("DeadLetter.Topic must be set and differ from Reports.Topic"))
+	}
+	if err := c.DeadLetter.Producer.Validate(); err != nil {
+		errs = append(errs, conffile.Prefixed("DeadLetter.Producer", err))
+	}
+	if c.MySQL.DSN == "" {
+		errs = append(errs, errors.New("MySQL.DSN is empty (EPRO_MYSQL_DSN)"))
+	}
+	if c.MySQL.MaxOpenConns <= 0 {
+		errs = append(errs, errors.New("MySQL.MaxOpenConns must be positive"))
+	}
+	if c.Redis.Timeout <= 0 || c.Redis.PoolSize <= 0 {
+		errs = append(errs, errors.New("Redis: Timeout and PoolSize must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// presentKeys mirrors the keys epro-mq refuses. kq.KqConf gives Conns, Consumers and CommitInOrder tag
+// defaults, so a loaded Config cannot tell a key written in the file from a default; the file is therefore
+// also loaded into this struct, whose pointer fields are non-nil exactly when the file names the key (in any
+// letter case, as go-zero matches keys). A key is refused whatever its value, since no value has an effect.
+type presentKeys struct {
+	Reports struct {
+		Conns         *int      `json:",optional"`
+		Consumers     *int      `json:",optional"`
+		CommitInOrder *bool     `json:",optional"`
+		Log           *struct{} `json:",optional"`
+		Mode          *string   `json:",optional"`
+		MetricsUrl    *string   `json:",optional"`
+		Prometheus    *struct{} `json:",optional"`
+		Telemetry     *struct{} `json:",optional"`
+		DevServer     *struct{} `json:",optional"`
+		Shutdown      *struct{} `json:",optional"`
+		Profiling     *struct{} `json:",optional"`
+	} `json:",optional"`
+}
+
+// refuseIneffectiveKeys names every key in content that epro-mq would load and then ignore.
+func refuseIneffectiveKeys(content []byte) error {
+	var p presentKeys
+	if err := conf.LoadFromYamlBytes(content, &p); err != nil {
+		return err
+	}
+	var errs []error
+	refuse := func(set bool, key, why string) {
+		if set {
+			errs = append(errs, fmt.Errorf("%s has no effect in epro-mq (%s); remove it", key, why))
+		}
+	}
+	r := p.Reports
+	loop := "epro-mq runs its own consumer loop, one fetch loop per assigned partition"
+	refuse(r.Conns != nil, "Reports.Conns", loop)
+	refuse(r.Consumers != nil, "Reports.Consumers", loop)
+	refuse(r.CommitInOrder != nil, "Reports.CommitInOrder",
+		"epro-mq always commits a partition in order, up to its lowest unfinished offset")
+	service := "only the top-level service settings apply"
+	refuse(r.Log != nil, "Reports.Log", service)
+	refuse(r.Mode != nil, "Reports.Mode", service)
+	refuse(r.MetricsUrl != nil, "Reports.MetricsUrl", service)
+	refuse(r.Prometheus != nil, "Reports.Prometheus", service)
+	refuse(r.Telemetry != nil, "Reports.Telemetry", service)
+	refuse(r.DevServer != nil, "Reports.DevServer", service)
+	refuse(r.Shutdown != nil, "Reports.Shutdown", service)
+	refuse(r.Profiling != nil, "Reports.Profiling", service)
+	return errors.Join(errs...)
 }

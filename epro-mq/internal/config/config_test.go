@@ -1,21 +1,27 @@
 package config_test
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
-
-	"github.com/zeromicro/go-zero/core/conf"
 
 	"github.com/epro-intake/epro-mq/internal/config"
 )
 
-// The shipped file must load, and must state the settings whose kq defaults would lose reports.
-func TestShippedConfigStatesTheDeliveryContract(t *testing.T) {
+func shippedEnv(t *testing.T) {
 	t.Setenv("EPRO_KAFKA_BROKERS", "k1:9092,k2:9092")
 	t.Setenv("EPRO_MYSQL_DSN", "u:p@tcp(db:3306)/epro?parseTime=true&loc=UTC")
 	t.Setenv("EPRO_REDIS_ADDR", "redis:6379")
-	var c config.Config
-	if err := conf.Load("../../etc/epro-mq.yaml", &c, conf.UseEnv()); err != nil {
+}
+
+// The shipped file must load through the function main uses, and must state the settings whose kq defaults
+// would lose reports.
+func TestShippedConfigStatesTheDeliveryContract(t *testing.T) {
+	shippedEnv(t)
+	c, err := config.Load("../../etc/epro-mq.yaml")
+	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Reports.Offset != "first" {
@@ -38,5 +44,103 @@ func TestShippedConfigStatesTheDeliveryContract(t *testing.T) {
 	}
 	if c.Pipeline.BatchWait <= 0 || c.Pipeline.BatchWait > 50*time.Millisecond || c.DeadLetter.Producer.BatchTimeout > 10*time.Millisecond {
 		t.Errorf("batch waits %s / %s are latency floors and must stay small", c.Pipeline.BatchWait, c.DeadLetter.Producer.BatchTimeout)
+	}
+	// Values the file leaves to the tags.
+	if c.Pipeline.QueueSize != 256 || c.Pipeline.RebalanceTimeout != 20*time.Second || c.Retry.MaxAttempts != 5 ||
+		c.DeadLetter.Producer.BatchTimeout != time.Millisecond || c.DeadLetter.Producer.WriteTimeout != 2*time.Second ||
+		c.MySQL.MaxOpenConns != 16 || !c.MySQL.Migrate || c.Redis.Timeout != 200*time.Millisecond {
+		t.Errorf("tag defaults not applied: %+v %+v %+v %+v %+v", c.Pipeline, c.Retry, c.DeadLetter, c.MySQL, c.Redis)
+	}
+}
+
+// minimal is the smallest config that loads: addresses, the delivery contract, the drain and the shutdown
+// budget measured against it.
+const minimal = `Name: m
+Shutdown:
+  WaitTime: 20s
+Reports:
+  Name: r
+  Brokers: [k:9092]
+  Topic: t
+  Group: g
+  Offset: first
+  ForceCommit: false
+Pipeline:
+  DrainTimeout: 10s
+DeadLetter:
+  Producer:
+    Brokers: [k:9092]
+MySQL:
+  DSN: d
+`
+
+func load(t *testing.T, yaml string) error {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "epro-mq.yaml")
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := config.Load(file)
+	return err
+}
+
+// with inserts lines right after the line "section:" of minimal (indented by the caller).
+func with(section, lines string) string {
+	return strings.Replace(minimal, section+":\n", section+":\n"+lines, 1)
+}
+
+func TestMinimalConfigLoads(t *testing.T) {
+	if err := load(t, minimal); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Keys that load but do nothing are refused at start-up, whatever their value, with a message naming them.
+func TestRefusesKeysWithoutEffect(t *testing.T) {
+	for _, tc := range []struct{ key, lines string }{
+		{"Reports.CommitInOrder", "  CommitInOrder: true\n"},
+		{"Reports.CommitInOrder", "  CommitInOrder: false\n"},
+		{"Reports.CommitInOrder", "  commitinorder: true\n"}, // go-zero matches keys in any case
+		{"Reports.Conns", "  Conns: 1\n"},
+		{"Reports.Consumers", "  Consumers: 8\n"},
+		{"Reports.Log", "  Log:\n    Level: debug\n"},
+		{"Reports.Mode", "  Mode: dev\n"},
+		{"Reports.MetricsUrl", "  MetricsUrl: http://m\n"},
+		{"Reports.Prometheus", "  Prometheus:\n    Port: 9101\n"},
+		{"Reports.Telemetry", "  Telemetry:\n    Name: x\n"},
+		{"Reports.DevServer", "  DevServer:\n    Enabled: true\n"},
+		{"Reports.Shutdown", "  Shutdown:\n    WaitTime: 1s\n"},
+		{"Reports.Profiling", "  Profiling:\n    Enabled: false\n"},
+	} {
+		err := load(t, with("Reports", tc.lines))
+		if err == nil || !strings.Contains(err.Error(), tc.key+" has no effect") {
+			t.Errorf("%q: Load() = %v, want it refused naming %s", tc.lines, err, tc.key)
+		}
+	}
+}
+
+// Zero values are refused rather than replaced, and settings that only work relative to each other are
+// checked together, with a message saying what to set.
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"ForceCommit left to kq's default", strings.Replace(minimal, "  ForceCommit: false\n", "", 1), "Reports.ForceCommit must be false"},
+		{"no drain", strings.Replace(minimal, "  DrainTimeout: 10s\n", "  BatchSize: 100\n", 1), "DrainTimeout"},
+		{"zero drain", strings.Replace(minimal, "DrainTimeout: 10s", "DrainTimeout: 0s", 1), "Pipeline.DrainTimeout must be positive"},
+		{"zero workers", with("Reports", "  Processors: 0\n"), "Reports.Processors"},
+		{"zero batch", with("Pipeline", "  BatchSize: 0\n"), "Pipeline.BatchSize must be positive"},
+		{"zero commit interval", with("Pipeline", "  CommitInterval: 0s\n"), "Pipeline.CommitInterval must be positive"},
+		{"rebalance within the drain", with("Pipeline", "  RebalanceTimeout: 10s\n"), "Pipeline.RebalanceTimeout (10s) must exceed DrainTimeout (10s)"},
+		{"wait time within the drain", strings.Replace(minimal, "WaitTime: 20s", "WaitTime: 11s", 1), "set Shutdown.WaitTime above 11s"},
+		{"go-zero's wait time", strings.Replace(minimal, "Shutdown:\n  WaitTime: 20s\n", "", 1), "Shutdown.WaitTime"},
+		{"zero producer batch", with("  Producer", "    BatchSize: 0\n"), "DeadLetter.Producer.BatchSize must be positive"},
+		{"no producer brokers", strings.Replace(minimal, "  Producer:\n    Brokers: [k:9092]\n", "  Producer:\n    Brokers: ['']\n", 1), "DeadLetter.Producer.Brokers"},
+		{"zero retries", "Retry:\n  MaxAttempts: 0\n" + minimal, "Retry"},
+		{"dead letters to the source topic", with("DeadLetter", "  Topic: t\n"), "DeadLetter.Topic"},
+		{"no dsn", strings.Replace(minimal, "DSN: d", "DSN: ''", 1), "MySQL.DSN"},
+	} {
+		err := load(t, tc.yaml)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Load() = %v, want an error containing %q", tc.name, err, tc.want)
+		}
 	}
 }

@@ -15,6 +15,7 @@ package consumer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -25,10 +26,10 @@ import (
 	"github.com/epro-intake/common/producer"
 )
 
-// Conf is how the pipeline around the kq settings is shaped.
+// Conf is how the pipeline around the kq settings is shaped. Its defaults are the go-zero tags below and
+// nowhere else: New refuses a zero or inconsistent value instead of filling one in. The worker count is kq's
+// Processors.
 type Conf struct {
-	// Workers is the number of pool workers, each owning a disjoint set of keys; 0 means kq's Processors.
-	Workers int `json:",optional"`
 	// QueueSize is each worker's queue length; a full queue stops fetching.
 	QueueSize int `json:",default=256"`
 	// BatchSize and BatchWait: a worker writes up to BatchSize records at once and waits at most BatchWait
@@ -39,11 +40,61 @@ type Conf struct {
 	// which dedupe absorbs.
 	CommitInterval time.Duration `json:",default=500ms"`
 	// DrainTimeout bounds how long a stop or a rebalance waits for work in flight before giving up on it
-	// (uncommitted, so the next owner reads it again). Keep it below the group's rebalance timeout.
-	DrainTimeout time.Duration `json:",default=10s"`
+	// (uncommitted, so the next owner reads it again). It has no default: RebalanceTimeout and go-zero's
+	// Shutdown.WaitTime must exceed it, and go-zero's own WaitTime default (5.5s) is shorter than any useful
+	// drain, so a config file states the drain beside the settings measured against it.
+	DrainTimeout time.Duration
 	// SessionTimeout and RebalanceTimeout are the group's timeouts (kafka-go defaults: 30s each).
+	// RebalanceTimeout must exceed DrainTimeout: a member drains before it rejoins.
 	SessionTimeout   time.Duration `json:",default=10s"`
 	RebalanceTimeout time.Duration `json:",default=20s"`
+}
+
+// Validate reports every zero or inconsistent value in c, naming its field.
+func (c Conf) Validate() error {
+	var errs []error
+	positive := func(name string, ok bool) {
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s must be positive", name))
+		}
+	}
+	positive("QueueSize", c.QueueSize > 0)
+	positive("BatchSize", c.BatchSize > 0)
+	positive("BatchWait", c.BatchWait > 0)
+	positive("CommitInterval", c.CommitInterval > 0)
+	positive("DrainTimeout", c.DrainTimeout > 0)
+	positive("SessionTimeout", c.SessionTimeout > 0)
+	if c.RebalanceTimeout <= c.DrainTimeout {
+		errs = append(errs, fmt.Errorf("RebalanceTimeout (%s) must exceed DrainTimeout (%s), or a rebalance "+
+			"cuts the drain short: raise RebalanceTimeout or lower DrainTimeout", c.RebalanceTimeout, c.DrainTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// CheckKq reports the kq settings this consumer cannot honour, naming each field. It checks values; the keys
+// kq reads and this consumer ignores (Conns, Consumers, CommitInOrder) are refused where the file is read,
+// because kq's tag defaults make them indistinguishable from unset ones here.
+func CheckKq(c kq.KqConf) error {
+	var errs []error
+	if len(producer.SplitBrokers(c.Brokers)) == 0 || c.Topic == "" || c.Group == "" {
+		errs = append(errs, errors.New("Brokers, Topic and Group must be set"))
+	}
+	if c.ForceCommit {
+		errs = append(errs, errors.New("ForceCommit must be false: a failed report is retried or dead-lettered, never committed"))
+	}
+	if c.Username != "" || c.Password != "" || c.CaFile != "" {
+		errs = append(errs, errors.New("Username, Password and CaFile (SASL and TLS) are not supported by this consumer yet"))
+	}
+	if c.Offset != "first" && c.Offset != "last" {
+		errs = append(errs, fmt.Errorf("Offset %q must be first or last", c.Offset))
+	}
+	if c.Processors <= 0 {
+		errs = append(errs, errors.New("Processors (the worker count) must be positive"))
+	}
+	if c.MinBytes <= 0 || c.MaxBytes < c.MinBytes {
+		errs = append(errs, fmt.Errorf("MinBytes (%d) must be positive and at most MaxBytes (%d)", c.MinBytes, c.MaxBytes))
+	}
+	return errors.Join(errs...)
 }
 
 // Recoverer is implemented by handlers that must learn, before consuming a partition, what an earlier owner
@@ -83,45 +134,16 @@ type Stats struct {
 	InFlight, PeakInFlight int64
 }
 
-// New checks c and builds a ReportConsumer. It refuses kq settings whose meaning it does not honour rather
-// than silently ignoring them.
+// New checks c and conf and builds a ReportConsumer. It refuses kq settings whose meaning it does not honour,
+// and zero or inconsistent pipeline values, rather than silently ignoring or replacing them.
 func New(c kq.KqConf, conf Conf, h BatchHandler) (*ReportConsumer, error) {
+	if err := CheckKq(c); err != nil {
+		return nil, fmt.Errorf("kq config: %w", err)
+	}
+	if err := conf.Validate(); err != nil {
+		return nil, fmt.Errorf("pipeline config: %w", err)
+	}
 	c.Brokers = producer.SplitBrokers(c.Brokers)
-	switch {
-	case len(c.Brokers) == 0 || c.Topic == "" || c.Group == "":
-		return nil, errors.New("kq config needs Brokers, Topic and Group")
-	case c.ForceCommit:
-		return nil, errors.New("kq ForceCommit must be false: a failed report is retried or dead-lettered, never committed")
-	case c.Username != "" || c.Password != "" || c.CaFile != "":
-		return nil, errors.New("kq SASL and TLS settings are not supported by this consumer yet")
-	}
-	if conf.Workers <= 0 {
-		conf.Workers = c.Processors
-	}
-	if conf.Workers <= 0 {
-		conf.Workers = 8
-	}
-	if conf.QueueSize <= 0 {
-		conf.QueueSize = 256
-	}
-	if conf.BatchSize <= 0 {
-		conf.BatchSize = 100
-	}
-	if conf.BatchWait <= 0 {
-		conf.BatchWait = 5 * time.Millisecond
-	}
-	if conf.CommitInterval <= 0 {
-		conf.CommitInterval = 500 * time.Millisecond
-	}
-	if conf.DrainTimeout <= 0 {
-		conf.DrainTimeout = 10 * time.Second
-	}
-	if conf.SessionTimeout <= 0 {
-		conf.SessionTimeout = 10 * time.Second
-	}
-	if conf.RebalanceTimeout <= 0 {
-		conf.RebalanceTimeout = conf.DrainTimeout + 5*time.Second
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &ReportConsumer{kq: c, conf: conf, handler: h, ctx: ctx, cancel: cancel, done: make(chan struct{})}, nil
 }
@@ -158,7 +180,7 @@ func (c *ReportConsumer) Start() {
 	c.mu.Lock()
 	c.group = group
 	c.mu.Unlock()
-	pool := newPool(c.ctx, c.handler, c.conf.Workers, c.conf.QueueSize, c.conf.BatchSize, c.conf.BatchWait)
+	pool := newPool(c.ctx, c.handler, c.kq.Processors, c.conf.QueueSize, c.conf.BatchSize, c.conf.BatchWait)
 	c.mu.Lock()
 	c.pool = pool
 	c.mu.Unlock()

@@ -3,6 +3,7 @@ package consumer_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -255,10 +256,56 @@ func TestReplicasShareThePartitionsAndRebalanceWithoutLoss(t *testing.T) {
 	}
 }
 
+// validKq and validConf are a configuration New accepts; each case below breaks one thing in it.
+func validKq() kq.KqConf {
+	return kq.KqConf{Brokers: []string{"x:9092"}, Topic: "t", Group: "g", Offset: "first", Processors: 4, MinBytes: 1, MaxBytes: 1 << 20}
+}
+
+func validConf() consumer.Conf {
+	return consumer.Conf{QueueSize: 16, BatchSize: 10, BatchWait: time.Millisecond, CommitInterval: time.Second,
+		DrainTimeout: time.Second, SessionTimeout: 6 * time.Second, RebalanceTimeout: 2 * time.Second}
+}
+
 func TestRefusesForceCommit(t *testing.T) {
-	_, err := consumer.New(kq.KqConf{Brokers: []string{"x:9092"}, Topic: "t", Group: "g", ForceCommit: true}, consumer.Conf{}, newLedger())
-	if err == nil {
-		t.Fatal("ForceCommit: true was accepted; it would commit failed reports")
+	c := validKq()
+	c.ForceCommit = true
+	_, err := consumer.New(c, validConf(), newLedger())
+	if err == nil || !strings.Contains(err.Error(), "ForceCommit") {
+		t.Fatalf("ForceCommit: true gave %v; it would commit failed reports and must be refused", err)
+	}
+}
+
+// New does not fill in defaults (they are the config tags): a zero or inconsistent value is refused with an
+// error naming the field.
+func TestNewRefusesZeroAndInconsistentValues(t *testing.T) {
+	// Not started, so it holds no connection or goroutine and needs no Stop.
+	if _, err := consumer.New(validKq(), validConf(), newLedger()); err != nil {
+		t.Fatalf("valid config refused: %v", err)
+	}
+	for _, tc := range []struct {
+		want   string
+		change func(*kq.KqConf, *consumer.Conf)
+	}{
+		{"Brokers", func(k *kq.KqConf, _ *consumer.Conf) { k.Brokers = []string{""} }},
+		{"Offset", func(k *kq.KqConf, _ *consumer.Conf) { k.Offset = "" }},
+		{"Processors", func(k *kq.KqConf, _ *consumer.Conf) { k.Processors = 0 }},
+		{"MinBytes", func(k *kq.KqConf, _ *consumer.Conf) { k.MinBytes = 0 }},
+		{"MaxBytes", func(k *kq.KqConf, _ *consumer.Conf) { k.MaxBytes = 0 }},
+		{"Username", func(k *kq.KqConf, _ *consumer.Conf) { k.Username = "u" }},
+		{"QueueSize", func(_ *kq.KqConf, c *consumer.Conf) { c.QueueSize = 0 }},
+		{"BatchSize", func(_ *kq.KqConf, c *consumer.Conf) { c.BatchSize = 0 }},
+		{"BatchWait", func(_ *kq.KqConf, c *consumer.Conf) { c.BatchWait = 0 }},
+		{"CommitInterval", func(_ *kq.KqConf, c *consumer.Conf) { c.CommitInterval = 0 }},
+		{"DrainTimeout", func(_ *kq.KqConf, c *consumer.Conf) { c.DrainTimeout = 0 }},
+		{"SessionTimeout", func(_ *kq.KqConf, c *consumer.Conf) { c.SessionTimeout = 0 }},
+		{"RebalanceTimeout", func(_ *kq.KqConf, c *consumer.Conf) { c.RebalanceTimeout = 0 }},
+		{"RebalanceTimeout (1s) must exceed DrainTimeout (1s)", func(_ *kq.KqConf, c *consumer.Conf) { c.RebalanceTimeout = c.DrainTimeout }},
+	} {
+		k, c := validKq(), validConf()
+		tc.change(&k, &c)
+		if _, err := consumer.New(k, c, newLedger()); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: New() = %v, want an error naming %s", tc.want, err, tc.want)
+		}
 	}
 }
 

@@ -51,9 +51,6 @@ func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, e
 			MaxRetries: 0,
 		})
 	}
-	if len(c.DeadLetter.Producer.Brokers) == 0 {
-		c.DeadLetter.Producer.Brokers = c.Reports.Brokers
-	}
 	dlq := producer.New(c.DeadLetter.Producer)
 	in := ingest.New(ingest.Conf{
 		Group:               c.Reports.Group,
