@@ -51,7 +51,7 @@ func main() {
 	group := service.NewServiceGroup()
 	defer group.Stop()
 	group.Add(ctx.Consumer)
-	group.Add(ctx.Replayer)
+	group.Add(ctx.Resolver)
 	group.Add(server)
 
 	fmt.Printf("Starting dlq-worker at %s:%d, archiving %s as group %s...\n", c.Host, c.Port, c.DeadLetters.Topic, c.DeadLetters.Group)

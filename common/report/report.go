@@ -33,7 +33,8 @@ const (
 
 // Header keys added on records of DLQTopic. Where Spring for Apache Kafka has a name for the fact we use it, so
 // Kafka UI tools show them; unlike Spring, values are UTF-8 text (decimal numbers, RFC 3339 UTC times), because
-// people read these headers and no Java consumer decodes them.
+// people read these headers and no Java consumer decodes them. Package deadletter is the one place that writes,
+// parses and strips them.
 const (
 	HeaderDLTOriginalTopic         = "kafka_dlt-original-topic"
 	HeaderDLTOriginalPartition     = "kafka_dlt-original-partition"

@@ -10,6 +10,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/epro-intake/common/deadletter"
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/dlq-worker/internal/store"
 )
@@ -33,44 +34,36 @@ func Decode(m kafka.Message, now time.Time) store.DeadLetter {
 	if dl.DeadLetteredAt.IsZero() || dl.DeadLetteredAt.Unix() <= 0 {
 		dl.DeadLetteredAt = now.UTC()
 	}
+	// A damaged header leaves its field empty; the rest of the set is still archived.
+	f, err := deadletter.Parse(m.Headers)
+	ok := func(key string) bool { return !deadletter.Failed(err, key) }
+	dl.OriginalTopic = clip(f.OriginalTopic, 249)
+	if ok(report.HeaderDLTOriginalPartition) {
+		p := f.OriginalPartition
+		dl.OriginalPartition = &p
+	}
+	if ok(report.HeaderDLTOriginalOffset) {
+		o := f.OriginalOffset
+		dl.OriginalOffset = &o
+	}
+	dl.OriginalTimestamp = timeIf(ok(report.HeaderDLTOriginalTimestamp), f.OriginalTimestamp)
+	dl.OriginalGroup = clip(f.ConsumerGroup, 255)
+	if f.Class != "" {
+		dl.ErrorClass = clip(f.Class, 32)
+	}
+	dl.ErrorMessage = clip(f.Message, 1024)
+	dl.Attempts = f.Attempts
+	dl.FirstFailure = timeIf(ok(report.HeaderDLTFirstFailure), f.FirstFailure)
+	dl.LastFailure = timeIf(ok(report.HeaderDLTLastFailure), f.LastFailure)
+
 	headerRequestID := ""
 	for _, h := range m.Headers {
 		dl.Headers = append(dl.Headers, store.NewHeader(h.Key, h.Value))
-		v := string(h.Value)
 		switch h.Key {
-		case report.HeaderDLTOriginalTopic:
-			dl.OriginalTopic = clip(v, 249)
-		case report.HeaderDLTOriginalPartition:
-			if p, err := strconv.ParseInt(v, 10, 32); err == nil {
-				pi := int(p)
-				dl.OriginalPartition = &pi
-			}
-		case report.HeaderDLTOriginalOffset:
-			if o, err := strconv.ParseInt(v, 10, 64); err == nil {
-				dl.OriginalOffset = &o
-			}
-		case report.HeaderDLTOriginalTimestamp:
-			dl.OriginalTimestamp = parseTime(v)
-		case report.HeaderDLTOriginalConsumerGroup:
-			dl.OriginalGroup = clip(v, 255)
-		case report.HeaderDLTErrorClass:
-			if v != "" {
-				dl.ErrorClass = clip(v, 32)
-			}
-		case report.HeaderDLTErrorMessage:
-			dl.ErrorMessage = clip(v, 1024)
-		case report.HeaderDLTAttempts:
-			if n, err := strconv.Atoi(v); err == nil && n >= 0 {
-				dl.Attempts = n
-			}
-		case report.HeaderDLTFirstFailure:
-			dl.FirstFailure = parseTime(v)
-		case report.HeaderDLTLastFailure:
-			dl.LastFailure = parseTime(v)
 		case report.HeaderRequestID:
-			headerRequestID = v
+			headerRequestID = string(h.Value)
 		case report.HeaderReplayOf:
-			if id, err := strconv.ParseUint(v, 10, 64); err == nil && id > 0 {
+			if id, err := strconv.ParseUint(string(h.Value), 10, 64); err == nil && id > 0 {
 				dl.ReplayOf = &id
 			}
 		}
@@ -94,12 +87,11 @@ func Decode(m kafka.Message, now time.Time) store.DeadLetter {
 	return dl
 }
 
-func parseTime(v string) *time.Time {
-	t, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil {
+// timeIf returns &t when the header was read, nil otherwise.
+func timeIf(read bool, t time.Time) *time.Time {
+	if !read {
 		return nil
 	}
-	t = t.UTC()
 	return &t
 }
 

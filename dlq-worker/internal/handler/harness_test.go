@@ -26,6 +26,7 @@ import (
 	"github.com/epro-intake/common/errcode"
 	"github.com/epro-intake/common/infratest"
 	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/common/reportdb/reportdbtest"
 	"github.com/epro-intake/dlq-worker/internal/auth"
 	"github.com/epro-intake/dlq-worker/internal/config"
 	"github.com/epro-intake/dlq-worker/internal/handler"
@@ -76,7 +77,7 @@ func (b *syncBuffer) String() string {
 }
 
 // worker is one dlq-worker wired exactly as main wires it, served by httptest, with its consumer and
-// replayer running, on a topic pair and database of its own.
+// resolver running, on a topic pair and database of its own.
 type worker struct {
 	t        *testing.T
 	url      string
@@ -148,9 +149,9 @@ Auth:
 	w.svc = sc
 	w.db = sc.DB
 	go sc.Consumer.Start()
-	go sc.Replayer.Start()
+	go sc.Resolver.Start()
 	t.Cleanup(func() {
-		sc.Replayer.Stop()
+		sc.Resolver.Stop()
 		sc.Consumer.Stop()
 		_ = sc.Close()
 	})
@@ -397,17 +398,13 @@ func (w *worker) sourceRecords(min int, timeout time.Duration) []kafka.Message {
 	return out
 }
 
-// createReports creates epro-mq's reports table (only the columns dlq-worker reads) and stores ids.
+// createReports creates epro-mq's reports table with its real migrations (a second call finds nothing to do)
+// and stores ids.
 func (w *worker) createReports(ids ...string) {
 	w.t.Helper()
-	if _, err := w.db.Exec(`CREATE TABLE IF NOT EXISTS reports (id BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY,
-		request_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, UNIQUE KEY uq (request_id))`); err != nil {
-		w.t.Fatal(err)
-	}
+	reportdbtest.Migrate(w.t, w.db)
 	for _, id := range ids {
-		if _, err := w.db.Exec("INSERT INTO reports (request_id) VALUES (?)", id); err != nil {
-			w.t.Fatal(err)
-		}
+		reportdbtest.Insert(w.t, w.db, reportdbtest.Row{RequestID: id})
 	}
 }
 

@@ -24,13 +24,13 @@ func (l *BulkReplayLogic) BulkReplay(req *types.BulkReplayReq) (*types.BulkRepla
 	ctx, cancel := l.queryCtx()
 	defer cancel()
 	if req.DryRun {
-		n, stored, known, err := l.svcCtx.Replayer.DryRun(ctx, f)
+		n, stored, known, err := l.svcCtx.Resolver.DryRun(ctx, f)
 		if err != nil {
 			return nil, apiError(l.ctx, "bulk replay dry run", err)
 		}
 		return &types.BulkReplayResp{DryRun: true, Count: n, AlreadyStored: stored, StoredKnown: known}, nil
 	}
-	job, err := l.svcCtx.Replayer.StartJob(ctx, p, f, req.RatePerSecond)
+	job, err := l.svcCtx.Resolver.StartJob(ctx, p, f, req.RatePerSecond)
 	if err != nil {
 		return nil, apiError(l.ctx, "bulk replay", err)
 	}

@@ -22,7 +22,7 @@ func (l *DiscardDeadLetterLogic) DiscardDeadLetter(req *types.DiscardReq) (*type
 	}
 	ctx, cancel := l.queryCtx()
 	defer cancel()
-	if err := l.svcCtx.Replayer.Discard(ctx, p, req.ID, req.ReasonCode, req.Note); err != nil {
+	if err := l.svcCtx.Resolver.Discard(ctx, p, req.ID, req.ReasonCode, req.Note); err != nil {
 		return nil, apiError(l.ctx, "dead letter", err)
 	}
 	return &types.DiscardResp{ID: req.ID, Status: store.StatusDiscarded}, nil

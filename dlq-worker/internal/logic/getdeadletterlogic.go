@@ -45,7 +45,7 @@ func (l *GetDeadLetterLogic) GetDeadLetter(req *types.GetReq) (*types.DeadLetter
 	if err != nil {
 		return nil, apiError(l.ctx, "dead letter history", err)
 	}
-	state, err := l.svcCtx.Replayer.ReportState(ctx, dl)
+	state, err := l.svcCtx.Resolver.ReportState(ctx, dl)
 	if err != nil {
 		l.Errorf("report state of dead letter %d: %v", dl.ID, err)
 		state = replay.ReportUnknown

@@ -17,7 +17,7 @@ func NewGetReplayJobLogic(ctx context.Context, svcCtx *svc.ServiceContext) *GetR
 func (l *GetReplayJobLogic) GetReplayJob(req *types.IDReq) (*types.JobResp, error) {
 	ctx, cancel := l.queryCtx()
 	defer cancel()
-	j, err := l.svcCtx.Replayer.Job(ctx, req.ID)
+	j, err := l.svcCtx.Resolver.Job(ctx, req.ID)
 	if err != nil {
 		return nil, apiError(l.ctx, "replay job", err)
 	}

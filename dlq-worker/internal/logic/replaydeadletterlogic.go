@@ -28,13 +28,13 @@ func (l *ReplayDeadLetterLogic) ReplayDeadLetter(req *types.IDReq) (*types.Repla
 		cancel()
 		return nil, apiError(l.ctx, "dead letter", err)
 	}
-	state, err := l.svcCtx.Replayer.ReportState(qctx, dl)
+	state, err := l.svcCtx.Resolver.ReportState(qctx, dl)
 	cancel()
 	if err != nil {
 		l.Errorf("report state of dead letter %d: %v", dl.ID, err)
 		state = replay.ReportUnknown
 	}
-	dl, err = l.svcCtx.Replayer.Replay(l.ctx, p, req.ID, 0)
+	dl, err = l.svcCtx.Resolver.Replay(l.ctx, p, req.ID, 0)
 	if err != nil {
 		return nil, apiError(l.ctx, "dead letter", err)
 	}

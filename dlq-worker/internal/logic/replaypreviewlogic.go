@@ -22,13 +22,13 @@ func (l *ReplayPreviewLogic) ReplayPreview(req *types.IDReq) (*types.ReplayPrevi
 	if err != nil {
 		return nil, apiError(l.ctx, "dead letter", err)
 	}
-	state, err := l.svcCtx.Replayer.ReportState(ctx, dl)
+	state, err := l.svcCtx.Resolver.ReportState(ctx, dl)
 	if err != nil {
 		return nil, apiError(l.ctx, "report state", err)
 	}
 	resp := &types.ReplayPreviewResp{ID: dl.ID, Status: dl.Status, Topic: dl.OriginalTopic, RequestID: dl.RequestID,
 		ReportState: state}
-	_, merr := l.svcCtx.Replayer.Message(dl)
+	_, merr := l.svcCtx.Resolver.Message(dl)
 	switch {
 	case dl.Status == store.StatusReplayed:
 		resp.Reason = "already replayed"

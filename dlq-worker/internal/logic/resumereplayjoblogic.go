@@ -21,7 +21,7 @@ func (l *ResumeReplayJobLogic) ResumeReplayJob(req *types.IDReq) (*types.JobResp
 	}
 	ctx, cancel := l.queryCtx()
 	defer cancel()
-	j, err := l.svcCtx.Replayer.ResumeJob(ctx, p, req.ID)
+	j, err := l.svcCtx.Resolver.ResumeJob(ctx, p, req.ID)
 	if err != nil {
 		return nil, apiError(l.ctx, "replay job", err)
 	}

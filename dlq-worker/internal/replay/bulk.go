@@ -44,7 +44,7 @@ type jobRun struct {
 
 // DryRun counts the new dead letters f matches (up to MaxItems) and how many of their request ids are
 // stored already. storedKnown is false when the reports table is missing.
-func (r *Replayer) DryRun(ctx context.Context, f store.Filter) (count, alreadyStored int, storedKnown bool, err error) {
+func (r *Resolver) DryRun(ctx context.Context, f store.Filter) (count, alreadyStored int, storedKnown bool, err error) {
 	cands, err := r.dls.Candidates(ctx, f, r.conf.Bulk.MaxItems)
 	if err != nil {
 		return 0, 0, false, err
@@ -62,7 +62,7 @@ func (r *Replayer) DryRun(ctx context.Context, f store.Filter) (count, alreadySt
 
 // StartJob starts a bulk replay of the new dead letters f matches, at rate per second (0: the configured
 // default), and returns the job as created.
-func (r *Replayer) StartJob(ctx context.Context, p auth.Principal, f store.Filter, rate float64) (store.Job, error) {
+func (r *Resolver) StartJob(ctx context.Context, p auth.Principal, f store.Filter, rate float64) (store.Job, error) {
 	if rate <= 0 {
 		rate = r.conf.Bulk.RatePerSecond
 	}
@@ -92,7 +92,7 @@ func (r *Replayer) StartJob(ctx context.Context, p auth.Principal, f store.Filte
 }
 
 // Job returns job id's progress.
-func (r *Replayer) Job(ctx context.Context, id uint64) (store.Job, error) {
+func (r *Resolver) Job(ctx context.Context, id uint64) (store.Job, error) {
 	r.bulk.mu.Lock()
 	run, ok := r.bulk.runs[id]
 	var job store.Job
@@ -107,7 +107,7 @@ func (r *Replayer) Job(ctx context.Context, id uint64) (store.Job, error) {
 }
 
 // ResumeJob continues a paused job of this process where it stopped.
-func (r *Replayer) ResumeJob(ctx context.Context, p auth.Principal, id uint64) (store.Job, error) {
+func (r *Resolver) ResumeJob(ctx context.Context, p auth.Principal, id uint64) (store.Job, error) {
 	r.bulk.mu.Lock()
 	run, ok := r.bulk.runs[id]
 	if !ok || run.job.State != store.JobPaused {
@@ -132,7 +132,7 @@ func (r *Replayer) ResumeJob(ctx context.Context, p auth.Principal, id uint64) (
 	return job, nil
 }
 
-func (r *Replayer) launch(run *jobRun) error {
+func (r *Resolver) launch(run *jobRun) error {
 	r.bulk.mu.Lock()
 	defer r.bulk.mu.Unlock()
 	if r.bulk.stopped {
@@ -149,7 +149,7 @@ func (r *Replayer) launch(run *jobRun) error {
 
 // runJob replays run's candidates at the job's rate until they are all done, the job pauses itself, or the
 // process stops.
-func (r *Replayer) runJob(ctx context.Context, run *jobRun) {
+func (r *Resolver) runJob(ctx context.Context, run *jobRun) {
 	interval := time.Duration(float64(time.Second) / run.job.RatePerSecond)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -214,7 +214,7 @@ func (r *Replayer) runJob(ctx context.Context, run *jobRun) {
 }
 
 // checkRedeadLettered pauses the job once enough of its replays came back as dead letters; true if it did.
-func (r *Replayer) checkRedeadLettered(ctx context.Context, run *jobRun, baseline int) bool {
+func (r *Resolver) checkRedeadLettered(ctx context.Context, run *jobRun, baseline int) bool {
 	n, err := r.jobs.CountRedeadLettered(ctx, run.job.ID)
 	if err != nil {
 		logx.Errorf("replay job %d: %v", run.job.ID, err)
@@ -231,7 +231,7 @@ func (r *Replayer) checkRedeadLettered(ctx context.Context, run *jobRun, baselin
 	return false
 }
 
-func (r *Replayer) pause(run *jobRun, reason string) {
+func (r *Resolver) pause(run *jobRun, reason string) {
 	logx.Infof("replay job %d paused: %s", run.job.ID, reason)
 	r.bulk.mu.Lock()
 	run.job.State, run.job.StateReason = store.JobPaused, reason
@@ -240,7 +240,7 @@ func (r *Replayer) pause(run *jobRun, reason string) {
 	r.save(job)
 }
 
-func (r *Replayer) finish(run *jobRun, state, reason string) {
+func (r *Resolver) finish(run *jobRun, state, reason string) {
 	r.bulk.mu.Lock()
 	run.job.State, run.job.StateReason = state, reason
 	job := run.job
@@ -250,7 +250,7 @@ func (r *Replayer) finish(run *jobRun, state, reason string) {
 	logx.Infof("replay job %d %s: %d of %d done, %d failed", job.ID, state, job.Done, job.Total, job.Failed)
 }
 
-func (r *Replayer) save(job store.Job) {
+func (r *Resolver) save(job store.Job) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := r.jobs.Save(ctx, job); err != nil {
@@ -259,12 +259,12 @@ func (r *Replayer) save(job store.Job) {
 }
 
 // Start implements service.Service: jobs run on their own goroutines, so it only waits for Stop.
-func (r *Replayer) Start() {
+func (r *Resolver) Start() {
 	<-r.bulk.ctx.Done()
 }
 
 // Stop ends running jobs (they are saved as interrupted) and waits for them.
-func (r *Replayer) Stop() {
+func (r *Resolver) Stop() {
 	r.bulk.mu.Lock()
 	r.bulk.stopped = true
 	r.bulk.mu.Unlock()

@@ -4,7 +4,11 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
+	"github.com/segmentio/kafka-go"
+
+	"github.com/epro-intake/common/deadletter"
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/dlq-worker/internal/replay"
 	"github.com/epro-intake/dlq-worker/internal/store"
@@ -52,5 +56,42 @@ func TestMessageSendsTheOriginalRecord(t *testing.T) {
 		if _, err := r.Message(dl); !errors.Is(err, replay.ErrTopicNotAllowed) {
 			t.Errorf("topic %q: %v", topic, err)
 		}
+	}
+}
+
+// A replay strips exactly the set epro-mq wrote (through the one writer) and keeps every other header, in
+// order, whatever its name.
+func TestMessageStripsExactlyTheDeadLetterSet(t *testing.T) {
+	r := replay.New(replay.Conf{AllowedTopics: []string{report.Topic}}, nil, nil, nil, nil, nil)
+	original := []kafka.Header{
+		{Key: report.HeaderTraceparent, Value: []byte("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")},
+		{Key: report.HeaderTracestate, Value: []byte("vendor=1")},
+		{Key: report.HeaderRequestID, Value: []byte("r1")},
+		{Key: report.HeaderSchemaVersion, Value: []byte("1")},
+		{Key: "kafka_dlt-not-ours", Value: []byte("kept")},
+	}
+	written := deadletter.Headers(original, deadletter.Failure{
+		Class: report.ErrorClassPoison, Message: "invalid envelope", Attempts: 1,
+		FirstFailure: time.Now(), LastFailure: time.Now(), OriginalTopic: report.Topic,
+		OriginalPartition: 3, OriginalOffset: 5, OriginalTimestamp: time.Now(), ConsumerGroup: "epro-mq",
+	})
+	dl := store.DeadLetter{ID: 9, OriginalTopic: report.Topic, Key: []byte("P1"), Value: []byte(`{}`)}
+	for _, h := range written {
+		dl.Headers = append(dl.Headers, store.NewHeader(h.Key, h.Value))
+	}
+	m, err := r.Message(dl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, want []string
+	for _, h := range m.Headers {
+		got = append(got, h.Key+"="+string(h.Value))
+	}
+	for _, h := range original {
+		want = append(want, h.Key+"="+string(h.Value))
+	}
+	want = append(want, report.HeaderReplayOf+"=9")
+	if !slices.Equal(got, want) {
+		t.Errorf("headers = %q, want %q", got, want)
 	}
 }

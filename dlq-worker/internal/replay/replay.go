@@ -1,4 +1,5 @@
-// Package replay re-produces dead letters to their source topic, one at a time or as rate-limited bulk jobs.
+// Package replay resolves dead letters: it re-produces them to their source topic, one at a time or as
+// rate-limited bulk jobs, or discards them with a reason; both are audited.
 //
 // Guarantees: a replay writes the original key, value and headers (minus the dead-letter headers epro-mq
 // added) plus x-replay-of, with acks=all, to an allowed topic only. The dead letter's status becomes
@@ -18,6 +19,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/zeromicro/go-zero/core/logx"
 
+	"github.com/epro-intake/common/deadletter"
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/dlq-worker/internal/auth"
 	"github.com/epro-intake/dlq-worker/internal/store"
@@ -50,7 +52,7 @@ const (
 	ReportUnknown = "unknown"
 )
 
-// Conf configures a Replayer.
+// Conf configures a Resolver.
 type Conf struct {
 	AllowedTopics []string
 	// Timeout bounds one produce.
@@ -68,9 +70,9 @@ type BulkConf struct {
 	CheckInterval            time.Duration
 }
 
-// Replayer replays and discards dead letters and runs bulk jobs. Start and Stop make it a service.Service
-// whose Stop ends running jobs.
-type Replayer struct {
+// Resolver resolves dead letters, the only two ways there are: it replays them (one by one or in bulk jobs)
+// or discards them. Start and Stop make it a service.Service whose Stop ends running jobs.
+type Resolver struct {
 	conf    Conf
 	allowed map[string]bool
 	dls     *store.DeadLetters
@@ -82,9 +84,9 @@ type Replayer struct {
 	bulk bulkState
 }
 
-// New returns a Replayer.
-func New(c Conf, dls *store.DeadLetters, reports *store.Reports, audit *store.Audit, jobs *store.Jobs, sender Sender) *Replayer {
-	r := &Replayer{conf: c, allowed: map[string]bool{}, dls: dls, reports: reports, audit: audit, jobs: jobs, sender: sender}
+// New returns a Resolver.
+func New(c Conf, dls *store.DeadLetters, reports *store.Reports, audit *store.Audit, jobs *store.Jobs, sender Sender) *Resolver {
+	r := &Resolver{conf: c, allowed: map[string]bool{}, dls: dls, reports: reports, audit: audit, jobs: jobs, sender: sender}
 	for _, t := range c.AllowedTopics {
 		r.allowed[t] = true
 	}
@@ -93,7 +95,7 @@ func New(c Conf, dls *store.DeadLetters, reports *store.Reports, audit *store.Au
 }
 
 // ReportState tells whether dl's request id is stored in reports.
-func (r *Replayer) ReportState(ctx context.Context, dl store.DeadLetter) (string, error) {
+func (r *Resolver) ReportState(ctx context.Context, dl store.DeadLetter) (string, error) {
 	if dl.RequestID == "" {
 		return ReportUnknown, nil
 	}
@@ -111,45 +113,32 @@ func (r *Replayer) ReportState(ctx context.Context, dl store.DeadLetter) (string
 }
 
 // Message returns the record a replay of dl writes.
-func (r *Replayer) Message(dl store.DeadLetter) (kafka.Message, error) {
+func (r *Resolver) Message(dl store.DeadLetter) (kafka.Message, error) {
 	if !r.allowed[dl.OriginalTopic] {
 		return kafka.Message{}, ErrTopicNotAllowed
 	}
-	m := kafka.Message{Topic: dl.OriginalTopic, Key: dl.Key, Value: dl.Value}
+	headers := make([]kafka.Header, 0, len(dl.Headers)+1)
 	for _, h := range dl.Headers {
-		if deadLetterHeaders[h.Key] {
+		// An earlier replay's x-replay-of gives way to this replay's.
+		if h.Key == report.HeaderReplayOf {
 			continue
 		}
 		v, err := h.Bytes()
 		if err != nil {
 			return kafka.Message{}, fmt.Errorf("header %q of dead letter %d: %w", h.Key, dl.ID, err)
 		}
-		m.Headers = append(m.Headers, kafka.Header{Key: h.Key, Value: v})
+		headers = append(headers, kafka.Header{Key: h.Key, Value: v})
 	}
-	m.Headers = append(m.Headers, kafka.Header{Key: report.HeaderReplayOf, Value: []byte(strconv.FormatUint(dl.ID, 10))})
-	return m, nil
-}
-
-// deadLetterHeaders are what epro-mq added when it dead-lettered the record, and an earlier replay's
-// x-replay-of. A replay sends the record as it first was: were they kept, a second failure would stack a
-// second set of them on the record.
-var deadLetterHeaders = map[string]bool{
-	report.HeaderDLTOriginalTopic:         true,
-	report.HeaderDLTOriginalPartition:     true,
-	report.HeaderDLTOriginalOffset:        true,
-	report.HeaderDLTOriginalTimestamp:     true,
-	report.HeaderDLTOriginalConsumerGroup: true,
-	report.HeaderDLTErrorClass:            true,
-	report.HeaderDLTErrorMessage:          true,
-	report.HeaderDLTAttempts:              true,
-	report.HeaderDLTFirstFailure:          true,
-	report.HeaderDLTLastFailure:           true,
-	report.HeaderReplayOf:                 true,
+	// The record goes out as it first was: with the dead-letter headers kept, a second failure would stack a
+	// second set of them on it.
+	headers = deadletter.Strip(headers)
+	headers = append(headers, kafka.Header{Key: report.HeaderReplayOf, Value: []byte(strconv.FormatUint(dl.ID, 10))})
+	return kafka.Message{Topic: dl.OriginalTopic, Key: dl.Key, Value: dl.Value, Headers: headers}, nil
 }
 
 // Replay re-produces dead letter id for p. jobID is the bulk job doing it, or 0. It returns the dead letter
 // as it was before the replay.
-func (r *Replayer) Replay(ctx context.Context, p auth.Principal, id, jobID uint64) (store.DeadLetter, error) {
+func (r *Resolver) Replay(ctx context.Context, p auth.Principal, id, jobID uint64) (store.DeadLetter, error) {
 	res, err := r.dls.Lock(ctx, id)
 	if err != nil {
 		return store.DeadLetter{}, err
@@ -205,14 +194,14 @@ func (r *Replayer) Replay(ctx context.Context, p auth.Principal, id, jobID uint6
 }
 
 // afterProduce reports a failure to record a replay that Kafka already acknowledged.
-func (r *Replayer) afterProduce(id uint64, err error) error {
+func (r *Resolver) afterProduce(id uint64, err error) error {
 	logx.Errorf("dead letter %d was replayed but its status could not be saved; it stays new and a second "+
 		"replay is deduplicated by epro-mq: %v", id, err)
 	return fmt.Errorf("record replay of dead letter %d: %w", id, err)
 }
 
 // Discard marks dead letter id discarded with a reason code and note, audited as p.
-func (r *Replayer) Discard(ctx context.Context, p auth.Principal, id uint64, reasonCode, note string) error {
+func (r *Resolver) Discard(ctx context.Context, p auth.Principal, id uint64, reasonCode, note string) error {
 	res, err := r.dls.Lock(ctx, id)
 	if err != nil {
 		return err

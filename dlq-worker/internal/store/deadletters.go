@@ -18,8 +18,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-sql-driver/mysql"
-	"github.com/pressly/goose/v3"
 
+	"github.com/epro-intake/common/mysqldb"
 	"github.com/epro-intake/dlq-worker/migrations"
 )
 
@@ -372,17 +372,10 @@ func (s *DeadLetters) Stats(ctx context.Context) (Stats, error) {
 	return st, nil
 }
 
-// Migrate applies every pending migration of dlq-worker, tracked in its own goose table.
+// Migrate applies every pending migration of dlq-worker, tracked in its own goose table, one replica at a
+// time.
 func Migrate(ctx context.Context, db *sql.DB) error {
-	provider, err := goose.NewProvider(goose.DialectMySQL, db, migrations.FS,
-		goose.WithTableName(migrations.VersionTable))
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	if _, err := provider.Up(ctx); err != nil {
-		return fmt.Errorf("apply migrations: %w", err)
-	}
-	return nil
+	return mysqldb.Migrate(ctx, db, migrations.FS, migrations.VersionTable)
 }
 
 func nonNilHeaders(h []Header) []Header {

@@ -13,6 +13,7 @@ import (
 	"github.com/pressly/goose/v3"
 
 	"github.com/epro-intake/common/infratest"
+	"github.com/epro-intake/common/reportdb/reportdbtest"
 	"github.com/epro-intake/dlq-worker/internal/store"
 )
 
@@ -252,12 +253,9 @@ func TestReportsStoredToleratesMissingTable(t *testing.T) {
 	if err != nil || known {
 		t.Fatalf("without reports table: known=%v err=%v", known, err)
 	}
-	if _, err := db.Exec("CREATE TABLE reports (id INT AUTO_INCREMENT PRIMARY KEY, request_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL)"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec("INSERT INTO reports (request_id) VALUES ('a'), ('c')"); err != nil {
-		t.Fatal(err)
-	}
+	// The reports table as epro-mq's migrations create it, next to dlq-worker's own tables.
+	reportdbtest.Migrate(t, db)
+	reportdbtest.Insert(t, db, reportdbtest.Row{RequestID: "a"}, reportdbtest.Row{RequestID: "c"})
 	stored, known, err := r.Stored(ctx, []string{"a", "b", "c", ""})
 	if err != nil || !known || len(stored) != 2 || !stored["a"] || !stored["c"] {
 		t.Fatalf("stored = %v, known=%v, err=%v", stored, known, err)

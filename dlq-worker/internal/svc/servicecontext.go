@@ -1,17 +1,16 @@
 // Package svc builds dlq-worker's dependencies once: MySQL, the replay producer, the consumer, the
-// replayer, metrics and the auth middlewares.
+// resolver (replays and discards), metrics and the auth middlewares.
 package svc
 
 import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/zeromicro/go-zero/rest"
 
+	"github.com/epro-intake/common/mysqldb"
 	"github.com/epro-intake/common/producer"
 	"github.com/epro-intake/dlq-worker/internal/auth"
 	"github.com/epro-intake/dlq-worker/internal/config"
@@ -31,7 +30,7 @@ type ServiceContext struct {
 	Reports     *store.Reports
 	Jobs        *store.Jobs
 	Producer    *producer.Producer
-	Replayer    *replay.Replayer
+	Resolver    *replay.Resolver
 	Consumer    *consumer.DeadLetterConsumer
 	Metrics     *metrics.Metrics
 
@@ -41,7 +40,7 @@ type ServiceContext struct {
 }
 
 // NewServiceContext connects to MySQL, applies migrations when configured, marks jobs of an earlier process
-// interrupted and builds the consumer and replayer (neither started).
+// interrupted and builds the consumer and the resolver (neither started).
 func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, error) {
 	db, err := OpenMySQL(c.MySQL)
 	if err != nil {
@@ -72,7 +71,7 @@ func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, e
 		return nil, err
 	}
 	b := c.Replay.Bulk
-	s.Replayer = replay.New(replay.Conf{
+	s.Resolver = replay.New(replay.Conf{
 		AllowedTopics: c.Replay.AllowedTopics,
 		Timeout:       c.Replay.Timeout,
 		Bulk: replay.BulkConf{
@@ -89,23 +88,9 @@ func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, e
 
 // OpenMySQL opens (without connecting) the archive database.
 func OpenMySQL(c config.MySQLConf) (*sql.DB, error) {
-	cfg, err := mysql.ParseDSN(c.DSN)
-	if err != nil {
-		// The parse error may quote the DSN, password included.
-		return nil, errors.New("MySQL.DSN is not a valid go-sql-driver DSN")
-	}
-	// The tables hold UTC DATETIME(6); without these the driver returns []byte or local times.
-	cfg.ParseTime = true
-	cfg.Loc = time.UTC
-	connector, err := mysql.NewConnector(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("mysql connector: %w", err)
-	}
-	db := sql.OpenDB(connector)
-	db.SetMaxOpenConns(c.MaxOpenConns)
-	db.SetMaxIdleConns(c.MaxOpenConns)
-	db.SetConnMaxLifetime(30 * time.Minute)
-	return db, nil
+	return mysqldb.Open(c.DSN, mysqldb.Pool{
+		MaxOpenConns: c.MaxOpenConns, MaxIdleConns: c.MaxOpenConns, ConnMaxLifetime: 30 * time.Minute,
+	})
 }
 
 // waitAndMigrate applies migrations, waiting up to a minute for MySQL, which may start after dlq-worker under
@@ -113,20 +98,13 @@ func OpenMySQL(c config.MySQLConf) (*sql.DB, error) {
 func waitAndMigrate(ctx context.Context, db *sql.DB) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	for {
-		err := db.PingContext(ctx)
-		if err == nil {
-			return store.Migrate(ctx, db)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("mysql not reachable: %w", err)
-		case <-time.After(time.Second):
-		}
+	if err := mysqldb.Wait(ctx, db); err != nil {
+		return err
 	}
+	return store.Migrate(ctx, db)
 }
 
-// Close releases the clients. Stop the consumer and the replayer first.
+// Close releases the clients. Stop the consumer and the resolver first.
 func (s *ServiceContext) Close() error {
 	return errors.Join(s.Producer.Close(), s.DB.Close())
 }

@@ -1,50 +1,28 @@
 package handler_test
 
 import (
-	"database/sql"
 	"encoding/json"
 	"net/http"
 	"testing"
 	"time"
 
-	"github.com/epro-intake/common/errcode"
-	"github.com/epro-intake/common/infratest"
-	"github.com/epro-intake/common/status"
 	"github.com/google/uuid"
 
+	"github.com/epro-intake/common/errcode"
+	"github.com/epro-intake/common/reportdb/reportdbtest"
+	"github.com/epro-intake/common/status"
 	"github.com/epro-intake/epro-api/internal/types"
 )
 
-// createReportsTable creates the columns of epro-mq's reports table that the API reads.
-func createReportsTable(t *testing.T, dsn string) *sql.DB {
-	t.Helper()
-	db, err := sql.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := db.Exec(`CREATE TABLE reports (
-		id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
-		request_id CHAR(36) NOT NULL,
-		received_at DATETIME(6) NOT NULL,
-		stored_at DATETIME(6) NOT NULL,
-		UNIQUE KEY uq_reports_request_id (request_id))`); err != nil {
-		t.Fatalf("create table: %v", err)
-	}
-	return db
-}
-
 func TestReportStatus(t *testing.T) {
-	dsn := infratest.MySQL(t)
-	db := createReportsTable(t, dsn)
+	// The reports table as epro-mq's migrations create it.
+	db, dsn := reportdbtest.Open(t)
 	a := newAPI(t, apiOptions{mysqlDSN: dsn})
 
 	stored := uuid.NewString()
 	receivedAt := time.Date(2026, 3, 1, 19, 5, 0, 123456000, time.UTC)
 	storedAt := receivedAt.Add(1500 * time.Millisecond)
-	if _, err := db.Exec("INSERT INTO reports (request_id, received_at, stored_at) VALUES (?, ?, ?)", stored, receivedAt, storedAt); err != nil {
-		t.Fatal(err)
-	}
+	reportdbtest.Insert(t, db, reportdbtest.Row{RequestID: stored, ReceivedAt: receivedAt, StoredAt: storedAt})
 	// Redis still says accepted: MySQL, the truth for stored reports, wins.
 	a.rdb.Set(t.Context(), status.Key(stored), status.Accepted, time.Minute)
 

@@ -4,14 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"time"
 
-	"github.com/epro-intake/common/producer"
-	"github.com/go-sql-driver/mysql"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/epro-intake/common/mysqldb"
+	"github.com/epro-intake/common/producer"
 	"github.com/epro-intake/epro-api/internal/config"
 	"github.com/epro-intake/epro-api/internal/readiness"
 )
@@ -61,27 +60,12 @@ func NewServiceContext(c config.Config) (*ServiceContext, error) {
 
 // OpenMySQL opens (without connecting) the database holding epro-mq's reports table.
 func OpenMySQL(c config.MySQLConf) (*sql.DB, error) {
-	cfg, err := mysql.ParseDSN(c.DSN)
-	if err != nil {
-		// The parse error may quote the DSN, password included.
-		return nil, errors.New("MySQL.DSN is not a valid go-sql-driver DSN")
-	}
-	// The reports table stores UTC DATETIME(6); without these the driver returns []byte or local times.
-	cfg.ParseTime = true
-	cfg.Loc = time.UTC
-	if cfg.Timeout == 0 {
-		cfg.Timeout = c.QueryTimeout
-	}
-	connector, err := mysql.NewConnector(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("mysql connector: %w", err)
-	}
-	db := sql.OpenDB(connector)
-	db.SetMaxOpenConns(c.MaxOpenConns)
-	db.SetMaxIdleConns(c.MaxIdleConns)
-	// Below MariaDB's wait_timeout and any proxy idle cut, so a pooled connection is never found dead.
-	db.SetConnMaxLifetime(5 * time.Minute)
-	return db, nil
+	return mysqldb.Open(c.DSN, mysqldb.Pool{
+		MaxOpenConns: c.MaxOpenConns, MaxIdleConns: c.MaxIdleConns,
+		// Below MariaDB's wait_timeout and any proxy idle cut, so a pooled connection is never found dead.
+		ConnMaxLifetime: 5 * time.Minute,
+		DialTimeout:     c.QueryTimeout,
+	})
 }
 
 // Close releases every client.

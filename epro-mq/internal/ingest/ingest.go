@@ -1,15 +1,16 @@
 // Package ingest turns report records into rows. Every record handed to HandleBatch ends up stored (or found
 // stored already), or acknowledged on the dead-letter topic; until then HandleBatch keeps trying, and the
 // consumer does not commit the record.
+//
+// By concern: decode.go turns records into rows and sets poison aside; fastpath.go is the Redis status
+// cache (skip ids known stored, mark stored and dead-lettered); retry.go is the insert rounds, the
+// row-by-row fallback and transient retries; classify.go says which errors are about the row;
+// deadletter.go builds and writes dead letters; recover.go learns, after a restart or rebalance, what a
+// previous owner already dead-lettered.
 package ingest
 
 import (
-	"github.com/epro-intake/common/backoff"
-
 	"context"
-	"errors"
-	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,9 +19,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/zeromicro/go-zero/core/logx"
 
-	"github.com/epro-intake/common/errcode"
-	"github.com/epro-intake/common/report"
-	"github.com/epro-intake/common/status"
+	"github.com/epro-intake/common/backoff"
 	"github.com/epro-intake/epro-mq/internal/store"
 )
 
@@ -62,7 +61,11 @@ type Sender interface {
 
 // Stats counts outcomes since start.
 type Stats struct {
-	Stored, SkippedByRedis, DeadLettered, TransientRetries, PermanentFailures int64
+	Stored, SkippedByRedis, DeadLettered, TransientRetries int64
+	// PermanentRetryRounds counts the backoff waits HandleBatch made because rows of a batch had failed
+	// permanently and had attempts left; one wait retries all such rows of the batch together. It counts
+	// neither failed rows nor dead letters.
+	PermanentRetryRounds int64
 }
 
 // Ingester is the consumer's BatchHandler.
@@ -74,9 +77,9 @@ type Ingester struct {
 	catalog map[string]bool
 	now     func() time.Time
 
-	stored, skipped, deadLettered, transient, permanent atomic.Int64
-	logMu                                               sync.Mutex
-	lastLog                                             map[string]time.Time
+	stored, skipped, deadLettered, transient, permanentRetryRounds atomic.Int64
+	logMu                                                          sync.Mutex
+	lastLog                                                        map[string]time.Time
 
 	deadMu sync.Mutex
 	dead   map[topicPartitionOffset]bool // found by Recover: dead-lettered, offset not yet committed
@@ -117,302 +120,54 @@ func New(c Conf, rows Inserter, dlq Sender, rdb redis.UniversalClient) *Ingester
 func (in *Ingester) Stats() Stats {
 	return Stats{
 		Stored: in.stored.Load(), SkippedByRedis: in.skipped.Load(), DeadLettered: in.deadLettered.Load(),
-		TransientRetries: in.transient.Load(), PermanentFailures: in.permanent.Load(),
+		TransientRetries: in.transient.Load(), PermanentRetryRounds: in.permanentRetryRounds.Load(),
 	}
 }
 
-type entry struct {
-	msg         kafka.Message
-	row         store.Report
-	attempts    int
-	first, last time.Time
-	lastErr     *PermanentError
-	done        bool
-}
-
-func (e *entry) fail(err *PermanentError, now time.Time) {
-	e.attempts++
-	if e.first.IsZero() {
-		e.first = now
-	}
-	e.last = now
-	e.lastErr = err
-}
-
-// HandleBatch implements consumer.BatchHandler.
+// HandleBatch implements consumer.BatchHandler. It returns nil once every record of msgs is finished:
+// stored (or found stored already) or acknowledged on the dead-letter topic. It returns an error only when
+// ctx ends first; the consumer then commits none of the unfinished records, and the next owner reads them
+// again.
+//
+// Why it works this way. A record that can never be stored (poison) is dead-lettered before anything else,
+// as its first and only attempt. Ids that Redis knows as stored are skipped without asking MySQL; Redis is
+// only a cache, so its failure costs a dedupe in MySQL and nothing else. The rest are stored in rounds: each
+// round sends the unfinished records that may go (see nextRound) to MySQL in one multi-row insert, in
+// partition order, because one
+// statement per batch is what makes the consumer fast and keeps auto-increment ids in partition order. When
+// the insert fails for a row's sake, the round falls back to one row at a time so the good rows are stored
+// and only the bad row is charged an attempt. A patient whose report failed in this round has the rest of
+// their reports held back until that report is resolved, so a patient's reports are never stored out of
+// order. Transient errors (the database, not the row) are retried inside the round without limit and never
+// counted, so an outage stalls consumption instead of flooding the dead-letter topic. After a round, a
+// record that has failed permanently MaxAttempts times is dead-lettered; if others still have attempts left,
+// the whole batch waits one backoff (sized by the most-tried record) and the next round retries all of them
+// together, rather than running a timer per record.
 func (in *Ingester) HandleBatch(ctx context.Context, msgs []kafka.Message) error {
-	entries := make([]*entry, 0, len(msgs))
-	for _, m := range msgs {
-		row, err := decode(m)
-		if err != nil {
-			now := in.now().UTC()
-			if err := in.deadLetter(ctx, m, report.ErrorClassPoison, err.Error(), 1, now, now, ""); err != nil {
-				return err
-			}
-			continue
-		}
-		entries = append(entries, &entry{msg: m, row: row})
+	entries, err := in.decodeAll(ctx, msgs)
+	if err != nil {
+		return err
 	}
 	in.skipStored(ctx, entries)
 	for {
-		pending := 0
-		blocked := map[string]bool{} // patients with an earlier report still failing: keep their order
-		var batch []*entry
-		for _, e := range entries {
-			if e.done {
-				continue
-			}
-			pending++
-			if blocked[e.row.PatientID] {
-				continue
-			}
-			if err := in.check(e.row); err != nil {
-				e.fail(err, in.now().UTC())
-				blocked[e.row.PatientID] = true
-				continue
-			}
-			batch = append(batch, e)
-		}
+		batch, blocked, pending := in.nextRound(entries)
 		if pending == 0 {
 			return nil
 		}
 		if err := in.store(ctx, batch, blocked); err != nil {
 			return err
 		}
-		retry := 0
-		for _, e := range entries {
-			if e.done || e.lastErr == nil {
-				continue
-			}
-			if e.attempts >= in.conf.MaxAttempts {
-				if err := in.deadLetter(ctx, e.msg, report.ErrorClassPermanent, e.lastErr.Message, e.attempts, e.first, e.last, e.row.RequestID); err != nil {
-					return err
-				}
-				e.done = true
-				continue
-			}
-			retry = max(retry, e.attempts)
+		retry, err := in.deadLetterExhausted(ctx, entries)
+		if err != nil {
+			return err
 		}
 		if retry > 0 {
-			in.permanent.Add(1)
+			in.permanentRetryRounds.Add(1)
 			if err := backoff.Sleep(ctx, backoff.Delay(in.conf.InitialBackoff, in.conf.MaxBackoff, retry)); err != nil {
 				return err
 			}
 		}
 	}
-}
-
-// store inserts batch in one statement; when the statement fails for a row's sake it falls back to one row at
-// a time, to store the good rows and charge the failure to the bad one.
-func (in *Ingester) store(ctx context.Context, batch []*entry, blocked map[string]bool) error {
-	if len(batch) == 0 {
-		return nil
-	}
-	err := in.insert(ctx, batch)
-	if err == nil {
-		in.markStored(ctx, batch)
-		return nil
-	}
-	perr := classify(err)
-	if perr == nil { // only ctx ends an insert without a classified error
-		return err
-	}
-	if len(batch) == 1 {
-		batch[0].fail(perr, in.now().UTC())
-		return nil
-	}
-	for _, e := range batch {
-		if blocked[e.row.PatientID] {
-			continue
-		}
-		err := in.insert(ctx, []*entry{e})
-		if err == nil {
-			in.markStored(ctx, []*entry{e})
-			continue
-		}
-		perr := classify(err)
-		if perr == nil {
-			return err
-		}
-		e.fail(perr, in.now().UTC())
-		blocked[e.row.PatientID] = true
-	}
-	return nil
-}
-
-// insert writes rows, retrying transient errors with capped backoff until it succeeds, the error is
-// permanent, or ctx ends.
-func (in *Ingester) insert(ctx context.Context, batch []*entry) error {
-	// A re-sent report often shares a batch with its first copy. Sending both in one statement relies on the
-	// server's unique check within a statement, which not every MySQL-compatible server does; one row per id
-	// is also less work.
-	rows := make([]store.Report, 0, len(batch))
-	seen := make(map[string]bool, len(batch))
-	for _, e := range batch {
-		if !seen[e.row.RequestID] {
-			seen[e.row.RequestID] = true
-			rows = append(rows, e.row)
-		}
-	}
-	for attempt := 1; ; attempt++ {
-		err := in.rows.Insert(ctx, rows)
-		if err == nil {
-			for _, e := range batch {
-				e.done = true
-			}
-			in.stored.Add(int64(len(rows)))
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if classify(err) != nil {
-			return err
-		}
-		in.transient.Add(1)
-		in.logEvery("insert", "store %d reports failed (transient, attempt %d, retrying): %v", len(rows), attempt, err)
-		if err := backoff.Sleep(ctx, backoff.Delay(50*time.Millisecond, in.conf.TransientMaxBackoff, attempt)); err != nil {
-			return err
-		}
-	}
-}
-
-func (in *Ingester) check(row store.Report) *PermanentError {
-	if in.catalog == nil || in.catalog[row.QuestionnaireID+"@"+row.QuestionnaireVersion] {
-		return nil
-	}
-	return &PermanentError{Message: fmt.Sprintf("questionnaire %s version %s is not in the catalogue", row.QuestionnaireID, row.QuestionnaireVersion)}
-}
-
-// skipStored marks entries whose request id Redis knows as stored. Redis is only a cache of the reports
-// table: when it fails, every entry goes to MySQL, whose unique key dedupes.
-func (in *Ingester) skipStored(ctx context.Context, entries []*entry) {
-	if in.redis == nil || len(entries) == 0 {
-		return
-	}
-	keys := make([]string, len(entries))
-	for i, e := range entries {
-		keys[i] = status.Key(e.row.RequestID)
-	}
-	rctx, cancel := context.WithTimeout(ctx, in.conf.RedisTimeout)
-	defer cancel()
-	vals, err := in.redis.MGet(rctx, keys...).Result()
-	if err != nil {
-		in.logEvery("redis", "dedupe fast path unavailable, relying on MySQL: %v", err)
-		return
-	}
-	for i, v := range vals {
-		if s, ok := v.(string); ok && s == status.Stored {
-			entries[i].done = true
-			in.skipped.Add(1)
-		}
-	}
-}
-
-// markStored records in Redis that the entries are committed to MySQL. It runs only after the commit, so
-// Redis never claims a report is stored when it is not.
-func (in *Ingester) markStored(ctx context.Context, batch []*entry) {
-	if in.redis == nil {
-		return
-	}
-	rctx, cancel := context.WithTimeout(ctx, in.conf.RedisTimeout)
-	defer cancel()
-	pipe := in.redis.Pipeline()
-	for _, e := range batch {
-		pipe.Set(rctx, status.Key(e.row.RequestID), status.Stored, status.TTL)
-	}
-	if _, err := pipe.Exec(rctx); err != nil {
-		in.logEvery("redis", "mark %d reports stored in redis: %v", len(batch), err)
-	}
-}
-
-// deadLetter writes m to the dead-letter topic with acks=all, retrying until it is acknowledged or ctx ends.
-// The caller counts m as finished only when this returns nil.
-func (in *Ingester) deadLetter(ctx context.Context, m kafka.Message, class, reason string, attempts int, first, last time.Time, requestID string) error {
-	if in.deadLetteredBefore(m) {
-		logx.Infof("%s/%d@%d was dead-lettered before a restart or rebalance; not writing it again", m.Topic, m.Partition, m.Offset)
-		return nil
-	}
-	headers := make([]kafka.Header, 0, len(m.Headers)+10)
-	headers = append(headers, m.Headers...)
-	headers = append(headers,
-		kafka.Header{Key: report.HeaderDLTOriginalTopic, Value: []byte(m.Topic)},
-		kafka.Header{Key: report.HeaderDLTOriginalPartition, Value: []byte(strconv.Itoa(m.Partition))},
-		kafka.Header{Key: report.HeaderDLTOriginalOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
-		kafka.Header{Key: report.HeaderDLTOriginalTimestamp, Value: []byte(m.Time.UTC().Format(time.RFC3339Nano))},
-		kafka.Header{Key: report.HeaderDLTOriginalConsumerGroup, Value: []byte(in.conf.Group)},
-		kafka.Header{Key: report.HeaderDLTErrorClass, Value: []byte(class)},
-		kafka.Header{Key: report.HeaderDLTErrorMessage, Value: []byte(truncate(reason, 300))},
-		kafka.Header{Key: report.HeaderDLTAttempts, Value: []byte(strconv.Itoa(attempts))},
-		kafka.Header{Key: report.HeaderDLTFirstFailure, Value: []byte(first.UTC().Format(time.RFC3339Nano))},
-		kafka.Header{Key: report.HeaderDLTLastFailure, Value: []byte(last.UTC().Format(time.RFC3339Nano))},
-	)
-	dl := kafka.Message{Topic: in.conf.DLQTopic, Key: m.Key, Value: m.Value, Headers: headers}
-	for attempt := 1; ; attempt++ {
-		err := in.dlq.Send(ctx, dl)
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("dead-letter %s/%d@%d: %w", m.Topic, m.Partition, m.Offset, ctx.Err())
-		}
-		in.logEvery("dlq", "dead-letter write failed (attempt %d, retrying; offset not committed): %v", attempt, err)
-		if err := backoff.Sleep(ctx, backoff.Delay(100*time.Millisecond, in.conf.TransientMaxBackoff, attempt)); err != nil {
-			return err
-		}
-	}
-	in.deadLettered.Add(1)
-	logx.Infof("dead-lettered %s/%d@%d class=%s attempts=%d reason=%q", m.Topic, m.Partition, m.Offset, class, attempts, truncate(reason, 300))
-	if in.redis != nil && requestID != "" {
-		rctx, cancel := context.WithTimeout(ctx, in.conf.RedisTimeout)
-		defer cancel()
-		if err := in.redis.Set(rctx, status.Key(requestID), status.DeadLettered, status.TTL).Err(); err != nil {
-			in.logEvery("redis", "mark report dead-lettered in redis: %v", err)
-		}
-	}
-	return nil
-}
-
-// decode turns a record into a row, or says why it never can be.
-func decode(m kafka.Message) (store.Report, error) {
-	env, err := report.ParseEnvelope(m.Value)
-	if err == nil {
-		err = env.Validate()
-	}
-	if err != nil {
-		var ee *errcode.Error
-		if errors.As(err, &ee) {
-			return store.Report{}, fmt.Errorf("invalid envelope: %s", ee.Error())
-		}
-		return store.Report{}, errors.New("invalid envelope")
-	}
-	if string(m.Key) != env.PatientID {
-		return store.Report{}, errors.New("record key is not the envelope's patientId")
-	}
-	for _, h := range m.Headers {
-		if h.Key == report.HeaderRequestID && string(h.Value) != env.RequestID {
-			return store.Report{}, errors.New("x-request-id header does not match the envelope's requestId")
-		}
-	}
-	at, err := report.ParseSubmittedAt(env.SubmittedAt)
-	if err != nil {
-		return store.Report{}, errors.New("invalid submittedAt")
-	}
-	_, offset := at.Zone()
-	return store.Report{
-		RequestID:              env.RequestID,
-		PatientID:              env.PatientID,
-		TrialID:                env.TrialID,
-		QuestionnaireID:        env.QuestionnaireID,
-		QuestionnaireVersion:   env.QuestionnaireVersion,
-		SubmittedAt:            at.UTC(),
-		SubmittedOffsetMinutes: offset / 60,
-		ReceivedAt:             env.ReceivedAt.UTC(),
-		Payload:                m.Value,
-		Topic:                  m.Topic,
-		Partition:              m.Partition,
-		Offset:                 m.Offset,
-	}, nil
 }
 
 // logEvery logs at most once every 5 s per kind, so an outage does not flood the log.
@@ -426,11 +181,4 @@ func (in *Ingester) logEvery(kind, format string, args ...any) {
 	in.lastLog[kind] = now
 	in.logMu.Unlock()
 	logx.Errorf(format, args...)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

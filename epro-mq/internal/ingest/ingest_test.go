@@ -18,6 +18,7 @@ import (
 
 	"github.com/epro-intake/common/infratest"
 	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/common/reportdb"
 	"github.com/epro-intake/common/status"
 	"github.com/epro-intake/epro-mq/internal/ingest"
 	"github.com/epro-intake/epro-mq/internal/store"
@@ -53,7 +54,7 @@ func openDB(t *testing.T) *sql.DB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	if err := store.Migrate(context.Background(), db); err != nil {
+	if err := reportdb.Migrate(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
 	return db
@@ -300,6 +301,10 @@ func TestPermanentFailureRetriesMaxAttemptsThenDeadLettersKeepingPatientOrder(t 
 	}
 	if count(t, db, "WHERE request_id IN (?, ?)", later, other) != 2 || count(t, db, "WHERE request_id = ?", bad) != 0 {
 		t.Fatal("wrong rows stored")
+	}
+	// Three attempts are two waits; the dead letter and the stored rows are counted elsewhere.
+	if st := in.Stats(); st.PermanentRetryRounds != 2 || st.DeadLettered != 1 || st.Stored != 2 {
+		t.Fatalf("stats = %+v; want 2 retry rounds, 1 dead letter, 2 stored", st)
 	}
 }
 

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/zeromicro/go-zero/core/logx"
 
+	"github.com/epro-intake/common/deadletter"
 	"github.com/epro-intake/common/report"
 )
 
@@ -172,20 +172,23 @@ func (in *Ingester) scanDeadLetterPartition(ctx context.Context, partition int, 
 }
 
 func (in *Ingester) ownDeadLetter(m kafka.Message, topic string, from map[int]int64) (topicPartitionOffset, bool) {
-	h := map[string]string{}
-	for _, x := range m.Headers {
-		h[x.Key] = string(x.Value)
+	// Only where the record came from matters here; a dead letter whose other headers are damaged is still
+	// this group's.
+	f, err := deadletter.Parse(m.Headers)
+	for _, key := range []string{report.HeaderDLTOriginalTopic, report.HeaderDLTOriginalConsumerGroup,
+		report.HeaderDLTOriginalPartition, report.HeaderDLTOriginalOffset} {
+		if deadletter.Failed(err, key) {
+			return topicPartitionOffset{}, false
+		}
 	}
-	if h[report.HeaderDLTOriginalTopic] != topic || h[report.HeaderDLTOriginalConsumerGroup] != in.conf.Group {
+	if f.OriginalTopic != topic || f.ConsumerGroup != in.conf.Group {
 		return topicPartitionOffset{}, false
 	}
-	p, err1 := strconv.Atoi(h[report.HeaderDLTOriginalPartition])
-	off, err2 := strconv.ParseInt(h[report.HeaderDLTOriginalOffset], 10, 64)
-	committed, assigned := from[p]
-	if err1 != nil || err2 != nil || !assigned || off < committed {
+	committed, assigned := from[f.OriginalPartition]
+	if !assigned || f.OriginalOffset < committed {
 		return topicPartitionOffset{}, false
 	}
-	return topicPartitionOffset{topic, p, off}, true
+	return topicPartitionOffset{topic, f.OriginalPartition, f.OriginalOffset}, true
 }
 
 func (in *Ingester) dialLeader(ctx context.Context, topic string, partition int) (*kafka.Conn, error) {

@@ -1,4 +1,5 @@
-// Package store writes reports to MySQL. Reports are insert-only: nothing here updates or deletes one.
+// Package store writes reports to MySQL. Reports are insert-only: nothing here updates or deletes one. The
+// table's schema lives in common/reportdb, which epro-mq applies at start.
 package store
 
 import (
@@ -8,10 +9,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/pressly/goose/v3"
-
-	"github.com/epro-intake/epro-mq/migrations"
 )
 
 // Report is one row of the reports table.
@@ -77,50 +74,6 @@ func (r *Reports) Insert(ctx context.Context, rows []Report) error {
 	sb.WriteString(insertSuffix)
 	if _, err := r.db.ExecContext(ctx, sb.String(), args...); err != nil {
 		return fmt.Errorf("insert %d reports: %w", len(rows), err)
-	}
-	return nil
-}
-
-// migrateLock names the MySQL user lock that serialises migrations: replicas starting together on an empty
-// database would otherwise race to create goose's version table and the reports table, and crash.
-const migrateLock = "epro-mq.migrate"
-
-// Migrate applies every pending migration, one replica at a time.
-func Migrate(ctx context.Context, db *sql.DB) error {
-	// GET_LOCK belongs to a session, so it is taken and released on one pinned connection; goose's own
-	// statements may use any other.
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("migration lock connection: %w", err)
-	}
-	defer conn.Close()
-	// Polled with a zero timeout rather than waiting in the server: a server that runs one statement at a
-	// time (the embedded stand-in) would otherwise wait forever for a release it cannot run.
-	deadline := time.Now().Add(time.Minute)
-	for {
-		var got sql.NullInt64
-		if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", migrateLock).Scan(&got); err != nil {
-			return fmt.Errorf("take migration lock: %w", err)
-		}
-		if got.Int64 == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("take migration lock: another replica held it for a minute")
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("take migration lock: %w", ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT RELEASE_LOCK(?)", migrateLock) //nolint:errcheck // the session ends anyway
-	provider, err := goose.NewProvider(goose.DialectMySQL, db, migrations.FS)
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	if _, err := provider.Up(ctx); err != nil {
-		return fmt.Errorf("apply migrations: %w", err)
 	}
 	return nil
 }

@@ -35,7 +35,7 @@ func (p *ProgressLog) Start() {
 			logx.Infow("progress",
 				logx.Field("stored", in.Stored), logx.Field("skippedByRedis", in.SkippedByRedis),
 				logx.Field("deadLettered", in.DeadLettered), logx.Field("transientRetries", in.TransientRetries),
-				logx.Field("permanentRetries", in.PermanentFailures), logx.Field("partitions", cs.Assigned),
+				logx.Field("permanentRetryRounds", in.PermanentRetryRounds), logx.Field("partitions", cs.Assigned),
 				logx.Field("generations", cs.Generations), logx.Field("commits", cs.Commits),
 				logx.Field("commitErrors", cs.CommitErrs))
 		}

@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"time"
 
-	_ "github.com/go-sql-driver/mysql" // registers the "mysql" driver
 	"github.com/redis/go-redis/v9"
 
+	"github.com/epro-intake/common/mysqldb"
 	"github.com/epro-intake/common/producer"
+	"github.com/epro-intake/common/reportdb"
 	"github.com/epro-intake/epro-mq/internal/config"
 	"github.com/epro-intake/epro-mq/internal/consumer"
 	"github.com/epro-intake/epro-mq/internal/ingest"
@@ -29,13 +30,12 @@ type ServiceContext struct {
 
 // NewServiceContext connects to MySQL (applying migrations when configured) and builds the consumer.
 func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, error) {
-	db, err := sql.Open("mysql", c.MySQL.DSN)
+	db, err := mysqldb.Open(c.MySQL.DSN, mysqldb.Pool{
+		MaxOpenConns: c.MySQL.MaxOpenConns, MaxIdleConns: c.MySQL.MaxOpenConns, ConnMaxLifetime: 30 * time.Minute,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open mysql: %w", err)
 	}
-	db.SetMaxOpenConns(c.MySQL.MaxOpenConns)
-	db.SetMaxIdleConns(c.MySQL.MaxOpenConns)
-	db.SetConnMaxLifetime(30 * time.Minute)
 	if c.MySQL.Migrate {
 		if err := waitAndMigrate(ctx, db); err != nil {
 			_ = db.Close()
@@ -83,17 +83,10 @@ func redisOrNil(rdb *redis.Client) redis.UniversalClient {
 func waitAndMigrate(ctx context.Context, db *sql.DB) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	for {
-		err := db.PingContext(ctx)
-		if err == nil {
-			return store.Migrate(ctx, db)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("mysql not reachable: %w", err)
-		case <-time.After(time.Second):
-		}
+	if err := mysqldb.Wait(ctx, db); err != nil {
+		return err
 	}
+	return reportdb.Migrate(ctx, db)
 }
 
 // Close releases the clients.

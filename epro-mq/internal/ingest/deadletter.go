@@ -1,0 +1,62 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/zeromicro/go-zero/core/logx"
+
+	"github.com/epro-intake/common/backoff"
+	"github.com/epro-intake/common/deadletter"
+	"github.com/epro-intake/common/report"
+)
+
+// poison describes a record that can never be stored as it is: dead-lettered at once, its first and only
+// attempt.
+func (in *Ingester) poison(m kafka.Message, reason string) deadletter.Failure {
+	now := in.now().UTC()
+	return in.failure(m, report.ErrorClassPoison, reason, 1, now, now)
+}
+
+// exhausted describes an entry that failed permanently on each of its attempts.
+func (in *Ingester) exhausted(e *entry) deadletter.Failure {
+	return in.failure(e.msg, report.ErrorClassPermanent, e.lastErr.Message, e.attempts, e.first, e.last)
+}
+
+func (in *Ingester) failure(m kafka.Message, class, reason string, attempts int, first, last time.Time) deadletter.Failure {
+	return deadletter.Failure{
+		Class: class, Message: reason, Attempts: attempts, FirstFailure: first, LastFailure: last,
+		OriginalTopic: m.Topic, OriginalPartition: m.Partition, OriginalOffset: m.Offset, OriginalTimestamp: m.Time,
+		ConsumerGroup: in.conf.Group,
+	}
+}
+
+// deadLetter writes m to the dead-letter topic with acks=all and the headers describing f, after m's own,
+// retrying until it is acknowledged or ctx ends. The caller counts m as finished only when this returns nil.
+// requestID, when known, is marked dead-lettered in the Redis status cache afterwards.
+func (in *Ingester) deadLetter(ctx context.Context, m kafka.Message, f deadletter.Failure, requestID string) error {
+	if in.deadLetteredBefore(m) {
+		logx.Infof("%s/%d@%d was dead-lettered before a restart or rebalance; not writing it again", m.Topic, m.Partition, m.Offset)
+		return nil
+	}
+	dl := kafka.Message{Topic: in.conf.DLQTopic, Key: m.Key, Value: m.Value, Headers: deadletter.Headers(m.Headers, f)}
+	for attempt := 1; ; attempt++ {
+		err := in.dlq.Send(ctx, dl)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("dead-letter %s/%d@%d: %w", m.Topic, m.Partition, m.Offset, ctx.Err())
+		}
+		in.logEvery("dlq", "dead-letter write failed (attempt %d, retrying; offset not committed): %v", attempt, err)
+		if err := backoff.Sleep(ctx, backoff.Delay(100*time.Millisecond, in.conf.TransientMaxBackoff, attempt)); err != nil {
+			return err
+		}
+	}
+	in.deadLettered.Add(1)
+	logx.Infof("dead-lettered %s/%d@%d class=%s attempts=%d reason=%q", m.Topic, m.Partition, m.Offset, f.Class, f.Attempts, deadletter.Truncate(f.Message))
+	in.markDeadLettered(ctx, requestID)
+	return nil
+}
