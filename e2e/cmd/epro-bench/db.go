@@ -5,9 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -58,46 +55,6 @@ func dropDatabase(server *mysql.Config, name string) error {
 	defer cancel()
 	_, err = db.ExecContext(ctx, "DROP DATABASE IF EXISTS "+stack.QuoteIdent(name))
 	return err
-}
-
-// migrationUp returns the "-- +goose Up" part of every epro-mq migration, in order. Reading the files keeps
-// the raw-insert table identical to the one epro-mq creates without making e2e depend on epro-mq's module.
-func migrationUp(root string) (string, error) {
-	files, err := filepath.Glob(filepath.Join(root, "epro-mq", "migrations", "*.sql"))
-	if err != nil || len(files) == 0 {
-		return "", fmt.Errorf("no migrations under %s/epro-mq/migrations", root)
-	}
-	slices.Sort(files)
-	var b strings.Builder
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return "", err
-		}
-		text := string(data)
-		_, up, ok := strings.Cut(text, "-- +goose Up")
-		if !ok {
-			return "", fmt.Errorf("%s has no -- +goose Up section", f)
-		}
-		up, _, _ = strings.Cut(up, "-- +goose Down")
-		b.WriteString(up)
-		b.WriteString("\n")
-	}
-	return b.String(), nil
-}
-
-func applySchema(ctx context.Context, cfg *mysql.Config, schema string) error {
-	c := cfg.Clone()
-	c.MultiStatements = true
-	db, err := openDB(c, 1)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	if _, err := db.ExecContext(ctx, schema); err != nil {
-		return fmt.Errorf("apply epro-mq migrations: %w", err)
-	}
-	return nil
 }
 
 // rowCount counts the reports table. In a database of its own that is the benchmark's rows; on a shared

@@ -16,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/common/reportdb"
 	"github.com/epro-intake/common/topic"
 	"github.com/epro-intake/e2e/internal/stack"
 )
@@ -299,19 +300,15 @@ func (b *bench) rawMySQL(ctx context.Context) error {
 			_ = dropDatabase(b.server, b.rawDBName)
 		}
 	})
-	schema, err := migrationUp(b.root)
-	if err != nil {
-		return err
-	}
-	cfg := withDB(b.server, b.rawDBName)
-	if err := applySchema(ctx, cfg, schema); err != nil {
-		return err
-	}
-	db, err := openDB(cfg, o.rawConns)
+	db, err := openDB(withDB(b.server, b.rawDBName), o.rawConns)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	// The same migrations epro-mq applies, so the raw INSERTs meet the table the pipeline writes.
+	if err := reportdb.Migrate(ctx, db); err != nil {
+		return fmt.Errorf("migrate raw-insert database: %w", err)
+	}
 	for _, per := range o.rawBatches {
 		b.progress("raw INSERT: %d rows, %d per statement, %d connections", len(rows), per, o.rawConns)
 		before := b.cpu.sample()
