@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"log"
 
-	"github.com/epro-intake/common/errcode"
 	"github.com/zeromicro/go-zero/core/logx"
 	"github.com/zeromicro/go-zero/core/service"
 	"github.com/zeromicro/go-zero/rest"
 	"github.com/zeromicro/go-zero/rest/httpx"
 
+	"github.com/epro-intake/common/errcode"
 	"github.com/epro-intake/epro-api/internal/config"
 	"github.com/epro-intake/epro-api/internal/handler"
 	"github.com/epro-intake/epro-api/internal/middleware"

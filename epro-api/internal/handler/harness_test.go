@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/epro-intake/common/status"
 	"io"
 	"net"
 	"net/http"
@@ -16,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/epro-intake/common/errcode"
-	"github.com/epro-intake/common/infratest"
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
@@ -26,6 +23,9 @@ import (
 	"github.com/zeromicro/go-zero/rest"
 	"github.com/zeromicro/go-zero/rest/httpx"
 
+	"github.com/epro-intake/common/errcode"
+	"github.com/epro-intake/common/infratest"
+	"github.com/epro-intake/common/status"
 	"github.com/epro-intake/epro-api/internal/config"
 	"github.com/epro-intake/epro-api/internal/handler"
 	"github.com/epro-intake/epro-api/internal/middleware"

@@ -3,8 +3,9 @@ package handler
 import (
 	"net/http"
 
-	"github.com/epro-intake/common/errcode"
 	"github.com/zeromicro/go-zero/rest"
+
+	"github.com/epro-intake/common/errcode"
 )
 
 // RunOptions make unknown paths and methods answer in the errcode shape too, instead of net/http's plain text.

@@ -3,9 +3,9 @@ package handler
 import (
 	"net/http"
 
-	"github.com/epro-intake/common/errcode"
 	"github.com/zeromicro/go-zero/rest/httpx"
 
+	"github.com/epro-intake/common/errcode"
 	"github.com/epro-intake/epro-api/internal/logic"
 	"github.com/epro-intake/epro-api/internal/svc"
 	"github.com/epro-intake/epro-api/internal/types"

@@ -5,9 +5,9 @@ import (
 
 	"net/http"
 
-	"github.com/epro-intake/common/report"
 	"github.com/zeromicro/go-zero/rest/httpx"
 
+	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/epro-api/internal/logic"
 	"github.com/epro-intake/epro-api/internal/svc"
 )

@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/epro-intake/common/errcode"
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/status"
-	"github.com/segmentio/kafka-go"
-
 	"github.com/epro-intake/epro-api/internal/types"
 )
 

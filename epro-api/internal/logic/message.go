@@ -7,13 +7,13 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/epro-intake/common/errcode"
-	"github.com/epro-intake/common/report"
-	"github.com/epro-intake/common/status"
 	"github.com/segmentio/kafka-go"
 	"github.com/zeromicro/go-zero/core/logx"
 	"go.opentelemetry.io/otel/propagation"
 
+	"github.com/epro-intake/common/errcode"
+	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/common/status"
 	"github.com/epro-intake/epro-api/internal/svc"
 )
 

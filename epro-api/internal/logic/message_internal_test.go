@@ -6,8 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/epro-intake/common/report"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/epro-intake/common/report"
 )
 
 func TestReportMessage(t *testing.T) {

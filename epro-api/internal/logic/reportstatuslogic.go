@@ -4,16 +4,17 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"github.com/epro-intake/common/report"
 	"net/http"
 	"time"
 
-	"github.com/epro-intake/common/errcode"
-	"github.com/epro-intake/common/status"
+	"github.com/epro-intake/common/report"
+
 	"github.com/go-sql-driver/mysql"
 	"github.com/redis/go-redis/v9"
 	"github.com/zeromicro/go-zero/core/logx"
 
+	"github.com/epro-intake/common/errcode"
+	"github.com/epro-intake/common/status"
 	"github.com/epro-intake/epro-api/internal/middleware"
 	"github.com/epro-intake/epro-api/internal/svc"
 	"github.com/epro-intake/epro-api/internal/types"

@@ -8,11 +8,11 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/epro-intake/common/errcode"
-	"github.com/epro-intake/common/report"
 	"github.com/segmentio/kafka-go"
 	"github.com/zeromicro/go-zero/core/logx"
 
+	"github.com/epro-intake/common/errcode"
+	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/epro-api/internal/middleware"
 	"github.com/epro-intake/epro-api/internal/svc"
 	"github.com/epro-intake/epro-api/internal/types"

@@ -4,9 +4,9 @@ import (
 	"context"
 	"time"
 
-	"github.com/epro-intake/common/report"
 	"github.com/zeromicro/go-zero/core/logx"
 
+	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/epro-api/internal/middleware"
 	"github.com/epro-intake/epro-api/internal/svc"
 	"github.com/epro-intake/epro-api/internal/types"
