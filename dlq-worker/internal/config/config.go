@@ -93,7 +93,7 @@ type BulkConf struct {
 
 // MySQLConf configures the archive database, which also holds epro-mq's reports table.
 type MySQLConf struct {
-	// DSN in go-sql-driver form. parseTime=true and loc=UTC are forced in code.
+	// DSN in go-sql-driver form. parseTime=true, loc=UTC and timeTruncate=1us are forced in code (mysqldb.Open).
 	DSN          string
 	MaxOpenConns int `json:",default=8"`
 	// Migrate applies dlq-worker's pending migrations at start.

@@ -62,7 +62,7 @@ type DeadLetterConf struct {
 
 // MySQLConf configures the reports database.
 type MySQLConf struct {
-	// DSN in go-sql-driver form; it needs parseTime=true&loc=UTC.
+	// DSN in go-sql-driver form. parseTime=true, loc=UTC and timeTruncate=1us are forced in code (mysqldb.Open).
 	DSN          string
 	MaxOpenConns int `json:",default=16"`
 	// Migrate applies pending schema migrations at start.
