@@ -164,9 +164,10 @@ func scanKeys(data []byte, allowed map[string]bool) error {
 					j++
 					continue
 				}
-				n, err := escapeLen(data, j)
-				if err != nil {
-					return err
+				n, ok := escapeLen(data, j)
+				if !ok {
+					return errcode.Field(errcode.InvalidJSON, surrogateField(stack, expectKey, allowed),
+						fmt.Sprintf("unpaired UTF-16 surrogate escape at byte %d", j))
 				}
 				j += n
 			}
@@ -195,26 +196,38 @@ func scanKeys(data []byte, allowed map[string]bool) error {
 	return nil
 }
 
-// escapeLen returns the length of the escape sequence at data[i] (a backslash). A \\u escape of a UTF-16
-// surrogate must be a high surrogate followed by a low one, and the pair counts as one escape: encoding/json
-// replaces an unpaired surrogate with U+FFFD without an error, which would alter a patient's text. An escape
-// too short or not hex is left to the syntax check.
-func escapeLen(data []byte, i int) (int, error) {
+// escapeLen returns the length of the escape sequence at data[i] (a backslash), and false for an unpaired
+// surrogate. A \\u escape of a UTF-16 surrogate must be a high surrogate followed by a low one, and the pair
+// counts as one escape: encoding/json replaces an unpaired surrogate with U+FFFD without an error, which would
+// alter a patient's text. An escape too short or not hex is left to the syntax check.
+func escapeLen(data []byte, i int) (int, bool) {
 	r, ok := hex4(data, i+2)
 	if i+1 >= len(data) || data[i+1] != 'u' || !ok {
-		return 2, nil
+		return 2, true
 	}
 	switch {
 	case r >= 0xDC00 && r <= 0xDFFF:
-		return 0, errcode.Field(errcode.InvalidJSON, "", fmt.Sprintf("unpaired UTF-16 surrogate escape at byte %d", i))
+		return 0, false
 	case r >= 0xD800 && r <= 0xDBFF:
 		low, ok := hex4(data, i+8)
 		if i+7 >= len(data) || data[i+6] != '\\' || data[i+7] != 'u' || !ok || low < 0xDC00 || low > 0xDFFF {
-			return 0, errcode.Field(errcode.InvalidJSON, "", fmt.Sprintf("unpaired UTF-16 surrogate escape at byte %d", i))
+			return 0, false
 		}
-		return 12, nil
+		return 12, true
 	}
-	return 6, nil
+	return 6, true
+}
+
+// surrogateField names where an unpaired surrogate sits: the top-level field whose value holds it, when that
+// is one of the allowed fields (so never text the client chose), or "" for a key or a document of any shape.
+func surrogateField(stack []*frame, expectKey bool, allowed map[string]bool) string {
+	if len(stack) == 0 || allowed == nil || (len(stack) == 1 && expectKey) {
+		return ""
+	}
+	if k := string(stack[0].lastKey); allowed[k] {
+		return k
+	}
+	return ""
 }
 
 // hex4 reads four hex digits at data[i:].

@@ -191,12 +191,30 @@ func TestUnpairedSurrogateEscapesAreRefused(t *testing.T) {
 		}
 	}
 	sub := strings.Replace(valid, `"answers":{`, `"answers":{"note":"\ud83d\ude00 \ud800",`, 1)
-	if _, err := report.ParseSubmission([]byte(sub)); code(err) != errcode.InvalidJSON {
-		t.Errorf("submission with an unpaired surrogate: %v; want INVALID_JSON", err)
+	var e *errcode.Error
+	if _, err := report.ParseSubmission([]byte(sub)); !errors.As(err, &e) || e.Code != errcode.InvalidJSON || e.Field != "answers" {
+		t.Errorf("submission with an unpaired surrogate in answers: %v; want INVALID_JSON at answers", err)
+	}
+	device := strings.Replace(valid, `"locale":"de-DE"`, `"locale":"de-DE","deviceId":"d-\udc00"`, 1)
+	if _, err := report.ParseSubmission([]byte(device)); !errors.As(err, &e) || e.Code != errcode.InvalidJSON || e.Field != "deviceId" {
+		t.Errorf("submission with an unpaired surrogate in deviceId: %v; want INVALID_JSON at deviceId", err)
 	}
 	paired := strings.Replace(valid, `"answers":{`, `"answers":{"note":"\ud83d\ude00",`, 1)
 	if _, err := report.ParseSubmission([]byte(paired)); err != nil {
 		t.Errorf("submission with a surrogate pair: %v", err)
+	}
+}
+
+func TestSubmittedAtOffsetMustBeAValidRFC3339Offset(t *testing.T) {
+	for _, v := range []string{"2026-03-01T20:05:00+24:00", "2026-03-01T20:05:00-25:00", "2026-03-01T20:05:00+01:60"} {
+		if _, err := report.ParseSubmittedAt(v); code(err) != errcode.ValidationFailed {
+			t.Errorf("%s: %v; want VALIDATION_FAILED", v, err)
+		}
+	}
+	for _, v := range []string{"2026-03-01T20:05:00+23:59", "2026-03-01T20:05:00-12:00", "2026-03-01T20:05:00.123Z"} {
+		if _, err := report.ParseSubmittedAt(v); err != nil {
+			t.Errorf("%s: %v", v, err)
+		}
 	}
 }
 

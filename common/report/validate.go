@@ -91,10 +91,21 @@ func ParseSubmittedAt(v string) (time.Time, error) {
 		return time.Time{}, errcode.Field(errcode.ValidationFailed, "submittedAt", "is required")
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil || len(v) < len("2006-01-02T15:04:05Z") {
+	if err != nil || len(v) < len("2006-01-02T15:04:05Z") || !offsetInRange(v) {
 		return time.Time{}, errcode.Field(errcode.ValidationFailed, "submittedAt", "must be an RFC 3339 time with a timezone offset, such as 2026-03-01T20:05:00+01:00")
 	}
 	return t, nil
+}
+
+// offsetInRange reports whether v's offset ("Z" or ±hh:mm) is one RFC 3339 allows: time.Parse takes hours up
+// to 99, so "+24:00" would otherwise pass and shift the time by a day.
+func offsetInRange(v string) bool {
+	if last := v[len(v)-1]; last == 'Z' || last == 'z' {
+		return true
+	}
+	off := v[len(v)-6:]
+	hh, mm := (off[1]-'0')*10+(off[2]-'0'), (off[4]-'0')*10+(off[5]-'0')
+	return hh <= 23 && mm <= 59
 }
 
 // CanonicalRequestID returns v as a lowercase UUID, or false when v is not a UUID (or is the nil UUID).
