@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/epro-intake/e2e/internal/ledger"
 	"github.com/epro-intake/e2e/internal/stack"
 )
 
@@ -100,21 +101,6 @@ func applySchema(ctx context.Context, cfg *mysql.Config, schema string) error {
 	return nil
 }
 
-// rowCount counts the reports table. In a database of its own that is the benchmark's rows; on a shared
-// one, since is the run's start and only rows received after it count.
-func rowCount(ctx context.Context, db *sql.DB, since time.Time) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	var n int
-	var err error
-	if since.IsZero() {
-		err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM reports").Scan(&n)
-	} else {
-		err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM reports WHERE received_at >= ?", since.UTC()).Scan(&n)
-	}
-	return n, err
-}
-
 // waitRows polls until the reports table holds at least want rows, or the count has not moved for
 // stallAfter, or timeout passes. It returns the last count and when it was first seen.
 func waitRows(ctx context.Context, db *sql.DB, since time.Time, want int, poll, stallAfter, timeout time.Duration) (int, time.Time, error) {
@@ -122,7 +108,7 @@ func waitRows(ctx context.Context, db *sql.DB, since time.Time, want int, poll, 
 	last, lastChange := -1, time.Now()
 	var at time.Time
 	for {
-		n, err := rowCount(ctx, db, since)
+		n, err := ledger.Count(ctx, db, since)
 		if err != nil {
 			return last, at, fmt.Errorf("count rows: %w", err)
 		}
@@ -145,64 +131,6 @@ func waitRows(ctx context.Context, db *sql.DB, since time.Time, want int, poll, 
 		case <-time.After(poll):
 		}
 	}
-}
-
-// storedRow is what the benchmark reads back per row.
-type storedRow struct {
-	storedAt, receivedAt time.Time
-}
-
-// readAllRows reads every row of the benchmark's own database.
-func readAllRows(ctx context.Context, db *sql.DB) (map[string][]storedRow, error) {
-	rows, err := db.QueryContext(ctx, "SELECT request_id, stored_at, received_at FROM reports")
-	if err != nil {
-		return nil, fmt.Errorf("read reports: %w", err)
-	}
-	defer rows.Close()
-	out := map[string][]storedRow{}
-	for rows.Next() {
-		var id string
-		var r storedRow
-		if err := rows.Scan(&id, &r.storedAt, &r.receivedAt); err != nil {
-			return nil, err
-		}
-		out[id] = append(out[id], r)
-	}
-	return out, rows.Err()
-}
-
-// readRowsFor reads the rows of the given ids, for a database others write to as well.
-func readRowsFor(ctx context.Context, db *sql.DB, ids []string) (map[string][]storedRow, error) {
-	out := map[string][]storedRow{}
-	const chunk = 1000
-	for lo := 0; lo < len(ids); lo += chunk {
-		part := ids[lo:min(lo+chunk, len(ids))]
-		args := make([]any, len(part))
-		for i, id := range part {
-			args[i] = id
-		}
-		q := "SELECT request_id, stored_at, received_at FROM reports WHERE request_id IN (?" +
-			strings.Repeat(",?", len(part)-1) + ")"
-		rows, err := db.QueryContext(ctx, q, args...)
-		if err != nil {
-			return nil, fmt.Errorf("read reports: %w", err)
-		}
-		for rows.Next() {
-			var id string
-			var r storedRow
-			if err := rows.Scan(&id, &r.storedAt, &r.receivedAt); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out[id] = append(out[id], r)
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
 }
 
 // isDeadlock reports MariaDB's 1213, which rolls the statement back and asks for it to be sent again.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/topic"
+	"github.com/epro-intake/e2e/internal/load"
 	"github.com/epro-intake/e2e/internal/stack"
 )
 
@@ -35,13 +36,13 @@ type RawKafka struct {
 
 // rawMessages builds records like the API's: the envelope of a generated report as the value, keyed by
 // patient, with the request id and schema version headers.
-func rawMessages(answers answerSet, patients, n int) ([]kafka.Message, int, error) {
-	gen := newReportGen(answers, patients)
+func rawMessages(answers load.AnswerSet, patients, n int) ([]kafka.Message, int, error) {
+	gen := load.NewGenerator(answers, patients)
 	msgs := make([]kafka.Message, n)
 	size := 0
 	now := time.Now()
 	for i := range msgs {
-		_, body := gen.next(now)
+		_, body := gen.Next(now)
 		sub, err := report.ParseSubmission(body)
 		if err != nil {
 			return nil, 0, err
@@ -252,7 +253,7 @@ func insertRaw(ctx context.Context, db *sql.DB, rows []rawRow) error {
 	return err
 }
 
-func (b *bench) rawKafka(ctx context.Context, answers answerSet) error {
+func (b *bench) rawKafka(ctx context.Context, answers load.AnswerSet) error {
 	o := b.opt
 	name := "epro.bench." + b.res.RunID + ".raw"
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)

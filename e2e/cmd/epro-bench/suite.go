@@ -16,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/epro-intake/common/topic"
+	"github.com/epro-intake/e2e/internal/ledger"
 	"github.com/epro-intake/e2e/internal/stack"
 )
 
@@ -67,7 +68,7 @@ func (b *bench) attach(ctx context.Context) error {
 	if err := stack.Eventually(ctx, 10*time.Second, ready, nil, stack.HTTPOK(ctx, &http.Client{Timeout: time.Second}, ready)); err != nil {
 		return err
 	}
-	if _, err := rowCount(ctx, b.db, time.Time{}); err != nil {
+	if _, err := ledger.Count(ctx, b.db, time.Time{}); err != nil {
 		return fmt.Errorf("-mysql-dsn: no reports table there: %w", err)
 	}
 	return nil
@@ -178,7 +179,7 @@ func (b *bench) startSuite(ctx context.Context) error {
 	}
 	// The table exists once epro-mq has migrated; give it the time it gives itself to reach MySQL.
 	err = b.st.Wait(ctx, time.Minute, "the reports table from epro-mq", func() (bool, string) {
-		if _, err := rowCount(ctx, b.db, time.Time{}); err != nil {
+		if _, err := ledger.Count(ctx, b.db, time.Time{}); err != nil {
 			return false, err.Error()
 		}
 		return true, ""

@@ -1,4 +1,7 @@
-package main
+// Package load builds report submissions and sends them to epro-api, recording every answer: a plan of
+// patients whose reports go one after the other (with re-sends of earlier request ids), and an open or
+// closed loop of fresh reports for measuring throughput.
+package load
 
 import (
 	"crypto/rand"
@@ -12,6 +15,28 @@ import (
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/e2e/internal/stack"
 )
+
+// Marker stands for patient data: it must never show up in a header or a log written for a report.
+const Marker = "PHI-MARKER-answer-text"
+
+// AppendBody appends a valid submission. Devices report submittedAt in their own offset, which the consumer
+// must keep; answers is a JSON object.
+func AppendBody(b []byte, requestID, patientID string, submittedAt time.Time, answers []byte) []byte {
+	b = append(b, `{"requestId":"`...)
+	b = append(b, requestID...)
+	b = append(b, `","patientId":"`...)
+	b = append(b, patientID...)
+	b = append(b, `","trialId":"TRIAL-EPRO-01","questionnaireId":"EPRO-DAILY-SYMPTOMS","questionnaireVersion":"3.2","submittedAt":"`...)
+	b = submittedAt.In(cet).Truncate(time.Second).AppendFormat(b, time.RFC3339)
+	b = append(b, `","answers":`...)
+	b = append(b, answers...)
+	b = append(b, `,"deviceId":"ios-`...)
+	b = append(b, patientID...)
+	b = append(b, `-iphone14","appVersion":"2.7.1","locale":"en-GB"}`...)
+	return b
+}
+
+var cet = time.FixedZone("", 60*60)
 
 // notes are fragments of the free-text field; patients write a sentence or three, so a report carries a few
 // hundred bytes of prose with quotes and non-ASCII letters that the strict JSON check has to walk through.
@@ -32,12 +57,13 @@ var notes = []string{
 
 var symptoms = []string{"headache", "fatigue", "nausea", "dizziness", "insomnia", "rash", "cough", "none"}
 
-// answerSet is a pool of answer objects built once, so that generating a request costs a few appends rather
+// AnswerSet is a pool of answer objects built once, so that generating a request costs a few appends rather
 // than a JSON encoding on a machine whose two cores the services need.
-type answerSet [][]byte
+type AnswerSet [][]byte
 
-func newAnswerSet(n int, rng *mrand.Rand) answerSet {
-	set := make(answerSet, n)
+// NewAnswerSet builds n answer objects of a daily symptom questionnaire.
+func NewAnswerSet(n int, rng *mrand.Rand) AnswerSet {
+	set := make(AnswerSet, n)
 	for i := range set {
 		var b strings.Builder
 		b.WriteByte('{')
@@ -69,68 +95,41 @@ func newAnswerSet(n int, rng *mrand.Rand) answerSet {
 	return set
 }
 
-// reportGen builds request bodies for one worker. It is not safe for concurrent use.
-type reportGen struct {
-	answers  answerSet
+// Generator builds fresh reports of random patients. It is not safe for concurrent use.
+type Generator struct {
+	answers  AnswerSet
 	patients int
 	rng      *mrand.Rand
 	buf      []byte
 }
 
-func newReportGen(answers answerSet, patients int) *reportGen {
+// NewGenerator returns a generator over patients patients, seeded from crypto/rand.
+func NewGenerator(answers AnswerSet, patients int) *Generator {
 	var seed [32]byte
 	if _, err := rand.Read(seed[:]); err != nil {
 		panic(err) // crypto/rand does not fail on Linux
 	}
-	return &reportGen{answers: answers, patients: patients, rng: mrand.New(mrand.NewChaCha8(seed))}
+	return &Generator{answers: answers, patients: patients, rng: mrand.New(mrand.NewChaCha8(seed))}
 }
 
-// next returns a fresh request id and a body that carries it. The body aliases the generator's buffer and is
+// Next returns a fresh request id and a body that carries it. The body aliases the generator's buffer and is
 // valid until the next call.
-func (g *reportGen) next(now time.Time) (id string, body []byte) {
-	id = g.uuid()
-	patient := g.rng.IntN(g.patients)
-	b := g.buf[:0]
-	b = append(b, `{"requestId":"`...)
-	b = append(b, id...)
-	b = append(b, `","patientId":"PAT-`...)
-	b = appendPadded(b, patient, 6)
-	b = append(b, `","trialId":"TRIAL-EPRO-01","questionnaireId":"EPRO-DAILY-SYMPTOMS","questionnaireVersion":"3.2","submittedAt":"`...)
-	// Devices report in their own offset; the consumer must keep it.
-	b = now.In(cet).Truncate(time.Second).AppendFormat(b, time.RFC3339)
-	b = append(b, `","answers":`...)
-	b = append(b, g.answers[g.rng.IntN(len(g.answers))]...)
-	b = append(b, `,"deviceId":"ios-`...)
-	b = appendPadded(b, patient, 6)
-	b = append(b, `-iphone14","appVersion":"2.7.1","locale":"en-GB"}`...)
-	g.buf = b
-	return id, b
-}
-
-var cet = time.FixedZone("", 60*60)
-
-func (g *reportGen) uuid() string {
+func (g *Generator) Next(now time.Time) (id string, body []byte) {
 	var u [16]byte
 	binary.LittleEndian.PutUint64(u[0:8], g.rng.Uint64())
 	binary.LittleEndian.PutUint64(u[8:16], g.rng.Uint64())
-	return stack.FormatUUID(u)
+	id = stack.FormatUUID(u)
+	g.buf = AppendBody(g.buf[:0], id, fmt.Sprintf("PAT-%06d", g.rng.IntN(g.patients)), now, g.answers[g.rng.IntN(len(g.answers))])
+	return id, g.buf
 }
 
-func appendPadded(b []byte, n, width int) []byte {
-	s := strconv.Itoa(n)
-	for i := len(s); i < width; i++ {
-		b = append(b, '0')
-	}
-	return append(b, s...)
-}
-
-// checkGenerated parses and validates a sample with the API's own rules, so a contract change fails the
-// benchmark at start instead of turning the whole run into 400s.
-func checkGenerated(answers answerSet, patients int) (size int, err error) {
-	g := newReportGen(answers, patients)
+// CheckGenerated parses and validates a sample with the API's own rules, so a contract change fails a
+// benchmark at start instead of turning the whole run into 400s. It returns the mean body size.
+func CheckGenerated(answers AnswerSet, patients int) (size int, err error) {
+	g := NewGenerator(answers, patients)
 	now := time.Now()
-	for i := 0; i < 32; i++ {
-		_, body := g.next(now)
+	for range 32 {
+		_, body := g.Next(now)
 		sub, err := report.ParseSubmission(body)
 		if err != nil {
 			return 0, fmt.Errorf("generated report does not parse: %w", err)
