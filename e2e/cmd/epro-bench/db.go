@@ -17,50 +17,6 @@ import (
 	"github.com/epro-intake/e2e/internal/stack"
 )
 
-// parseDSN parses a go-sql-driver DSN without ever quoting it back, because it may hold a password.
-func parseDSN(dsn string) (*mysql.Config, error) {
-	cfg, err := mysql.ParseDSN(dsn)
-	if err != nil {
-		return nil, errors.New("not a valid go-sql-driver DSN")
-	}
-	// stored_at and received_at are UTC DATETIME(6); the driver must hand back UTC time.Time values.
-	cfg.ParseTime = true
-	cfg.Loc = time.UTC
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 5 * time.Second
-	}
-	return cfg, nil
-}
-
-func withDB(cfg *mysql.Config, name string) *mysql.Config {
-	c := cfg.Clone()
-	c.DBName = name
-	return c
-}
-
-func openDB(cfg *mysql.Config, conns int) (*sql.DB, error) {
-	connector, err := mysql.NewConnector(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("mysql connector: %w", err)
-	}
-	db := sql.OpenDB(connector)
-	db.SetMaxOpenConns(conns)
-	db.SetMaxIdleConns(conns)
-	return db, nil
-}
-
-func dropDatabase(server *mysql.Config, name string) error {
-	db, err := openDB(withDB(server, ""), 1)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_, err = db.ExecContext(ctx, "DROP DATABASE IF EXISTS "+stack.QuoteIdent(name))
-	return err
-}
-
 // migrationUp returns the "-- +goose Up" part of every epro-mq migration, in order. Reading the files keeps
 // the raw-insert table identical to the one epro-mq creates without making e2e depend on epro-mq's module.
 func migrationUp(root string) (string, error) {
@@ -90,7 +46,7 @@ func migrationUp(root string) (string, error) {
 func applySchema(ctx context.Context, cfg *mysql.Config, schema string) error {
 	c := cfg.Clone()
 	c.MultiStatements = true
-	db, err := openDB(c, 1)
+	db, err := stack.OpenMySQL(c, c.DBName, 1)
 	if err != nil {
 		return err
 	}

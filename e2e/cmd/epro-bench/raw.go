@@ -297,18 +297,19 @@ func (b *bench) rawMySQL(ctx context.Context) error {
 	}
 	b.cleanups = append(b.cleanups, func() {
 		if !b.opt.keep {
-			_ = dropDatabase(b.server, b.rawDBName)
+			_ = stack.DropDatabase(context.Background(), b.server, b.rawDBName)
 		}
 	})
 	schema, err := migrationUp(b.root)
 	if err != nil {
 		return err
 	}
-	cfg := withDB(b.server, b.rawDBName)
+	cfg := b.server.Clone()
+	cfg.DBName = b.rawDBName
 	if err := applySchema(ctx, cfg, schema); err != nil {
 		return err
 	}
-	db, err := openDB(cfg, o.rawConns)
+	db, err := stack.OpenMySQL(cfg, cfg.DBName, o.rawConns)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/epro-intake/e2e/internal/stack"
 )
 
 // Spec is one load phase. Exactly one of concurrency (closed loop) and rate (open loop) is set.
@@ -128,7 +130,7 @@ func Run(ctx context.Context, client *http.Client, url string, answers AnswerSet
 				}
 				id, body := gen.Next(sched)
 				sent := time.Now()
-				code, _, err := Post(ctx, client, url, body)
+				code, _, err := stack.Call(ctx, client, http.MethodPost, url, body)
 				done := time.Now()
 				lasts[w] = done
 				rec.Lat = append(rec.Lat, int64(done.Sub(sched)))

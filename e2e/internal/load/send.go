@@ -1,10 +1,8 @@
 package load
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -15,31 +13,8 @@ import (
 	"time"
 
 	"github.com/epro-intake/e2e/internal/ledger"
+	"github.com/epro-intake/e2e/internal/stack"
 )
-
-// Post sends body to url as JSON and returns the status and up to 4 KiB of the answer.
-func Post(ctx context.Context, client *http.Client, url string, body []byte) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	return Do(client, req)
-}
-
-// Do sends req and returns the status and up to 4 KiB of the answer. The status is the answer: a body cut
-// short does not change it, so read errors are not reported. Reading the rest to EOF lets the connection be
-// reused.
-func Do(client *http.Client, req *http.Request) (int, []byte, error) {
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode, bytes.TrimSpace(answer), nil
-}
 
 // NewHTTPClient is a client for up to conns concurrent requests to one host.
 func NewHTTPClient(conns int) *http.Client {
@@ -191,7 +166,7 @@ func (l *PlanRun) Run() {
 
 func (l *PlanRun) send(sender int, patientID string, s Send) {
 	start := time.Now()
-	code, answer, err := Post(context.Background(), l.Client, l.URL, s.Body)
+	code, answer, err := stack.Call(context.Background(), l.Client, http.MethodPost, l.URL, s.Body)
 	detail := string(answer)
 	if err != nil {
 		code, detail = 0, err.Error()
