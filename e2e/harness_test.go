@@ -428,7 +428,7 @@ func (e *pipelineEnv) waitSettled(accepted, wantDLQ int, timeout time.Duration) 
 
 // checkNoLossNoDuplicates holds the reports table to the API's answers: one row for each request id
 // answered 202, in each patient's submission order, and nothing else.
-func (e *pipelineEnv) checkNoLossNoDuplicates(out *load.Outcome) []ledger.Row {
+func (e *pipelineEnv) checkNoLossNoDuplicates(out *load.Result) []ledger.Row {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -436,11 +436,12 @@ func (e *pipelineEnv) checkNoLossNoDuplicates(out *load.Outcome) []ledger.Row {
 	if err != nil {
 		e.t.Fatalf("read reports: %v", err)
 	}
-	if n, of, first := out.NotAccepted(); n > 0 {
+	answers := load.Answers(out)
+	if n := out.Sent - out.Codes[http.StatusAccepted]; n > 0 {
 		e.t.Errorf("a healthy suite answers every send with 202: %d of %d sends were not, %d request ids never accepted; first: %v",
-			n, of, out.NeverAccepted(), first)
+			n, out.Sent, answers.NeverAccepted(), out.Failures)
 	}
-	f := ledger.Check(rows, out.Answers, ledger.Options{Topic: e.topic, Order: true})
+	f := ledger.Check(rows, answers, ledger.Options{Topic: e.topic, Order: true})
 	if f.Stored != f.Accepted {
 		e.t.Errorf("%d rows for %d distinct accepted request ids", f.Stored, f.Accepted)
 	}
@@ -453,9 +454,9 @@ func (e *pipelineEnv) checkNoLossNoDuplicates(out *load.Outcome) []ledger.Row {
 }
 
 // checkStatusSample asks GET /v1/reports/{id} about n accepted ids picked at random.
-func (e *pipelineEnv) checkStatusSample(base string, out *load.Outcome, rng *mrand.Rand, n int) {
+func (e *pipelineEnv) checkStatusSample(base string, out *load.Result, rng *mrand.Rand, n int) {
 	e.t.Helper()
-	ids := out.Accepted()
+	ids := load.Answers(out).Accepted()
 	rng.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 	var bad []string
 	for _, id := range ids[:min(n, len(ids))] {

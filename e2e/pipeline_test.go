@@ -51,12 +51,8 @@ func TestPipelineSurvivesKill9(t *testing.T) {
 
 	plan := load.NewPlan(rng, patients, sends, resendShare)
 	bad := poisonRecords(t, plan, rng, e.partitions)
-	run := load.NewPlanRun(base, e.http, plan, senders, rate, nil)
-	loadDone := make(chan struct{})
-	go func() {
-		defer close(loadDone)
-		run.Run()
-	}()
+	run := load.Start(context.Background(), e.http, base+"/v1/reports", plan, load.Spec{Concurrency: senders, Rate: rate})
+	loadDone := run.Done()
 
 	// The poison records go in between the reports, some before the kill and some after it.
 	var poisonErr error
@@ -65,7 +61,7 @@ func TestPipelineSurvivesKill9(t *testing.T) {
 	go func() {
 		defer poisonWG.Done()
 		poisonErr = e.writePoison(bad, func(i int) bool {
-			return run.Progress.Load() >= int64((i+1)*sends/(len(bad)+1))
+			return run.Progress() >= int64((i+1)*sends/(len(bad)+1))
 		}, loadDone)
 	}()
 
@@ -80,12 +76,12 @@ func TestPipelineSurvivesKill9(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		done := run.Progress.Load()
+		done := run.Progress()
 		rowsAtKill = n
 		return n >= plan.Distinct/5 || (n > 0 && done >= int64(sends*7/10)), fmt.Sprintf("%d rows, %d sends done", n, done)
 	})
 	dlqBefore, freshDeadLetter := e.awaitDeadLetter(10*time.Second, loadDone)
-	sentAtKill := run.Progress.Load()
+	sentAtKill := run.Progress()
 	mq.Kill()
 	t.Logf("killed epro-mq with SIGKILL at %d+ rows stored, %d of %d sends done, %d dead letters (a fresh one: %v)",
 		rowsAtKill, sentAtKill, sends, dlqBefore, freshDeadLetter)
@@ -96,18 +92,18 @@ func TestPipelineSurvivesKill9(t *testing.T) {
 	}
 	e.startMQ("epro-mq-2")
 
-	<-loadDone
+	out := run.Wait()
 	poisonWG.Wait()
 	if poisonErr != nil {
 		t.Fatalf("write poison records: %v", poisonErr)
 	}
-	t.Logf("load: %s", run.Outcome.Summary())
+	t.Logf("load: %s", out.Summary())
 
-	e.waitSettled(len(run.Outcome.Accepted()), len(bad), 2*time.Minute)
+	e.waitSettled(len(load.Answers(out).Accepted()), len(bad), 2*time.Minute)
 
-	rows := e.checkNoLossNoDuplicates(run.Outcome)
+	rows := e.checkNoLossNoDuplicates(out)
 	e.checkDeadLetters(bad, rows)
-	e.checkStatusSample(base, run.Outcome, rng, 50)
+	e.checkStatusSample(base, out, rng, 50)
 	t.Logf("total %s", time.Since(started).Round(time.Millisecond))
 }
 
@@ -170,27 +166,18 @@ func TestReplicasScaleUnderLoad(t *testing.T) {
 	e.waitGroup(3, 2*time.Minute)
 
 	plan := load.NewPlan(rng, patients, planned, 0.10)
-	stopLoad := make(chan struct{})
-	run := load.NewPlanRun(base, e.http, plan, senders, rate, stopLoad)
-	loadDone := make(chan struct{})
-	go func() {
-		defer close(loadDone)
-		run.Run()
-	}()
+	run := load.Start(context.Background(), e.http, base+"/v1/reports", plan, load.Spec{Concurrency: senders, Rate: rate})
+	loadDone := run.Done()
 	defer func() {
-		select {
-		case <-stopLoad:
-		default:
-			close(stopLoad)
-		}
-		<-loadDone
+		run.Stop()
+		run.Wait()
 	}()
 	flowing := func(d time.Duration) {
 		t.Helper()
 		time.Sleep(d)
 		select {
 		case <-loadDone:
-			t.Fatalf("the load ran out before the scaling was done: %s", run.Outcome.Summary())
+			t.Fatalf("the load ran out before the scaling was done: %s", run.Wait().Summary())
 		default:
 		}
 	}
@@ -226,14 +213,14 @@ func TestReplicasScaleUnderLoad(t *testing.T) {
 	e.waitGroup(3, time.Minute)
 	flowing(2 * time.Second)
 
-	close(stopLoad)
-	<-loadDone
-	t.Logf("load: %s", run.Outcome.Summary())
+	run.Stop()
+	out := run.Wait()
+	t.Logf("load: %s", out.Summary())
 
-	e.waitSettled(len(run.Outcome.Accepted()), 0, 2*time.Minute)
-	rows := e.checkNoLossNoDuplicates(run.Outcome)
+	e.waitSettled(len(load.Answers(out).Accepted()), 0, 2*time.Minute)
+	rows := e.checkNoLossNoDuplicates(out)
 	e.checkDeadLetters(nil, rows)
-	e.checkStatusSample(base, run.Outcome, rng, 30)
+	e.checkStatusSample(base, out, rng, 30)
 
 	// The remaining replicas must stop cleanly too, all at once as in a rolling deploy's last step.
 	var wg sync.WaitGroup

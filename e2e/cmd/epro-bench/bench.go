@@ -100,7 +100,7 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 	if o.warmup > 0 {
 		b.progress("warm-up: %d reports on 8 connections", o.warmup)
 		spec := load.Spec{Name: "warm-up", Concurrency: 8, N: o.warmup, Duration: time.Minute}
-		lr := load.Run(ctx, client, postURL, answers, o.patients, spec)
+		lr := load.Run(ctx, client, postURL, load.Fresh{Answers: answers, Patients: o.patients}, spec)
 		phases = append(phases, &phaseRun{load: lr, warmup: true})
 		total += len(lr.Accepted)
 		if len(lr.Accepted) == 0 {
@@ -189,7 +189,7 @@ func (b *bench) phase(ctx context.Context, client *http.Client, postURL string, 
 		}()
 	}
 	before := b.cpu.sample()
-	lr := load.Run(ctx, client, postURL, answers, b.opt.patients, spec)
+	lr := load.Run(ctx, client, postURL, load.Fresh{Answers: answers, Patients: b.opt.patients}, spec)
 	after := b.cpu.sample()
 	wg.Wait()
 	b.progress("%s: %d sent, %d accepted in %.1fs", spec.Name, lr.Sent, len(lr.Accepted), lr.Elapsed.Seconds())

@@ -12,15 +12,11 @@ import (
 // evaluate reads the stored rows and turns phases into results: end-to-end latency per accepted report,
 // the drain rate and the integrity counts.
 func (b *bench) evaluate(ctx context.Context, phases []*phaseRun, drain *drainRun) error {
-	answers := ledger.NewAnswers()
-	for _, p := range phases {
-		for _, a := range p.load.Accepted {
-			answers.Record(a.ID, "", true)
-		}
-		for _, id := range p.load.Refused {
-			answers.Record(id, "", false)
-		}
+	results := make([]*load.Result, len(phases))
+	for i, p := range phases {
+		results[i] = p.load
 	}
+	answers := load.Answers(results...)
 	var ids []string // every row of the benchmark's own database, or only those of the ids it sent
 	in := Integrity{Scope: "every row of the benchmark's own database"}
 	if !b.managed {
@@ -36,6 +32,7 @@ func (b *bench) evaluate(ctx context.Context, phases []*phaseRun, drain *drainRu
 	in.Accepted, in.Stored, in.Lost, in.Duplicated = f.Accepted, f.Stored, len(f.Lost), len(f.Duplicated)
 	in.UnexpectedRefused, in.UnexpectedForeign = len(f.UnexpectedRefused), len(f.UnexpectedForeign)
 	in.Unexpected = in.UnexpectedRefused + in.UnexpectedForeign
+	in.Altered = len(f.Altered)
 	stored := ledger.ByRequestID(rows)
 
 	for _, p := range phases {
@@ -142,7 +139,7 @@ func perSecondP99(bySecond map[int][]int64) *SecondsP99 {
 // rowsPerInsert is the mean number of the given reports per INSERT statement. epro-mq stamps every row of a
 // statement with the same stored_at, so distinct stored_at values count statements; rows per statement is
 // what MariaDB's per-row cost and the fsync per commit depend on.
-func rowsPerInsert(accepted []load.Accepted, stored map[string][]ledger.Row) float64 {
+func rowsPerInsert(accepted []load.Answer, stored map[string][]ledger.Row) float64 {
 	stmts := map[time.Time]bool{}
 	rows := 0
 	for _, a := range accepted {

@@ -42,8 +42,8 @@ func rawMessages(answers load.AnswerSet, patients, n int) ([]kafka.Message, int,
 	size := 0
 	now := time.Now()
 	for i := range msgs {
-		_, body := gen.Next(now)
-		sub, err := report.ParseSubmission(body)
+		s, _ := gen.Next(now)
+		sub, err := report.ParseSubmission(s.Body)
 		if err != nil {
 			return nil, 0, err
 		}

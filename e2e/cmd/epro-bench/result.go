@@ -115,6 +115,8 @@ type Integrity struct {
 	Unexpected        int `json:"unexpected"`
 	UnexpectedRefused int `json:"unexpectedRefused"`
 	UnexpectedForeign int `json:"unexpectedForeign"`
+	// Altered: rows whose patient is not the one the report was sent for.
+	Altered int `json:"altered"`
 }
 
 // Target is one goal and whether this run met it.
@@ -245,7 +247,7 @@ func (r *Result) judge() {
 		Name:     "lost / duplicated / never-sent rows",
 		Measured: fmt.Sprintf("%d / %d / %d", in.Lost, in.Duplicated, in.UnexpectedForeign),
 		Goal:     "0 / 0 / 0",
-		Status:   passMiss(in.Lost == 0 && in.Duplicated == 0 && in.UnexpectedForeign == 0),
+		Status:   passMiss(in.Lost == 0 && in.Duplicated == 0 && in.UnexpectedForeign == 0 && in.Altered == 0),
 	})
 	if !r.Meaningful {
 		for i := range r.Targets {

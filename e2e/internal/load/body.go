@@ -112,15 +112,31 @@ func NewGenerator(answers AnswerSet, patients int) *Generator {
 	return &Generator{answers: answers, patients: patients, rng: mrand.New(mrand.NewChaCha8(seed))}
 }
 
-// Next returns a fresh request id and a body that carries it. The body aliases the generator's buffer and is
-// valid until the next call.
-func (g *Generator) Next(now time.Time) (id string, body []byte) {
+// Next returns a fresh report of a random patient. The body aliases the generator's buffer and is valid
+// until the next call.
+func (g *Generator) Next(now time.Time) (s Send, patientID string) {
 	var u [16]byte
 	binary.LittleEndian.PutUint64(u[0:8], g.rng.Uint64())
 	binary.LittleEndian.PutUint64(u[8:16], g.rng.Uint64())
-	id = stack.FormatUUID(u)
-	g.buf = AppendBody(g.buf[:0], id, fmt.Sprintf("PAT-%06d", g.rng.IntN(g.patients)), now, g.answers[g.rng.IntN(len(g.answers))])
-	return id, g.buf
+	id := stack.FormatUUID(u)
+	patientID = fmt.Sprintf("PAT-%06d", g.rng.IntN(g.patients))
+	g.buf = AppendBody(g.buf[:0], id, patientID, now, g.answers[g.rng.IntN(len(g.answers))])
+	return Send{RequestID: id, Body: g.buf}, patientID
+}
+
+// Fresh is a Source of fresh reports that never runs dry: each worker has a generator of its own.
+type Fresh struct {
+	Answers  AnswerSet
+	Patients int
+}
+
+// Worker implements Source.
+func (f Fresh) Worker(int, int) func(time.Time) (Send, string, bool) {
+	g := NewGenerator(f.Answers, f.Patients)
+	return func(now time.Time) (Send, string, bool) {
+		s, patient := g.Next(now)
+		return s, patient, true
+	}
 }
 
 // CheckGenerated parses and validates a sample with the API's own rules, so a contract change fails a
@@ -129,15 +145,15 @@ func CheckGenerated(answers AnswerSet, patients int) (size int, err error) {
 	g := NewGenerator(answers, patients)
 	now := time.Now()
 	for range 32 {
-		_, body := g.Next(now)
-		sub, err := report.ParseSubmission(body)
+		s, _ := g.Next(now)
+		sub, err := report.ParseSubmission(s.Body)
 		if err != nil {
 			return 0, fmt.Errorf("generated report does not parse: %w", err)
 		}
 		if err := sub.Validate(now, report.Limits{MaxAge: time.Hour, MaxSkew: time.Minute}); err != nil {
 			return 0, fmt.Errorf("generated report is invalid: %w", err)
 		}
-		size += len(body)
+		size += len(s.Body)
 	}
 	return size / 32, nil
 }

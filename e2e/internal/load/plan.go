@@ -72,3 +72,25 @@ func NewPlan(rng *mrand.Rand, patients, total int, resendShare float64) *Plan {
 	}
 	return plan
 }
+
+// Worker implements Source: worker w owns every workers-th patient and sends its patients' reports in
+// turn, so that one patient's reports go strictly one after the other, each after the previous one's answer.
+func (p *Plan) Worker(w, workers int) func(time.Time) (Send, string, bool) {
+	var mine []*Patient
+	for i := w; i < len(p.Patients); i += workers {
+		mine = append(mine, p.Patients[i])
+	}
+	next := make([]int, len(mine))
+	turn := 0
+	return func(time.Time) (Send, string, bool) {
+		for range mine {
+			i := turn % len(mine)
+			turn++
+			if ps := mine[i]; next[i] < len(ps.Sends) {
+				next[i]++
+				return ps.Sends[next[i]-1], ps.ID, true
+			}
+		}
+		return Send{}, "", false
+	}
+}
