@@ -3,12 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/epro-intake/e2e/internal/ledger"
-	"github.com/epro-intake/e2e/internal/load"
 	"net/http"
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/epro-intake/e2e/internal/ledger"
+	"github.com/epro-intake/e2e/internal/load"
 )
 
 // drainRun is the backlog measurement: reports accepted while epro-mq was stopped, then stored after it

@@ -17,6 +17,7 @@ import (
 
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/topic"
+	"github.com/epro-intake/e2e/internal/ledger"
 	"github.com/epro-intake/e2e/internal/load"
 	"github.com/epro-intake/e2e/internal/stack"
 )
@@ -300,20 +301,16 @@ func (b *bench) rawMySQL(ctx context.Context) error {
 			_ = stack.DropDatabase(context.Background(), b.server, b.rawDBName)
 		}
 	})
-	schema, err := migrationUp(b.root)
-	if err != nil {
-		return err
-	}
 	cfg := b.server.Clone()
-	cfg.DBName = b.rawDBName
-	if err := applySchema(ctx, cfg, schema); err != nil {
-		return err
-	}
-	db, err := stack.OpenMySQL(cfg, cfg.DBName, o.rawConns)
+	cfg.MultiStatements = true // for the migrations
+	db, err := stack.OpenMySQL(cfg, b.rawDBName, o.rawConns)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	if err := ledger.Migrate(ctx, db, b.root); err != nil {
+		return fmt.Errorf("raw insert: %w", err)
+	}
 	for _, per := range o.rawBatches {
 		b.progress("raw INSERT: %d rows, %d per statement, %d connections", len(rows), per, o.rawConns)
 		before := b.cpu.sample()

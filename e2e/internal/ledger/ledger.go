@@ -8,6 +8,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -131,24 +132,14 @@ func (a *Answers) Record(requestID, patientID string, accepted bool) {
 func (a *Answers) Accepted() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	ids := make([]string, 0, len(a.accepted))
-	for id := range a.accepted {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
+	return slices.Sorted(maps.Keys(a.accepted))
 }
 
 // Sent returns every request id sent, sorted.
 func (a *Answers) Sent() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	ids := make([]string, 0, len(a.patient))
-	for id := range a.patient {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
+	return slices.Sorted(maps.Keys(a.patient))
 }
 
 // NeverAccepted counts request ids sent but never answered 2xx.

@@ -162,7 +162,7 @@ func Real(ctx context.Context) (*Infra, error) {
 		return nil, fmt.Errorf("MySQL: %w%s", err, hint)
 	}
 	if err := pingRedis(ctx, inf.RedisAddr); err != nil {
-		return nil, fmt.Errorf("Redis at %s: %w%s", inf.RedisAddr, err, hint)
+		return nil, fmt.Errorf("reach Redis at %s: %w%s", inf.RedisAddr, err, hint)
 	}
 	return inf, nil
 }
