@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -91,28 +90,19 @@ func (r roundTripResp) code() string {
 
 func (e *roundTripEnv) do(method, url, token string, body any) roundTripResp {
 	e.t.Helper()
-	var rd io.Reader
+	var data []byte
 	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
+		data, _ = json.Marshal(body)
 	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
+	var header []string
 	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+		header = []string{"Authorization", "Bearer " + token}
 	}
-	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+	code, answer, err := stack.Call(context.Background(), &http.Client{Timeout: 15 * time.Second}, method, url, data, header...)
 	if err != nil {
 		e.t.Fatalf("%s %s: %v", method, url, err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return roundTripResp{status: resp.StatusCode, body: b}
+	return roundTripResp{status: code, body: answer}
 }
 
 // token mints a token with the dlq-worker binary's own token command, as an operator would.

@@ -16,6 +16,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/e2e/internal/ledger"
+	"github.com/epro-intake/e2e/internal/load"
 	"github.com/epro-intake/e2e/internal/stack"
 )
 
@@ -47,14 +49,10 @@ func TestPipelineSurvivesKill9(t *testing.T) {
 	_, base := e.startAPI()
 	e.waitGroup(1, time.Minute)
 
-	plan := planLoad(rng, patients, sends, resendShare)
+	plan := load.NewPlan(rng, patients, sends, resendShare)
 	bad := poisonRecords(t, plan, rng, e.partitions)
-	load := newLoadRun(base, e.http, plan, senders, rate, nil)
-	loadDone := make(chan struct{})
-	go func() {
-		defer close(loadDone)
-		load.run()
-	}()
+	run := load.Start(context.Background(), e.http, base+"/v1/reports", plan, load.Spec{Concurrency: senders, Rate: rate})
+	loadDone := run.Done()
 
 	// The poison records go in between the reports, some before the kill and some after it.
 	var poisonErr error
@@ -63,7 +61,7 @@ func TestPipelineSurvivesKill9(t *testing.T) {
 	go func() {
 		defer poisonWG.Done()
 		poisonErr = e.writePoison(bad, func(i int) bool {
-			return load.progress.Load() >= int64((i+1)*sends/(len(bad)+1))
+			return run.Progress() >= int64((i+1)*sends/(len(bad)+1))
 		}, loadDone)
 	}()
 
@@ -74,16 +72,16 @@ func TestPipelineSurvivesKill9(t *testing.T) {
 	e.waitFor(2*time.Minute, "rows stored before the kill", func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		n, err := e.rowCount(ctx)
+		n, err := ledger.Count(ctx, e.db, time.Time{})
 		if err != nil {
 			return false, err.Error()
 		}
-		done := load.progress.Load()
+		done := run.Progress()
 		rowsAtKill = n
-		return n >= plan.distinct/5 || (n > 0 && done >= int64(sends*7/10)), fmt.Sprintf("%d rows, %d sends done", n, done)
+		return n >= plan.Distinct/5 || (n > 0 && done >= int64(sends*7/10)), fmt.Sprintf("%d rows, %d sends done", n, done)
 	})
 	dlqBefore, freshDeadLetter := e.awaitDeadLetter(10*time.Second, loadDone)
-	sentAtKill := load.progress.Load()
+	sentAtKill := run.Progress()
 	mq.Kill()
 	t.Logf("killed epro-mq with SIGKILL at %d+ rows stored, %d of %d sends done, %d dead letters (a fresh one: %v)",
 		rowsAtKill, sentAtKill, sends, dlqBefore, freshDeadLetter)
@@ -94,18 +92,18 @@ func TestPipelineSurvivesKill9(t *testing.T) {
 	}
 	e.startMQ("epro-mq-2")
 
-	<-loadDone
+	out := run.Wait()
 	poisonWG.Wait()
 	if poisonErr != nil {
 		t.Fatalf("write poison records: %v", poisonErr)
 	}
-	t.Logf("load: %s", load.outcome.summary())
+	t.Logf("load: %s", out.Summary())
 
-	e.waitSettled(len(load.outcome.accepted), len(bad), 2*time.Minute)
+	e.waitSettled(len(load.Answers(out).Accepted()), len(bad), 2*time.Minute)
 
-	rows := e.checkNoLossNoDuplicates(plan, load.outcome)
+	rows := e.checkNoLossNoDuplicates(out)
 	e.checkDeadLetters(bad, rows)
-	e.checkStatusSample(base, load.outcome, rng, 50)
+	e.checkStatusSample(base, out, rng, 50)
 	t.Logf("total %s", time.Since(started).Round(time.Millisecond))
 }
 
@@ -167,28 +165,19 @@ func TestReplicasScaleUnderLoad(t *testing.T) {
 	_, base := e.startAPI()
 	e.waitGroup(3, 2*time.Minute)
 
-	plan := planLoad(rng, patients, planned, 0.10)
-	stopLoad := make(chan struct{})
-	load := newLoadRun(base, e.http, plan, senders, rate, stopLoad)
-	loadDone := make(chan struct{})
-	go func() {
-		defer close(loadDone)
-		load.run()
-	}()
+	plan := load.NewPlan(rng, patients, planned, 0.10)
+	run := load.Start(context.Background(), e.http, base+"/v1/reports", plan, load.Spec{Concurrency: senders, Rate: rate})
+	loadDone := run.Done()
 	defer func() {
-		select {
-		case <-stopLoad:
-		default:
-			close(stopLoad)
-		}
-		<-loadDone
+		run.Stop()
+		run.Wait()
 	}()
 	flowing := func(d time.Duration) {
 		t.Helper()
 		time.Sleep(d)
 		select {
 		case <-loadDone:
-			t.Fatalf("the load ran out before the scaling was done: %s", load.outcome.summary())
+			t.Fatalf("the load ran out before the scaling was done: %s", run.Wait().Summary())
 		default:
 		}
 	}
@@ -224,14 +213,14 @@ func TestReplicasScaleUnderLoad(t *testing.T) {
 	e.waitGroup(3, time.Minute)
 	flowing(2 * time.Second)
 
-	close(stopLoad)
-	<-loadDone
-	t.Logf("load: %s", load.outcome.summary())
+	run.Stop()
+	out := run.Wait()
+	t.Logf("load: %s", out.Summary())
 
-	e.waitSettled(len(load.outcome.accepted), 0, 2*time.Minute)
-	rows := e.checkNoLossNoDuplicates(plan, load.outcome)
+	e.waitSettled(len(load.Answers(out).Accepted()), 0, 2*time.Minute)
+	rows := e.checkNoLossNoDuplicates(out)
 	e.checkDeadLetters(nil, rows)
-	e.checkStatusSample(base, load.outcome, rng, 30)
+	e.checkStatusSample(base, out, rng, 30)
 
 	// The remaining replicas must stop cleanly too, all at once as in a rolling deploy's last step.
 	var wg sync.WaitGroup
@@ -303,7 +292,7 @@ func envelopeFields(requestID, patientID string) []field {
 		{"questionnaireId", `"PHQ-9"`},
 		{"questionnaireVersion", `"2.1"`},
 		{"submittedAt", `"` + time.Now().Add(-time.Hour).Format(time.RFC3339) + `"`},
-		{"answers", `{"q1":2,"q2":"` + answerMarker + `"}`},
+		{"answers", `{"q1":2,"q2":"` + load.Marker + `"}`},
 		{"receivedAt", `"` + time.Now().UTC().Format(time.RFC3339Nano) + `"`},
 	}
 }
@@ -331,11 +320,11 @@ func with(fs []field, key, raw string) []field {
 
 // poisonRecords builds 20 records that are undecodable or invalid in as many ways, keyed by patients of
 // the plan so that they sit between those patients' real reports.
-func poisonRecords(t *testing.T, plan *loadPlan, rng *mrand.Rand, partitions int) []*poisonRecord {
+func poisonRecords(t *testing.T, plan *load.Plan, rng *mrand.Rand, partitions int) []*poisonRecord {
 	t.Helper()
 	var out []*poisonRecord
 	add := func(name string, mk func(id, patient string) (key, value []byte, headers []kafka.Header)) {
-		patient := plan.patients[rng.IntN(len(plan.patients))].patientID
+		patient := plan.Patients[rng.IntN(len(plan.Patients))].ID
 		id := stack.NewUUID()
 		key, value, headers := mk(id, patient)
 		out = append(out, &poisonRecord{name: name, key: key, value: value, headers: headers, requestID: id})
@@ -486,7 +475,7 @@ func (e *pipelineEnv) awaitDeadLetter(timeout time.Duration, done <-chan struct{
 
 // checkDeadLetters reads the dead-letter topic from the beginning and expects exactly one record for each
 // poison record, carrying it unchanged with the DLT headers, and no row for any of them.
-func (e *pipelineEnv) checkDeadLetters(records []*poisonRecord, rows []storedRow) {
+func (e *pipelineEnv) checkDeadLetters(records []*poisonRecord, rows []ledger.Row) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -521,7 +510,7 @@ func (e *pipelineEnv) checkDeadLetters(records []*poisonRecord, rows []storedRow
 		e.t.Errorf("the dead-letter topic holds %d records, want exactly %d", len(dls), len(records))
 	}
 	if len(strays) > 0 {
-		e.t.Errorf("%d dead letters are not of a poison record this test wrote; first: %v", len(strays), firstFew(strays))
+		e.t.Errorf("%d dead letters are not of a poison record this test wrote; first: %v", len(strays), ledger.FirstFew(strays))
 	}
 
 	for _, r := range records {
@@ -560,7 +549,7 @@ func (e *pipelineEnv) checkDeadLetters(records []*poisonRecord, rows []storedRow
 				e.t.Errorf("%s: header %s = %q, want %q", where, k, h[k], v)
 			}
 		}
-		if msg := h[report.HeaderDLTErrorMessage]; msg == "" || strings.Contains(msg, answerMarker) {
+		if msg := h[report.HeaderDLTErrorMessage]; msg == "" || strings.Contains(msg, load.Marker) {
 			e.t.Errorf("%s: header %s = %q, want a reason that quotes no report content", where, report.HeaderDLTErrorMessage, msg)
 		}
 		if ts, err := time.Parse(time.RFC3339Nano, h[report.HeaderDLTOriginalTimestamp]); err != nil || !ts.Equal(r.at) {
@@ -581,13 +570,13 @@ func (e *pipelineEnv) checkDeadLetters(records []*poisonRecord, rows []storedRow
 	var leaked []string
 	for _, row := range rows {
 		for _, r := range records {
-			if row.requestID == r.requestID || (row.topic == e.topic && row.partition == r.partition && row.offset == r.offset) {
-				leaked = append(leaked, fmt.Sprintf("%s -> row %d (%s)", r.name, row.id, row.requestID))
+			if row.RequestID == r.requestID || (row.Topic == e.topic && row.Partition == r.partition && row.Offset == r.offset) {
+				leaked = append(leaked, fmt.Sprintf("%s -> row %d (%s)", r.name, row.ID, row.RequestID))
 			}
 		}
 	}
 	if len(leaked) > 0 {
-		e.t.Errorf("%d poison records were stored: %v", len(leaked), firstFew(leaked))
+		e.t.Errorf("%d poison records were stored: %v", len(leaked), ledger.FirstFew(leaked))
 	}
 }
 

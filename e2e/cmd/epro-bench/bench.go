@@ -20,6 +20,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/epro-intake/e2e/internal/load"
 	"github.com/epro-intake/e2e/internal/stack"
 )
 
@@ -63,8 +64,8 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 
 	var seed [32]byte
 	_, _ = rand.Read(seed[:])
-	answers := newAnswerSet(64, mrand.New(mrand.NewChaCha8(seed)))
-	size, err := checkGenerated(answers, o.patients)
+	answers := load.NewAnswerSet(64, mrand.New(mrand.NewChaCha8(seed)))
+	size, err := load.CheckGenerated(answers, o.patients)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +82,7 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	client := newHTTPClient(max(o.concurrency, o.maxInflight, 8))
+	client := load.NewHTTPClient(max(o.concurrency, o.maxInflight, 8))
 	postURL := b.apiBase + "/v1/reports"
 
 	var phases []*phaseRun
@@ -98,12 +99,12 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 
 	if o.warmup > 0 {
 		b.progress("warm-up: %d reports on 8 connections", o.warmup)
-		spec := loadSpec{name: "warm-up", concurrency: 8, n: o.warmup, duration: time.Minute}
-		lr := runLoad(ctx, client, postURL, answers, o.patients, spec)
+		spec := load.Spec{Name: "warm-up", Concurrency: 8, N: o.warmup, Duration: time.Minute}
+		lr := load.Run(ctx, client, postURL, load.Fresh{Answers: answers, Patients: o.patients}, spec)
 		phases = append(phases, &phaseRun{load: lr, warmup: true})
-		total += len(lr.accepted)
-		if len(lr.accepted) == 0 {
-			return nil, fmt.Errorf("warm-up: no 202 in %d requests (statuses %v, %d connection errors)%s", lr.sent, lr.codes, lr.netErrs, b.logHint())
+		total += len(lr.Accepted)
+		if len(lr.Accepted) == 0 {
+			return nil, fmt.Errorf("warm-up: no 202 in %d requests (statuses %v, %d connection errors)%s", lr.Sent, lr.Codes, lr.NetErrs, b.logHint())
 		}
 		if err := drained("warm-up"); err != nil {
 			return nil, err
@@ -118,21 +119,21 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 	}
 
 	if o.concurrency > 0 {
-		spec := loadSpec{name: fmt.Sprintf("closed-%d", o.concurrency), concurrency: o.concurrency, duration: o.duration, n: o.n}
+		spec := load.Spec{Name: fmt.Sprintf("closed-%d", o.concurrency), Concurrency: o.concurrency, Duration: o.duration, N: o.n}
 		pr := b.phase(ctx, client, postURL, answers, spec, o.profile != "")
 		phases = append(phases, pr)
-		total += len(pr.load.accepted)
-		if err := drained(spec.name); err != nil {
+		total += len(pr.load.Accepted)
+		if err := drained(spec.Name); err != nil {
 			return nil, err
 		}
 	}
 	if o.rate > 0 {
-		spec := loadSpec{name: fmt.Sprintf("rate-%s", strconv.FormatFloat(o.rate, 'f', -1, 64)), rate: o.rate,
-			maxInflight: o.maxInflight, duration: o.rateDuration, n: o.rateN}
+		spec := load.Spec{Name: fmt.Sprintf("rate-%s", strconv.FormatFloat(o.rate, 'f', -1, 64)), Rate: o.rate,
+			MaxInflight: o.maxInflight, Duration: o.rateDuration, N: o.rateN}
 		pr := b.phase(ctx, client, postURL, answers, spec, false)
 		phases = append(phases, pr)
-		total += len(pr.load.accepted)
-		if err := drained(spec.name); err != nil {
+		total += len(pr.load.Accepted)
+		if err := drained(spec.Name); err != nil {
 			return nil, err
 		}
 	}
@@ -150,7 +151,7 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 		}
 		drain = d
 		phases = append(phases, d.phase)
-		total += len(d.phase.load.accepted)
+		total += len(d.phase.load.Accepted)
 	}
 
 	b.progress("reading back stored rows")
@@ -170,28 +171,28 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 
 // phaseRun is one load phase and what the machine did meanwhile.
 type phaseRun struct {
-	load   *loadResult
+	load   *load.Result
 	cpu    CPUUse
 	warmup bool
 	// noE2E: the consumer was stopped during the phase, so 202-to-row times measure the stop.
 	noE2E bool
 }
 
-func (b *bench) phase(ctx context.Context, client *http.Client, postURL string, answers answerSet, spec loadSpec, profile bool) *phaseRun {
-	b.progress("%s: %s", spec.name, spec.describe())
+func (b *bench) phase(ctx context.Context, client *http.Client, postURL string, answers load.AnswerSet, spec load.Spec, profile bool) *phaseRun {
+	b.progress("%s: %s", spec.Name, spec.Describe())
 	var wg sync.WaitGroup
 	if profile {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b.captureProfiles(ctx, spec.duration)
+			b.captureProfiles(ctx, spec.Duration)
 		}()
 	}
 	before := b.cpu.sample()
-	lr := runLoad(ctx, client, postURL, answers, b.opt.patients, spec)
+	lr := load.Run(ctx, client, postURL, load.Fresh{Answers: answers, Patients: b.opt.patients}, spec)
 	after := b.cpu.sample()
 	wg.Wait()
-	b.progress("%s: %d sent, %d accepted in %.1fs", spec.name, lr.sent, len(lr.accepted), lr.elapsed.Seconds())
+	b.progress("%s: %d sent, %d accepted in %.1fs", spec.Name, lr.Sent, len(lr.Accepted), lr.Elapsed.Seconds())
 	return &phaseRun{load: lr, cpu: cpuUse(before, after)}
 }
 

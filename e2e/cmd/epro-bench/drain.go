@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/epro-intake/e2e/internal/ledger"
+	"github.com/epro-intake/e2e/internal/load"
 )
 
 // drainRun is the backlog measurement: reports accepted while epro-mq was stopped, then stored after it
@@ -17,25 +20,25 @@ type drainRun struct {
 	complete  time.Time // the poll that first saw every row
 }
 
-func (b *bench) backlogDrain(ctx context.Context, client *http.Client, postURL string, answers answerSet, total int) (*drainRun, error) {
+func (b *bench) backlogDrain(ctx context.Context, client *http.Client, postURL string, answers load.AnswerSet, total int) (*drainRun, error) {
 	o := b.opt
 	b.progress("drain: stopping epro-mq")
 	if err := stopService(b.mq); err != nil {
 		return nil, err
 	}
-	stoppedAt, err := rowCount(ctx, b.db, b.since)
+	stoppedAt, err := ledger.Count(ctx, b.db, b.since)
 	if err != nil {
 		return nil, err
 	}
-	spec := loadSpec{name: "backlog", concurrency: max(o.concurrency, 64), n: o.backlog, duration: maxPhaseDuration}
+	spec := load.Spec{Name: "backlog", Concurrency: max(o.concurrency, 64), N: o.backlog, Duration: maxPhaseDuration}
 	pr := b.phase(ctx, client, postURL, answers, spec, false)
 	pr.noE2E = true
 	// At least every report accepted so far; more if some that were refused got stored anyway.
-	want := max(total, stoppedAt) + len(pr.load.accepted)
-	if n, err := rowCount(ctx, b.db, b.since); err != nil || n != stoppedAt {
+	want := max(total, stoppedAt) + len(pr.load.Accepted)
+	if n, err := ledger.Count(ctx, b.db, b.since); err != nil || n != stoppedAt {
 		return nil, fmt.Errorf("drain: rows went from %d to %d while epro-mq was stopped (%v)", stoppedAt, n, err)
 	}
-	b.progress("drain: starting epro-mq on a backlog of %d reports", len(pr.load.accepted))
+	b.progress("drain: starting epro-mq on a backlog of %d reports", len(pr.load.Accepted))
 	restarted := time.Now()
 	if err := b.startMQ(); err != nil {
 		return nil, err

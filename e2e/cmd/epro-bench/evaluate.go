@@ -4,86 +4,61 @@ import (
 	"context"
 	"slices"
 	"time"
+
+	"github.com/epro-intake/e2e/internal/ledger"
+	"github.com/epro-intake/e2e/internal/load"
 )
 
 // evaluate reads the stored rows and turns phases into results: end-to-end latency per accepted report,
 // the drain rate and the integrity counts.
 func (b *bench) evaluate(ctx context.Context, phases []*phaseRun, drain *drainRun) error {
-	var stored map[string][]storedRow
-	var err error
-	if b.managed {
-		stored, err = readAllRows(ctx, b.db)
-	} else {
-		var ids []string
-		for _, p := range phases {
-			for _, a := range p.load.accepted {
-				ids = append(ids, a.id)
-			}
-			ids = append(ids, p.load.refused...)
-		}
-		stored, err = readRowsFor(ctx, b.db, ids)
+	results := make([]*load.Result, len(phases))
+	for i, p := range phases {
+		results[i] = p.load
 	}
+	answers := load.Answers(results...)
+	var ids []string // every row of the benchmark's own database, or only those of the ids it sent
+	in := Integrity{Scope: "every row of the benchmark's own database"}
+	if !b.managed {
+		ids = answers.Sent()
+		in.Scope = "rows of the ids this run sent; rows others wrote to the shared table are not looked at"
+	}
+	rows, err := ledger.Rows(ctx, b.db, ids...)
 	if err != nil {
 		return err
 	}
-
-	var in Integrity
-	if b.managed {
-		in.Scope = "every row of the benchmark's own database"
-	} else {
-		in.Scope = "rows of the ids this run sent; rows others wrote to the shared table are not looked at"
-	}
-	accepted := map[string]bool{}
-	refused := map[string]bool{}
-	for _, p := range phases {
-		for _, a := range p.load.accepted {
-			accepted[a.id] = true
-		}
-		for _, id := range p.load.refused {
-			refused[id] = true
-		}
-	}
-	for id, rows := range stored {
-		in.Stored += len(rows)
-		if len(rows) > 1 {
-			in.Duplicated++
-		}
-		if !accepted[id] {
-			if refused[id] {
-				in.UnexpectedRefused++
-			} else {
-				in.UnexpectedForeign++
-			}
-		}
-	}
-	in.Accepted = len(accepted)
+	// Reports are sent by many workers at once, so no patient order is known.
+	f := ledger.Check(rows, answers, ledger.Options{})
+	in.Accepted, in.Stored, in.Lost, in.Duplicated = f.Accepted, f.Stored, len(f.Lost), len(f.Duplicated)
+	in.UnexpectedRefused, in.UnexpectedForeign = len(f.UnexpectedRefused), len(f.UnexpectedForeign)
 	in.Unexpected = in.UnexpectedRefused + in.UnexpectedForeign
+	in.Altered = len(f.Altered)
+	stored := ledger.ByRequestID(rows)
 
 	for _, p := range phases {
 		pr := newPhaseResult(p)
 		var e2e, server []int64
 		bySecond := map[int][]int64{}
-		for _, a := range p.load.accepted {
-			rows := stored[a.id]
+		for _, a := range p.load.Accepted {
+			rows := stored[a.ID]
 			if len(rows) == 0 {
-				in.Lost++
 				pr.Lost++
 				continue
 			}
-			d := rows[0].storedAt.Sub(a.at)
+			d := rows[0].StoredAt.Sub(a.At)
 			if d < 0 {
 				pr.E2ENegative++
 			}
 			e2e = append(e2e, int64(d))
-			sec := int(a.at.Sub(p.load.start) / time.Second)
+			sec := int(a.At.Sub(p.load.Start) / time.Second)
 			bySecond[sec] = append(bySecond[sec], int64(d))
-			server = append(server, int64(rows[0].storedAt.Sub(rows[0].receivedAt)))
+			server = append(server, int64(rows[0].StoredAt.Sub(rows[0].ReceivedAt)))
 		}
 		if !p.noE2E {
 			l, s := summarize(e2e), summarize(server)
 			pr.E2E, pr.ServerE2E = &l, &s
 		}
-		pr.RowsPerInsert = rowsPerInsert(p.load.accepted, stored)
+		pr.RowsPerInsert = rowsPerInsert(p.load.Accepted, stored)
 		if !p.noE2E {
 			pr.E2ESeconds = perSecondP99(bySecond)
 		}
@@ -98,12 +73,12 @@ func (b *bench) evaluate(ctx context.Context, phases []*phaseRun, drain *drainRu
 	if drain != nil {
 		var first, last time.Time
 		atLast, n := 0, 0
-		for _, a := range drain.phase.load.accepted {
-			rows := stored[a.id]
+		for _, a := range drain.phase.load.Accepted {
+			rows := stored[a.ID]
 			if len(rows) == 0 {
 				continue
 			}
-			t := rows[0].storedAt
+			t := rows[0].StoredAt
 			n++
 			switch {
 			case first.IsZero() || t.Before(first):
@@ -129,7 +104,7 @@ func (b *bench) evaluate(ctx context.Context, phases []*phaseRun, drain *drainRu
 			d.Seconds = span.Seconds()
 			d.RowsPerSec = float64(n-atLast) / span.Seconds()
 		}
-		d.RowsPerInsert = rowsPerInsert(drain.phase.load.accepted, stored)
+		d.RowsPerInsert = rowsPerInsert(drain.phase.load.Accepted, stored)
 		b.res.Drain = d
 	}
 	return nil
@@ -164,12 +139,12 @@ func perSecondP99(bySecond map[int][]int64) *SecondsP99 {
 // rowsPerInsert is the mean number of the given reports per INSERT statement. epro-mq stamps every row of a
 // statement with the same stored_at, so distinct stored_at values count statements; rows per statement is
 // what MariaDB's per-row cost and the fsync per commit depend on.
-func rowsPerInsert(accepted []acceptedReport, stored map[string][]storedRow) float64 {
+func rowsPerInsert(accepted []load.Answer, stored map[string][]ledger.Row) float64 {
 	stmts := map[time.Time]bool{}
 	rows := 0
 	for _, a := range accepted {
-		if r := stored[a.id]; len(r) > 0 {
-			stmts[r[0].storedAt] = true
+		if r := stored[a.ID]; len(r) > 0 {
+			stmts[r[0].StoredAt] = true
 			rows++
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/reportdb"
 	"github.com/epro-intake/common/topic"
+	"github.com/epro-intake/e2e/internal/load"
 	"github.com/epro-intake/e2e/internal/stack"
 )
 
@@ -36,14 +37,14 @@ type RawKafka struct {
 
 // rawMessages builds records like the API's: the envelope of a generated report as the value, keyed by
 // patient, with the request id and schema version headers.
-func rawMessages(answers answerSet, patients, n int) ([]kafka.Message, int, error) {
-	gen := newReportGen(answers, patients)
+func rawMessages(answers load.AnswerSet, patients, n int) ([]kafka.Message, int, error) {
+	gen := load.NewGenerator(answers, patients)
 	msgs := make([]kafka.Message, n)
 	size := 0
 	now := time.Now()
 	for i := range msgs {
-		_, body := gen.next(now)
-		sub, err := report.ParseSubmission(body)
+		s, _ := gen.Next(now)
+		sub, err := report.ParseSubmission(s.Body)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -253,7 +254,7 @@ func insertRaw(ctx context.Context, db *sql.DB, rows []rawRow) error {
 	return err
 }
 
-func (b *bench) rawKafka(ctx context.Context, answers answerSet) error {
+func (b *bench) rawKafka(ctx context.Context, answers load.AnswerSet) error {
 	o := b.opt
 	name := "epro.bench." + b.res.RunID + ".raw"
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -297,10 +298,10 @@ func (b *bench) rawMySQL(ctx context.Context) error {
 	}
 	b.cleanups = append(b.cleanups, func() {
 		if !b.opt.keep {
-			_ = dropDatabase(b.server, b.rawDBName)
+			_ = stack.DropDatabase(context.Background(), b.server, b.rawDBName)
 		}
 	})
-	db, err := openDB(withDB(b.server, b.rawDBName), o.rawConns)
+	db, err := stack.OpenMySQL(b.server, b.rawDBName, o.rawConns)
 	if err != nil {
 		return err
 	}

@@ -115,6 +115,8 @@ type Integrity struct {
 	Unexpected        int `json:"unexpected"`
 	UnexpectedRefused int `json:"unexpectedRefused"`
 	UnexpectedForeign int `json:"unexpectedForeign"`
+	// Altered: rows whose patient is not the one the report was sent for.
+	Altered int `json:"altered"`
 }
 
 // Target is one goal and whether this run met it.
@@ -146,15 +148,15 @@ func newResult(o options) *Result {
 func newPhaseResult(p *phaseRun) PhaseResult {
 	lr := p.load
 	pr := PhaseResult{
-		Name: lr.spec.name, Load: lr.spec.describe(), Concurrency: lr.spec.concurrency, Rate: lr.spec.rate,
-		Sent: lr.sent, Accepted: len(lr.accepted), Statuses: map[string]int{}, ConnErrors: lr.netErrs, ConnErrorKinds: lr.errKinds,
-		LateStarts: lr.late, Seconds: lr.elapsed.Seconds(), AcceptedPerSec: perSecond(len(lr.accepted), lr.elapsed),
-		API: summarize(lr.lat), APIFromSend: summarize(lr.sendLat), CPU: p.cpu,
+		Name: lr.Spec.Name, Load: lr.Spec.Describe(), Concurrency: lr.Spec.Concurrency, Rate: lr.Spec.Rate,
+		Sent: lr.Sent, Accepted: len(lr.Accepted), Statuses: map[string]int{}, ConnErrors: lr.NetErrs, ConnErrorKinds: lr.ErrKinds,
+		LateStarts: lr.Late, Seconds: lr.Elapsed.Seconds(), AcceptedPerSec: perSecond(len(lr.Accepted), lr.Elapsed),
+		API: summarize(lr.Lat), APIFromSend: summarize(lr.SendLat), CPU: p.cpu,
 	}
 	if p.noE2E {
 		pr.Load += " (epro-mq stopped)"
 	}
-	for c, n := range lr.codes {
+	for c, n := range lr.Codes {
 		pr.Statuses[strconv.Itoa(c)] = n
 	}
 	return pr
@@ -245,7 +247,7 @@ func (r *Result) judge() {
 		Name:     "lost / duplicated / never-sent rows",
 		Measured: fmt.Sprintf("%d / %d / %d", in.Lost, in.Duplicated, in.UnexpectedForeign),
 		Goal:     "0 / 0 / 0",
-		Status:   passMiss(in.Lost == 0 && in.Duplicated == 0 && in.UnexpectedForeign == 0),
+		Status:   passMiss(in.Lost == 0 && in.Duplicated == 0 && in.UnexpectedForeign == 0 && in.Altered == 0),
 	})
 	if !r.Meaningful {
 		for i := range r.Targets {

@@ -16,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/epro-intake/common/topic"
+	"github.com/epro-intake/e2e/internal/ledger"
 	"github.com/epro-intake/e2e/internal/stack"
 )
 
@@ -33,7 +34,7 @@ func (b *bench) attach(ctx context.Context) error {
 		return err
 	}
 	b.apiBase = strings.TrimRight(o.apiURL, "/")
-	cfg, err := parseDSN(o.mysqlDSN)
+	cfg, err := stack.ParseDSN(o.mysqlDSN)
 	if err != nil {
 		return fmt.Errorf("-mysql-dsn: %w", err)
 	}
@@ -43,9 +44,9 @@ func (b *bench) attach(ctx context.Context) error {
 	if err := checkLoopback("-mysql-dsn", cfg.Addr); err != nil {
 		return err
 	}
-	b.server = withDB(cfg, "")
+	b.server = cfg
 	b.dbName = cfg.DBName
-	b.db, err = openDB(cfg, 4)
+	b.db, err = stack.OpenMySQL(cfg, cfg.DBName, 4)
 	if err != nil {
 		return err
 	}
@@ -67,7 +68,7 @@ func (b *bench) attach(ctx context.Context) error {
 	if err := stack.Eventually(ctx, 10*time.Second, ready, nil, stack.HTTPOK(ctx, &http.Client{Timeout: time.Second}, ready)); err != nil {
 		return err
 	}
-	if _, err := rowCount(ctx, b.db, time.Time{}); err != nil {
+	if _, err := ledger.Count(ctx, b.db, time.Time{}); err != nil {
 		return fmt.Errorf("-mysql-dsn: no reports table there: %w", err)
 	}
 	return nil
@@ -154,7 +155,8 @@ func (b *bench) startSuite(ctx context.Context) error {
 	if b.mqCfg, err = b.st.Config("epro-mq", "epro-mq", mqSet); err != nil {
 		return err
 	}
-	childDSN := withDB(b.server, b.dbName)
+	childDSN := b.server.Clone()
+	childDSN.DBName = b.dbName
 	b.st.Infra.DSN = childDSN.FormatDSN()
 	b.st.Env = append(append(os.Environ(), b.st.Infra.Env()...), "EPRO_API_PORT="+strconv.Itoa(port))
 
@@ -172,13 +174,13 @@ func (b *bench) startSuite(ctx context.Context) error {
 	if err := b.st.Wait(ctx, 2*time.Minute, ready, stack.HTTPOK(ctx, &http.Client{Timeout: time.Second}, ready)); err != nil {
 		return fmt.Errorf("%w%s", err, b.logHint())
 	}
-	b.db, err = openDB(childDSN, 4)
+	b.db, err = stack.OpenMySQL(childDSN, childDSN.DBName, 4)
 	if err != nil {
 		return err
 	}
 	// The table exists once epro-mq has migrated; give it the time it gives itself to reach MySQL.
 	err = b.st.Wait(ctx, time.Minute, "the reports table from epro-mq", func() (bool, string) {
-		if _, err := rowCount(ctx, b.db, time.Time{}); err != nil {
+		if _, err := ledger.Count(ctx, b.db, time.Time{}); err != nil {
 			return false, err.Error()
 		}
 		return true, ""
@@ -218,7 +220,7 @@ func (b *bench) realInfra(ctx context.Context) error {
 			return err
 		}
 	}
-	cfg, err := parseDSN(inf.DSN)
+	cfg, err := stack.ParseDSN(inf.DSN)
 	if err != nil {
 		return fmt.Errorf("%s: %w", stack.EnvMySQLDSN, err)
 	}
@@ -228,7 +230,7 @@ func (b *bench) realInfra(ctx context.Context) error {
 	if err := checkLoopback(stack.EnvRedisAddr, inf.RedisAddr); err != nil {
 		return err
 	}
-	b.server = withDB(cfg, "")
+	b.server = cfg
 	hint := " (are the servers up? make services-up, or deploy/scripts/services.sh up)"
 	for _, addr := range append([]string{cfg.Addr, inf.RedisAddr}, inf.Brokers...) {
 		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
@@ -242,7 +244,7 @@ func (b *bench) realInfra(ctx context.Context) error {
 	}
 	b.cleanups = append(b.cleanups, func() {
 		if !b.opt.keep {
-			_ = dropDatabase(b.server, b.dbName)
+			_ = stack.DropDatabase(context.Background(), b.server, b.dbName)
 		}
 	})
 	b.st.Infra, b.brokers = inf, inf.Brokers
@@ -257,11 +259,11 @@ func (b *bench) startEmbedded() error {
 		return err
 	}
 	b.cleanups = append(b.cleanups, inf.Stop)
-	cfg, err := parseDSN(inf.DSN)
+	cfg, err := stack.ParseDSN(inf.DSN)
 	if err != nil {
 		return err
 	}
-	b.server = withDB(cfg, "")
+	b.server = cfg
 	b.st.Infra, b.brokers = inf, inf.Brokers
 	b.res.Infra = "embedded"
 	b.res.Target = fmt.Sprintf("in-process kfake %s, go-mysql-server %s, miniredis %s", strings.Join(inf.Brokers, ","), cfg.Addr, inf.RedisAddr)

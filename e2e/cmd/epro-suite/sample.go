@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -101,45 +100,27 @@ func writeDLQSection(ctx context.Context, b *strings.Builder, st *stack.Stack, p
 	}
 }
 
+// get asks url and decodes a 200 answer into into.
 func get(ctx context.Context, client *http.Client, url string, into any) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return resp.StatusCode, err
-	}
-	if into != nil && resp.StatusCode == http.StatusOK {
+	code, body, err := stack.Call(ctx, client, http.MethodGet, url, nil)
+	if err == nil && code == http.StatusOK {
 		if err := json.Unmarshal(body, into); err != nil {
-			return resp.StatusCode, fmt.Errorf("decode %s: %w", url, err)
+			return code, fmt.Errorf("decode %s: %w", url, err)
 		}
 	}
-	return resp.StatusCode, nil
+	return code, err
 }
 
 // smoke submits the sample and waits until epro-mq has stored it: the whole path from HTTP through Kafka to
 // MySQL, checked through the API's own status endpoint.
 func smoke(ctx context.Context, con *console, st *stack.Stack, base string, s sampleReport) error {
 	client := &http.Client{Timeout: 5 * time.Second}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/reports", bytes.NewReader(s.Body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
+	code, answer, err := stack.Call(ctx, client, http.MethodPost, base+"/v1/reports", s.Body)
 	if err != nil {
 		return fmt.Errorf("smoke: submit: %w", err)
 	}
-	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("smoke: submit answered %d, want 202: %s", resp.StatusCode, bytes.TrimSpace(answer))
+	if code != http.StatusAccepted {
+		return fmt.Errorf("smoke: submit answered %d, want 202: %s", code, answer)
 	}
 	con.Printf("smoke: report %s accepted (202)", s.RequestID)
 

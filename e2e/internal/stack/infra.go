@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/epro-intake/common/embedded"
+	"github.com/epro-intake/common/mysqldb"
 )
 
 // Environment variables the services read through their etc/*.yaml.
@@ -161,7 +163,7 @@ func Real(ctx context.Context) (*Infra, error) {
 		return nil, fmt.Errorf("MySQL: %w%s", err, hint)
 	}
 	if err := pingRedis(ctx, inf.RedisAddr); err != nil {
-		return nil, fmt.Errorf("Redis at %s: %w%s", inf.RedisAddr, err, hint)
+		return nil, fmt.Errorf("reach Redis at %s: %w%s", inf.RedisAddr, err, hint)
 	}
 	return inf, nil
 }
@@ -176,24 +178,51 @@ func RealAddrs() *Infra {
 	}
 }
 
+// ParseDSN parses a go-sql-driver DSN without ever quoting it back, because it may hold a password. The
+// driver hands back UTC time.Time values, as the DATETIME(6) columns are UTC.
+func ParseDSN(dsn string) (*mysql.Config, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, errors.New("not a valid go-sql-driver DSN")
+	}
+	cfg.ParseTime = true
+	cfg.Loc = time.UTC
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	return cfg, nil
+}
+
+// OpenMySQL opens database name ("": none) on the server cfg points at, with at most conns connections.
+func OpenMySQL(cfg *mysql.Config, name string, conns int) (*sql.DB, error) {
+	c := cfg.Clone()
+	c.DBName = name
+	return mysqldb.Open(c.FormatDSN(), mysqldb.Pool{
+		MaxOpenConns: conns, MaxIdleConns: conns, ConnMaxLifetime: 5 * time.Minute, DialTimeout: 5 * time.Second,
+	})
+}
+
 // CreateDatabase creates the database name on the server cfg points at, if it does not exist yet.
 func CreateDatabase(ctx context.Context, cfg *mysql.Config, name string) error {
-	server := cfg.Clone()
-	server.DBName = ""
-	if server.Timeout == 0 {
-		server.Timeout = 5 * time.Second
-	}
-	connector, err := mysql.NewConnector(server)
+	return serverExec(ctx, cfg, "create database "+name,
+		"CREATE DATABASE IF NOT EXISTS "+QuoteIdent(name)+" CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+}
+
+// DropDatabase drops the database name on the server cfg points at, if it exists.
+func DropDatabase(ctx context.Context, cfg *mysql.Config, name string) error {
+	return serverExec(ctx, cfg, "drop database "+name, "DROP DATABASE IF EXISTS "+QuoteIdent(name))
+}
+
+func serverExec(ctx context.Context, cfg *mysql.Config, what, stmt string) error {
+	db, err := OpenMySQL(cfg, "", 1)
 	if err != nil {
-		return fmt.Errorf("connector: %w", err)
+		return err
 	}
-	db := sql.OpenDB(connector)
 	defer db.Close()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	stmt := "CREATE DATABASE IF NOT EXISTS " + QuoteIdent(name) + " CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
 	if _, err := db.ExecContext(ctx, stmt); err != nil {
-		return fmt.Errorf("create database %s at %s: %w", name, cfg.Addr, err)
+		return fmt.Errorf("%s at %s: %w", what, cfg.Addr, err)
 	}
 	return nil
 }

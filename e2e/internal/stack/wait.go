@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -47,18 +48,40 @@ func (g *Group) Wait(ctx context.Context, timeout time.Duration, what string, co
 // HTTPOK is a condition for Eventually: url answers 200.
 func HTTPOK(ctx context.Context, client *http.Client, url string) func() (bool, string) {
 	return func() (bool, string) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		code, _, err := Call(ctx, client, http.MethodGet, url, nil)
 		if err != nil {
 			return false, err.Error()
 		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return false, err.Error()
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, resp.Status
+		return code == http.StatusOK, fmt.Sprintf("%d %s", code, http.StatusText(code))
 	}
+}
+
+// Call sends a request, with body as JSON when it is not nil and header as name, value pairs, and returns
+// the status and up to 1 MiB of the answer. A body cut short does not change the status, so read errors are
+// not reported; the rest is read to EOF so that the connection can be reused.
+func Call(ctx context.Context, client *http.Client, method, url string, body []byte, header ...string) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, bytes.TrimSpace(answer), nil
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.

@@ -1,0 +1,109 @@
+package load_test
+
+import (
+	"context"
+	"encoding/json"
+	mrand "math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/e2e/internal/load"
+)
+
+func TestPlanResendsAndBodies(t *testing.T) {
+	plan := load.NewPlan(mrand.New(mrand.NewPCG(1, 2)), 7, 100, 0.2)
+	if plan.Total != 100 || plan.Distinct != 80 || len(plan.Patients) != 7 {
+		t.Fatalf("plan of %d sends, %d distinct, %d patients; want 100, 80, 7", plan.Total, plan.Distinct, len(plan.Patients))
+	}
+	now := time.Now()
+	for _, p := range plan.Patients {
+		seen := map[string]string{}
+		for j, s := range p.Sends {
+			if s.Resend != (seen[s.RequestID] != "") || (j == 0 && s.Resend) {
+				t.Fatalf("%s send %d: resend %v, seen before %v", p.ID, j, s.Resend, seen[s.RequestID] != "")
+			}
+			if s.Resend && seen[s.RequestID] != string(s.Body) {
+				t.Fatalf("%s send %d repeats %s with another body", p.ID, j, s.RequestID)
+			}
+			seen[s.RequestID] = string(s.Body)
+			sub, err := report.ParseSubmission(s.Body)
+			if err != nil {
+				t.Fatalf("%s: %v", s.Body, err)
+			}
+			if err := sub.Validate(now, report.Limits{MaxAge: 24 * time.Hour, MaxSkew: time.Minute}); err != nil {
+				t.Fatalf("%s: %v", s.Body, err)
+			}
+			if sub.RequestID != s.RequestID || sub.PatientID != p.ID {
+				t.Fatalf("body of %s for %s says %s for %s", s.RequestID, p.ID, sub.RequestID, sub.PatientID)
+			}
+		}
+	}
+	if _, err := load.CheckGenerated(load.NewAnswerSet(4, mrand.New(mrand.NewPCG(3, 4))), 10); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A plan's sends reach the API one patient after the other, every send is recorded with its answer, and
+// stopping a phase lets the sends in flight finish.
+func TestPlanPhaseKeepsPatientOrderAndRecordsEveryAnswer(t *testing.T) {
+	plan := load.NewPlan(mrand.New(mrand.NewPCG(5, 6)), 10, 200, 0.1)
+	var mu sync.Mutex
+	got := map[string][]string{} // patient -> request ids in arrival order
+	var calls atomic.Int64
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var sub struct{ RequestID, PatientID string }
+		if err := json.NewDecoder(r.Body).Decode(&sub); err != nil {
+			t.Error(err)
+		}
+		mu.Lock()
+		got[sub.PatientID] = append(got[sub.PatientID], sub.RequestID)
+		mu.Unlock()
+		if calls.Add(1)%17 == 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer api.Close()
+
+	res := load.Run(context.Background(), api.Client(), api.URL, plan, load.Spec{Concurrency: 3})
+	if res.Sent != 200 || len(res.Accepted)+len(res.Refused) != 200 || res.Codes[http.StatusServiceUnavailable] != len(res.Refused) {
+		t.Fatalf("sent %d, accepted %d, refused %d, codes %v", res.Sent, len(res.Accepted), len(res.Refused), res.Codes)
+	}
+	for _, p := range plan.Patients {
+		var want []string
+		for _, s := range p.Sends {
+			want = append(want, s.RequestID)
+		}
+		if len(got[p.ID]) != len(want) {
+			t.Fatalf("%s: %d sends arrived, want %d", p.ID, len(got[p.ID]), len(want))
+		}
+		for i := range want {
+			if got[p.ID][i] != want[i] {
+				t.Fatalf("%s: send %d arrived as %s, want %s", p.ID, i, got[p.ID][i], want[i])
+			}
+		}
+	}
+	if a := load.Answers(res); a.NeverAccepted() == 0 || len(a.Accepted()) == 0 {
+		t.Errorf("answers: %d accepted, %d never accepted", len(a.Accepted()), a.NeverAccepted())
+	}
+
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(50 * time.Millisecond)
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer slow.Close()
+	ph := load.Start(context.Background(), slow.Client(), slow.URL, load.NewPlan(mrand.New(mrand.NewPCG(7, 8)), 4, 1000, 0), load.Spec{Concurrency: 4})
+	time.Sleep(120 * time.Millisecond)
+	ph.Stop()
+	res = ph.Wait()
+	if res.Sent == 0 || res.Sent >= 1000 || len(res.Accepted) != res.Sent || int64(res.Sent) != ph.Progress() {
+		t.Errorf("stopped phase: sent %d, accepted %d, progress %d; want every send of a partial run accepted",
+			res.Sent, len(res.Accepted), ph.Progress())
+	}
+}
