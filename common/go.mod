@@ -13,6 +13,7 @@ require (
 	github.com/sirupsen/logrus v1.9.3
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260905045312-d70fc1b5b9f8
 	github.com/zeromicro/go-zero v1.9.2
+	gopkg.in/yaml.v3 v3.0.1
 )
 
 require (

@@ -35,34 +35,34 @@ func write(t *testing.T, text string) string {
 func TestLoadExpandsEnvFillsDefaultsAndValidates(t *testing.T) {
 	t.Setenv("CONFFILE_TEST_NAME", "svc")
 	var s sample
-	if err := conffile.Load(write(t, "Name: ${CONFFILE_TEST_NAME}\n"), &s, nil); err != nil {
+	if err := conffile.Load(write(t, "Name: ${CONFFILE_TEST_NAME}\n"), &s, "svc"); err != nil {
 		t.Fatal(err)
 	}
 	if s.Name != "svc" || s.Timeout != 3*time.Second {
 		t.Fatalf("loaded %+v", s)
 	}
-	err := conffile.Load(write(t, "Name: bad\n"), &s, nil)
+	err := conffile.Load(write(t, "Name: bad\n"), &s, "svc")
 	if err == nil || !strings.Contains(err.Error(), "Inner.Size is wrong") || !strings.Contains(err.Error(), "Inner.Other is wrong") {
 		t.Fatalf("Validate's errors not reported with their section: %v", err)
 	}
 }
 
-func TestLoadRunsRefuseOnTheExpandedContentFirst(t *testing.T) {
+func TestLoadRefusesIneffectiveKeysInAnyCaseWhateverTheirValue(t *testing.T) {
 	t.Setenv("CONFFILE_TEST_KEY", "Ignored")
-	var seen string
-	refuse := func(content []byte) error {
-		seen = string(content)
-		return errors.New("Ignored has no effect")
-	}
+	ineffective := []conffile.Ineffective{{Key: "Ignored", Why: "nothing reads it"}, {Key: "Outer.Gone", Why: "moved"}}
 	var s sample
-	err := conffile.Load(write(t, "Name: x\n${CONFFILE_TEST_KEY}: 1\n"), &s, refuse)
-	if err == nil || err.Error() != "Ignored has no effect" {
-		t.Fatalf("refuse's error not returned: %v", err)
+	err := conffile.Load(write(t, "Name: x\n${CONFFILE_TEST_KEY}: 0\nouter:\n  gone: false\n"), &s, "svc", ineffective...)
+	if err == nil || !strings.Contains(err.Error(), "Ignored has no effect in svc (nothing reads it); remove it") ||
+		!strings.Contains(err.Error(), "Outer.Gone has no effect in svc (moved)") {
+		t.Fatalf("ineffective keys not refused by name: %v", err)
 	}
-	if !strings.Contains(seen, "Ignored: 1") || s.Name != "" {
-		t.Fatalf("refuse saw %q; loaded %+v before refusing", seen, s)
+	if s.Name != "" {
+		t.Fatalf("loaded %+v before refusing", s)
 	}
-	if err := conffile.Load(filepath.Join(t.TempDir(), "missing.yaml"), &s, nil); err == nil || !errors.Is(err, os.ErrNotExist) {
+	if err := conffile.Load(write(t, "Name: x\nOuter:\n  Kept: 1\nGone: 1\n"), &s, "svc", ineffective...); err != nil {
+		t.Fatalf("a key of the same name elsewhere refused: %v", err)
+	}
+	if err := conffile.Load(filepath.Join(t.TempDir(), "missing.yaml"), &s, "svc"); err == nil || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing file: %v", err)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/zeromicro/go-zero/core/conf"
 	"github.com/zeromicro/go-zero/rest"
 
 	"github.com/epro-intake/common/conffile"
@@ -212,32 +211,15 @@ func (a AuthConf) Validate() error {
 // conf.UseEnv does), keys that would have no effect are refused, tag defaults are filled in and Validate runs.
 func Load(file string) (Config, error) {
 	var c Config
-	if err := conffile.Load(file, &c, refuseIneffectiveKeys); err != nil {
+	if err := conffile.Load(file, &c, "dlq-worker", ineffectiveKeys...); err != nil {
 		return Config{}, err
 	}
 	return c, nil
 }
 
-// presentKeys mirrors the keys dlq-worker refuses. Their tag defaults make a loaded Config unable to tell a
-// key written in the file from a default, so the file is also loaded into this struct, whose pointer fields
-// are non-nil exactly when the file names the key (in any letter case, as go-zero matches keys).
-type presentKeys struct {
-	Middlewares struct {
-		Log *bool `json:",optional"`
-	} `json:",optional"`
-}
-
-// refuseIneffectiveKeys names every key in content that dlq-worker would load and then ignore.
-func refuseIneffectiveKeys(content []byte) error {
-	var p presentKeys
-	if err := conf.LoadFromYamlBytes(content, &p); err != nil {
-		return err
-	}
-	if p.Middlewares.Log != nil {
-		return errors.New("Middlewares.Log has no effect in dlq-worker (go-zero's log middleware is always off, " +
-			"see config.ServerConf; internal/middleware.AccessLog logs requests); remove it")
-	}
-	return nil
+// ineffectiveKeys load but do nothing in dlq-worker; Load refuses them whatever their value.
+var ineffectiveKeys = []conffile.Ineffective{
+	{Key: "Middlewares.Log", Why: "go-zero's log middleware is always off, see config.ServerConf; internal/middleware.AccessLog logs requests"},
 }
 
 // ServerConf is the RestConf to build the server with. go-zero's Log middleware dumps the first KiB of the

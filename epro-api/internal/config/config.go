@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/zeromicro/go-zero/core/conf"
 	"github.com/zeromicro/go-zero/rest"
 
 	"github.com/epro-intake/common/conffile"
@@ -85,43 +84,19 @@ type ReadyConf struct {
 // conf.UseEnv does), keys that would have no effect are refused, tag defaults are filled in and Validate runs.
 func Load(file string) (Config, error) {
 	var c Config
-	if err := conffile.Load(file, &c, refuseIneffectiveKeys); err != nil {
+	if err := conffile.Load(file, &c, "epro-api", ineffectiveKeys...); err != nil {
 		return Config{}, err
 	}
 	return c, nil
 }
 
-// presentKeys mirrors the keys epro-api refuses. Their tag defaults make a loaded Config unable to tell a key
-// written in the file from a default, so the file is also loaded into this struct, whose pointer fields are
-// non-nil exactly when the file names the key (in any letter case, as go-zero matches keys).
-type presentKeys struct {
-	MaxBytes    *int64 `json:",optional"`
-	Middlewares struct {
-		Log      *bool `json:",optional"`
-		MaxBytes *bool `json:",optional"`
-		Breaker  *bool `json:",optional"`
-	} `json:",optional"`
-}
-
-// refuseIneffectiveKeys names every key in content that epro-api would load and then ignore: the middlewares
-// ServerConf turns off, and the limit only one of them reads.
-func refuseIneffectiveKeys(content []byte) error {
-	var p presentKeys
-	if err := conf.LoadFromYamlBytes(content, &p); err != nil {
-		return err
-	}
-	var errs []error
-	refuse := func(set bool, key, why string) {
-		if set {
-			errs = append(errs, fmt.Errorf("%s has no effect in epro-api (%s); remove it", key, why))
-		}
-	}
-	off := "the middleware is always off, see config.ServerConf"
-	refuse(p.Middlewares.Log != nil, "Middlewares.Log", off)
-	refuse(p.Middlewares.MaxBytes != nil, "Middlewares.MaxBytes", off)
-	refuse(p.Middlewares.Breaker != nil, "Middlewares.Breaker", off)
-	refuse(p.MaxBytes != nil, "MaxBytes", "only go-zero's MaxBytes middleware reads it, which is off; body limits are Limits.BodyBytes and Limits.BatchBodyBytes")
-	return errors.Join(errs...)
+// ineffectiveKeys load but do nothing in epro-api: the middlewares ServerConf turns off, and the limit only one
+// of them reads. Load refuses them whatever their value.
+var ineffectiveKeys = []conffile.Ineffective{
+	{Key: "Middlewares.Log", Why: "the middleware is always off, see config.ServerConf"},
+	{Key: "Middlewares.MaxBytes", Why: "the middleware is always off, see config.ServerConf"},
+	{Key: "Middlewares.Breaker", Why: "the middleware is always off, see config.ServerConf"},
+	{Key: "MaxBytes", Why: "only go-zero's MaxBytes middleware reads it, which is off; body limits are Limits.BodyBytes and Limits.BatchBodyBytes"},
 }
 
 // Validate is called by conf.Load and Load. It reports every zero or inconsistent value, naming the key.

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/zeromicro/go-queue/kq"
-	"github.com/zeromicro/go-zero/core/conf"
 	"github.com/zeromicro/go-zero/core/service"
 
 	"github.com/epro-intake/common/conffile"
@@ -81,7 +80,7 @@ type RedisConf struct {
 // conf.UseEnv does), keys that would have no effect are refused, tag defaults are filled in and Validate runs.
 func Load(file string) (Config, error) {
 	var c Config
-	if err := conffile.Load(file, &c, refuseIneffectiveKeys); err != nil {
+	if err := conffile.Load(file, &c, "epro-mq", ineffectiveKeys...); err != nil {
 		return Config{}, err
 	}
 	return c, nil
@@ -129,52 +128,16 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// presentKeys mirrors the keys epro-mq refuses. kq.KqConf gives Conns, Consumers and CommitInOrder tag
-// defaults, so a loaded Config cannot tell a key written in the file from a default; the file is therefore
-// also loaded into this struct, whose pointer fields are non-nil exactly when the file names the key (in any
-// letter case, as go-zero matches keys). A key is refused whatever its value, since no value has an effect.
-type presentKeys struct {
-	Reports struct {
-		Conns         *int      `json:",optional"`
-		Consumers     *int      `json:",optional"`
-		CommitInOrder *bool     `json:",optional"`
-		Log           *struct{} `json:",optional"`
-		Mode          *string   `json:",optional"`
-		MetricsUrl    *string   `json:",optional"`
-		Prometheus    *struct{} `json:",optional"`
-		Telemetry     *struct{} `json:",optional"`
-		DevServer     *struct{} `json:",optional"`
-		Shutdown      *struct{} `json:",optional"`
-		Profiling     *struct{} `json:",optional"`
-	} `json:",optional"`
-}
-
-// refuseIneffectiveKeys names every key in content that epro-mq would load and then ignore.
-func refuseIneffectiveKeys(content []byte) error {
-	var p presentKeys
-	if err := conf.LoadFromYamlBytes(content, &p); err != nil {
-		return err
-	}
-	var errs []error
-	refuse := func(set bool, key, why string) {
-		if set {
-			errs = append(errs, fmt.Errorf("%s has no effect in epro-mq (%s); remove it", key, why))
-		}
-	}
-	r := p.Reports
+// ineffectiveKeys load into kq.KqConf but do nothing in epro-mq; Load refuses them whatever their value.
+var ineffectiveKeys = func() []conffile.Ineffective {
 	loop := "epro-mq runs its own consumer loop, one fetch loop per assigned partition"
-	refuse(r.Conns != nil, "Reports.Conns", loop)
-	refuse(r.Consumers != nil, "Reports.Consumers", loop)
-	refuse(r.CommitInOrder != nil, "Reports.CommitInOrder",
-		"epro-mq always commits a partition in order, up to its lowest unfinished offset")
-	service := "only the top-level service settings apply"
-	refuse(r.Log != nil, "Reports.Log", service)
-	refuse(r.Mode != nil, "Reports.Mode", service)
-	refuse(r.MetricsUrl != nil, "Reports.MetricsUrl", service)
-	refuse(r.Prometheus != nil, "Reports.Prometheus", service)
-	refuse(r.Telemetry != nil, "Reports.Telemetry", service)
-	refuse(r.DevServer != nil, "Reports.DevServer", service)
-	refuse(r.Shutdown != nil, "Reports.Shutdown", service)
-	refuse(r.Profiling != nil, "Reports.Profiling", service)
-	return errors.Join(errs...)
-}
+	keys := []conffile.Ineffective{
+		{Key: "Reports.Conns", Why: loop},
+		{Key: "Reports.Consumers", Why: loop},
+		{Key: "Reports.CommitInOrder", Why: "epro-mq always commits a partition in order, up to its lowest unfinished offset"},
+	}
+	for _, k := range []string{"Log", "Mode", "MetricsUrl", "Prometheus", "Telemetry", "DevServer", "Shutdown", "Profiling"} {
+		keys = append(keys, conffile.Ineffective{Key: "Reports." + k, Why: "only the top-level service settings apply"})
+	}
+	return keys
+}()
