@@ -37,7 +37,7 @@ test: $(GOLANGCI_LINT)
 	    continue; \
 	  fi; \
 	  echo "=== $$m: golangci-lint run ./..."; \
-	  if ! (cd "$$m" && $(GOLANGCI_LINT) run --config ../.golangci.yml ./...); then \
+	  if ! (cd "$$m" && $(GOLANGCI_LINT) run --allow-parallel-runners --config ../.golangci.yml ./...); then \
 	    failed="$$failed $$m(lint)"; \
 	  fi; \
 	  echo "=== $$m: $(GO) test $(GO_TEST_FLAGS) ./..."; \
@@ -140,7 +140,7 @@ lint: $(GOLANGCI_LINT)
 	@failed=""; \
 	for m in $(MODULES); do \
 	  echo "=== $$m: golangci-lint run ./..."; \
-	  (cd "$$m" && $(GOLANGCI_LINT) run --config ../.golangci.yml ./...) || failed="$$failed $$m"; \
+	  (cd "$$m" && $(GOLANGCI_LINT) run --allow-parallel-runners --config ../.golangci.yml ./...) || failed="$$failed $$m"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "=== lint failed in:$$failed"; exit 1; fi
 
