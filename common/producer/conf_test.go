@@ -31,3 +31,22 @@ func TestConfValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestNewRefusesZeroSettingsAndDefaultConfIsValid(t *testing.T) {
+	if _, err := producer.New(producer.Conf{Brokers: []string{"k1:9092"}}); err == nil || !strings.Contains(err.Error(), "BatchTimeout") {
+		t.Fatalf("New with zero settings: %v; want the zero settings refused by name", err)
+	}
+	c, err := producer.DefaultConf([]string{"k1:9092"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The tag defaults, read back: a change to a tag shows up here.
+	if c.BatchTimeout != time.Millisecond || c.BatchSize != 100 || c.WriteTimeout != 2*time.Second || c.MaxAttempts != 5 {
+		t.Errorf("DefaultConf = %+v; want the tag defaults 1ms, 100, 2s, 5", c)
+	}
+	p, err := producer.New(c)
+	if err != nil {
+		t.Fatalf("New(DefaultConf): %v", err)
+	}
+	_ = p.Close()
+}

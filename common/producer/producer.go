@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/zeromicro/go-zero/core/conf"
 )
 
 // Conf configures a Producer. Every Kafka setting that shapes the delivery contract is stated here even where
@@ -61,23 +62,15 @@ type Producer struct {
 	client *kafka.Client
 }
 
-// New returns a Producer for c. It does not connect until the first Send or Ping.
-func New(c Conf) *Producer {
+// New returns a Producer for c, or the error of c.Validate: a zero setting is refused, never replaced. It does
+// not connect until the first Send or Ping.
+func New(c Conf) (*Producer, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("producer config: %w", err)
+	}
 	c.Brokers = SplitBrokers(c.Brokers)
-	if c.BatchTimeout <= 0 {
-		c.BatchTimeout = time.Millisecond
-	}
-	if c.BatchSize <= 0 {
-		c.BatchSize = 100
-	}
-	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = 2 * time.Second
-	}
-	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = 5
-	}
 	transport := &kafka.Transport{DialTimeout: 3 * time.Second, MetadataTTL: 5 * time.Second}
-	return &Producer{
+	p := &Producer{
 		w: &kafka.Writer{
 			Addr: kafka.TCP(c.Brokers...),
 			// kafka-go defaults to RequireNone: a write the broker never stored would look successful.
@@ -98,6 +91,18 @@ func New(c Conf) *Producer {
 		},
 		client: &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 3 * time.Second, Transport: transport},
 	}
+	return p, nil
+}
+
+// DefaultConf returns a Conf for brokers with every other setting at its tag default, for tests and tools that
+// build a producer without a config file.
+func DefaultConf(brokers []string) (Conf, error) {
+	var c Conf
+	if err := conf.FillDefault(&c); err != nil {
+		return Conf{}, fmt.Errorf("producer defaults: %w", err)
+	}
+	c.Brokers = brokers
+	return c, nil
 }
 
 // Send writes msgs and returns nil only when every one was acknowledged by all in-sync replicas. Each message

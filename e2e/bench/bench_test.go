@@ -162,7 +162,14 @@ func BenchmarkProducerSendVsRawWriter(b *testing.B) {
 		Transport: &kafka.Transport{},
 	}
 	defer raw.Close()
-	prod := producer.New(producer.Conf{Brokers: brokers, BatchTimeout: time.Millisecond})
+	pc, err := producer.DefaultConf(brokers)
+	if err != nil {
+		b.Fatal(err)
+	}
+	prod, err := producer.New(pc)
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer prod.Close()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

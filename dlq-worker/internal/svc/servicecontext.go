@@ -59,7 +59,10 @@ func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, e
 		Audit:       store.NewAudit(db),
 		Reports:     store.NewReports(db),
 		Jobs:        store.NewJobs(db),
-		Producer:    producer.New(c.Replay.Producer),
+	}
+	if s.Producer, err = producer.New(c.Replay.Producer); err != nil {
+		_ = db.Close()
+		return nil, err
 	}
 	if err := s.Jobs.InterruptUnfinished(ctx); err != nil {
 		_ = s.Close()

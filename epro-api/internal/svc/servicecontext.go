@@ -38,7 +38,11 @@ func NewServiceContext(c config.Config) (*ServiceContext, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := producer.New(c.Kafka)
+	p, err := producer.New(c.Kafka)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	return &ServiceContext{
 		Config:   c,
 		Producer: p,

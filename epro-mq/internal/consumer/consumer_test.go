@@ -75,9 +75,23 @@ func newFixture(t *testing.T, partitions int) fixture {
 	return fixture{brokers: brokers, topic: topic, group: infratest.UniqueName(t, "group")}
 }
 
+// newProducer is a producer on brokers with the tag defaults.
+func newProducer(t *testing.T, brokers []string) *producer.Producer {
+	t.Helper()
+	c, err := producer.DefaultConf(brokers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := producer.New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func (f fixture) produce(t *testing.T, from, n int) {
 	t.Helper()
-	p := producer.New(producer.Conf{Brokers: f.brokers})
+	p := newProducer(t, f.brokers)
 	defer p.Close()
 	msgs := make([]kafka.Message, 0, n)
 	for i := from; i < from+n; i++ {

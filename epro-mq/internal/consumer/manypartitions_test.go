@@ -7,14 +7,12 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-
-	"github.com/epro-intake/common/producer"
 )
 
 // produceKeys sends n records spread over many keys, so that every partition of a wide topic gets some.
 func (f fixture) produceKeys(t *testing.T, from, n int) {
 	t.Helper()
-	p := producer.New(producer.Conf{Brokers: f.brokers})
+	p := newProducer(t, f.brokers)
 	defer p.Close()
 	msgs := make([]kafka.Message, 0, n)
 	for i := from; i < from+n; i++ {

@@ -53,7 +53,14 @@ func TestRecoverPreventsASecondDeadLetterAfterACrash(t *testing.T) {
 	src, dlq := infratest.UniqueName(t, "src"), infratest.UniqueName(t, "dlq")
 	infratest.CreateTopic(t, brokers, src, 2)
 	infratest.CreateTopic(t, brokers, dlq, 3)
-	p := producer.New(producer.Conf{Brokers: brokers})
+	pc, err := producer.DefaultConf(brokers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := producer.New(pc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer p.Close()
 	ctx := context.Background()
 	var poison []kafka.Message

@@ -51,7 +51,11 @@ func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, e
 			MaxRetries: 0,
 		})
 	}
-	dlq := producer.New(c.DeadLetter.Producer)
+	dlq, err := producer.New(c.DeadLetter.Producer)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	in := ingest.New(ingest.Conf{
 		Group:               c.Reports.Group,
 		DLQTopic:            c.DeadLetter.Topic,
