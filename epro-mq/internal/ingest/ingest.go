@@ -11,6 +11,8 @@ package ingest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,8 +44,6 @@ type Conf struct {
 	RedisTimeout time.Duration
 	// Brokers, when set, let Recover read the dead-letter topic; without them Recover does nothing.
 	Brokers []string
-	// RecoverTimeout bounds one Recover call.
-	RecoverTimeout time.Duration
 	// Questionnaires, when not empty, is the catalogue of accepted "questionnaireId@version" pairs; a report
 	// of any other version fails permanently until the catalogue is fixed.
 	Questionnaires []string
@@ -85,25 +85,21 @@ type Ingester struct {
 	dead   map[topicPartitionOffset]bool // found by Recover: dead-lettered, offset not yet committed
 }
 
-// New returns an Ingester. rdb may be nil.
-func New(c Conf, rows Inserter, dlq Sender, rdb redis.UniversalClient) *Ingester {
-	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = 5
+// New returns an Ingester. rdb may be nil. Every setting of c must be given (epro-mq's config states the
+// defaults); a zero one is refused, never replaced.
+func New(c Conf, rows Inserter, dlq Sender, rdb redis.UniversalClient) (*Ingester, error) {
+	var errs []error
+	if c.Group == "" || c.DLQTopic == "" {
+		errs = append(errs, errors.New("Group and DLQTopic must be set"))
 	}
-	if c.InitialBackoff <= 0 {
-		c.InitialBackoff = 200 * time.Millisecond
-	}
-	if c.MaxBackoff <= 0 {
-		c.MaxBackoff = 5 * time.Second
-	}
-	if c.TransientMaxBackoff <= 0 {
-		c.TransientMaxBackoff = 5 * time.Second
+	if c.MaxAttempts <= 0 || c.InitialBackoff <= 0 || c.MaxBackoff < c.InitialBackoff || c.TransientMaxBackoff <= 0 {
+		errs = append(errs, errors.New("need MaxAttempts > 0, 0 < InitialBackoff <= MaxBackoff and TransientMaxBackoff > 0"))
 	}
 	if c.RedisTimeout <= 0 {
-		c.RedisTimeout = 200 * time.Millisecond
+		errs = append(errs, errors.New("RedisTimeout must be positive"))
 	}
-	if c.RecoverTimeout <= 0 {
-		c.RecoverTimeout = time.Minute
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("ingest config: %w", err)
 	}
 	in := &Ingester{conf: c, rows: rows, dlq: dlq, redis: rdb, now: time.Now, lastLog: map[string]time.Time{},
 		dead: map[topicPartitionOffset]bool{}}
@@ -113,7 +109,7 @@ func New(c Conf, rows Inserter, dlq Sender, rdb redis.UniversalClient) *Ingester
 			in.catalog[q] = true
 		}
 	}
-	return in
+	return in, nil
 }
 
 // Stats returns the counters.

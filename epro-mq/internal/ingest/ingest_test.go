@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,11 +16,13 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
+	"github.com/zeromicro/go-zero/core/conf"
 
 	"github.com/epro-intake/common/infratest"
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/reportdb"
 	"github.com/epro-intake/common/status"
+	"github.com/epro-intake/epro-mq/internal/config"
 	"github.com/epro-intake/epro-mq/internal/ingest"
 	"github.com/epro-intake/epro-mq/internal/store"
 )
@@ -115,7 +118,7 @@ func header(m kafka.Message, key string) string {
 
 func TestStoresRowWithOriginalBytesAndUTCTimes(t *testing.T) {
 	db := openDB(t)
-	in := ingest.New(ingest.Conf{Group: "g", DLQTopic: report.DLQTopic}, store.NewReports(db), &fakeDLQ{}, nil)
+	in := newIngester(t, ingest.Conf{Group: "g", DLQTopic: report.DLQTopic}, store.NewReports(db), &fakeDLQ{}, nil)
 	id := newID()
 	m := record(t, 42, id, "p-1", "1")
 	if err := in.HandleBatch(context.Background(), []kafka.Message{m}); err != nil {
@@ -153,7 +156,7 @@ func TestStoresRowWithOriginalBytesAndUTCTimes(t *testing.T) {
 func TestDuplicateRequestIDCountsAsSuccessAndStoresOneRow(t *testing.T) {
 	db := openDB(t)
 	dlq := &fakeDLQ{}
-	in := ingest.New(ingest.Conf{Group: "g", DLQTopic: report.DLQTopic}, store.NewReports(db), dlq, nil)
+	in := newIngester(t, ingest.Conf{Group: "g", DLQTopic: report.DLQTopic}, store.NewReports(db), dlq, nil)
 	id := newID()
 	batch := []kafka.Message{record(t, 1, id, "p-1", "1"), record(t, 2, id, "p-1", "1")}
 	for i := 0; i < 3; i++ {
@@ -173,7 +176,7 @@ func TestDuplicateRequestIDCountsAsSuccessAndStoresOneRow(t *testing.T) {
 func TestConcurrentBatchesWithDuplicatesKeepEveryRow(t *testing.T) {
 	db := openDB(t)
 	db.SetMaxOpenConns(8)
-	in := ingest.New(ingest.Conf{Group: "g", DLQTopic: report.DLQTopic}, store.NewReports(db), &fakeDLQ{}, nil)
+	in := newIngester(t, ingest.Conf{Group: "g", DLQTopic: report.DLQTopic}, store.NewReports(db), &fakeDLQ{}, nil)
 	const workers, perWorker, batchSize = 4, 1000, 100
 	ids := make([]string, workers*perWorker)
 	for i := range ids {
@@ -228,7 +231,7 @@ func TestConcurrentBatchesWithDuplicatesKeepEveryRow(t *testing.T) {
 func TestPoisonGoesToDLQAtOnceWithHeaders(t *testing.T) {
 	db := openDB(t)
 	dlq := &fakeDLQ{}
-	in := ingest.New(ingest.Conf{Group: "epro-mq", DLQTopic: report.DLQTopic, MaxAttempts: 5}, store.NewReports(db), dlq, nil)
+	in := newIngester(t, ingest.Conf{Group: "epro-mq", DLQTopic: report.DLQTopic, MaxAttempts: 5}, store.NewReports(db), dlq, nil)
 	good := record(t, 7, newID(), "p-1", "1")
 	poison := []kafka.Message{
 		{Topic: report.Topic, Partition: 3, Offset: 5, Key: []byte("p-1"), Value: []byte("not json"), Time: time.Now(),
@@ -275,7 +278,7 @@ func TestPoisonGoesToDLQAtOnceWithHeaders(t *testing.T) {
 func TestPermanentFailureRetriesMaxAttemptsThenDeadLettersKeepingPatientOrder(t *testing.T) {
 	db := openDB(t)
 	dlq := &fakeDLQ{}
-	in := ingest.New(ingest.Conf{
+	in := newIngester(t, ingest.Conf{
 		Group: "g", DLQTopic: report.DLQTopic, MaxAttempts: 3, InitialBackoff: 10 * time.Millisecond, MaxBackoff: 40 * time.Millisecond,
 		Questionnaires: []string{"phq9@1"},
 	}, store.NewReports(db), dlq, nil)
@@ -335,7 +338,7 @@ func TestTransientErrorsRetryWithoutCountingTowardsDLQ(t *testing.T) {
 	} {
 		f := &flakyInserter{next: store.NewReports(db), err: err}
 		f.fails.Store(8) // more than MaxAttempts
-		in := ingest.New(ingest.Conf{Group: "g", DLQTopic: report.DLQTopic, MaxAttempts: 2, TransientMaxBackoff: 5 * time.Millisecond}, f, dlq, nil)
+		in := newIngester(t, ingest.Conf{Group: "g", DLQTopic: report.DLQTopic, MaxAttempts: 2, TransientMaxBackoff: 5 * time.Millisecond}, f, dlq, nil)
 		id := newID()
 		if err := in.HandleBatch(context.Background(), []kafka.Message{record(t, 1, id, "p-1", "1")}); err != nil {
 			t.Fatal(err)
@@ -356,7 +359,7 @@ func TestOutageNeverFinishesBatchUntilStopped(t *testing.T) {
 	dlq := &fakeDLQ{}
 	f := &flakyInserter{err: errors.New("connection refused")}
 	f.fails.Store(1 << 30)
-	in := ingest.New(ingest.Conf{Group: "g", DLQTopic: report.DLQTopic, MaxAttempts: 1, TransientMaxBackoff: 5 * time.Millisecond}, f, dlq, nil)
+	in := newIngester(t, ingest.Conf{Group: "g", DLQTopic: report.DLQTopic, MaxAttempts: 1, TransientMaxBackoff: 5 * time.Millisecond}, f, dlq, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	err := in.HandleBatch(ctx, []kafka.Message{record(t, 1, newID(), "p-1", "1")})
@@ -371,7 +374,7 @@ func TestOutageNeverFinishesBatchUntilStopped(t *testing.T) {
 func TestDeadLetterWriteFailureKeepsRecordUnfinished(t *testing.T) {
 	dlq := &fakeDLQ{}
 	dlq.failN.Store(1 << 30)
-	in := ingest.New(ingest.Conf{Group: "g", DLQTopic: report.DLQTopic, TransientMaxBackoff: 5 * time.Millisecond}, &flakyInserter{}, dlq, nil)
+	in := newIngester(t, ingest.Conf{Group: "g", DLQTopic: report.DLQTopic, TransientMaxBackoff: 5 * time.Millisecond}, &flakyInserter{}, dlq, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	poison := kafka.Message{Topic: report.Topic, Value: []byte("{"), Key: []byte("p")}
@@ -391,7 +394,7 @@ func TestRedisMarksStoredOnlyAfterCommitAndIsOnlyAFastPath(t *testing.T) {
 	db := openDB(t)
 	rdb := redisClient(t)
 	f := &flakyInserter{next: store.NewReports(db), err: errors.New("connection refused")}
-	in := ingest.New(ingest.Conf{Group: "g", DLQTopic: report.DLQTopic}, f, &fakeDLQ{}, rdb)
+	in := newIngester(t, ingest.Conf{Group: "g", DLQTopic: report.DLQTopic}, f, &fakeDLQ{}, rdb)
 	id := newID()
 	key := status.Key(id)
 
@@ -428,7 +431,7 @@ func TestRedisMarksStoredOnlyAfterCommitAndIsOnlyAFastPath(t *testing.T) {
 	// Redis down: still correct.
 	down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 50 * time.Millisecond})
 	defer down.Close()
-	in2 := ingest.New(ingest.Conf{Group: "g", DLQTopic: report.DLQTopic}, store.NewReports(db), &fakeDLQ{}, down)
+	in2 := newIngester(t, ingest.Conf{Group: "g", DLQTopic: report.DLQTopic}, store.NewReports(db), &fakeDLQ{}, down)
 	id2 := newID()
 	for i := 0; i < 2; i++ {
 		if err := in2.HandleBatch(context.Background(), []kafka.Message{record(t, 4, id, "p-1", "1"), record(t, 5, id2, "p-1", "1")}); err != nil {
@@ -442,7 +445,7 @@ func TestRedisMarksStoredOnlyAfterCommitAndIsOnlyAFastPath(t *testing.T) {
 
 func TestPatientRowsKeepPartitionOrder(t *testing.T) {
 	db := openDB(t)
-	in := ingest.New(ingest.Conf{Group: "g", DLQTopic: report.DLQTopic}, store.NewReports(db), &fakeDLQ{}, nil)
+	in := newIngester(t, ingest.Conf{Group: "g", DLQTopic: report.DLQTopic}, store.NewReports(db), &fakeDLQ{}, nil)
 	var ids []string
 	var batch []kafka.Message
 	for i := 0; i < 50; i++ {
@@ -471,5 +474,45 @@ func TestPatientRowsKeepPartitionOrder(t *testing.T) {
 	}
 	if i != len(ids) {
 		t.Fatalf("%d rows; want %d", i, len(ids))
+	}
+}
+
+// newIngester builds an Ingester for a test. Settings the test leaves zero get the defaults of epro-mq's
+// config tags, so each test states only what it is about; New's error fails the test.
+func newIngester(t testing.TB, c ingest.Conf, rows ingest.Inserter, dlq ingest.Sender, rdb redis.UniversalClient) *ingest.Ingester {
+	t.Helper()
+	var retry config.RetryConf
+	var rc config.RedisConf
+	if err := errors.Join(conf.FillDefault(&retry), conf.FillDefault(&rc)); err != nil {
+		t.Fatal(err)
+	}
+	set := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = retry.MaxAttempts
+	}
+	set(&c.InitialBackoff, retry.InitialBackoff)
+	set(&c.MaxBackoff, retry.MaxBackoff)
+	set(&c.TransientMaxBackoff, retry.TransientMaxBackoff)
+	set(&c.RedisTimeout, rc.Timeout)
+	in, err := ingest.New(c, rows, dlq, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+func TestNewRefusesZeroSettings(t *testing.T) {
+	_, err := ingest.New(ingest.Conf{Group: "g", DLQTopic: report.DLQTopic}, &flakyInserter{}, &fakeDLQ{}, nil)
+	if err == nil || !strings.Contains(err.Error(), "MaxAttempts") || !strings.Contains(err.Error(), "RedisTimeout") {
+		t.Fatalf("New with zero retry settings: %v; want them refused by name", err)
+	}
+	_, err = ingest.New(ingest.Conf{MaxAttempts: 1, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond,
+		TransientMaxBackoff: time.Millisecond, RedisTimeout: time.Millisecond}, &flakyInserter{}, &fakeDLQ{}, nil)
+	if err == nil || !strings.Contains(err.Error(), "DLQTopic") {
+		t.Fatalf("New without group and topic: %v", err)
 	}
 }

@@ -17,6 +17,10 @@ import (
 // the host that dead-lettered it.
 const clockSkew = 10 * time.Minute
 
+// recoverTimeout bounds one Recover call: the scan of the dead-letter topic since the first uncommitted
+// record.
+const recoverTimeout = time.Minute
+
 // Recover learns which records of the given partitions of topic a previous owner already dead-lettered
 // after their committed offsets (from; negative means no commit yet), so they are not dead-lettered twice.
 //
@@ -29,7 +33,7 @@ func (in *Ingester) Recover(ctx context.Context, topic string, from map[int]int6
 	if len(in.conf.Brokers) == 0 || len(from) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, in.conf.RecoverTimeout)
+	ctx, cancel := context.WithTimeout(ctx, recoverTimeout)
 	defer cancel()
 	since, pending, err := in.oldestUncommitted(ctx, topic, from)
 	if err != nil || !pending {

@@ -77,7 +77,7 @@ func TestRecoverPreventsASecondDeadLetterAfterACrash(t *testing.T) {
 	conf := ingest.Conf{Group: "epro-mq", DLQTopic: dlq, Brokers: brokers}
 
 	// The first owner dead-letters everything and dies before committing.
-	first := ingest.New(conf, &flakyInserter{}, p, nil)
+	first := newIngester(t, conf, &flakyInserter{}, p, nil)
 	if err := first.HandleBatch(ctx, records); err != nil {
 		t.Fatal(err)
 	}
@@ -86,14 +86,14 @@ func TestRecoverPreventsASecondDeadLetterAfterACrash(t *testing.T) {
 	}
 
 	// A dead letter another group wrote for the same offsets must not count.
-	other := ingest.New(ingest.Conf{Group: "someone-else", DLQTopic: dlq}, &flakyInserter{}, p, nil)
+	other := newIngester(t, ingest.Conf{Group: "someone-else", DLQTopic: dlq}, &flakyInserter{}, p, nil)
 	if err := other.HandleBatch(ctx, records[:1]); err != nil {
 		t.Fatal(err)
 	}
 
 	// The next owner starts at the committed offsets (nothing committed on partition 0, offset 1 on
 	// partition 1) and reads the records again.
-	next := ingest.New(conf, &flakyInserter{}, p, nil)
+	next := newIngester(t, conf, &flakyInserter{}, p, nil)
 	if err := next.Recover(ctx, src, map[int]int64{0: -2, 1: 1}); err != nil {
 		t.Fatal(err)
 	}

@@ -56,7 +56,7 @@ func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, e
 		_ = db.Close()
 		return nil, err
 	}
-	in := ingest.New(ingest.Conf{
+	in, err := ingest.New(ingest.Conf{
 		Group:               c.Reports.Group,
 		DLQTopic:            c.DeadLetter.Topic,
 		MaxAttempts:         c.Retry.MaxAttempts,
@@ -67,6 +67,10 @@ func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, e
 		Brokers:             producer.SplitBrokers(c.Reports.Brokers),
 		Questionnaires:      c.Questionnaires,
 	}, store.NewReports(db), dlq, redisOrNil(rdb))
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	cons, err := consumer.New(c.Reports, c.Pipeline, in)
 	if err != nil {
 		_ = db.Close()
