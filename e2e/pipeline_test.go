@@ -57,13 +57,11 @@ func TestPipelineSurvivesKill9(t *testing.T) {
 	// The poison records go in between the reports, some before the kill and some after it.
 	var poisonErr error
 	var poisonWG sync.WaitGroup
-	poisonWG.Add(1)
-	go func() {
-		defer poisonWG.Done()
+	poisonWG.Go(func() {
 		poisonErr = e.writePoison(bad, func(i int) bool {
 			return run.Progress() >= int64((i+1)*sends/(len(bad)+1))
 		}, loadDone)
-	}()
+	})
 
 	// Kill once some rows are stored (at the latest when 70% of the sends are done, so the stream is still
 	// flowing), and then right after a dead letter was acknowledged: the hardest moment, since the poison
@@ -225,11 +223,9 @@ func TestReplicasScaleUnderLoad(t *testing.T) {
 	// The remaining replicas must stop cleanly too, all at once as in a rolling deploy's last step.
 	var wg sync.WaitGroup
 	for _, p := range []*stack.Proc{replicas[0], replicas[1], replicas[2]} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			stop(p)
-		}()
+		})
 	}
 	wg.Wait()
 	t.Logf("total %s", time.Since(started).Round(time.Millisecond))

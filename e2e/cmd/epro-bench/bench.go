@@ -182,11 +182,9 @@ func (b *bench) phase(ctx context.Context, client *http.Client, postURL string, 
 	b.progress("%s: %s", spec.Name, spec.Describe())
 	var wg sync.WaitGroup
 	if profile {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			b.captureProfiles(ctx, spec.Duration)
-		}()
+		})
 	}
 	before := b.cpu.sample()
 	lr := load.Run(ctx, client, postURL, load.Fresh{Answers: answers, Patients: b.opt.patients}, spec)
@@ -215,15 +213,13 @@ func (b *bench) captureProfiles(ctx context.Context, phase time.Duration) {
 	}
 	var wg sync.WaitGroup
 	for name, port := range b.devPorts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			u := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", port, secs)
 			path := filepath.Join(b.opt.profile, name+".cpu.pprof")
 			if err := download(ctx, u, path, time.Duration(secs+10)*time.Second); err != nil {
 				b.progress("profile %s: %v", name, err)
 			}
-		}()
+		})
 	}
 	if f, err := os.Create(filepath.Join(b.opt.profile, "epro-bench.cpu.pprof")); err == nil {
 		if pprof.StartCPUProfile(f) == nil {
