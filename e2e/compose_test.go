@@ -166,17 +166,10 @@ func words(raw any) string {
 	switch v := raw.(type) {
 	case nil:
 		return ""
-	case string:
-		return v
 	case []any:
-		parts := make([]string, len(v))
-		for i, p := range v {
-			parts[i] = fmt.Sprint(p)
-		}
-		return strings.Join(parts, " ")
-	default:
-		return fmt.Sprint(v)
+		return strings.TrimSuffix(strings.TrimPrefix(fmt.Sprint(v), "["), "]")
 	}
+	return fmt.Sprint(raw)
 }
 
 type portMapping struct{ published, target int }
@@ -272,9 +265,7 @@ func topicValues(v any) []string {
 	return out
 }
 
-type createdTopic struct {
-	partitions, replication int
-}
+type createdTopic struct{ partitions, replication int }
 
 var (
 	topicFlag       = regexp.MustCompile(`--topic[= ]+'?([^\s']+)'?`)
