@@ -126,14 +126,11 @@ func runRawKafka(ctx context.Context, brokers []string, topic string, goroutines
 
 // rawRow is one row of the reports table as epro-mq writes it.
 type rawRow struct {
-	requestID, patientID, trialID, questionnaireID, questionnaireVersion string
-	submittedAt                                                          time.Time
-	submittedOffset                                                      int
-	receivedAt                                                           time.Time
-	payload                                                              []byte
-	topic                                                                string
-	partition                                                            int
-	offset                                                               int64
+	requestID, patientID, trialID, questionnaireID, questionnaireVersion, topic string
+	submittedAt, receivedAt                                                     time.Time
+	submittedOffset, partition                                                  int
+	offset                                                                      int64
+	payload                                                                     []byte
 }
 
 // readRawRows reads up to limit stored reports back, so the raw inserts write exactly the rows the
