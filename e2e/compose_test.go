@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -122,10 +123,7 @@ func interpolate(v string) string {
 			return "$"
 		}
 		sub := composeVar.FindStringSubmatch(m)
-		name, op, arg := sub[1], sub[2], sub[3]
-		if name == "" {
-			name = sub[4]
-		}
+		name, op, arg := cmp.Or(sub[1], sub[4]), sub[2], sub[3]
 		switch op {
 		case ":-", "-":
 			return arg
@@ -212,11 +210,10 @@ func dependsOn(raw any) map[string]string {
 		}
 	case map[string]any:
 		for name, spec := range d {
-			cond := "service_started"
+			deps[name] = "service_started"
 			if m, ok := spec.(map[string]any); ok && m["condition"] != nil {
-				cond = fmt.Sprint(m["condition"])
+				deps[name] = fmt.Sprint(m["condition"])
 			}
-			deps[name] = cond
 		}
 	}
 	return deps
@@ -323,12 +320,10 @@ func TestComposeTopics(t *testing.T) {
 		report.DLQTopic: {partitions: 3, replication: 1},
 	}
 	for name, w := range want {
-		got, ok := created[name]
-		if !ok {
+		switch got, ok := created[name]; {
+		case !ok:
 			t.Errorf("topics does not create %s (common/report)", name)
-			continue
-		}
-		if got != w {
+		case got != w:
 			t.Errorf("topics creates %s with %d partitions, replication %d; want %d, %d",
 				name, got.partitions, got.replication, w.partitions, w.replication)
 		}
