@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -17,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/e2e/internal/stack"
 )
 
 // The compose tests hold docker-compose.yml to the services' own configs and to common/report, because
@@ -60,9 +62,9 @@ type composeService struct {
 
 // appConfig is a service's etc/*.yaml as the service sees it.
 type appConfig struct {
-	path string
-	refs []string       // every variable the file reads, comments aside
-	doc  map[string]any // parsed after expansion with the service's compose environment
+	path  string
+	unset []string       // variables the file reads, comments aside, that the compose environment does not set
+	doc   map[string]any // parsed after expansion with the service's compose environment
 }
 
 func repoRoot(t *testing.T) string {
@@ -91,42 +93,22 @@ func loadCompose(t *testing.T, root string) composeFile {
 }
 
 // loadAppConfig reads <name>/etc/<name>.yaml, expanding variables from env the way go-zero's conf.UseEnv
-// does (os.ExpandEnv over the whole file before parsing). ok is false when the file does not exist.
-func loadAppConfig(t *testing.T, root, name string, env map[string]string) (cfg appConfig, ok bool) {
+// does (os.ExpandEnv over the whole file before parsing).
+func loadAppConfig(t *testing.T, root, name string, env map[string]string) (cfg appConfig) {
 	t.Helper()
-	path := filepath.Join(root, name, "etc", name+".yaml")
-	data, err := os.ReadFile(path)
+	cfg.path = filepath.Join(root, name, "etc", name+".yaml")
+	data, err := os.ReadFile(cfg.path)
 	if errors.Is(err, os.ErrNotExist) {
-		return appConfig{}, false
-	}
-	if err != nil {
+		t.Fatalf("%s/etc/%s.yaml does not exist", name, name)
+	} else if err != nil {
 		t.Fatal(err)
 	}
-	cfg.path = path
-	cfg.refs = configRefs(string(data))
-	expanded := os.Expand(string(data), func(k string) string { return env[k] })
-	if err := yaml.Unmarshal([]byte(expanded), &cfg.doc); err != nil {
-		t.Fatalf("parse %s after expanding it with the compose environment of %s: %v", path, name, err)
+	expanded, unset := stack.ExpandConfig(data, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	cfg.unset = unset
+	if err := yaml.Unmarshal(expanded, &cfg.doc); err != nil {
+		t.Fatalf("parse %s after expanding it with the compose environment of %s: %v", cfg.path, name, err)
 	}
-	return cfg, true
-}
-
-// configRefs lists the variables a config reads. Whole-line comments are left out: go-zero expands them
-// too, but nothing reads the result.
-func configRefs(text string) []string {
-	var refs []string
-	for _, line := range strings.Split(text, "\n") {
-		if strings.HasPrefix(strings.TrimSpace(line), "#") {
-			continue
-		}
-		os.Expand(line, func(k string) string {
-			if k != "" && !slices.Contains(refs, k) {
-				refs = append(refs, k)
-			}
-			return ""
-		})
-	}
-	return refs
+	return cfg
 }
 
 var composeVar = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)`)
@@ -141,10 +123,7 @@ func interpolate(v string) string {
 			return "$"
 		}
 		sub := composeVar.FindStringSubmatch(m)
-		name, op, arg := sub[1], sub[2], sub[3]
-		if name == "" {
-			name = sub[4]
-		}
+		name, op, arg := cmp.Or(sub[1], sub[4]), sub[2], sub[3]
 		switch op {
 		case ":-", "-":
 			return arg
@@ -160,23 +139,18 @@ func interpolate(v string) string {
 func environment(t *testing.T, svc string, raw any) map[string]string {
 	t.Helper()
 	env := map[string]string{}
-	put := func(k string, v any) {
-		if v == nil {
-			return
-		}
-		env[k] = interpolate(fmt.Sprint(v))
-	}
 	switch e := raw.(type) {
 	case nil:
 	case map[string]any:
 		for k, v := range e {
-			put(k, v)
+			if v != nil {
+				env[k] = interpolate(fmt.Sprint(v))
+			}
 		}
 	case []any:
 		for _, item := range e {
-			k, v, found := strings.Cut(fmt.Sprint(item), "=")
-			if found {
-				put(k, v)
+			if k, v, found := strings.Cut(fmt.Sprint(item), "="); found {
+				env[k] = interpolate(v)
 			}
 		}
 	default:
@@ -190,17 +164,10 @@ func words(raw any) string {
 	switch v := raw.(type) {
 	case nil:
 		return ""
-	case string:
-		return v
 	case []any:
-		parts := make([]string, len(v))
-		for i, p := range v {
-			parts[i] = fmt.Sprint(p)
-		}
-		return strings.Join(parts, " ")
-	default:
-		return fmt.Sprint(v)
+		return strings.TrimSuffix(strings.TrimPrefix(fmt.Sprint(v), "["), "]")
 	}
+	return fmt.Sprint(raw)
 }
 
 type portMapping struct{ published, target int }
@@ -218,17 +185,14 @@ func ports(t *testing.T, svc string, raw []any) []portMapping {
 		default:
 			s, _, _ := strings.Cut(fmt.Sprint(v), "/")
 			parts := strings.Split(s, ":")
-			target, err := strconv.Atoi(parts[len(parts)-1])
+			var m portMapping
+			var err error
+			if m.target, err = strconv.Atoi(parts[len(parts)-1]); err == nil && len(parts) >= 2 {
+				m.published, err = strconv.Atoi(parts[len(parts)-2])
+			}
 			if err != nil {
 				t.Errorf("%s: port %q: only single ports are understood here", svc, s)
 				continue
-			}
-			m := portMapping{target: target}
-			if len(parts) >= 2 {
-				if m.published, err = strconv.Atoi(parts[len(parts)-2]); err != nil {
-					t.Errorf("%s: port %q: only single ports are understood here", svc, s)
-					continue
-				}
 			}
 			out = append(out, m)
 		}
@@ -246,11 +210,10 @@ func dependsOn(raw any) map[string]string {
 		}
 	case map[string]any:
 		for name, spec := range d {
-			cond := "service_started"
+			deps[name] = "service_started"
 			if m, ok := spec.(map[string]any); ok && m["condition"] != nil {
-				cond = fmt.Sprint(m["condition"])
+				deps[name] = fmt.Sprint(m["condition"])
 			}
-			deps[name] = cond
 		}
 	}
 	return deps
@@ -299,9 +262,7 @@ func topicValues(v any) []string {
 	return out
 }
 
-type createdTopic struct {
-	partitions, replication int
-}
+type createdTopic struct{ partitions, replication int }
 
 var (
 	topicFlag       = regexp.MustCompile(`--topic[= ]+'?([^\s']+)'?`)
@@ -359,12 +320,10 @@ func TestComposeTopics(t *testing.T) {
 		report.DLQTopic: {partitions: 3, replication: 1},
 	}
 	for name, w := range want {
-		got, ok := created[name]
-		if !ok {
+		switch got, ok := created[name]; {
+		case !ok:
 			t.Errorf("topics does not create %s (common/report)", name)
-			continue
-		}
-		if got != w {
+		case got != w:
 			t.Errorf("topics creates %s with %d partitions, replication %d; want %d, %d",
 				name, got.partitions, got.replication, w.partitions, w.replication)
 		}
@@ -378,10 +337,7 @@ func TestComposeTopics(t *testing.T) {
 	for _, name := range appServices {
 		t.Run(name, func(t *testing.T) {
 			svc := c.Services[name]
-			cfg, ok := loadAppConfig(t, root, name, environment(t, name, svc.Environment))
-			if !ok {
-				missingConfig(t, name)
-			}
+			cfg := loadAppConfig(t, root, name, environment(t, name, svc.Environment))
 			for _, tp := range topicValues(cfg.doc) {
 				if _, ok := created[tp]; !ok {
 					t.Errorf("%s uses topic %q, which the topics service does not create (it creates %v)",
@@ -401,16 +357,9 @@ func TestComposeServiceConfig(t *testing.T) {
 			if !ok {
 				t.Fatalf("docker-compose.yml has no service %s", name)
 			}
-			env := environment(t, name, svc.Environment)
-			cfg, ok := loadAppConfig(t, root, name, env)
-			if !ok {
-				missingConfig(t, name)
-			}
-
-			for _, ref := range cfg.refs {
-				if _, ok := env[ref]; !ok {
-					t.Errorf("%s reads ${%s}, which the compose service %s does not set", cfg.path, ref, name)
-				}
+			cfg := loadAppConfig(t, root, name, environment(t, name, svc.Environment))
+			for _, ref := range cfg.unset {
+				t.Errorf("%s reads ${%s}, which the compose service %s does not set", cfg.path, ref, name)
 			}
 
 			port := 0
@@ -444,21 +393,12 @@ func TestComposeServiceConfig(t *testing.T) {
 				}
 			}
 
-			wait := goZeroWaitTime
+			wait, grace := goZeroWaitTime, dockerStopGrace
 			if v, ok := lookup(cfg.doc, "Shutdown", "WaitTime"); ok {
-				d, err := time.ParseDuration(fmt.Sprint(v))
-				if err != nil {
-					t.Fatalf("%s: Shutdown.WaitTime: %v", cfg.path, err)
-				}
-				wait = d
+				wait = parseDuration(t, cfg.path+": Shutdown.WaitTime", fmt.Sprint(v))
 			}
-			grace := dockerStopGrace
 			if svc.StopGracePeriod != "" {
-				d, err := time.ParseDuration(svc.StopGracePeriod)
-				if err != nil {
-					t.Fatalf("%s: stop_grace_period: %v", name, err)
-				}
-				grace = d
+				grace = parseDuration(t, name+": stop_grace_period", svc.StopGracePeriod)
 			}
 			if grace <= wait {
 				t.Errorf("%s: stop_grace_period %s does not exceed Shutdown.WaitTime %s; Docker would kill it mid-drain",
@@ -480,16 +420,8 @@ func TestComposeDependencies(t *testing.T) {
 				t.Fatalf("docker-compose.yml has no service %s", name)
 			}
 			deps := dependsOn(svc.DependsOn)
-			if svc.Healthcheck == nil || svc.Healthcheck.Disable {
-				healthy := 0
-				for _, cond := range deps {
-					if cond == "service_healthy" {
-						healthy++
-					}
-				}
-				if healthy == 0 {
-					t.Errorf("%s has no health check and depends on no service as healthy", name)
-				}
+			if (svc.Healthcheck == nil || svc.Healthcheck.Disable) && !slices.Contains(slices.Collect(maps.Values(deps)), "service_healthy") {
+				t.Errorf("%s has no health check and depends on no service as healthy", name)
 			}
 			for dep, cond := range deps {
 				d, ok := c.Services[dep]
@@ -566,14 +498,15 @@ func TestComposeReplicas(t *testing.T) {
 }
 
 func hostOf(addr string) string {
-	host, _, found := strings.Cut(strings.TrimSpace(addr), ":")
-	if !found {
-		return strings.TrimSpace(addr)
-	}
+	host, _, _ := strings.Cut(strings.TrimSpace(addr), ":")
 	return host
 }
 
-func missingConfig(t *testing.T, name string) {
+func parseDuration(t *testing.T, what, v string) time.Duration {
 	t.Helper()
-	t.Fatalf("%s/etc/%s.yaml does not exist", name, name)
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return d
 }

@@ -133,6 +133,22 @@ func (e *roundTripEnv) count(query string, args ...any) int {
 	return n
 }
 
+// expectCount fails the test unless query counts want rows.
+func (e *roundTripEnv) expectCount(want int, what, query string, args ...any) {
+	e.t.Helper()
+	if n := e.count(query, args...); n != want {
+		e.t.Errorf("%s: %d, want %d", what, n, want)
+	}
+}
+
+// expect fails the test unless r has status and, when code is set, that error code.
+func (e *roundTripEnv) expect(what string, r roundTripResp, status int, code string) {
+	e.t.Helper()
+	if r.status != status || (code != "" && r.code() != code) {
+		e.t.Errorf("%s = %d %s, want %d %s", what, r.status, r.body, status, code)
+	}
+}
+
 type deadLetterRow struct {
 	id                                uint64
 	originalTopic, originalGroup      sql.NullString
@@ -258,19 +274,13 @@ func TestDeadLetterRoundTrip(t *testing.T) {
 
 	// 401 and 403 where they belong.
 	list := e.dlqURL + "/v1/dead-letters?trialId=" + trial
-	if r := e.do(http.MethodGet, list, "", nil); r.status != http.StatusUnauthorized || r.code() != "UNAUTHORIZED" {
-		t.Errorf("list without a token = %d %s", r.status, r.body)
-	}
-	if r := e.do(http.MethodGet, list, "not.a.token", nil); r.status != http.StatusUnauthorized {
-		t.Errorf("list with a bad token = %d", r.status)
-	}
+	e.expect("list without a token", e.do(http.MethodGet, list, "", nil), http.StatusUnauthorized, "UNAUTHORIZED")
+	e.expect("list with a bad token", e.do(http.MethodGet, list, "not.a.token", nil), http.StatusUnauthorized, "")
 	if r := e.do(http.MethodGet, list, reviewer, nil); r.status != http.StatusOK || strings.Contains(string(r.body), roundTripAnswerMarker) {
 		t.Errorf("reviewer list = %d %s", r.status, r.body)
 	}
 	replayURL := fmt.Sprintf("%s/v1/dead-letters/%d/replay", e.dlqURL, permanent.id)
-	if r := e.do(http.MethodPost, replayURL, reviewer, nil); r.status != http.StatusForbidden || r.code() != "FORBIDDEN" {
-		t.Errorf("reviewer replay = %d %s", r.status, r.body)
-	}
+	e.expect("reviewer replay", e.do(http.MethodPost, replayURL, reviewer, nil), http.StatusForbidden, "FORBIDDEN")
 
 	// Fix the catalogue: restart epro-mq with the missing version.
 	e.mq.Stop(30 * time.Second)
@@ -294,50 +304,30 @@ func TestDeadLetterRoundTrip(t *testing.T) {
 		return e.count("SELECT COUNT(*) FROM reports WHERE request_id = ?", fixable) == 1
 	})
 	// Again: nothing changes, and the answer says why.
-	r = e.do(http.MethodPost, replayURL, operator, nil)
-	if r.status != http.StatusConflict || r.code() != "ALREADY_REPLAYED" {
-		t.Errorf("second replay = %d %s", r.status, r.body)
-	}
+	e.expect("second replay", e.do(http.MethodPost, replayURL, operator, nil), http.StatusConflict, "ALREADY_REPLAYED")
 	time.Sleep(2 * time.Second)
-	if n := e.count("SELECT COUNT(*) FROM reports WHERE request_id = ?", fixable); n != 1 {
-		t.Errorf("%d report rows for the replayed request, want 1", n)
-	}
-	if n := e.count("SELECT COUNT(*) FROM reports WHERE trial_id = ?", trial); n != 3 {
-		t.Errorf("%d report rows for the trial, want 3", n)
-	}
-	if n := e.count("SELECT COUNT(*) FROM dead_letters"); n != 3 {
-		t.Errorf("%d dead letters after the replay, want 3 (it must not fail again)", n)
-	}
-	if n := e.count("SELECT COUNT(*) FROM dead_letters WHERE id = ? AND status = 'replayed'", permanent.id); n != 1 {
-		t.Error("the replayed dead letter is not marked replayed")
-	}
-	if n := e.count(`SELECT COUNT(*) FROM dead_letter_audit WHERE dead_letter_id = ? AND action = 'replay' AND actor = 'alice'
-		AND role = 'operator'`, permanent.id); n != 2 {
-		t.Errorf("%d replay audit rows, want 2 (ok, already_replayed)", n)
-	}
+	e.expectCount(1, "report rows for the replayed request", "SELECT COUNT(*) FROM reports WHERE request_id = ?", fixable)
+	e.expectCount(3, "report rows for the trial", "SELECT COUNT(*) FROM reports WHERE trial_id = ?", trial)
+	e.expectCount(3, "dead letters after the replay (it must not fail again)", "SELECT COUNT(*) FROM dead_letters")
+	e.expectCount(1, "replayed dead letters marked replayed", "SELECT COUNT(*) FROM dead_letters WHERE id = ? AND status = 'replayed'", permanent.id)
+	e.expectCount(2, "replay audit rows (ok, already_replayed)", `SELECT COUNT(*) FROM dead_letter_audit WHERE dead_letter_id = ? AND action = 'replay'
+		AND actor = 'alice' AND role = 'operator'`, permanent.id)
 
 	// Discard a poison one: kept, marked, audited.
 	discardURL := fmt.Sprintf("%s/v1/dead-letters/%d/discard", e.dlqURL, notJSON.id)
-	if r := e.do(http.MethodPost, discardURL, operator, map[string]string{"reasonCode": "invalid_beyond_repair"}); r.status != http.StatusBadRequest {
-		t.Errorf("discard without a note = %d", r.status)
-	}
+	e.expect("discard without a note", e.do(http.MethodPost, discardURL, operator, map[string]string{"reasonCode": "invalid_beyond_repair"}), http.StatusBadRequest, "")
 	if r := e.do(http.MethodPost, discardURL, operator, map[string]string{"reasonCode": "invalid_beyond_repair",
 		"note": "truncated by a broken app build"}); r.status != http.StatusOK {
 		t.Fatalf("discard = %d %s", r.status, r.body)
 	}
-	if n := e.count("SELECT COUNT(*) FROM dead_letters WHERE id = ? AND status = 'discarded' AND discard_reason = 'invalid_beyond_repair'", notJSON.id); n != 1 {
-		t.Error("the discarded dead letter is not kept as discarded")
-	}
-	if n := e.count(`SELECT COUNT(*) FROM dead_letter_audit WHERE dead_letter_id = ? AND action = 'discard' AND actor = 'alice'
-		AND outcome = 'ok' AND reason_code = 'invalid_beyond_repair' AND reason = 'truncated by a broken app build'`, notJSON.id); n != 1 {
-		t.Error("no audit row for the discard")
-	}
+	e.expectCount(1, "discarded dead letters kept as discarded",
+		"SELECT COUNT(*) FROM dead_letters WHERE id = ? AND status = 'discarded' AND discard_reason = 'invalid_beyond_repair'", notJSON.id)
+	e.expectCount(1, "audit rows for the discard", `SELECT COUNT(*) FROM dead_letter_audit WHERE dead_letter_id = ? AND action = 'discard' AND actor = 'alice'
+		AND outcome = 'ok' AND reason_code = 'invalid_beyond_repair' AND reason = 'truncated by a broken app build'`, notJSON.id)
 
 	// Reveal is for operators, and audited.
 	revealURL := fmt.Sprintf("%s/v1/dead-letters/%d?reveal=true", e.dlqURL, keyMismatch.id)
-	if r := e.do(http.MethodGet, revealURL, reviewer, nil); r.status != http.StatusForbidden {
-		t.Errorf("reviewer reveal = %d", r.status)
-	}
+	e.expect("reviewer reveal", e.do(http.MethodGet, revealURL, reviewer, nil), http.StatusForbidden, "")
 	r = e.do(http.MethodGet, revealURL, operator, nil)
 	var detail struct {
 		Payload string `json:"payload"`
@@ -347,9 +337,7 @@ func TestDeadLetterRoundTrip(t *testing.T) {
 	if r.status != http.StatusOK || !bytes.Equal(payload, env) {
 		t.Errorf("reveal = %d, payload %d bytes", r.status, len(payload))
 	}
-	if n := e.count("SELECT COUNT(*) FROM dead_letter_audit WHERE dead_letter_id = ? AND action = 'reveal' AND actor = 'alice'", keyMismatch.id); n != 1 {
-		t.Errorf("%d reveal audit rows, want 1", n)
-	}
+	e.expectCount(1, "reveal audit rows", "SELECT COUNT(*) FROM dead_letter_audit WHERE dead_letter_id = ? AND action = 'reveal' AND actor = 'alice'", keyMismatch.id)
 	if r := e.do(http.MethodGet, fmt.Sprintf("%s/v1/dead-letters/%d", e.dlqURL, keyMismatch.id), reviewer, nil); strings.Contains(string(r.body), roundTripAnswerMarker) {
 		t.Error("get without reveal shows the payload")
 	}

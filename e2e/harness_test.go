@@ -10,7 +10,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"io"
 	mrand "math/rand/v2"
 	"net/http"
 	"os"
@@ -26,10 +25,6 @@ import (
 	"github.com/epro-intake/e2e/internal/load"
 	"github.com/epro-intake/e2e/internal/stack"
 )
-
-// ---------------------------------------------------------------------------
-// The stack
-// ---------------------------------------------------------------------------
 
 var (
 	buildOnce sync.Once
@@ -138,27 +133,19 @@ func startHTTP(t *testing.T, st *stack.Stack, service, config, portVar string) (
 	return p, base
 }
 
-// ---------------------------------------------------------------------------
-// Per-test infrastructure
-// ---------------------------------------------------------------------------
-
 // pipelineEnv is one test's slice of the infrastructure: its own report and dead-letter topics, consumer
 // group and database, and the service processes it started.
 type pipelineEnv struct {
-	t          *testing.T
-	st         *stack.Stack
-	brokers    []string
-	topic      string
-	dlqTopic   string
-	group      string
-	partitions int
-	db         *sql.DB
-	kafka      *kafka.Client
-	http       *http.Client
-
-	mqConfig  string
-	apiConfig string
-	drain     time.Duration // Shutdown.WrapUpTime + Pipeline.DrainTimeout of the epro-mq config
+	t                      *testing.T
+	st                     *stack.Stack
+	brokers                []string
+	topic, dlqTopic, group string
+	partitions             int
+	db                     *sql.DB
+	kafka                  *kafka.Client
+	http                   *http.Client
+	mqConfig, apiConfig    string
+	drain                  time.Duration // Shutdown.WrapUpTime + Pipeline.DrainTimeout of the epro-mq config
 }
 
 const dlqPartitions = 3
@@ -195,15 +182,13 @@ func newPipelineEnv(t *testing.T, partitions int) *pipelineEnv {
 
 	e.mqConfig = e.writeMQConfig("epro-mq", nil)
 	e.apiConfig = renderConfig(t, st, "epro-api", "epro-api", map[string]any{"Topic": e.topic})
-	wrapUp, err := stack.ConfigDuration(e.mqConfig, "Shutdown.WrapUpTime")
-	if err != nil {
-		t.Fatal(err)
+	for _, key := range []string{"Shutdown.WrapUpTime", "Pipeline.DrainTimeout"} {
+		d, err := stack.ConfigDuration(e.mqConfig, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.drain += d
 	}
-	drain, err := stack.ConfigDuration(e.mqConfig, "Pipeline.DrainTimeout")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.drain = wrapUp + drain
 	t.Logf("topic %s (%d partitions), dead letters %s, group %s, logs in %s", e.topic, partitions, e.dlqTopic, e.group, st.Dir)
 	return e
 }
@@ -247,10 +232,6 @@ func (e *pipelineEnv) waitFor(timeout time.Duration, what string, cond func() (b
 	}
 }
 
-// ---------------------------------------------------------------------------
-// Kafka
-// ---------------------------------------------------------------------------
-
 // waitGroup waits until the group is stable with exactly members members that share every partition.
 func (e *pipelineEnv) waitGroup(members int, timeout time.Duration) {
 	e.t.Helper()
@@ -271,7 +252,7 @@ func (e *pipelineEnv) waitGroup(members int, timeout time.Duration) {
 // topicEnds returns each partition's high watermark.
 func (e *pipelineEnv) topicEnds(ctx context.Context, topic string, partitions int) (map[int]int64, error) {
 	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
-	for p := 0; p < partitions; p++ {
+	for _, p := range partitionList(partitions) {
 		req.Topics[topic] = append(req.Topics[topic], kafka.LastOffsetOf(p))
 	}
 	resp, err := e.kafka.ListOffsets(ctx, req)
@@ -310,11 +291,7 @@ func (e *pipelineEnv) groupLag(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	parts := make([]int, 0, e.partitions)
-	for p := 0; p < e.partitions; p++ {
-		parts = append(parts, p)
-	}
-	resp, err := e.kafka.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: e.group, Topics: map[string][]int{e.topic: parts}})
+	resp, err := e.kafka.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: e.group, Topics: map[string][]int{e.topic: partitionList(e.partitions)}})
 	if err != nil {
 		return 0, err
 	}
@@ -337,6 +314,15 @@ func (e *pipelineEnv) groupLag(ctx context.Context) (int64, error) {
 		lag += end - c
 	}
 	return lag, nil
+}
+
+// partitionList is 0..n-1.
+func partitionList(n int) []int {
+	all := make([]int, n)
+	for i := range all {
+		all[i] = i
+	}
+	return all
 }
 
 // produceAt writes one record to a chosen partition with acks=all and returns its offset.
@@ -392,10 +378,6 @@ func (e *pipelineEnv) readTopic(ctx context.Context, topic string, partitions in
 	return out, nil
 }
 
-// ---------------------------------------------------------------------------
-// MySQL
-// ---------------------------------------------------------------------------
-
 // waitSettled waits until every accepted report is stored, wantDLQ dead letters are written and the group
 // has committed the whole report topic.
 func (e *pipelineEnv) waitSettled(accepted, wantDLQ int, timeout time.Duration) {
@@ -421,10 +403,6 @@ func (e *pipelineEnv) waitSettled(accepted, wantDLQ int, timeout time.Duration) 
 	})
 	e.t.Logf("settled %s after the load", time.Since(start).Round(time.Millisecond))
 }
-
-// ---------------------------------------------------------------------------
-// Checks
-// ---------------------------------------------------------------------------
 
 // checkNoLossNoDuplicates holds the reports table to the API's answers: one row for each request id
 // answered 202, in each patient's submission order, and nothing else.
@@ -460,15 +438,11 @@ func (e *pipelineEnv) checkStatusSample(base string, out *load.Result, rng *mran
 	rng.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 	var bad []string
 	for _, id := range ids[:min(n, len(ids))] {
-		resp, err := e.http.Get(base + "/v1/reports/" + id)
+		code, body, err := stack.Call(context.Background(), e.http, http.MethodGet, base+"/v1/reports/"+id, nil)
 		if err != nil {
 			bad = append(bad, id+": "+err.Error())
-			continue
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`"status":"stored"`)) {
-			bad = append(bad, fmt.Sprintf("%s: %d %s", id, resp.StatusCode, bytes.TrimSpace(body)))
+		} else if code != http.StatusOK || !bytes.Contains(body, []byte(`"status":"stored"`)) {
+			bad = append(bad, fmt.Sprintf("%s: %d %s", id, code, body))
 		}
 	}
 	if len(bad) > 0 {

@@ -57,13 +57,11 @@ func TestPipelineSurvivesKill9(t *testing.T) {
 	// The poison records go in between the reports, some before the kill and some after it.
 	var poisonErr error
 	var poisonWG sync.WaitGroup
-	poisonWG.Add(1)
-	go func() {
-		defer poisonWG.Done()
+	poisonWG.Go(func() {
 		poisonErr = e.writePoison(bad, func(i int) bool {
 			return run.Progress() >= int64((i+1)*sends/(len(bad)+1))
 		}, loadDone)
-	}()
+	})
 
 	// Kill once some rows are stored (at the latest when 70% of the sends are done, so the stream is still
 	// flowing), and then right after a dead letter was acknowledged: the hardest moment, since the poison
@@ -225,11 +223,9 @@ func TestReplicasScaleUnderLoad(t *testing.T) {
 	// The remaining replicas must stop cleanly too, all at once as in a rolling deploy's last step.
 	var wg sync.WaitGroup
 	for _, p := range []*stack.Proc{replicas[0], replicas[1], replicas[2]} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			stop(p)
-		}()
+		})
 	}
 	wg.Wait()
 	t.Logf("total %s", time.Since(started).Round(time.Millisecond))
@@ -245,10 +241,6 @@ func TestReplicasStartTogetherOnEmptyDatabase(t *testing.T) {
 	}
 	e.waitGroup(3, time.Minute)
 }
-
-// ---------------------------------------------------------------------------
-// Poison records
-// ---------------------------------------------------------------------------
 
 // poisonRecord is a record written straight to the report topic that epro-mq can never store.
 type poisonRecord struct {
@@ -322,98 +314,78 @@ func with(fs []field, key, raw string) []field {
 // the plan so that they sit between those patients' real reports.
 func poisonRecords(t *testing.T, plan *load.Plan, rng *mrand.Rand, partitions int) []*poisonRecord {
 	t.Helper()
-	var out []*poisonRecord
-	add := func(name string, mk func(id, patient string) (key, value []byte, headers []kafka.Header)) {
-		patient := plan.Patients[rng.IntN(len(plan.Patients))].ID
-		id := stack.NewUUID()
-		key, value, headers := mk(id, patient)
-		out = append(out, &poisonRecord{name: name, key: key, value: value, headers: headers, requestID: id})
-	}
-	valid := func(id, patient string) []field { return envelopeFields(id, patient) }
-	plain := func(fs func(id, patient string) []field) func(id, patient string) ([]byte, []byte, []kafka.Header) {
-		return func(id, patient string) ([]byte, []byte, []kafka.Header) {
-			return []byte(patient), object(fs(id, patient)), nil
-		}
-	}
 	randomBytes := make([]byte, 96)
 	for i := range randomBytes {
 		randomBytes[i] = byte(rng.IntN(256))
 	}
 	randomBytes[0] = 0xff // never valid UTF-8, whatever the rest turned out to be
 
-	add("random bytes", func(id, patient string) ([]byte, []byte, []kafka.Header) {
-		return []byte(patient), randomBytes, nil
-	})
-	add("invalid UTF-8 inside a JSON string", func(id, patient string) ([]byte, []byte, []kafka.Header) {
-		return []byte(patient), object(with(valid(id, patient), "trialId", "\"TRIAL-\xc3\x28\"")), nil
-	})
-	add("truncated JSON", func(id, patient string) ([]byte, []byte, []kafka.Header) {
-		v := object(valid(id, patient))
-		return []byte(patient), v[:len(v)/2], nil
-	})
-	add("duplicate key", plain(func(id, patient string) []field {
-		return append(valid(id, patient), field{"patientId", strconv.Quote(patient)})
-	}))
-	add("wrong schemaVersion", plain(func(id, patient string) []field {
-		return with(valid(id, patient), "schemaVersion", "2")
-	}))
-	add("schemaVersion as a string", plain(func(id, patient string) []field {
-		return with(valid(id, patient), "schemaVersion", `"1"`)
-	}))
-	add("missing answers", plain(func(id, patient string) []field {
-		return without(valid(id, patient), "answers")
-	}))
-	add("empty answers", plain(func(id, patient string) []field {
-		return with(valid(id, patient), "answers", "{}")
-	}))
-	add("answers not an object", plain(func(id, patient string) []field {
-		return with(valid(id, patient), "answers", `[1,2,3]`)
-	}))
-	add("requestId not a UUID", plain(func(id, patient string) []field {
-		return with(valid(id, patient), "requestId", `"not-a-uuid"`)
-	}))
-	add("requestId in upper case", plain(func(id, patient string) []field {
-		return with(valid(id, patient), "requestId", strconv.Quote(strings.ToUpper(id)))
-	}))
-	add("nil UUID as requestId", plain(func(id, patient string) []field {
-		return with(valid(id, patient), "requestId", `"00000000-0000-0000-0000-000000000000"`)
-	}))
-	add("key is another patient", func(id, patient string) ([]byte, []byte, []kafka.Header) {
-		return []byte(patient + "-other"), object(valid(id, patient)), nil
-	})
-	add("x-request-id header differs", func(id, patient string) ([]byte, []byte, []kafka.Header) {
-		return []byte(patient), object(valid(id, patient)), []kafka.Header{
-			{Key: report.HeaderRequestID, Value: []byte(stack.NewUUID())},
-			{Key: report.HeaderSchemaVersion, Value: []byte("1")},
+	// A builder turns a valid envelope of the request id and patient into a record; a nil key stands for
+	// the patient's own.
+	type builder = func(valid []field, id, patient string) (key, value []byte, headers []kafka.Header)
+	edit := func(mod func(fs []field, id, patient string) []field) builder {
+		return func(fs []field, id, patient string) ([]byte, []byte, []kafka.Header) {
+			return nil, object(mod(fs, id, patient)), nil
 		}
-	})
-	add("missing receivedAt", plain(func(id, patient string) []field {
-		return without(valid(id, patient), "receivedAt")
-	}))
-	add("unknown field", plain(func(id, patient string) []field {
-		return append(valid(id, patient), field{"diagnosis", `"x"`})
-	}))
-	add("data after the JSON value", func(id, patient string) ([]byte, []byte, []kafka.Header) {
-		return []byte(patient), append(object(valid(id, patient)), []byte(` {"again":true}`)...), nil
-	})
-	add("empty value", func(id, patient string) ([]byte, []byte, []kafka.Header) {
-		return []byte(patient), []byte{}, nil
-	})
-	add("submittedAt without an offset", plain(func(id, patient string) []field {
-		return with(valid(id, patient), "submittedAt", `"`+time.Now().Add(-time.Hour).Format("2006-01-02T15:04:05")+`"`)
-	}))
-	add("answers nested too deeply", plain(func(id, patient string) []field {
-		return with(valid(id, patient), "answers", `{"q":`+strings.Repeat("[", 40)+strings.Repeat("]", 40)+`}`)
-	}))
-
-	// The partition epro-api would pick for the key, so each record sits between its patient's reports.
-	balancer := kafka.Murmur2Balancer{Consistent: true}
-	all := make([]int, partitions)
-	for i := range all {
-		all[i] = i
 	}
-	for _, r := range out {
-		r.partition = balancer.Balance(kafka.Message{Key: r.key}, all...)
+	set := func(key, raw string) builder {
+		return edit(func(fs []field, _, _ string) []field { return with(fs, key, raw) })
+	}
+	drop := func(key string) builder {
+		return edit(func(fs []field, _, _ string) []field { return without(fs, key) })
+	}
+	cases := []struct {
+		name  string
+		build builder
+	}{
+		{"random bytes", func([]field, string, string) ([]byte, []byte, []kafka.Header) { return nil, randomBytes, nil }},
+		{"invalid UTF-8 inside a JSON string", set("trialId", "\"TRIAL-\xc3\x28\"")},
+		{"truncated JSON", func(fs []field, _, _ string) ([]byte, []byte, []kafka.Header) {
+			v := object(fs)
+			return nil, v[:len(v)/2], nil
+		}},
+		{"duplicate key", edit(func(fs []field, _, patient string) []field {
+			return append(fs, field{"patientId", strconv.Quote(patient)})
+		})},
+		{"wrong schemaVersion", set("schemaVersion", "2")},
+		{"schemaVersion as a string", set("schemaVersion", `"1"`)},
+		{"missing answers", drop("answers")},
+		{"empty answers", set("answers", "{}")},
+		{"answers not an object", set("answers", `[1,2,3]`)},
+		{"requestId not a UUID", set("requestId", `"not-a-uuid"`)},
+		{"requestId in upper case", edit(func(fs []field, id, _ string) []field {
+			return with(fs, "requestId", strconv.Quote(strings.ToUpper(id)))
+		})},
+		{"nil UUID as requestId", set("requestId", `"00000000-0000-0000-0000-000000000000"`)},
+		{"key is another patient", func(fs []field, _, patient string) ([]byte, []byte, []kafka.Header) {
+			return []byte(patient + "-other"), object(fs), nil
+		}},
+		{"x-request-id header differs", func(fs []field, _, _ string) ([]byte, []byte, []kafka.Header) {
+			return nil, object(fs), []kafka.Header{
+				{Key: report.HeaderRequestID, Value: []byte(stack.NewUUID())},
+				{Key: report.HeaderSchemaVersion, Value: []byte("1")},
+			}
+		}},
+		{"missing receivedAt", drop("receivedAt")},
+		{"unknown field", edit(func(fs []field, _, _ string) []field { return append(fs, field{"diagnosis", `"x"`}) })},
+		{"data after the JSON value", func(fs []field, _, _ string) ([]byte, []byte, []kafka.Header) {
+			return nil, append(object(fs), []byte(` {"again":true}`)...), nil
+		}},
+		{"empty value", func([]field, string, string) ([]byte, []byte, []kafka.Header) { return nil, []byte{}, nil }},
+		{"submittedAt without an offset", set("submittedAt", `"`+time.Now().Add(-time.Hour).Format("2006-01-02T15:04:05")+`"`)},
+		{"answers nested too deeply", set("answers", `{"q":`+strings.Repeat("[", 40)+strings.Repeat("]", 40)+`}`)},
+	}
+	var out []*poisonRecord
+	for _, c := range cases {
+		patient := plan.Patients[rng.IntN(len(plan.Patients))].ID
+		id := stack.NewUUID()
+		key, value, headers := c.build(envelopeFields(id, patient), id, patient)
+		if key == nil {
+			key = []byte(patient)
+		}
+		// The partition epro-api would pick for the key, so each record sits between its patient's reports.
+		p := kafka.Murmur2Balancer{Consistent: true}.Balance(kafka.Message{Key: key}, partitionList(partitions)...)
+		out = append(out, &poisonRecord{name: c.name, key: key, value: value, headers: headers, requestID: id, partition: p})
 	}
 	if len(out) != 20 {
 		t.Fatalf("built %d poison records, want 20", len(out))

@@ -87,9 +87,12 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 
 	var phases []*phaseRun
 	total := 0 // accepted so far; each is one row once drained
-	drained := func(what string) error {
-		want := total
-		n, _, err := waitRows(ctx, b.db, b.since, want, 250*time.Millisecond, 20*time.Second, o.drainTimeout)
+	// keep adds a finished phase and waits until the consumer has stored everything accepted so far.
+	keep := func(pr *phaseRun) error {
+		phases = append(phases, pr)
+		total += len(pr.load.Accepted)
+		what := pr.load.Spec.Name
+		n, _, err := waitRows(ctx, b.db, b.since, total, 250*time.Millisecond, 20*time.Second, o.drainTimeout)
 		if err != nil {
 			return fmt.Errorf("waiting for the consumer after %s: %w%s", what, err, b.logHint())
 		}
@@ -101,12 +104,10 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 		b.progress("warm-up: %d reports on 8 connections", o.warmup)
 		spec := load.Spec{Name: "warm-up", Concurrency: 8, N: o.warmup, Duration: time.Minute}
 		lr := load.Run(ctx, client, postURL, load.Fresh{Answers: answers, Patients: o.patients}, spec)
-		phases = append(phases, &phaseRun{load: lr, warmup: true})
-		total += len(lr.Accepted)
 		if len(lr.Accepted) == 0 {
 			return nil, fmt.Errorf("warm-up: no 202 in %d requests (statuses %v, %d connection errors)%s", lr.Sent, lr.Codes, lr.NetErrs, b.logHint())
 		}
-		if err := drained("warm-up"); err != nil {
+		if err := keep(&phaseRun{load: lr, warmup: true}); err != nil {
 			return nil, err
 		}
 	}
@@ -120,20 +121,14 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 
 	if o.concurrency > 0 {
 		spec := load.Spec{Name: fmt.Sprintf("closed-%d", o.concurrency), Concurrency: o.concurrency, Duration: o.duration, N: o.n}
-		pr := b.phase(ctx, client, postURL, answers, spec, o.profile != "")
-		phases = append(phases, pr)
-		total += len(pr.load.Accepted)
-		if err := drained(spec.Name); err != nil {
+		if err := keep(b.phase(ctx, client, postURL, answers, spec, o.profile != "")); err != nil {
 			return nil, err
 		}
 	}
 	if o.rate > 0 {
 		spec := load.Spec{Name: fmt.Sprintf("rate-%s", strconv.FormatFloat(o.rate, 'f', -1, 64)), Rate: o.rate,
 			MaxInflight: o.maxInflight, Duration: o.rateDuration, N: o.rateN}
-		pr := b.phase(ctx, client, postURL, answers, spec, false)
-		phases = append(phases, pr)
-		total += len(pr.load.Accepted)
-		if err := drained(spec.Name); err != nil {
+		if err := keep(b.phase(ctx, client, postURL, answers, spec, false)); err != nil {
 			return nil, err
 		}
 	}
@@ -182,11 +177,9 @@ func (b *bench) phase(ctx context.Context, client *http.Client, postURL string, 
 	b.progress("%s: %s", spec.Name, spec.Describe())
 	var wg sync.WaitGroup
 	if profile {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			b.captureProfiles(ctx, spec.Duration)
-		}()
+		})
 	}
 	before := b.cpu.sample()
 	lr := load.Run(ctx, client, postURL, load.Fresh{Answers: answers, Patients: b.opt.patients}, spec)
@@ -215,15 +208,13 @@ func (b *bench) captureProfiles(ctx context.Context, phase time.Duration) {
 	}
 	var wg sync.WaitGroup
 	for name, port := range b.devPorts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			u := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", port, secs)
 			path := filepath.Join(b.opt.profile, name+".cpu.pprof")
 			if err := download(ctx, u, path, time.Duration(secs+10)*time.Second); err != nil {
 				b.progress("profile %s: %v", name, err)
 			}
-		}()
+		})
 	}
 	if f, err := os.Create(filepath.Join(b.opt.profile, "epro-bench.cpu.pprof")); err == nil {
 		if pprof.StartCPUProfile(f) == nil {

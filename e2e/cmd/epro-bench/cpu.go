@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,17 +32,16 @@ func newCPUWatch() *cpuWatch {
 		if err != nil {
 			continue
 		}
-		if name, ok := infraNames[strings.TrimSpace(string(comm))]; ok {
-			if name == "kafka" {
-				// Only the broker: a Maven build or another JVM on the machine is noise, not Kafka.
-				cmdline, _ := os.ReadFile(filepath.Join(d, "cmdline"))
-				if !strings.Contains(string(cmdline), "kafka.Kafka") {
-					continue
-				}
-			}
-			if pid, err := strconv.Atoi(filepath.Base(d)); err == nil {
-				w.pids[name] = append(w.pids[name], pid)
-			}
+		name, ok := infraNames[strings.TrimSpace(string(comm))]
+		if !ok {
+			continue
+		}
+		// Only the broker: a Maven build or another JVM on the machine is noise, not Kafka.
+		if cmdline, _ := os.ReadFile(filepath.Join(d, "cmdline")); name == "kafka" && !strings.Contains(string(cmdline), "kafka.Kafka") {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(d)); err == nil {
+			w.pids[name] = append(w.pids[name], pid)
 		}
 	}
 	return w
@@ -122,15 +123,10 @@ func (u CPUUse) String() string {
 	if u.HostCapacity == 0 {
 		return "n/a"
 	}
-	names := make([]string, 0, len(u.Procs))
-	for n := range u.Procs {
-		names = append(names, n)
-	}
-	sort.Slice(names, func(i, j int) bool { return u.Procs[names[i]] > u.Procs[names[j]] })
 	var b strings.Builder
 	b.WriteString("host " + strconv.Itoa(int(u.HostPercent+0.5)) + "/" + strconv.Itoa(int(u.HostCapacity)) + "%:")
 	sum := 0.0
-	for _, n := range names {
+	for _, n := range u.busiest() {
 		b.WriteString(" " + n + " " + strconv.Itoa(int(u.Procs[n]+0.5)) + "%")
 		sum += u.Procs[n]
 	}
@@ -146,14 +142,9 @@ func (u CPUUse) perItem(items int, unit string) string {
 	if items == 0 || u.Seconds == 0 || len(u.Procs) == 0 {
 		return ""
 	}
-	names := make([]string, 0, len(u.Procs))
-	for n := range u.Procs {
-		names = append(names, n)
-	}
-	sort.Slice(names, func(i, j int) bool { return u.Procs[names[i]] > u.Procs[names[j]] })
 	var b strings.Builder
 	total := 0.0
-	for _, n := range names {
+	for _, n := range u.busiest() {
 		us := u.Procs[n] / 100 * u.Seconds / float64(items) * 1e6
 		if us < 0.5 {
 			continue
@@ -163,4 +154,9 @@ func (u CPUUse) perItem(items int, unit string) string {
 	}
 	return "µs CPU per " + unit + ":" + b.String() + "; total " + strconv.Itoa(int(total+0.5)) +
 		" → " + strconv.Itoa(int(u.HostCapacity/100*1e6/total)) + " " + unit + "s/s if they had the cores to themselves"
+}
+
+// busiest names the processes, the busiest first.
+func (u CPUUse) busiest() []string {
+	return slices.SortedFunc(maps.Keys(u.Procs), func(a, b string) int { return cmp.Compare(u.Procs[b], u.Procs[a]) })
 }

@@ -46,16 +46,14 @@ func (b *bench) backlogDrain(ctx context.Context, client *http.Client, postURL s
 	var profiled sync.WaitGroup
 	if port, ok := b.devPorts["epro-mq"]; ok {
 		// The drain is short: a few seconds from just after the restart show what bounds it.
-		profiled.Add(1)
-		go func() {
-			defer profiled.Done()
+		profiled.Go(func() {
 			time.Sleep(500 * time.Millisecond)
 			u := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=3", port)
 			path := filepath.Join(b.opt.profile, "epro-mq.drain.cpu.pprof")
 			if err := download(ctx, u, path, 15*time.Second); err != nil {
 				b.progress("profile epro-mq drain: %v", err)
 			}
-		}()
+		})
 	}
 	before := b.cpu.sample()
 	// A slow poll: COUNT(*) scans an index, and a fast one would take MariaDB time from the drain it measures.

@@ -80,8 +80,7 @@ func (b *bench) evaluate(ctx context.Context, phases []*phaseRun, drain *drainRu
 			}
 			t := rows[0].StoredAt
 			n++
-			switch {
-			case first.IsZero() || t.Before(first):
+			if first.IsZero() || t.Before(first) {
 				first = t
 			}
 			switch {

@@ -23,6 +23,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -170,9 +171,7 @@ func (o *options) check(rawBatches string) error {
 	if o.rate > 0 && o.concurrency == 0 && o.rateN == 0 {
 		o.rateN = o.n
 	}
-	if o.rateDuration == 0 {
-		o.rateDuration = o.duration
-	}
+	o.rateDuration = cmp.Or(o.rateDuration, o.duration)
 	switch {
 	case o.concurrency < 0 || o.concurrency > maxConcurrency:
 		return fmt.Errorf("-concurrency must be 0..%d", maxConcurrency)
@@ -207,15 +206,8 @@ func (o *options) check(rawBatches string) error {
 		}
 		o.rawBatches = append(o.rawBatches, n)
 	}
-	if o.rawWriters == 0 {
-		o.rawWriters = o.concurrency
-		if o.rawWriters == 0 {
-			o.rawWriters = 64
-		}
-	}
-	if o.rawRows == 0 {
-		o.rawRows = max(o.backlog, 20000)
-	}
+	o.rawWriters = cmp.Or(o.rawWriters, o.concurrency, 64)
+	o.rawRows = cmp.Or(o.rawRows, max(o.backlog, 20000))
 	return nil
 }
 

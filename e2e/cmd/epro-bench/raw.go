@@ -99,9 +99,7 @@ func runRawKafka(ctx context.Context, brokers []string, topic string, goroutines
 	start := time.Now()
 	end := start.Add(d)
 	for g := 0; g < goroutines; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for time.Now().Before(end) && ctx.Err() == nil {
 				m := msgs[next.Add(1)%int64(len(msgs))]
 				t := time.Now()
@@ -111,7 +109,7 @@ func runRawKafka(ctx context.Context, brokers []string, topic string, goroutines
 				}
 				lats[g] = append(lats[g], int64(time.Since(t)))
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -128,14 +126,11 @@ func runRawKafka(ctx context.Context, brokers []string, topic string, goroutines
 
 // rawRow is one row of the reports table as epro-mq writes it.
 type rawRow struct {
-	requestID, patientID, trialID, questionnaireID, questionnaireVersion string
-	submittedAt                                                          time.Time
-	submittedOffset                                                      int
-	receivedAt                                                           time.Time
-	payload                                                              []byte
-	topic                                                                string
-	partition                                                            int
-	offset                                                               int64
+	requestID, patientID, trialID, questionnaireID, questionnaireVersion, topic string
+	submittedAt, receivedAt                                                     time.Time
+	submittedOffset, partition                                                  int
+	offset                                                                      int64
+	payload                                                                     []byte
 }
 
 // readRawRows reads up to limit stored reports back, so the raw inserts write exactly the rows the
@@ -188,8 +183,7 @@ func runRawMySQL(ctx context.Context, db *sql.DB, rows []rawRow, perStmt, conns 
 	// Open the connections before the clock starts.
 	var warm sync.WaitGroup
 	for i := 0; i < conns; i++ {
-		warm.Add(1)
-		go func() { defer warm.Done(); _ = db.PingContext(ctx) }()
+		warm.Go(func() { _ = db.PingContext(ctx) })
 	}
 	warm.Wait()
 
@@ -199,9 +193,7 @@ func runRawMySQL(ctx context.Context, db *sql.DB, rows []rawRow, perStmt, conns 
 	var wg sync.WaitGroup
 	start := time.Now()
 	for c := 0; c < conns; c++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
 				lo := int(next.Add(int64(perStmt))) - perStmt
 				if lo >= len(rows) || ctx.Err() != nil {
@@ -221,7 +213,7 @@ func runRawMySQL(ctx context.Context, db *sql.DB, rows []rawRow, perStmt, conns 
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	elapsed := time.Since(start)

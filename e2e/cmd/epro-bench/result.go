@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -191,21 +193,16 @@ func (r *Result) judge() {
 			closed = p
 		}
 	}
-	var acc, raw float64
+	name, acc, raw := "accepted/s ÷ raw kafka-go Writer msgs/s", 0.0, 0.0
 	if closed != nil {
-		acc = closed.AcceptedPerSec
+		name, acc = closed.Name+" "+name, closed.AcceptedPerSec
 	}
 	if r.RawKafka != nil {
 		raw = r.RawKafka.MsgsPerSec
 	}
-	name := "accepted/s ÷ raw kafka-go Writer msgs/s"
-	if closed != nil {
-		name = closed.Name + " " + name
-	}
 	r.Targets = append(r.Targets, ratio(name, acc, raw, fmtRate(acc)+"/s", fmtRate(raw)+"/s", targetProduceRatio))
 
-	var drain, best float64
-	bestText := ""
+	drain, best, bestText := 0.0, 0.0, ""
 	if r.Drain != nil {
 		drain = r.Drain.RowsPerSec
 	}
@@ -226,14 +223,9 @@ func (r *Result) judge() {
 		}
 		return t
 	}
-	openName := "rate 1000/s"
+	openName, e2e, apiP99, haveE2E, haveAPI := "rate 1000/s", 0.0, 0.0, false, false
 	if open != nil {
-		openName = open.Name
-	}
-	e2e, apiP99 := 0.0, 0.0
-	haveE2E, haveAPI := false, false
-	if open != nil {
-		apiP99, haveAPI = open.API.P99, open.API.Count > 0
+		openName, apiP99, haveAPI = open.Name, open.API.P99, open.API.Count > 0
 		if open.E2E != nil && open.E2E.Count > 0 {
 			e2e, haveE2E = open.E2E.P99, true
 		}
@@ -316,8 +308,7 @@ func (r *Result) print(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintln(w, "(latencies in ms; API from send, or from the scheduled time in the open loop; E2E from the client's 202 to stored_at)")
 	for _, p := range phases {
-		var notes []string
-		notes = append(notes, p.Load)
+		notes := []string{p.Load}
 		if bad := nonAccepted(p.Statuses); bad != "" {
 			notes = append(notes, "non-202: "+bad)
 		}
@@ -386,14 +377,12 @@ func (r *Result) print(w io.Writer) {
 			m.RowsPerStatement, m.Connections, fmtRate(m.RowsPerSec), m.Rows, m.Seconds, m.Deadlocks)
 	}
 
-	if d := r.Drain; d != nil {
-		if d.Skipped != "" {
-			fmt.Fprintf(w, "\ndrain: not measured (%s)\n", d.Skipped)
-		} else {
-			fmt.Fprintf(w, "\ndrain: %s rows/s over %d rows in %.2fs (%.1f rows per INSERT); restart → first row %.1fs, restart → all rows %.1fs\n",
-				fmtRate(d.RowsPerSec), d.Rows, d.Seconds, d.RowsPerInsert, d.StartupSeconds, d.WallSeconds)
-			fmt.Fprintf(w, "  method: %s\n", d.Method)
-		}
+	if d := r.Drain; d != nil && d.Skipped != "" {
+		fmt.Fprintf(w, "\ndrain: not measured (%s)\n", d.Skipped)
+	} else if d != nil {
+		fmt.Fprintf(w, "\ndrain: %s rows/s over %d rows in %.2fs (%.1f rows per INSERT); restart → first row %.1fs, restart → all rows %.1fs\n",
+			fmtRate(d.RowsPerSec), d.Rows, d.Seconds, d.RowsPerInsert, d.StartupSeconds, d.WallSeconds)
+		fmt.Fprintf(w, "  method: %s\n", d.Method)
 	}
 	in := r.Integrity
 	fmt.Fprintf(w, "\nintegrity (%s): accepted %d, rows %d, lost %d, duplicated %d, unexpected %d (%d answered non-202 but stored, %d never sent)\n",
@@ -428,16 +417,11 @@ func fmtMs(v float64) string {
 }
 
 func nonAccepted(statuses map[string]int) string {
-	var keys []string
-	for k := range statuses {
-		if k != "202" {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
 	var parts []string
-	for _, k := range keys {
-		parts = append(parts, fmt.Sprintf("%s×%d", k, statuses[k]))
+	for _, k := range slices.Sorted(maps.Keys(statuses)) {
+		if k != "202" {
+			parts = append(parts, fmt.Sprintf("%s×%d", k, statuses[k]))
+		}
 	}
 	return strings.Join(parts, " ")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -54,10 +55,8 @@ func (b *bench) attach(ctx context.Context) error {
 	// A second early: the API stamps received_at with its own clock, on this host.
 	b.since = time.Now().Add(-time.Second)
 	b.brokers = stack.RealAddrs().Brokers
-	for _, br := range b.brokers {
-		if err := checkLoopback(stack.EnvKafkaBrokers, br); err != nil {
-			return err
-		}
+	if err := checkLoopback(stack.EnvKafkaBrokers, b.brokers...); err != nil {
+		return err
 	}
 	if b.root, err = stack.Root(ctx); err != nil {
 		return err
@@ -95,14 +94,16 @@ func (b *bench) startSuite(ctx context.Context) error {
 
 	id := b.res.RunID
 	b.dbName = "epro_bench_" + strings.ReplaceAll(id, "-", "_")
+	var inf *stack.Infra
 	if o.embedded {
-		err = b.startEmbedded()
+		inf, err = b.startEmbedded()
 	} else {
-		err = b.realInfra(ctx)
+		inf, err = b.realInfra(ctx)
 	}
 	if err != nil {
 		return err
 	}
+	b.st.Infra, b.brokers = inf, inf.Brokers
 
 	reportsTopic := "epro.bench." + id + ".reports.v1"
 	dlqTopic := reportsTopic + ".dlq"
@@ -136,18 +137,12 @@ func (b *bench) startSuite(ctx context.Context) error {
 				return err
 			}
 			b.devPorts[name] = p
-			set["DevServer.Enabled"] = true
-			set["DevServer.Host"] = "127.0.0.1"
-			set["DevServer.Port"] = p
-			set["DevServer.EnablePprof"] = true
-			set["DevServer.EnableMetrics"] = false
+			maps.Copy(set, map[string]any{"DevServer.Enabled": true, "DevServer.Host": "127.0.0.1", "DevServer.Port": p,
+				"DevServer.EnablePprof": true, "DevServer.EnableMetrics": false})
 		}
 	}
-	for name, set := range map[string]map[string]any{"epro-api": apiSet, "epro-mq": mqSet} {
-		for k, v := range o.overrides[name] {
-			set[k] = v
-		}
-	}
+	maps.Copy(apiSet, o.overrides["epro-api"])
+	maps.Copy(mqSet, o.overrides["epro-mq"])
 	// The benchmark measures the owners' configuration with only these keys changed, not one of its own.
 	if b.apiCfg, err = b.st.Config("epro-api", "epro-api", apiSet); err != nil {
 		return err
@@ -213,61 +208,52 @@ func stopService(p *stack.Proc) error {
 	return nil
 }
 
-func (b *bench) realInfra(ctx context.Context) error {
+func (b *bench) realInfra(ctx context.Context) (*stack.Infra, error) {
 	inf := stack.RealAddrs()
-	for _, br := range inf.Brokers {
-		if err := checkLoopback(stack.EnvKafkaBrokers, br); err != nil {
-			return err
-		}
+	if err := checkLoopback(stack.EnvKafkaBrokers, inf.Brokers...); err != nil {
+		return nil, err
 	}
 	cfg, err := stack.ParseDSN(inf.DSN)
 	if err != nil {
-		return fmt.Errorf("%s: %w", stack.EnvMySQLDSN, err)
+		return nil, fmt.Errorf("%s: %w", stack.EnvMySQLDSN, err)
 	}
-	if err := checkLoopback(stack.EnvMySQLDSN, cfg.Addr); err != nil {
-		return err
-	}
-	if err := checkLoopback(stack.EnvRedisAddr, inf.RedisAddr); err != nil {
-		return err
+	if err := errors.Join(checkLoopback(stack.EnvMySQLDSN, cfg.Addr), checkLoopback(stack.EnvRedisAddr, inf.RedisAddr)); err != nil {
+		return nil, err
 	}
 	b.server = cfg
 	hint := " (are the servers up? make services-up, or deploy/scripts/services.sh up)"
 	for _, addr := range append([]string{cfg.Addr, inf.RedisAddr}, inf.Brokers...) {
 		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
 		if err != nil {
-			return fmt.Errorf("%s: %w%s", addr, err, hint)
+			return nil, fmt.Errorf("%s: %w%s", addr, err, hint)
 		}
 		c.Close()
 	}
 	if err := stack.CreateDatabase(ctx, b.server, b.dbName); err != nil {
-		return fmt.Errorf("%w%s", err, hint)
+		return nil, fmt.Errorf("%w%s", err, hint)
 	}
 	b.cleanups = append(b.cleanups, func() {
 		if !b.opt.keep {
 			_ = stack.DropDatabase(context.Background(), b.server, b.dbName)
 		}
 	})
-	b.st.Infra, b.brokers = inf, inf.Brokers
 	b.res.Infra = "real"
 	b.res.Target = fmt.Sprintf("Kafka %s, MariaDB %s (database %s), Redis %s", strings.Join(inf.Brokers, ","), cfg.Addr, b.dbName, inf.RedisAddr)
-	return nil
+	return inf, nil
 }
 
-func (b *bench) startEmbedded() error {
+func (b *bench) startEmbedded() (*stack.Infra, error) {
 	inf, err := stack.Embedded(stack.EmbeddedOptions{Database: b.dbName})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	b.cleanups = append(b.cleanups, inf.Stop)
-	cfg, err := stack.ParseDSN(inf.DSN)
-	if err != nil {
-		return err
+	if b.server, err = stack.ParseDSN(inf.DSN); err != nil {
+		return nil, err
 	}
-	b.server = cfg
-	b.st.Infra, b.brokers = inf, inf.Brokers
 	b.res.Infra = "embedded"
-	b.res.Target = fmt.Sprintf("in-process kfake %s, go-mysql-server %s, miniredis %s", strings.Join(inf.Brokers, ","), cfg.Addr, inf.RedisAddr)
-	return nil
+	b.res.Target = fmt.Sprintf("in-process kfake %s, go-mysql-server %s, miniredis %s", strings.Join(inf.Brokers, ","), b.server.Addr, inf.RedisAddr)
+	return inf, nil
 }
 
 // cleanup stops the services, then removes what the run created, newest first. The run directory with the
@@ -317,20 +303,22 @@ func (b *bench) logHint() string {
 }
 
 // checkLoopback refuses any address that is not on this machine's loopback interface.
-func checkLoopback(what, hostport string) error {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		host = hostport
-	}
-	var ips []net.IP
-	if ip := net.ParseIP(host); ip != nil {
-		ips = []net.IP{ip}
-	} else if ips, err = net.LookupIP(host); err != nil || len(ips) == 0 {
-		return fmt.Errorf("%s: cannot resolve %q", what, host)
-	}
-	for _, ip := range ips {
-		if !ip.IsLoopback() {
-			return fmt.Errorf("%s: %s is not a loopback address; epro-bench only loads this machine", what, host)
+func checkLoopback(what string, hostports ...string) error {
+	for _, hostport := range hostports {
+		host, _, err := net.SplitHostPort(hostport)
+		if err != nil {
+			host = hostport
+		}
+		var ips []net.IP
+		if ip := net.ParseIP(host); ip != nil {
+			ips = []net.IP{ip}
+		} else if ips, err = net.LookupIP(host); err != nil || len(ips) == 0 {
+			return fmt.Errorf("%s: cannot resolve %q", what, host)
+		}
+		for _, ip := range ips {
+			if !ip.IsLoopback() {
+				return fmt.Errorf("%s: %s is not a loopback address; epro-bench only loads this machine", what, host)
+			}
 		}
 	}
 	return nil

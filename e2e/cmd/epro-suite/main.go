@@ -11,11 +11,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -214,11 +216,7 @@ func startInfra(ctx context.Context, con *console, real bool) (*stack.Infra, err
 // an existing topic as it is, so -partitions silently does nothing for it.
 func warnPartitions(ctx context.Context, con *console, brokers []string, want map[string]int) {
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
-	names := make([]string, 0, len(want))
-	for n := range want {
-		names = append(names, n)
-	}
-	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: names})
+	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: slices.Collect(maps.Keys(want))})
 	if err != nil {
 		con.Printf("could not read topic metadata: %v", err)
 		return

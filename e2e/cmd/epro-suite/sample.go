@@ -100,17 +100,6 @@ func writeDLQSection(ctx context.Context, b *strings.Builder, st *stack.Stack, p
 	}
 }
 
-// get asks url and decodes a 200 answer into into.
-func get(ctx context.Context, client *http.Client, url string, into any) (int, error) {
-	code, body, err := stack.Call(ctx, client, http.MethodGet, url, nil)
-	if err == nil && code == http.StatusOK {
-		if err := json.Unmarshal(body, into); err != nil {
-			return code, fmt.Errorf("decode %s: %w", url, err)
-		}
-	}
-	return code, err
-}
-
 // smoke submits the sample and waits until epro-mq has stored it: the whole path from HTTP through Kafka to
 // MySQL, checked through the API's own status endpoint.
 func smoke(ctx context.Context, con *console, st *stack.Stack, base string, s sampleReport) error {
@@ -130,7 +119,13 @@ func smoke(ctx context.Context, con *console, st *stack.Stack, base string, s sa
 		var answer struct {
 			Status string `json:"status"`
 		}
-		code, err := get(ctx, client, base+"/v1/reports/"+s.RequestID, &answer)
+		url := base + "/v1/reports/" + s.RequestID
+		code, body, err := stack.Call(ctx, client, http.MethodGet, url, nil)
+		if err == nil && code == http.StatusOK {
+			if derr := json.Unmarshal(body, &answer); derr != nil {
+				err = fmt.Errorf("decode %s: %w", url, derr)
+			}
+		}
 		switch {
 		case err != nil:
 			return false, err.Error()

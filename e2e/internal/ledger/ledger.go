@@ -76,13 +76,12 @@ func query(ctx context.Context, db *sql.DB, q string, args ...any) ([]Row, error
 func Count(ctx context.Context, db *sql.DB, since time.Time) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	var n int
-	var err error
-	if since.IsZero() {
-		err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM reports").Scan(&n)
-	} else {
-		err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM reports WHERE received_at >= ?", since.UTC()).Scan(&n)
+	q, args := "SELECT COUNT(*) FROM reports", []any(nil)
+	if !since.IsZero() {
+		q, args = q+" WHERE received_at >= ?", []any{since.UTC()}
 	}
+	var n int
+	err := db.QueryRowContext(ctx, q, args...).Scan(&n)
 	return n, err
 }
 

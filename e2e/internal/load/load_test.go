@@ -6,6 +6,7 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -80,13 +81,8 @@ func TestPlanPhaseKeepsPatientOrderAndRecordsEveryAnswer(t *testing.T) {
 		for _, s := range p.Sends {
 			want = append(want, s.RequestID)
 		}
-		if len(got[p.ID]) != len(want) {
-			t.Fatalf("%s: %d sends arrived, want %d", p.ID, len(got[p.ID]), len(want))
-		}
-		for i := range want {
-			if got[p.ID][i] != want[i] {
-				t.Fatalf("%s: send %d arrived as %s, want %s", p.ID, i, got[p.ID][i], want[i])
-			}
+		if !slices.Equal(got[p.ID], want) {
+			t.Fatalf("%s: sends arrived as %v, want %v", p.ID, got[p.ID], want)
 		}
 	}
 	if a := load.Answers(res); a.NeverAccepted() == 0 || len(a.Accepted()) == 0 {

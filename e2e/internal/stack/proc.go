@@ -60,11 +60,7 @@ func (p *Proc) ExitCode() int { return p.cmd.ProcessState.ExitCode() }
 
 // Kill sends SIGKILL to the process group and waits until the process is gone.
 func (p *Proc) Kill() {
-	p.asked.Store(true)
-	// Not after the exit: the process group id could belong to someone else by then.
-	if !p.Exited() {
-		signalGroup(p.cmd.Process, syscall.SIGKILL)
-	}
+	p.signal(syscall.SIGKILL)
 	<-p.done
 }
 
@@ -86,6 +82,7 @@ func (p *Proc) Stop(limit time.Duration) (took time.Duration, killed bool) {
 // follows as asked for.
 func (p *Proc) signal(sig syscall.Signal) {
 	p.asked.Store(true)
+	// Not after the exit: the process group id could belong to someone else by then.
 	if !p.Exited() {
 		signalGroup(p.cmd.Process, sig)
 	}
