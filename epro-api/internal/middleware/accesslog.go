@@ -5,14 +5,22 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/zeromicro/go-zero/core/logx"
+
+	"github.com/epro-intake/common/report"
 )
 
-// maxPathLog bounds the logged path: the path is client input and only its route part is of interest.
-const maxPathLog = 128
+// routeWords are the path segments of epro-api's routes. Any other segment is client input (a request id,
+// valid or not, or a mistyped path) and is logged as ":id" when it is a canonical request id and ":other"
+// otherwise, so no client-chosen text reaches the log through the path.
+var routeWords = map[string]bool{"v1": true, "reports": true, "batch": true, "healthz": true, "readyz": true}
+
+// maxPathSegments bounds the logged path's length; the rest is summarised.
+const maxPathSegments = 8
 
 type entry struct {
 	mu         sync.Mutex
@@ -44,10 +52,7 @@ func AccessLog(next http.HandlerFunc) http.HandlerFunc {
 		r.Body = body
 		next(rec, r.WithContext(context.WithValue(r.Context(), entryKey{}, e)))
 
-		path := r.URL.Path
-		if len(path) > maxPathLog {
-			path = path[:maxPathLog] + "..."
-		}
+		path := logPath(r.URL.Path)
 		e.mu.Lock()
 		fields := []logx.LogField{
 			logx.Field("method", r.Method),
@@ -104,3 +109,32 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the connection.
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// logPath is path with every segment that is not a route word replaced (see routeWords).
+func logPath(path string) string {
+	segs := strings.Split(path, "/")
+	more := len(segs) > maxPathSegments
+	if more {
+		segs = segs[:maxPathSegments]
+	}
+	for i, s := range segs {
+		switch {
+		case s == "" || routeWords[s]:
+		case isCanonicalID(s):
+			segs[i] = ":id"
+		default:
+			segs[i] = ":other"
+		}
+	}
+	out := strings.Join(segs, "/")
+	if more {
+		out += "/..."
+	}
+	return out
+}
+
+// isCanonicalID reports whether s is a lowercase UUID, the only form of a request id epro-api hands back.
+func isCanonicalID(s string) bool {
+	id, ok := report.CanonicalRequestID(s)
+	return ok && id == s
+}

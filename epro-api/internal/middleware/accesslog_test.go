@@ -56,6 +56,35 @@ func TestAccessLog(t *testing.T) {
 	}
 }
 
+// A path segment is client input: a malformed request id may be anything the app (or a patient) typed.
+func TestAccessLogNeverWritesClientPathSegments(t *testing.T) {
+	var buf bytes.Buffer
+	logx.SetWriter(logx.NewWriter(&buf))
+	defer logx.Reset()
+	h := middleware.AccessLog(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusBadRequest) })
+	for path, want := range map[string]string{
+		"/v1/reports/my%20pain%20is%207":                   "/v1/reports/:other",
+		"/v1/reports/1b4e28ba-2fa1-41d2-883f-0016d3cca427": "/v1/reports/:id",
+		"/v1/reports/1B4E28BA-2FA1-41D2-883F-0016D3CCA427": "/v1/reports/:other",
+		"/v1/reports/batch":                                "/v1/reports/batch",
+		"/IBEX-4410-PRIVATE/a/b/c/d/e/f/g/h":               "/:other/:other/:other/:other/:other/:other/:other/...",
+		"/readyz":                                          "/readyz",
+	} {
+		buf.Reset()
+		h(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, path, nil))
+		var line map[string]any
+		if err := json.Unmarshal(bytes.TrimSpace(buf.Bytes()), &line); err != nil {
+			t.Fatalf("%s: not one JSON line: %q", path, buf.String())
+		}
+		if line["path"] != want {
+			t.Errorf("%s logged as %v; want %s", path, line["path"], want)
+		}
+		if strings.Contains(buf.String(), "pain") || strings.Contains(buf.String(), "IBEX") || strings.Contains(buf.String(), "1B4E") {
+			t.Errorf("%s: client text in the log: %s", path, buf.String())
+		}
+	}
+}
+
 func TestNoteRequestIDOutsideAccessLog(t *testing.T) {
 	middleware.NoteRequestID(t.Context(), "x") // no entry in the context: a no-op, not a panic
 }
