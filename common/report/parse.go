@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -272,9 +274,23 @@ func addKey(stack []*frame, key []byte, allowed map[string]bool) error {
 	}
 	top.lastKey = key
 	if len(stack) == 1 && allowed != nil && !allowed[string(key)] {
-		return errcode.Field(errcode.ValidationFailed, string(key), "unknown field")
+		return unknownField(string(key), allowed)
 	}
 	return nil
+}
+
+// unknownField describes a top-level key that is not a field, without echoing it: the key is client-chosen
+// text, which may be patient text. A known field in another letter case is named in its right case.
+func unknownField(key string, allowed map[string]bool) error {
+	names := make([]string, 0, len(allowed))
+	for name := range allowed {
+		if strings.EqualFold(name, key) {
+			return errcode.Field(errcode.ValidationFailed, name, "field names are case-sensitive: use "+name)
+		}
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return errcode.Field(errcode.ValidationFailed, "", "unknown field; the fields are "+strings.Join(names, ", "))
 }
 
 // typeError turns encoding/json's type mismatch into a validation error naming the field, without the value.

@@ -218,6 +218,21 @@ func TestSubmittedAtOffsetMustBeAValidRFC3339Offset(t *testing.T) {
 	}
 }
 
+// The name of an unknown key is client-chosen text: it is never echoed, and a known field in another letter
+// case is named in its right case.
+func TestUnknownFieldIsNotEchoed(t *testing.T) {
+	var e *errcode.Error
+	_, err := report.ParseSubmission([]byte(strings.Replace(valid, `"locale"`, `"IBEX-4410-PRIVATE"`, 1)))
+	if !errors.As(err, &e) || e.Code != errcode.ValidationFailed || e.Field != "" || strings.Contains(err.Error(), "IBEX") ||
+		!strings.Contains(e.Message, "patientId") {
+		t.Errorf("unknown key: %v (field %q); want VALIDATION_FAILED listing the fields, the key not echoed", err, e.Field)
+	}
+	_, err = report.ParseSubmission([]byte(strings.Replace(valid, `"locale"`, `"LOCALE"`, 1)))
+	if !errors.As(err, &e) || e.Field != "locale" || strings.Contains(err.Error(), "LOCALE") {
+		t.Errorf("key in another case: %v; want the field named as locale", err)
+	}
+}
+
 func TestEnvelopeOfAnotherSchemaSaysSo(t *testing.T) {
 	for _, body := range []string{`{"schemaVersion":9}`, `{"schemaVersion":2,"requestId":"x","newField":true}`} {
 		_, err := report.ParseEnvelope([]byte(body))
