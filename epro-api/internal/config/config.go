@@ -96,6 +96,7 @@ var ineffectiveKeys = []conffile.Ineffective{
 	{Key: "Middlewares.Log", Why: "the middleware is always off, see config.ServerConf"},
 	{Key: "Middlewares.MaxBytes", Why: "the middleware is always off, see config.ServerConf"},
 	{Key: "Middlewares.Breaker", Why: "the middleware is always off, see config.ServerConf"},
+	{Key: "Middlewares.Gunzip", Why: "the middleware is always off, see config.ServerConf; the handlers decode gzip"},
 	{Key: "MaxBytes", Why: "only go-zero's MaxBytes middleware reads it, which is off; body limits are Limits.BodyBytes and Limits.BatchBodyBytes"},
 }
 
@@ -146,7 +147,7 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ServerConf is the RestConf to build the server with. It turns off three go-zero middlewares whatever the
+// ServerConf is the RestConf to build the server with. It turns off four go-zero middlewares whatever the
 // file says, because each would break a promise of this API:
 //   - Log: on any 5xx it dumps the request with the first 1 KiB of its body, i.e. patient answers, into the
 //     error log (rest/handler/loghandler.go). internal/middleware.AccessLog replaces it.
@@ -154,11 +155,14 @@ func (c Config) Validate() error {
 //     per-route limits with http.MaxBytesReader, chunked bodies included.
 //   - Breaker: after a run of Kafka 503s it answers bare 503s without Retry-After for a while, even once Kafka
 //     is back; the produce timeout and /readyz already cover a Kafka outage.
+//   - Gunzip: a body that is not gzip gets a bare 400 with no error code; the handlers decode gzip themselves
+//     (handler/body.go), with the size limit on the decoded body.
 func (c Config) ServerConf() rest.RestConf {
 	rc := c.RestConf
 	rc.Middlewares.Log = false
 	rc.Middlewares.MaxBytes = false
 	rc.Middlewares.Breaker = false
+	rc.Middlewares.Gunzip = false
 	return rc
 }
 

@@ -41,7 +41,7 @@ func TestShippedConfig(t *testing.T) {
 		t.Errorf("defaults not applied: %+v", c)
 	}
 	sc := c.ServerConf()
-	if sc.Middlewares.Log || sc.Middlewares.MaxBytes || sc.Middlewares.Breaker || !sc.Middlewares.Timeout || !sc.Middlewares.Trace {
+	if sc.Middlewares.Log || sc.Middlewares.MaxBytes || sc.Middlewares.Breaker || sc.Middlewares.Gunzip || !sc.Middlewares.Timeout || !sc.Middlewares.Trace {
 		t.Errorf("middlewares %+v", sc.Middlewares)
 	}
 }
@@ -127,6 +127,7 @@ func TestLoadRefusesKeysWithoutEffect(t *testing.T) {
 		{base + "Middlewares:\n  Log: true\n", "Middlewares.Log has no effect"},
 		{base + "Middlewares:\n  MaxBytes: false\n", "Middlewares.MaxBytes has no effect"},
 		{base + "middlewares:\n  breaker: true\n", "Middlewares.Breaker has no effect"},
+		{base + "Middlewares:\n  Gunzip: false\n", "Middlewares.Gunzip has no effect"},
 		{base + "MaxBytes: 1048576\n", "MaxBytes has no effect"},
 		{base + "Middlewares:\n  Trace: false\n", ""}, // honoured: not refused
 	} {
