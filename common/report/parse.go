@@ -36,7 +36,7 @@ var envelopeFields = func() map[string]bool {
 // invalid UTF-8 and keeping the last of two duplicate keys, which would alter a report without a word.
 // The error is an *errcode.Error with code INVALID_JSON that never quotes the input.
 func CheckJSON(data []byte) error {
-	if err := checkJSON(data, nil); err != nil {
+	if err := checkJSON(data, nil, 0); err != nil {
 		return err
 	}
 	if !json.Valid(data) {
@@ -50,9 +50,11 @@ func CheckJSON(data []byte) error {
 // requestId).
 //
 // The key scan runs before json.Unmarshal, which checks the syntax itself, so the input is read three times
-// (UTF-8, keys, decode). A syntax error outranks whatever the scan found in a broken document.
-func decodeStrict(data []byte, allowed map[string]bool, v any, fallback string) error {
-	scanErr := checkJSON(data, allowed)
+// (UTF-8, keys, decode). A syntax error outranks whatever the scan found in a broken document. With depth > 0
+// only the strings and keys of the first depth levels are checked: a batch leaves its items to
+// ParseSubmission, so one bad item is refused on its own rather than sinking the batch.
+func decodeStrict(data []byte, allowed map[string]bool, depth int, v any, fallback string) error {
+	scanErr := checkJSON(data, allowed, depth)
 	err := json.Unmarshal(data, v)
 	var se *json.SyntaxError
 	switch {
@@ -66,10 +68,12 @@ func decodeStrict(data []byte, allowed map[string]bool, v any, fallback string) 
 	return nil
 }
 
-// checkJSON checks UTF-8, duplicate keys, depth and (with allowed) the top-level keys. It does not check the
-// rest of the syntax, and copes with broken input without reading past it.
-func checkJSON(data []byte, allowed map[string]bool) error {
-	if !utf8.Valid(data) {
+// checkJSON checks UTF-8, duplicate keys, surrogate escapes, depth and (with allowed) the top-level keys, in
+// the first depth levels (0: all). It does not check the rest of the syntax, and copes with broken input
+// without reading past it.
+func checkJSON(data []byte, allowed map[string]bool, depth int) error {
+	// With a depth, the only strings checked are the top-level keys, which must be in allowed anyway.
+	if depth == 0 && !utf8.Valid(data) {
 		return errcode.Field(errcode.InvalidJSON, "", "body is not valid UTF-8")
 	}
 	if allowed != nil {
@@ -77,7 +81,7 @@ func checkJSON(data []byte, allowed map[string]bool) error {
 			return errcode.Field(errcode.InvalidJSON, "", "body must be a JSON object")
 		}
 	}
-	return scanKeys(data, allowed)
+	return scanKeys(data, allowed, depth)
 }
 
 // syntaxError describes why json.Valid refused data, without quoting it.
@@ -124,7 +128,7 @@ func join(path, key string) string {
 
 // scanKeys finds duplicate keys, excessive depth and (with allowed) unknown top-level keys in data, which
 // must already be valid JSON.
-func scanKeys(data []byte, allowed map[string]bool) error {
+func scanKeys(data []byte, allowed map[string]bool, depth int) error {
 	var stack []*frame
 	expectKey := false
 	for i := 0; i < len(data); {
@@ -160,6 +164,7 @@ func scanKeys(data []byte, allowed map[string]bool) error {
 			}
 			i++
 		case '"':
+			checked := depth == 0 || len(stack) <= depth
 			j := i + 1
 			for j < len(data) && data[j] != '"' {
 				if data[j] != '\\' {
@@ -167,16 +172,16 @@ func scanKeys(data []byte, allowed map[string]bool) error {
 					continue
 				}
 				n, ok := escapeLen(data, j)
-				if !ok {
+				if !ok && checked {
 					return errcode.Field(errcode.InvalidJSON, surrogateField(stack, expectKey, allowed),
 						fmt.Sprintf("unpaired UTF-16 surrogate escape at byte %d", j))
 				}
-				j += n
+				j += max(n, 2)
 			}
 			if j >= len(data) {
 				return errcode.Field(errcode.InvalidJSON, "", "JSON ends early")
 			}
-			if expectKey && len(stack) > 0 {
+			if expectKey && len(stack) > 0 && checked {
 				key := data[i+1 : j]
 				if bytes.IndexByte(key, '\\') >= 0 {
 					var unescaped string
@@ -306,7 +311,7 @@ func typeError(err error, fallback string) error {
 // call Validate for that.
 func ParseSubmission(data []byte) (Submission, error) {
 	var s Submission
-	if err := decodeStrict(data, submissionFields, &s, "report fields have the wrong types"); err != nil {
+	if err := decodeStrict(data, submissionFields, 0, &s, "report fields have the wrong types"); err != nil {
 		return Submission{}, err
 	}
 	if string(s.Answers) == "null" {
@@ -322,7 +327,7 @@ func ParseEnvelope(data []byte) (Envelope, error) {
 		// ReceivedAt is decoded through a pointer to tell a missing field from a zero time.
 		ReceivedAt *time.Time `json:"receivedAt"`
 	}
-	if err := decodeStrict(data, envelopeFields, &e, "envelope fields have the wrong types"); err != nil {
+	if err := decodeStrict(data, envelopeFields, 0, &e, "envelope fields have the wrong types"); err != nil {
 		return Envelope{}, otherSchema(data, err)
 	}
 	if e.ReceivedAt == nil {
@@ -341,7 +346,8 @@ func ParseBatch(data []byte, maxItems int) ([]json.RawMessage, error) {
 	var body struct {
 		Reports *[]json.RawMessage `json:"reports"`
 	}
-	if err := decodeStrict(data, map[string]bool{"reports": true}, &body, "reports must be an array of reports"); err != nil {
+	// Depth 1: the batch object's own keys; each item is checked in full by ParseSubmission.
+	if err := decodeStrict(data, map[string]bool{"reports": true}, 1, &body, "reports must be an array of reports"); err != nil {
 		return nil, err
 	}
 	if body.Reports == nil {

@@ -233,6 +233,25 @@ func TestUnknownFieldIsNotEchoed(t *testing.T) {
 	}
 }
 
+// A batch checks its own keys; each item is checked on its own by ParseSubmission, so one bad item does not
+// sink the batch.
+func TestParseBatchLeavesItemsToParseSubmission(t *testing.T) {
+	items, err := report.ParseBatch([]byte("{\"reports\":[{\"requestId\":1,\"requestId\":2},{\"deviceId\":\"\xff\\udc00\"}]}"), 10)
+	if err != nil || len(items) != 2 {
+		t.Fatalf("batch with two bad items: %d items, %v; want both items back", len(items), err)
+	}
+	for i, it := range items {
+		if _, err := report.ParseSubmission(it); code(err) != errcode.InvalidJSON {
+			t.Errorf("item %d: %v; want INVALID_JSON", i, err)
+		}
+	}
+	for _, body := range []string{`{"reports":[],"reports":[]}`, "{\"reports\":[],\"\xff\":1}", `{"reports":[` + strings.Repeat("[", 40) + strings.Repeat("]", 40) + `]}`} {
+		if _, err := report.ParseBatch([]byte(body), 10); err == nil {
+			t.Errorf("%q accepted", body)
+		}
+	}
+}
+
 func TestEnvelopeOfAnotherSchemaSaysSo(t *testing.T) {
 	for _, body := range []string{`{"schemaVersion":9}`, `{"schemaVersion":2,"requestId":"x","newField":true}`} {
 		_, err := report.ParseEnvelope([]byte(body))
