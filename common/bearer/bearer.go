@@ -79,9 +79,12 @@ func (c Conf) Validate() error {
 		if len(c.Secret) < MinSecretBytes {
 			errs = append(errs, fmt.Errorf("Secret must be at least %d bytes in hs256 mode", MinSecretBytes))
 		}
+		if c.JWKSURL != "" {
+			errs = append(errs, errors.New("JWKSURL is set but does nothing in hs256 mode"))
+		}
 	case ModeOIDC:
 		if c.JWKSURL == "" || c.Issuer == "" || c.Audience == "" {
-			errs = append(errs, errors.New("oidc mode needs JWKSURL, Issuer and Audience"))
+			errs = append(errs, errors.New("JWKSURL, Issuer and Audience are required in oidc mode"))
 		}
 		if c.Secret != "" {
 			errs = append(errs, errors.New("Secret is set but does nothing in oidc mode"))

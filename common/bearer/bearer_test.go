@@ -329,6 +329,7 @@ func TestConfValidate(t *testing.T) {
 		"oidc with HS256":  {Mode: bearer.ModeOIDC, JWKSURL: "http://x", Issuer: issuer, Audience: audience, Algorithms: []string{"HS256"}, SubjectClaim: "sub", RefreshInterval: time.Minute, UnknownKIDRefreshEvery: time.Second, FetchTimeout: time.Second},
 		"oidc with secret": {Mode: bearer.ModeOIDC, JWKSURL: "http://x", Secret: strings.Repeat("k", 32), Issuer: issuer, Audience: audience, Algorithms: []string{"RS256"}, SubjectClaim: "sub", RefreshInterval: time.Minute, UnknownKIDRefreshEvery: time.Second, FetchTimeout: time.Second},
 		"no subject claim": {Mode: bearer.ModeHS256, Secret: strings.Repeat("k", 32)},
+		"hs256 with url":   {Mode: bearer.ModeHS256, Secret: strings.Repeat("k", 32), JWKSURL: "http://x", SubjectClaim: "sub"},
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%s: Validate passed", name)
