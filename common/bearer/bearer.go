@@ -132,9 +132,10 @@ type Identity struct {
 
 // Verifier checks tokens. It is safe for concurrent use; Close stops its key refresh.
 type Verifier struct {
-	conf    Conf
-	rules   Rules
-	keyfunc jwt.Keyfunc
+	conf  Conf
+	rules Rules
+	// keys returns the keyfunc for one verification; ctx bounds a key set fetch it may cause.
+	keys    func(ctx context.Context) jwt.Keyfunc
 	methods []string
 	stop    context.CancelFunc
 }
@@ -151,7 +152,7 @@ func New(c Conf, r Rules) (*Verifier, error) {
 	v := &Verifier{conf: c, rules: r, stop: func() {}}
 	if c.Mode == ModeHS256 {
 		secret := []byte(c.Secret)
-		v.keyfunc = func(*jwt.Token) (any, error) { return secret, nil }
+		v.keys = func(context.Context) jwt.Keyfunc { return func(*jwt.Token) (any, error) { return secret, nil } }
 		v.methods = []string{jwt.SigningMethodHS256.Alg()}
 		return v, nil
 	}
@@ -175,7 +176,7 @@ func New(c Conf, r Rules) (*Verifier, error) {
 		cancel()
 		return nil, fmt.Errorf("bearer: fetch key set %s: %w", url, err)
 	}
-	v.keyfunc = kf.Keyfunc
+	v.keys = kf.KeyfuncCtx
 	v.methods = c.Algorithms
 	v.stop = cancel
 	return v, nil
@@ -184,9 +185,9 @@ func New(c Conf, r Rules) (*Verifier, error) {
 // Close stops the key refresh. The Verifier must not be used afterwards.
 func (v *Verifier) Close() { v.stop() }
 
-// Verify checks token and returns whom it names. A key set fetch it causes (unknown kid) is bounded by the
-// configured FetchTimeout.
-func (v *Verifier) Verify(token string) (Identity, error) {
+// Verify checks token and returns whom it names. A key set fetch it causes (a token naming an unknown key
+// id) ends with ctx or after FetchTimeout.
+func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
 	now := time.Now
 	if v.rules.Now != nil {
 		now = v.rules.Now
@@ -205,7 +206,7 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 		opts = append(opts, jwt.WithAudience(v.conf.Audience))
 	}
 	var c claims
-	if _, err := jwt.ParseWithClaims(token, &c, v.keyfunc, opts...); err != nil {
+	if _, err := jwt.ParseWithClaims(token, &c, v.keys(ctx), opts...); err != nil {
 		return Identity{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	id := Identity{Issuer: c.Issuer}

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -30,9 +31,10 @@ const (
 
 // jwks is an issuer's key set served over HTTP; keys can be added and removed while it runs.
 type jwks struct {
-	mu   sync.Mutex
-	keys map[string]any // kid → *rsa.PublicKey or *ecdsa.PublicKey
-	srv  *httptest.Server
+	mu      sync.Mutex
+	keys    map[string]any // kid → *rsa.PublicKey or *ecdsa.PublicKey
+	fetches int
+	srv     *httptest.Server
 }
 
 func newJWKS(t *testing.T) *jwks {
@@ -41,6 +43,7 @@ func newJWKS(t *testing.T) *jwks {
 	j.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		j.mu.Lock()
 		defer j.mu.Unlock()
+		j.fetches++
 		var set struct {
 			Keys []map[string]string `json:"keys"`
 		}
@@ -160,7 +163,7 @@ func TestOIDC(t *testing.T) {
 		"aud as array":  sign(t, jwt.SigningMethodRS256, "rsa-1", rk, with(c, "aud", []string{"other", audience})),
 		"within leeway": sign(t, jwt.SigningMethodRS256, "rsa-1", rk, with(c, "exp", now.Add(-10*time.Second).Unix())),
 	} {
-		id, err := v.Verify(tok)
+		id, err := v.Verify(t.Context(), tok)
 		if err != nil || id.Subject != "patient-1" || id.Issuer != issuer || id.Values != nil {
 			t.Errorf("%s: Verify = %+v, %v", name, id, err)
 		}
@@ -197,7 +200,7 @@ func TestOIDC(t *testing.T) {
 		"empty":                             "",
 	}
 	for name, tok := range refused {
-		id, err := v.Verify(tok)
+		id, err := v.Verify(t.Context(), tok)
 		if !errors.Is(err, bearer.ErrInvalidToken) {
 			t.Errorf("%s: Verify = %+v, %v; want ErrInvalidToken", name, id, err)
 			continue
@@ -218,17 +221,17 @@ func TestKeyRotation(t *testing.T) {
 	claims := valid(time.Now())
 	oldTok := sign(t, jwt.SigningMethodRS256, "old", old, claims)
 	nextTok := sign(t, jwt.SigningMethodES256, "next", next, claims)
-	if _, err := v.Verify(oldTok); err != nil {
+	if _, err := v.Verify(t.Context(), oldTok); err != nil {
 		t.Fatalf("old key before rotation: %v", err)
 	}
-	if _, err := v.Verify(nextTok); !errors.Is(err, bearer.ErrInvalidToken) {
+	if _, err := v.Verify(t.Context(), nextTok); !errors.Is(err, bearer.ErrInvalidToken) {
 		t.Fatalf("a key not yet published was accepted: %v", err)
 	}
 
 	// The issuer publishes the next key: a token naming it makes the verifier fetch the set again.
 	set.put("next", &next.PublicKey)
 	time.Sleep(5 * time.Millisecond) // past the unknown-kid rate limit
-	if _, err := v.Verify(nextTok); err != nil {
+	if _, err := v.Verify(t.Context(), nextTok); err != nil {
 		t.Fatalf("the new key was not picked up: %v", err)
 	}
 
@@ -236,7 +239,7 @@ func TestKeyRotation(t *testing.T) {
 	set.remove("old")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		_, err := v.Verify(oldTok)
+		_, err := v.Verify(t.Context(), oldTok)
 		if errors.Is(err, bearer.ErrInvalidToken) {
 			break
 		}
@@ -245,8 +248,34 @@ func TestKeyRotation(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if _, err := v.Verify(nextTok); err != nil {
+	if _, err := v.Verify(t.Context(), nextTok); err != nil {
 		t.Errorf("the new key after refresh: %v", err)
+	}
+}
+
+// Tokens naming unknown key ids cannot make the verifier hammer the issuer.
+func TestUnknownKIDRateLimited(t *testing.T) {
+	rk := rsaKey(t)
+	set := newJWKS(t)
+	set.put("k", &rk.PublicKey)
+	c := oidcConf(set.srv.URL)
+	c.UnknownKIDRefreshEvery = time.Hour
+	v := newVerifier(t, c, bearer.Rules{})
+	claims := valid(time.Now())
+	for i := range 20 {
+		tok := sign(t, jwt.SigningMethodRS256, fmt.Sprintf("forged-%d", i), rk, claims)
+		if _, err := v.Verify(t.Context(), tok); !errors.Is(err, bearer.ErrInvalidToken) {
+			t.Fatalf("unknown kid %d: %v", i, err)
+		}
+	}
+	set.mu.Lock()
+	fetches := set.fetches
+	set.mu.Unlock()
+	if fetches > 2 { // the fetch at start, and one for the first unknown kid
+		t.Errorf("%d fetches of the key set for 20 unknown kids", fetches)
+	}
+	if _, err := v.Verify(t.Context(), sign(t, jwt.SigningMethodRS256, "k", rk, claims)); err != nil {
+		t.Errorf("a known key after the flood: %v", err)
 	}
 }
 
@@ -269,11 +298,11 @@ func TestRules(t *testing.T) {
 	v := newVerifier(t, c, bearer.Rules{Claim: "roles", Values: []string{"reviewer", "operator"}})
 	base := with(valid(time.Now()), "patient_id", "p-7")
 
-	id, err := v.Verify(sign(t, jwt.SigningMethodRS256, "k", rk, with(base, "roles", []string{"other", "operator", "reviewer"})))
+	id, err := v.Verify(t.Context(), sign(t, jwt.SigningMethodRS256, "k", rk, with(base, "roles", []string{"other", "operator", "reviewer"})))
 	if err != nil || id.Subject != "p-7" || strings.Join(id.Values, ",") != "operator,reviewer" {
 		t.Errorf("roles array: %+v, %v", id, err)
 	}
-	id, err = v.Verify(sign(t, jwt.SigningMethodRS256, "k", rk, with(base, "roles", "reviewer")))
+	id, err = v.Verify(t.Context(), sign(t, jwt.SigningMethodRS256, "k", rk, with(base, "roles", "reviewer")))
 	if err != nil || strings.Join(id.Values, ",") != "reviewer" {
 		t.Errorf("roles string: %+v, %v", id, err)
 	}
@@ -284,7 +313,7 @@ func TestRules(t *testing.T) {
 		"no subject claim":   with(with(base, "roles", "reviewer"), "patient_id", nil),
 		"subject not string": with(with(base, "roles", "reviewer"), "patient_id", 7),
 	} {
-		if id, err := v.Verify(sign(t, jwt.SigningMethodRS256, "k", rk, cl)); !errors.Is(err, bearer.ErrInvalidToken) {
+		if id, err := v.Verify(t.Context(), sign(t, jwt.SigningMethodRS256, "k", rk, cl)); !errors.Is(err, bearer.ErrInvalidToken) {
 			t.Errorf("%s: Verify = %+v, %v; want ErrInvalidToken", name, id, err)
 		}
 	}
@@ -299,7 +328,7 @@ func TestHS256(t *testing.T) {
 	c := bearer.Conf{Mode: bearer.ModeHS256, Secret: string(secret), SubjectClaim: "sub", Leeway: time.Second}
 	v := newVerifier(t, c, bearer.Rules{Now: func() time.Time { return now }})
 	cl := jwt.MapClaims{"sub": "alice", "exp": now.Add(time.Hour).Unix()}
-	if id, err := v.Verify(sign(t, jwt.SigningMethodHS256, "", secret, cl)); err != nil || id.Subject != "alice" {
+	if id, err := v.Verify(t.Context(), sign(t, jwt.SigningMethodHS256, "", secret, cl)); err != nil || id.Subject != "alice" {
 		t.Errorf("valid: %+v, %v", id, err)
 	}
 	for name, tok := range map[string]string{
@@ -310,13 +339,13 @@ func TestHS256(t *testing.T) {
 		"missing exp":   sign(t, jwt.SigningMethodHS256, "", secret, with(cl, "exp", nil)),
 		"expired":       sign(t, jwt.SigningMethodHS256, "", secret, with(cl, "exp", now.Add(-time.Minute).Unix())),
 	} {
-		if id, err := v.Verify(tok); !errors.Is(err, bearer.ErrInvalidToken) {
+		if id, err := v.Verify(t.Context(), tok); !errors.Is(err, bearer.ErrInvalidToken) {
 			t.Errorf("%s: Verify = %+v, %v; want ErrInvalidToken", name, id, err)
 		}
 	}
 	c.Issuer = issuer
 	v = newVerifier(t, c, bearer.Rules{Now: func() time.Time { return now }})
-	if _, err := v.Verify(sign(t, jwt.SigningMethodHS256, "", secret, cl)); !errors.Is(err, bearer.ErrInvalidToken) {
+	if _, err := v.Verify(t.Context(), sign(t, jwt.SigningMethodHS256, "", secret, cl)); !errors.Is(err, bearer.ErrInvalidToken) {
 		t.Errorf("hs256 with Issuer set accepted a token without iss: %v", err)
 	}
 }

@@ -83,8 +83,8 @@ func NewVerifier(c config.AuthConf, now func() time.Time) (*Verifier, error) {
 func (v *Verifier) Close() { v.tokens.Close() }
 
 // Verify checks token (see common/bearer) and returns its subject and strongest role.
-func (v *Verifier) Verify(token string) (Principal, error) {
-	id, err := v.tokens.Verify(token)
+func (v *Verifier) Verify(ctx context.Context, token string) (Principal, error) {
+	id, err := v.tokens.Verify(ctx, token)
 	if err != nil {
 		return Principal{}, err
 	}

@@ -42,7 +42,7 @@ func verify(t *testing.T, token string, leeway time.Duration, now time.Time) (au
 		t.Fatal(err)
 	}
 	defer v.Close()
-	return v.Verify(token)
+	return v.Verify(t.Context(), token)
 }
 
 func TestMintVerify(t *testing.T) {
@@ -163,12 +163,12 @@ func TestRoleClaim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, err := v.Verify(tok); err != nil || p.Actor != "rita" || p.Role != auth.RoleReviewer {
+	if p, err := v.Verify(t.Context(), tok); err != nil || p.Actor != "rita" || p.Role != auth.RoleReviewer {
 		t.Errorf("role in the configured claim: %+v, %v", p, err)
 	}
 	// A role under the default name is not read when another claim is configured.
 	tok, _ = auth.Mint(key, "role", "rita", auth.RoleOperator, time.Hour, now)
-	if p, err := v.Verify(tok); !errors.Is(err, auth.ErrInvalidToken) {
+	if p, err := v.Verify(t.Context(), tok); !errors.Is(err, auth.ErrInvalidToken) {
 		t.Errorf("role under another claim: %+v, %v", p, err)
 	}
 	// An array holding both roles gives the stronger one.
@@ -177,7 +177,7 @@ func TestRoleClaim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, err := v.Verify(arr); err != nil || p.Actor != "otto" || p.Role != auth.RoleOperator {
+	if p, err := v.Verify(t.Context(), arr); err != nil || p.Actor != "otto" || p.Role != auth.RoleOperator {
 		t.Errorf("roles array: %+v, %v", p, err)
 	}
 }
@@ -213,12 +213,12 @@ func TestOIDC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, err := v.Verify(s); err != nil || p.Actor != "otto" || p.Role != auth.RoleOperator {
+	if p, err := v.Verify(t.Context(), s); err != nil || p.Actor != "otto" || p.Role != auth.RoleOperator {
 		t.Errorf("OIDC token: %+v, %v", p, err)
 	}
 	// A development token is refused in oidc mode.
 	dev, _ := auth.Mint(key, "roles", "otto", auth.RoleOperator, time.Hour, time.Now())
-	if p, err := v.Verify(dev); !errors.Is(err, auth.ErrInvalidToken) {
+	if p, err := v.Verify(t.Context(), dev); !errors.Is(err, auth.ErrInvalidToken) {
 		t.Errorf("HS256 token in oidc mode: %+v, %v", p, err)
 	}
 

@@ -3,6 +3,7 @@
 package middleware
 
 import (
+	"context"
 	"net/http"
 	"strings"
 
@@ -14,7 +15,7 @@ import (
 
 // TokenVerifier turns a bearer token into the caller; auth.Verifier is the one used.
 type TokenVerifier interface {
-	Verify(token string) (auth.Principal, error)
+	Verify(ctx context.Context, token string) (auth.Principal, error)
 }
 
 // Auth checks bearer tokens with Tokens.
@@ -35,7 +36,7 @@ func (a Auth) Require(role string) rest.Middleware {
 					"a bearer token is required"))
 				return
 			}
-			p, err := a.Tokens.Verify(token)
+			p, err := a.Tokens.Verify(r.Context(), token)
 			if err != nil {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="dlq-worker", error="invalid_token"`)
 				errcode.Write(r.Context(), w, errcode.New(http.StatusUnauthorized, errcode.Unauthorized,
