@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/zeromicro/go-zero/rest"
@@ -205,6 +206,9 @@ func (a AuthConf) Validate() error {
 	}
 	if a.RoleClaim == "" || a.MaxTTL <= 0 {
 		errs = append(errs, errors.New("Auth: need a RoleClaim and MaxTTL > 0"))
+	}
+	if slices.Contains([]string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", a.SubjectClaim}, a.RoleClaim) {
+		errs = append(errs, fmt.Errorf("Auth.RoleClaim %q names a registered claim or the subject claim", a.RoleClaim))
 	}
 	return errors.Join(errs...)
 }

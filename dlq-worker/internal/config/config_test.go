@@ -100,6 +100,7 @@ func TestLoadRefuses(t *testing.T) {
 		{"oidc without issuer", strings.Replace(base, "  Secret: "+key+"\n", "  Mode: oidc\n  JWKSURL: https://idp.test/jwks\n  Audience: dlq-worker\n", 1), "Auth.JWKSURL, Issuer and Audience are required in oidc mode"},
 		{"oidc with a key", strings.Replace(base, "  Secret: "+key+"\n", "  Mode: oidc\n  Secret: "+key+"\n  JWKSURL: https://idp.test/jwks\n  Issuer: https://idp.test\n  Audience: dlq-worker\n", 1), "Auth.Secret is set but does nothing in oidc mode"},
 		{"oidc with HS256", strings.Replace(base, "  Secret: "+key+"\n", "  Mode: oidc\n  JWKSURL: https://idp.test/jwks\n  Issuer: https://idp.test\n  Audience: dlq-worker\n  Algorithms: [HS256]\n", 1), "Auth.Algorithms"},
+		{"role in the subject claim", base + "  RoleClaim: sub\n", `Auth.RoleClaim "sub" names a registered claim or the subject claim`},
 		{"hs256 with a JWKS URL", base + "  JWKSURL: https://idp.test/jwks\n", "Auth.JWKSURL is set but does nothing in hs256 mode"},
 		{"log middleware on", base + "Middlewares:\n  Log: true\n", "Middlewares.Log has no effect"},
 		{"log middleware off", base + "middlewares:\n  log: false\n", "Middlewares.Log has no effect"},
