@@ -1,15 +1,19 @@
-// Package auth issues and checks the ops API's bearer tokens: HS256 JWTs whose sub is the actor written to
-// the audit trail and whose role is reviewer or operator. exp is required; a token without one is refused,
-// so no token lives forever.
+// Package auth issues and checks the ops API's bearer tokens through common/bearer: the token's subject is the
+// actor written to the audit trail and its role claim (a string or an array of strings) must hold reviewer or
+// operator. exp is required; a token without one is refused, so no token lives forever. Tokens come from an
+// OIDC issuer (Auth.Mode oidc) or, for development, are HS256 tokens minted by the token command.
 package auth
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/epro-intake/common/bearer"
+	"github.com/epro-intake/dlq-worker/internal/config"
 )
 
 // Roles. An operator may do everything a reviewer may.
@@ -19,7 +23,7 @@ const (
 )
 
 // ErrInvalidToken covers every reason a token is refused; the reason is not told to the client.
-var ErrInvalidToken = errors.New("invalid token")
+var ErrInvalidToken = bearer.ErrInvalidToken
 
 // Principal is who is calling: the token's sub and role.
 type Principal struct {
@@ -42,21 +46,17 @@ func (p Principal) Can(role string) bool {
 // ValidRole reports whether role is one of the roles.
 func ValidRole(role string) bool { return role == RoleReviewer || role == RoleOperator }
 
-type claims struct {
-	Role string `json:"role"`
-	jwt.RegisteredClaims
-}
-
-// Mint returns a token for sub with role, valid for ttl from now.
-func Mint(secret []byte, sub, role string, ttl time.Duration, now time.Time) (string, error) {
-	if sub == "" || !ValidRole(role) || ttl <= 0 {
-		return "", fmt.Errorf("mint token: need a sub, a role of %s or %s, and a positive ttl", RoleReviewer, RoleOperator)
+// Mint returns a development HS256 token for sub with role in roleClaim, valid for ttl from now.
+func Mint(secret []byte, roleClaim, sub, role string, ttl time.Duration, now time.Time) (string, error) {
+	if sub == "" || roleClaim == "" || !ValidRole(role) || ttl <= 0 {
+		return "", fmt.Errorf("mint token: need a sub, a role claim, a role of %s or %s, and a positive ttl", RoleReviewer, RoleOperator)
 	}
-	c := claims{Role: role, RegisteredClaims: jwt.RegisteredClaims{
-		Subject:   sub,
-		IssuedAt:  jwt.NewNumericDate(now),
-		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
-	}}
+	c := jwt.MapClaims{
+		"sub":     sub,
+		roleClaim: role,
+		"iat":     jwt.NewNumericDate(now),
+		"exp":     jwt.NewNumericDate(now.Add(ttl)),
+	}
 	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
 	if err != nil {
 		return "", fmt.Errorf("mint token: %w", err)
@@ -64,24 +64,35 @@ func Mint(secret []byte, sub, role string, ttl time.Duration, now time.Time) (st
 	return s, nil
 }
 
-// Verify checks token's signature (HS256 only: "none" and algorithm confusion are refused), exp (required),
-// nbf and iat within leeway, and that sub and role are set.
-func Verify(secret []byte, token string, leeway time.Duration, now time.Time) (Principal, error) {
-	var c claims
-	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return secret, nil },
-		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithLeeway(leeway),
-		jwt.WithTimeFunc(func() time.Time { return now }),
-	)
+// Verifier checks the ops API's tokens.
+type Verifier struct {
+	tokens *bearer.Verifier
+}
+
+// NewVerifier returns a Verifier for c; now is the clock (nil means time.Now). In oidc mode it fetches the
+// issuer's key set first and keeps it fresh until Close.
+func NewVerifier(c config.AuthConf, now func() time.Time) (*Verifier, error) {
+	v, err := bearer.New(c.Conf, bearer.Rules{Claim: c.RoleClaim, Values: []string{RoleReviewer, RoleOperator}, Now: now})
 	if err != nil {
-		return Principal{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		return nil, fmt.Errorf("auth: %w", err)
 	}
-	if c.Subject == "" || !ValidRole(c.Role) {
-		return Principal{}, fmt.Errorf("%w: sub or role missing", ErrInvalidToken)
+	return &Verifier{tokens: v}, nil
+}
+
+// Close stops the key set refresh.
+func (v *Verifier) Close() { v.tokens.Close() }
+
+// Verify checks token (see common/bearer) and returns its subject and strongest role.
+func (v *Verifier) Verify(ctx context.Context, token string) (Principal, error) {
+	id, err := v.tokens.Verify(ctx, token)
+	if err != nil {
+		return Principal{}, err
 	}
-	return Principal{Actor: c.Subject, Role: c.Role}, nil
+	role := RoleReviewer
+	if slices.Contains(id.Values, RoleOperator) {
+		role = RoleOperator
+	}
+	return Principal{Actor: id.Subject, Role: role}, nil
 }
 
 type principalKey struct{}

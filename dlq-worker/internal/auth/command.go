@@ -8,6 +8,7 @@ import (
 
 	"github.com/zeromicro/go-zero/core/conf"
 
+	"github.com/epro-intake/common/bearer"
 	"github.com/epro-intake/dlq-worker/internal/config"
 )
 
@@ -17,8 +18,8 @@ type tokenConfig struct {
 	Auth config.AuthConf
 }
 
-// TokenCommand implements `dlq-worker token -sub alice -role operator -ttl 8h`: it prints a token signed
-// with the configured key. It returns the process exit code.
+// TokenCommand implements `dlq-worker token -sub alice -role operator -ttl 8h`: it prints a development HS256
+// token signed with the configured key (hs256 mode only). It returns the process exit code.
 func TokenCommand(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -38,11 +39,15 @@ func TokenCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "token: %v\n", err)
 		return 1
 	}
+	if c.Auth.Mode != bearer.ModeHS256 {
+		fmt.Fprintf(stderr, "token: Auth.Mode is %s: tokens come from the OIDC issuer\n", c.Auth.Mode)
+		return 1
+	}
 	if *ttl > c.Auth.MaxTTL {
 		fmt.Fprintf(stderr, "token: -ttl %s exceeds Auth.MaxTTL %s\n", *ttl, c.Auth.MaxTTL)
 		return 2
 	}
-	token, err := Mint([]byte(c.Auth.Secret), *sub, *role, *ttl, time.Now())
+	token, err := Mint([]byte(c.Auth.Secret), c.Auth.RoleClaim, *sub, *role, *ttl, time.Now())
 	if err != nil {
 		fmt.Fprintf(stderr, "token: %v\n", err)
 		return 2

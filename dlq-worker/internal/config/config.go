@@ -6,17 +6,15 @@ package config
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/zeromicro/go-zero/rest"
 
+	"github.com/epro-intake/common/bearer"
 	"github.com/epro-intake/common/conffile"
 	"github.com/epro-intake/common/producer"
 )
-
-// MinSecretBytes is the shortest JWT key accepted: HS256 is only as strong as its key, and RFC 7518 asks for
-// at least the hash size.
-const MinSecretBytes = 32
 
 // Config is dlq-worker's configuration: the ops API (RestConf), the dead-letter consumer and the replayer.
 type Config struct {
@@ -101,12 +99,14 @@ type MySQLConf struct {
 	QueryTimeout time.Duration `json:",default=3s"`
 }
 
-// AuthConf configures bearer tokens: HS256 JWTs with sub (the actor), role (reviewer or operator) and exp.
+// AuthConf configures bearer tokens (common/bearer): JWTs with a subject (the actor), a role claim (reviewer
+// or operator) and exp. Mode hs256 (the default, for development) checks them against Secret
+// (EPRO_DLQ_JWT_KEY); mode oidc against the keys of an OpenID Connect issuer (JWKSURL, Issuer, Audience).
 type AuthConf struct {
-	// Secret is the HS256 key, at least MinSecretBytes bytes (EPRO_DLQ_JWT_KEY).
-	Secret string
-	// Leeway tolerates clock skew on exp, iat and nbf.
-	Leeway time.Duration `json:",default=30s"`
+	bearer.Conf
+	// RoleClaim names the claim holding the role, a string or an array of strings. The token command
+	// writes its role there.
+	RoleClaim string `json:",default=role"`
 	// MaxTTL caps the lifetime of tokens minted by the token command.
 	MaxTTL time.Duration `json:",default=720h"`
 }
@@ -195,14 +195,20 @@ func (c ConsumerConf) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Validate checks the key.
+// Validate checks the mode's settings, RoleClaim and MaxTTL.
 func (a AuthConf) Validate() error {
 	var errs []error
-	if len(a.Secret) < MinSecretBytes {
-		errs = append(errs, fmt.Errorf("Auth.Secret must be at least %d bytes (EPRO_DLQ_JWT_KEY)", MinSecretBytes))
+	if err := a.Conf.Validate(); err != nil {
+		errs = append(errs, conffile.Prefixed("Auth", err))
+		if a.Mode == bearer.ModeHS256 && len(a.Secret) < bearer.MinSecretBytes {
+			errs = append(errs, errors.New("Auth.Secret comes from EPRO_DLQ_JWT_KEY"))
+		}
 	}
-	if a.Leeway < 0 || a.MaxTTL <= 0 {
-		errs = append(errs, errors.New("Auth: need Leeway >= 0 and MaxTTL > 0"))
+	if a.RoleClaim == "" || a.MaxTTL <= 0 {
+		errs = append(errs, errors.New("Auth: need a RoleClaim and MaxTTL > 0"))
+	}
+	if slices.Contains([]string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", a.SubjectClaim}, a.RoleClaim) {
+		errs = append(errs, fmt.Errorf("Auth.RoleClaim %q names a registered claim or the subject claim", a.RoleClaim))
 	}
 	return errors.Join(errs...)
 }

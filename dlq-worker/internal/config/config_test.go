@@ -59,6 +59,10 @@ func TestDefaults(t *testing.T) {
 	if c.MySQL.QueryTimeout != 3*time.Second || !c.MySQL.Migrate || c.Auth.MaxTTL != 720*time.Hour || c.List.MaxLimit != 200 {
 		t.Errorf("defaults = %+v %+v %+v", c.MySQL, c.Auth, c.List)
 	}
+	if a := c.Auth; a.Mode != "hs256" || a.RoleClaim != "role" || a.SubjectClaim != "sub" || a.Leeway != 30*time.Second ||
+		len(a.Algorithms) != 2 || a.RefreshInterval != 5*time.Minute {
+		t.Errorf("auth defaults = %+v", a)
+	}
 	if p := c.Replay.Producer; p.BatchTimeout != time.Millisecond || p.BatchSize != 100 || p.WriteTimeout != 2*time.Second || p.MaxAttempts != 5 {
 		t.Errorf("producer defaults = %+v", p)
 	}
@@ -91,6 +95,13 @@ func TestLoadRefuses(t *testing.T) {
 		"MySQL:\n  DSN: x\nAuth:\n  Secret: " + key + "\n"
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"valid", base, ""},
+		{"valid oidc", strings.Replace(base, "  Secret: "+key+"\n", "  Mode: oidc\n  JWKSURL: https://idp.test/jwks\n  Issuer: https://idp.test\n  Audience: dlq-worker\n  RoleClaim: roles\n", 1), ""},
+		{"short key", strings.Replace(base, key, "short", 1), "Auth.Secret must be at least 32 bytes"},
+		{"oidc without issuer", strings.Replace(base, "  Secret: "+key+"\n", "  Mode: oidc\n  JWKSURL: https://idp.test/jwks\n  Audience: dlq-worker\n", 1), "Auth.JWKSURL, Issuer and Audience are required in oidc mode"},
+		{"oidc with a key", strings.Replace(base, "  Secret: "+key+"\n", "  Mode: oidc\n  Secret: "+key+"\n  JWKSURL: https://idp.test/jwks\n  Issuer: https://idp.test\n  Audience: dlq-worker\n", 1), "Auth.Secret is set but does nothing in oidc mode"},
+		{"oidc with HS256", strings.Replace(base, "  Secret: "+key+"\n", "  Mode: oidc\n  JWKSURL: https://idp.test/jwks\n  Issuer: https://idp.test\n  Audience: dlq-worker\n  Algorithms: [HS256]\n", 1), "Auth.Algorithms"},
+		{"role in the subject claim", base + "  RoleClaim: sub\n", `Auth.RoleClaim "sub" names a registered claim or the subject claim`},
+		{"hs256 with a JWKS URL", base + "  JWKSURL: https://idp.test/jwks\n", "Auth.JWKSURL is set but does nothing in hs256 mode"},
 		{"log middleware on", base + "Middlewares:\n  Log: true\n", "Middlewares.Log has no effect"},
 		{"log middleware off", base + "middlewares:\n  log: false\n", "Middlewares.Log has no effect"},
 		{"no replay producer", strings.Replace(base, "  Producer:\n    Brokers: [k:9092]\n", "  Timeout: 5s\n", 1), "Producer"},

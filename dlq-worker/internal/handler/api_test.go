@@ -25,8 +25,8 @@ func TestAuthentication(t *testing.T) {
 	reviewer := w.token("rita", auth.RoleReviewer)
 	operator := w.token("otto", auth.RoleOperator)
 
-	expired, _ := auth.Mint([]byte(testSecret), "rita", auth.RoleReviewer, time.Minute, time.Now().Add(-time.Hour))
-	otherKey, _ := auth.Mint([]byte("another-secret-key-0123456789abcdef"), "rita", auth.RoleOperator, time.Hour, time.Now())
+	expired, _ := auth.Mint([]byte(testSecret), "role", "rita", auth.RoleReviewer, time.Minute, time.Now().Add(-time.Hour))
+	otherKey, _ := auth.Mint([]byte("another-secret-key-0123456789abcdef"), "role", "rita", auth.RoleOperator, time.Hour, time.Now())
 	noExp, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "rita", "role": "operator"}).SignedString([]byte(testSecret))
 	badRole, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "rita", "role": "admin", "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(testSecret))
 	none, _ := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"sub": "rita", "role": "operator", "exp": time.Now().Add(time.Hour).Unix()}).SignedString(jwt.UnsafeAllowNoneSignatureType)

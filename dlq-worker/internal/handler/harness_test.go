@@ -177,7 +177,7 @@ Auth:
 
 func (w *worker) token(sub, role string) string {
 	w.t.Helper()
-	tok, err := auth.Mint([]byte(testSecret), sub, role, time.Hour, time.Now())
+	tok, err := auth.Mint([]byte(testSecret), "role", sub, role, time.Hour, time.Now())
 	if err != nil {
 		w.t.Fatal(err)
 	}

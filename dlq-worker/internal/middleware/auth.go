@@ -3,9 +3,9 @@
 package middleware
 
 import (
+	"context"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/zeromicro/go-zero/rest"
 
@@ -13,12 +13,14 @@ import (
 	"github.com/epro-intake/dlq-worker/internal/auth"
 )
 
-// Auth checks bearer tokens against one HS256 key.
+// TokenVerifier turns a bearer token into the caller; auth.Verifier is the one used.
+type TokenVerifier interface {
+	Verify(ctx context.Context, token string) (auth.Principal, error)
+}
+
+// Auth checks bearer tokens with Tokens.
 type Auth struct {
-	Secret []byte
-	Leeway time.Duration
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	Tokens TokenVerifier
 }
 
 // Require returns a middleware that lets a request through only with a valid token whose role is role or
@@ -34,11 +36,7 @@ func (a Auth) Require(role string) rest.Middleware {
 					"a bearer token is required"))
 				return
 			}
-			now := time.Now
-			if a.Now != nil {
-				now = a.Now
-			}
-			p, err := auth.Verify(a.Secret, token, a.Leeway, now())
+			p, err := a.Tokens.Verify(r.Context(), token)
 			if err != nil {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="dlq-worker", error="invalid_token"`)
 				errcode.Write(r.Context(), w, errcode.New(http.StatusUnauthorized, errcode.Unauthorized,

@@ -7,20 +7,38 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/epro-intake/common/bearer"
 	"github.com/epro-intake/dlq-worker/internal/auth"
+	"github.com/epro-intake/dlq-worker/internal/config"
 	"github.com/epro-intake/dlq-worker/internal/middleware"
 )
 
 func TestRequire(t *testing.T) {
 	key := []byte("0123456789abcdef0123456789abcdef")
-	a := middleware.Auth{Secret: key, Leeway: time.Second}
+	tokens, err := auth.NewVerifier(config.AuthConf{
+		Conf:      bearer.Conf{Mode: bearer.ModeHS256, Secret: string(key), SubjectClaim: "sub", Leeway: time.Second},
+		RoleClaim: "role",
+		MaxTTL:    time.Hour,
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tokens.Close()
+	a := middleware.Auth{Tokens: tokens}
 	var seen auth.Principal
 	next := func(w http.ResponseWriter, r *http.Request) {
 		seen, _ = auth.FromContext(r.Context())
 		w.WriteHeader(http.StatusNoContent)
 	}
-	op, _ := auth.Mint(key, "otto", auth.RoleOperator, time.Hour, time.Now())
-	rev, _ := auth.Mint(key, "rita", auth.RoleReviewer, time.Hour, time.Now())
+	expString, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "otto", "role": auth.RoleOperator,
+		"exp": "9999999999"}).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, _ := auth.Mint(key, "role", "otto", auth.RoleOperator, time.Hour, time.Now())
+	rev, _ := auth.Mint(key, "role", "rita", auth.RoleReviewer, time.Hour, time.Now())
 	cases := []struct {
 		name, role, header string
 		status             int
@@ -30,6 +48,7 @@ func TestRequire(t *testing.T) {
 		{"basic scheme", auth.RoleReviewer, "Basic b3R0bzpwdw==", 401, "UNAUTHORIZED", ""},
 		{"empty bearer", auth.RoleReviewer, "Bearer ", 401, "UNAUTHORIZED", ""},
 		{"bad token", auth.RoleReviewer, "Bearer abc.def.ghi", 401, "UNAUTHORIZED", ""},
+		{"exp as a string", auth.RoleOperator, "Bearer " + expString, 401, "UNAUTHORIZED", ""},
 		{"reviewer on reviewer route", auth.RoleReviewer, "Bearer " + rev, 204, "", "rita"},
 		{"lower-case scheme", auth.RoleReviewer, "bearer " + rev, 204, "", "rita"},
 		{"operator on reviewer route", auth.RoleReviewer, "Bearer " + op, 204, "", "otto"},

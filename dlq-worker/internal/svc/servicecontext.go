@@ -33,6 +33,8 @@ type ServiceContext struct {
 	Resolver    *replay.Resolver
 	Consumer    *consumer.DeadLetterConsumer
 	Metrics     *metrics.Metrics
+	// Tokens checks the ops API's bearer tokens; in oidc mode it refreshes the issuer's keys until Close.
+	Tokens *auth.Verifier
 
 	// Reviewer and Operator are the route middlewares named in dlq.api.
 	Reviewer rest.Middleware
@@ -83,7 +85,11 @@ func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, e
 			CheckInterval: b.CheckInterval,
 		},
 	}, s.DeadLetters, s.Reports, s.Audit, s.Jobs, s.Producer)
-	a := middleware.Auth{Secret: []byte(c.Auth.Secret), Leeway: c.Auth.Leeway}
+	if s.Tokens, err = auth.NewVerifier(c.Auth, nil); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	a := middleware.Auth{Tokens: s.Tokens}
 	s.Reviewer = a.Require(auth.RoleReviewer)
 	s.Operator = a.Require(auth.RoleOperator)
 	return s, nil
@@ -109,5 +115,8 @@ func waitAndMigrate(ctx context.Context, db *sql.DB) error {
 
 // Close releases the clients. Stop the consumer and the resolver first.
 func (s *ServiceContext) Close() error {
+	if s.Tokens != nil {
+		s.Tokens.Close()
+	}
 	return errors.Join(s.Producer.Close(), s.DB.Close())
 }
