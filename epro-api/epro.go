@@ -41,9 +41,18 @@ func main() {
 
 	group := service.NewServiceGroup()
 	defer group.Stop()
-	group.Add(server)
+	group.Add(limitedServer{Server: server, limits: handler.ServerLimits(c)})
 	group.Add(ctx.Readiness)
 
 	fmt.Printf("Starting epro-api at %s:%d...\n", c.Host, c.Port)
 	group.Start()
 }
+
+// limitedServer starts the REST server with the http.Server limits of the config; go-zero's Start has none
+// of them.
+type limitedServer struct {
+	*rest.Server
+	limits rest.StartOption
+}
+
+func (s limitedServer) Start() { s.StartWithOpts(s.limits) }

@@ -31,6 +31,8 @@ type Config struct {
 	RetryAfter int `json:",default=5,range=[1:3600]"`
 
 	Limits LimitsConf
+	// HTTP holds the net/http.Server limits against slow and greedy clients (see handler.ServerLimits).
+	HTTP HTTPConf
 
 	MySQL MySQLConf
 	Redis RedisConf
@@ -50,6 +52,26 @@ type LimitsConf struct {
 	BatchBodyBytes int64 `json:",default=2097152"`
 	// BatchItems caps the reports in one batch.
 	BatchItems int `json:",default=100,range=[1:1000]"`
+}
+
+// HTTPConf bounds what one connection may hold. go-zero sets only ReadTimeout (0.8 × Timeout) and WriteTimeout
+// (1.1 × Timeout) on its http.Server, so without these a client that sends headers slowly held a connection and a
+// goroutine for as long as ReadTimeout, an idle keep-alive connection the same, and a header could be 1 MiB.
+// The open-connection cap is RestConf.MaxConns (see handler.ServerLimits).
+type HTTPConf struct {
+	// ReadHeaderTimeout bounds reading the request line and headers, which fit in one packet for any client.
+	ReadHeaderTimeout time.Duration `json:",default=2s"`
+	// ReadTimeout bounds reading the whole request, headers and body, from the first byte of the request. The
+	// handlers read the body inside go-zero's Timeout, so it must be below Timeout: a body that has not arrived
+	// by then gets our 400 rather than go-zero's bare 503. 2 s carries a 2 MiB batch at 8 Mbit/s; a slower
+	// app sends gzip or smaller batches.
+	ReadTimeout time.Duration `json:",default=2s"`
+	// IdleTimeout closes a keep-alive connection with no request for this long. Longer than the usual 60 s of a
+	// load balancer in front would keep it from reusing a connection we are closing.
+	IdleTimeout time.Duration `json:",default=75s"`
+	// MaxHeaderBytes caps the request line and headers (net/http adds 4 KiB of slack); beyond it the answer is
+	// 431. A bearer token and the usual headers fit in a few KiB; net/http's default is 1 MiB.
+	MaxHeaderBytes int `json:",default=16384"`
 }
 
 type MySQLConf struct {
@@ -96,6 +118,7 @@ var ineffectiveKeys = []conffile.Ineffective{
 	{Key: "Middlewares.Log", Why: "the middleware is always off, see config.ServerConf"},
 	{Key: "Middlewares.MaxBytes", Why: "the middleware is always off, see config.ServerConf"},
 	{Key: "Middlewares.Breaker", Why: "the middleware is always off, see config.ServerConf"},
+	{Key: "Middlewares.MaxConns", Why: "the middleware is always off, see config.ServerConf; MaxConns caps open connections instead"},
 	{Key: "Middlewares.Gunzip", Why: "the middleware is always off, see config.ServerConf; the handlers decode gzip"},
 	{Key: "MaxBytes", Why: "only go-zero's MaxBytes middleware reads it, which is off; body limits are Limits.BodyBytes and Limits.BatchBodyBytes"},
 }
@@ -137,6 +160,20 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("MySQL.QueryTimeout+Redis.Timeout (%s) must be below Timeout (%s)",
 				c.MySQL.QueryTimeout+c.Redis.Timeout, restTimeout))
 		}
+		// The handlers read the body inside go-zero's Timeout: a body still arriving at Timeout would get
+		// go-zero's bare 503 instead of our 400 once ReadTimeout ends the read.
+		if c.HTTP.ReadTimeout >= restTimeout {
+			errs = append(errs, fmt.Errorf("HTTP.ReadTimeout (%s) must be below Timeout (%s)", c.HTTP.ReadTimeout, restTimeout))
+		}
+	}
+	if c.HTTP.ReadHeaderTimeout <= 0 || c.HTTP.ReadTimeout < c.HTTP.ReadHeaderTimeout || c.HTTP.IdleTimeout <= 0 {
+		errs = append(errs, errors.New("HTTP: need 0 < ReadHeaderTimeout <= ReadTimeout and IdleTimeout > 0"))
+	}
+	if c.HTTP.MaxHeaderBytes <= 0 {
+		errs = append(errs, errors.New("HTTP.MaxHeaderBytes must be positive"))
+	}
+	if c.MaxConns <= 0 {
+		errs = append(errs, errors.New("MaxConns must be positive"))
 	}
 	if c.Limits.BodyBytes <= 0 || c.Limits.BatchBodyBytes < c.Limits.BodyBytes {
 		errs = append(errs, errors.New("Limits: need 0 < BodyBytes <= BatchBodyBytes"))
@@ -147,7 +184,7 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ServerConf is the RestConf to build the server with. It turns off four go-zero middlewares whatever the
+// ServerConf is the RestConf to build the server with. It turns off five go-zero middlewares whatever the
 // file says, because each would break a promise of this API:
 //   - Log: on any 5xx it dumps the request with the first 1 KiB of its body, i.e. patient answers, into the
 //     error log (rest/handler/loghandler.go). internal/middleware.AccessLog replaces it.
@@ -155,6 +192,9 @@ func (c Config) Validate() error {
 //     per-route limits with http.MaxBytesReader, chunked bodies included.
 //   - Breaker: after a run of Kafka 503s it answers bare 503s without Retry-After for a while, even once Kafka
 //     is back; the produce timeout and /readyz already cover a Kafka outage.
+//   - MaxConns: it counts requests inside handlers, not connections (a client stuck sending headers is not
+//     counted), and beyond the limit answers a bare 503, which here must mean Kafka. handler.ServerLimits
+//     caps open connections at MaxConns instead.
 //   - Gunzip: a body that is not gzip gets a bare 400 with no error code; the handlers decode gzip themselves
 //     (handler/body.go), with the size limit on the decoded body.
 func (c Config) ServerConf() rest.RestConf {
@@ -163,6 +203,7 @@ func (c Config) ServerConf() rest.RestConf {
 	rc.Middlewares.MaxBytes = false
 	rc.Middlewares.Breaker = false
 	rc.Middlewares.Gunzip = false
+	rc.Middlewares.MaxConns = false
 	return rc
 }
 

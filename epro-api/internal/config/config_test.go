@@ -41,7 +41,7 @@ func TestShippedConfig(t *testing.T) {
 		t.Errorf("defaults not applied: %+v", c)
 	}
 	sc := c.ServerConf()
-	if sc.Middlewares.Log || sc.Middlewares.MaxBytes || sc.Middlewares.Breaker || sc.Middlewares.Gunzip || !sc.Middlewares.Timeout || !sc.Middlewares.Trace {
+	if sc.Middlewares.Log || sc.Middlewares.MaxBytes || sc.Middlewares.Breaker || sc.Middlewares.Gunzip || sc.Middlewares.MaxConns || !sc.Middlewares.Timeout || !sc.Middlewares.Trace {
 		t.Errorf("middlewares %+v", sc.Middlewares)
 	}
 }
@@ -61,6 +61,9 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.Ready.Interval != time.Second || c.Ready.MaxAge != 3*time.Second || c.Redis.Timeout != 250*time.Millisecond || c.MySQL.QueryTimeout != time.Second {
 		t.Errorf("defaults %+v %+v %+v", c.Ready, c.Redis, c.MySQL)
+	}
+	if c.HTTP != (config.HTTPConf{ReadHeaderTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, IdleTimeout: 75 * time.Second, MaxHeaderBytes: 16 << 10}) {
+		t.Errorf("http %+v", c.HTTP)
 	}
 	if c.Limits.Report() != (report.Limits{MaxAge: want.MaxAge, MaxSkew: want.MaxSkew}) {
 		t.Errorf("report limits %+v", c.Limits.Report())
@@ -97,6 +100,12 @@ func TestValidate(t *testing.T) {
 		{"zero redis timeout", func(c *config.Config) { c.Redis.Timeout = 0 }, "Redis"},
 		{"zero mysql conns", func(c *config.Config) { c.MySQL.MaxOpenConns = 0 }, "MySQL"},
 		{"no topic", func(c *config.Config) { c.Topic = "" }, "Topic"},
+		{"read timeout at rest timeout", func(c *config.Config) { c.HTTP.ReadTimeout = 3 * time.Second }, "HTTP.ReadTimeout"},
+		{"header timeout over read timeout", func(c *config.Config) { c.HTTP.ReadHeaderTimeout = 2500 * time.Millisecond }, "HTTP: need"},
+		{"zero header timeout", func(c *config.Config) { c.HTTP.ReadHeaderTimeout = 0 }, "HTTP: need"},
+		{"zero idle timeout", func(c *config.Config) { c.HTTP.IdleTimeout = 0 }, "HTTP: need"},
+		{"zero max header bytes", func(c *config.Config) { c.HTTP.MaxHeaderBytes = 0 }, "HTTP.MaxHeaderBytes"},
+		{"zero max conns", func(c *config.Config) { c.MaxConns = 0 }, "MaxConns"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()
@@ -129,6 +138,8 @@ func TestLoadRefusesKeysWithoutEffect(t *testing.T) {
 		{base + "middlewares:\n  breaker: true\n", "Middlewares.Breaker has no effect"},
 		{base + "Middlewares:\n  Gunzip: false\n", "Middlewares.Gunzip has no effect"},
 		{base + "MaxBytes: 1048576\n", "MaxBytes has no effect"},
+		{base + "Middlewares:\n  MaxConns: true\n", "Middlewares.MaxConns has no effect"},
+		{base + "MaxConns: 500\nHTTP:\n  IdleTimeout: 10s\n", ""}, // honoured: the connection cap and the server limits
 		{base + "Middlewares:\n  Trace: false\n", ""}, // honoured: not refused
 	} {
 		file := filepath.Join(t.TempDir(), "epro-api.yaml")

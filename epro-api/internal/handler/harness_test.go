@@ -157,7 +157,9 @@ Ready:
 	if err != nil {
 		t.Fatalf("serverless: %v", err)
 	}
-	ts := httptest.NewServer(http.HandlerFunc(sl.Serve))
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(sl.Serve))
+	handler.ServerLimits(a.cfg)(ts.Config)
+	ts.Start()
 	t.Cleanup(ts.Close)
 	a.url = ts.URL
 
