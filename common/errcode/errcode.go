@@ -91,12 +91,18 @@ func SafeField(f string) bool {
 }
 
 // Response turns any error into a status and body. A context deadline (go-zero's timeout middleware hands
-// over ctx.Err()) becomes a 503 TIMEOUT with Retry-After; other errors that are not *Error become a 500 whose
-// message says nothing about the cause, because the cause may quote input.
+// over ctx.Err()) becomes a 503 TIMEOUT with Retry-After; a cancelled request context, which net/http causes
+// when reading the request fails (a body slower than the server's read timeout) or the client leaves, becomes
+// a 408 TIMEOUT; other errors that are not *Error become a 500 whose message says nothing about the cause,
+// because the cause may quote input.
 func Response(err error) (int, *Error) {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return http.StatusServiceUnavailable, &Error{Status: http.StatusServiceUnavailable, Code: Timeout,
 			Message: "the request took too long; send it again later", RetryAfter: 1}
+	}
+	if errors.Is(err, context.Canceled) {
+		return http.StatusRequestTimeout, &Error{Status: http.StatusRequestTimeout, Code: Timeout,
+			Message: "the request was not received in time; send it again"}
 	}
 	var e *Error
 	if errors.As(err, &e) {
@@ -123,8 +129,9 @@ func Write(_ context.Context, w http.ResponseWriter, err error) {
 }
 
 // Handler is an error handler for go-zero's httpx.SetErrorHandlerCtx. go-zero's default handler writes err.Error()
-// as plain text, and its parse errors quote the raw body; this one never does.
+// as plain text, and its parse errors quote the raw body; this one never does. The body is an Error value, not
+// the *Error: go-zero writes a body that implements error as plain text with http.Error, and JSON otherwise.
 func Handler(_ context.Context, err error) (int, any) {
 	status, body := Response(err)
-	return status, body
+	return status, *body
 }

@@ -67,8 +67,21 @@ func TestWriteSetsRetryAfterAndJSON(t *testing.T) {
 
 func TestHandler(t *testing.T) {
 	status, body := errcode.Handler(context.Background(), errcode.Field(errcode.InvalidJSON, "", "malformed JSON"))
-	e, ok := body.(*errcode.Error)
+	// go-zero writes a body that implements error as text/plain, so the body must not be one.
+	if _, isError := body.(error); isError {
+		t.Fatalf("body %#v is an error; go-zero would write it as plain text", body)
+	}
+	e, ok := body.(errcode.Error)
 	if status != http.StatusBadRequest || !ok || e.Code != errcode.InvalidJSON {
 		t.Fatalf("%d %#v", status, body)
+	}
+}
+
+// A request context cancelled by net/http (the request could not be read in time, or the client left) is a
+// 408 TIMEOUT, not a 500.
+func TestResponseCancelled(t *testing.T) {
+	status, body := errcode.Response(fmt.Errorf("read body: %w", context.Canceled))
+	if status != http.StatusRequestTimeout || body.Code != errcode.Timeout || body.RetryAfter != 0 {
+		t.Fatalf("%d %+v", status, body)
 	}
 }
