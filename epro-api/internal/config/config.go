@@ -63,8 +63,8 @@ type HTTPConf struct {
 	ReadHeaderTimeout time.Duration `json:",default=2s"`
 	// ReadTimeout bounds reading the whole request, headers and body, from the first byte of the request. The
 	// handlers read the body inside go-zero's Timeout, so it must be below Timeout: a body that has not arrived
-	// by then gets our 400 rather than go-zero's bare 503. 2 s carries a 2 MiB batch at 8 Mbit/s; a slower
-	// app sends gzip or smaller batches.
+	// by then is answered 408 TIMEOUT (the client was slow) rather than 503 (as if we were). 2 s carries a
+	// 2 MiB batch at 8 Mbit/s; a slower app sends gzip or smaller batches.
 	ReadTimeout time.Duration `json:",default=2s"`
 	// IdleTimeout closes a keep-alive connection with no request for this long. Longer than the usual 60 s of a
 	// load balancer in front would keep it from reusing a connection we are closing.
@@ -160,8 +160,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("MySQL.QueryTimeout+Redis.Timeout (%s) must be below Timeout (%s)",
 				c.MySQL.QueryTimeout+c.Redis.Timeout, restTimeout))
 		}
-		// The handlers read the body inside go-zero's Timeout: a body still arriving at Timeout would get
-		// go-zero's bare 503 instead of our 400 once ReadTimeout ends the read.
+		// The handlers read the body inside go-zero's Timeout: a body still arriving at Timeout would get a
+		// 503 with Retry-After, as if the server were slow, instead of the 408 that ReadTimeout leads to.
 		if c.HTTP.ReadTimeout >= restTimeout {
 			errs = append(errs, fmt.Errorf("HTTP.ReadTimeout (%s) must be below Timeout (%s)", c.HTTP.ReadTimeout, restTimeout))
 		}
