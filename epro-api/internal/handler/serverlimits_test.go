@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -98,11 +99,13 @@ func postFresh(t *testing.T, a *api, patientID string) (int, time.Duration) {
 func TestSlowClientsDoNotStarveIntake(t *testing.T) {
 	const (
 		headerTimeout = time.Second
-		readTimeout   = 2 * time.Second
-		slack         = 3 * time.Second // scheduling on a busy 2-core host
-		slowEach      = 200
+		// Far enough from headerTimeout that a slow header closed only by ReadTimeout (as without
+		// ReadHeaderTimeout) falls outside headerTimeout+slack.
+		readTimeout = 4 * time.Second
+		slack       = 2 * time.Second // scheduling on a busy 2-core host
+		slowEach    = 200
 	)
-	a := newAPI(t, apiOptions{extraYAML: fmt.Sprintf("HTTP:\n  ReadHeaderTimeout: %s\n  ReadTimeout: %s\n", headerTimeout, readTimeout)})
+	a := newAPI(t, apiOptions{extraYAML: fmt.Sprintf("Timeout: 5000\nHTTP:\n  ReadHeaderTimeout: %s\n  ReadTimeout: %s\n", headerTimeout, readTimeout)})
 	u, err := url.Parse(a.url)
 	if err != nil {
 		t.Fatal(err)
@@ -194,4 +197,112 @@ func TestSlowClientsDoNotStarveIntake(t *testing.T) {
 	if n := a.recordCount(); n != 7 {
 		t.Fatalf("%d records on the topic, want 7", n)
 	}
+}
+
+// A request whose headers exceed HTTP.MaxHeaderBytes is answered 431 by net/http and reaches no handler.
+func TestHeaderTooLargeIs431(t *testing.T) {
+	a := newAPI(t, apiOptions{extraYAML: "HTTP:\n  MaxHeaderBytes: 8192\n"})
+	req, err := http.NewRequest(http.MethodPost, a.url+"/v1/reports", bytes.NewReader(mustJSON(t, validReport("PAT-HDR"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	// net/http allows 4 KiB beyond MaxHeaderBytes, so this is well over.
+	req.Header.Set("X-Pad", strings.Repeat("a", 64<<10))
+	if resp := a.do(req); resp.status != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("status %d, want 431", resp.status)
+	}
+	// The same report with usual headers is accepted, so the 431 was the header size.
+	if resp := a.post("/v1/reports", "application/json", mustJSON(t, validReport("PAT-HDR"))); resp.status != http.StatusAccepted {
+		t.Fatalf("status %d, body %s", resp.status, resp.body)
+	}
+	if n := a.recordCount(); n != 1 {
+		t.Fatalf("%d records on the topic, want only the one with usual headers", n)
+	}
+}
+
+// A keep-alive connection with no request for HTTP.IdleTimeout is closed by the server.
+func TestIdleConnectionClosed(t *testing.T) {
+	const (
+		idle  = 500 * time.Millisecond
+		slack = 2 * time.Second
+	)
+	// ReadTimeout is what net/http uses when IdleTimeout is unset; it is set far from idle+slack so that the
+	// test tells the two apart.
+	a := newAPI(t, apiOptions{extraYAML: fmt.Sprintf("Timeout: 8000\nHTTP:\n  ReadTimeout: 5s\n  IdleTimeout: %s\n", idle)})
+	u, err := url.Parse(a.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil || resp.StatusCode != http.StatusOK || resp.Close {
+		t.Fatalf("healthz: %d, close %v, %v", resp.StatusCode, resp.Close, err)
+	}
+	idleSince := time.Now()
+	_ = conn.SetReadDeadline(idleSince.Add(idle + slack))
+	n, err := br.Read(make([]byte, 1))
+	waited := time.Since(idleSince)
+	if n != 0 || !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("after %s idle: read %d bytes, %v; want the server to close", waited, n, err)
+	}
+	if waited < idle/2 || waited > idle+slack {
+		t.Fatalf("closed after %s, want about the idle timeout of %s", waited, idle)
+	}
+}
+
+// Connections beyond MaxConns are closed as they are accepted, and a closed connection frees its place.
+func TestMaxConnsClosesExtraConnections(t *testing.T) {
+	const maxConns = 5
+	a := newAPI(t, apiOptions{extraYAML: fmt.Sprintf("MaxConns: %d\n", maxConns)})
+	u, err := url.Parse(a.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// healthz sends one request on a new connection and reports whether it got its 200.
+	healthz := func() (net.Conn, bool) {
+		conn, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: "+u.Host+"\r\n\r\n"); err != nil {
+			return conn, false
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			return conn, false
+		}
+		_ = resp.Body.Close()
+		return conn, resp.StatusCode == http.StatusOK
+	}
+	// Each answered connection stays open, idle, and holds its place.
+	var held []net.Conn
+	for i := range maxConns {
+		conn, ok := healthz()
+		if !ok {
+			t.Fatalf("connection %d of %d not answered", i+1, maxConns)
+		}
+		held = append(held, conn)
+	}
+	if _, ok := healthz(); ok {
+		t.Fatalf("connection %d answered with MaxConns %d", maxConns+1, maxConns)
+	}
+	_ = held[0].Close()
+	waitFor(t, 5*time.Second, "a place freed by a closed connection", func() bool {
+		_, ok := healthz()
+		return ok
+	})
 }
