@@ -113,9 +113,8 @@ func NewHTTPClient(conns int) *http.Client {
 			DialContext:         (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 			MaxIdleConns:        conns + 16,
 			MaxIdleConnsPerHost: conns + 16,
-			// Below epro-api's own idle limit: go-zero leaves http.Server.IdleTimeout unset, so the server
-			// closes a keep-alive connection after ReadTimeout (4/5 of the 3s Timeout), and a POST sent on a
-			// connection the server is closing at that moment fails with EOF and is not retried.
+			// Well below epro-api's HTTP.IdleTimeout: a POST sent on a connection the server is closing at that
+			// moment fails with EOF and is not retried.
 			IdleConnTimeout:    time.Second,
 			DisableCompression: true,
 		},
