@@ -140,7 +140,7 @@ func TestLoadRefusesKeysWithoutEffect(t *testing.T) {
 		{base + "MaxBytes: 1048576\n", "MaxBytes has no effect"},
 		{base + "Middlewares:\n  MaxConns: true\n", "Middlewares.MaxConns has no effect"},
 		{base + "MaxConns: 500\nHTTP:\n  IdleTimeout: 10s\n", ""}, // honoured: the connection cap and the server limits
-		{base + "Middlewares:\n  Trace: false\n", ""}, // honoured: not refused
+		{base + "Middlewares:\n  Trace: false\n", ""},             // honoured: not refused
 	} {
 		file := filepath.Join(t.TempDir(), "epro-api.yaml")
 		if err := os.WriteFile(file, []byte(tc.yaml), 0o600); err != nil {
