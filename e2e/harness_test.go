@@ -165,11 +165,14 @@ func newPipelineEnv(t *testing.T, partitions int) *pipelineEnv {
 	infratest.CreateTopic(t, e.brokers, e.topic, partitions)
 	infratest.CreateTopic(t, e.brokers, e.dlqTopic, dlqPartitions)
 
-	db, err := sql.Open("mysql", st.Infra.DSN)
+	cfg, err := stack.ParseDSN(st.Infra.DSN)
+	if err != nil {
+		t.Fatalf("test database: %v", err)
+	}
+	db, err := stack.OpenMySQL(cfg, cfg.DBName, 4)
 	if err != nil {
 		t.Fatalf("open test database: %v", err)
 	}
-	db.SetMaxOpenConns(4)
 	t.Cleanup(func() { _ = db.Close() })
 	e.db = db
 	// Its own transport: kafka-go's default one is shared by the process and caches metadata for 6s, in

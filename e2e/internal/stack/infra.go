@@ -16,6 +16,7 @@ import (
 
 	"github.com/epro-intake/common/embedded"
 	"github.com/epro-intake/common/mysqldb"
+	"github.com/epro-intake/common/producer"
 )
 
 // Environment variables the services read through their etc/*.yaml.
@@ -151,10 +152,9 @@ func Real(ctx context.Context) (*Infra, error) {
 		return nil, fmt.Errorf("%s names no broker", EnvKafkaBrokers)
 	}
 	const hint = " (start the servers first: make services-up)"
-	cfg, err := mysql.ParseDSN(inf.DSN)
+	cfg, err := ParseDSN(inf.DSN)
 	if err != nil {
-		// The parse error can quote the DSN, password included.
-		return nil, fmt.Errorf("%s is not a valid go-sql-driver DSN", EnvMySQLDSN)
+		return nil, fmt.Errorf("%s: %w", EnvMySQLDSN, err)
 	}
 	if cfg.DBName == "" {
 		return nil, fmt.Errorf("%s names no database; the services need one, e.g. .../epro?parseTime=true", EnvMySQLDSN)
@@ -172,23 +172,18 @@ func Real(ctx context.Context) (*Infra, error) {
 // defaults, without checking them.
 func RealAddrs() *Infra {
 	return &Infra{
-		Brokers:   splitList(envOr(EnvKafkaBrokers, DefaultKafkaBrokers)),
+		Brokers:   producer.SplitBrokers([]string{envOr(EnvKafkaBrokers, DefaultKafkaBrokers)}),
 		DSN:       envOr(EnvMySQLDSN, DefaultMySQLDSN),
 		RedisAddr: envOr(EnvRedisAddr, DefaultRedisAddr),
 	}
 }
 
-// ParseDSN parses a go-sql-driver DSN without ever quoting it back, because it may hold a password. The
-// driver hands back UTC time.Time values, as the DATETIME(6) columns are UTC.
+// ParseDSN parses a go-sql-driver DSN without ever quoting it back, because it may hold a password. The time
+// options and the dial timeout are OpenMySQL's (mysqldb.Open's) business.
 func ParseDSN(dsn string) (*mysql.Config, error) {
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
 		return nil, errors.New("not a valid go-sql-driver DSN")
-	}
-	cfg.ParseTime = true
-	cfg.Loc = time.UTC
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 5 * time.Second
 	}
 	return cfg, nil
 }
@@ -237,17 +232,6 @@ func MySQLAddr(dsn string) string {
 		return "(unparsable DSN)"
 	}
 	return cfg.Addr + "/" + cfg.DBName
-}
-
-// splitList splits a comma-separated list, dropping blanks.
-func splitList(v string) []string {
-	var out []string
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 func envOr(name, def string) string {
