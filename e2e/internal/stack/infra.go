@@ -16,7 +16,6 @@ import (
 
 	"github.com/epro-intake/common/embedded"
 	"github.com/epro-intake/common/mysqldb"
-	"github.com/epro-intake/common/producer"
 )
 
 // Environment variables the services read through their etc/*.yaml.
@@ -172,7 +171,7 @@ func Real(ctx context.Context) (*Infra, error) {
 // defaults, without checking them.
 func RealAddrs() *Infra {
 	return &Infra{
-		Brokers:   producer.SplitBrokers([]string{envOr(EnvKafkaBrokers, DefaultKafkaBrokers)}),
+		Brokers:   splitList(envOr(EnvKafkaBrokers, DefaultKafkaBrokers)),
 		DSN:       envOr(EnvMySQLDSN, DefaultMySQLDSN),
 		RedisAddr: envOr(EnvRedisAddr, DefaultRedisAddr),
 	}
@@ -232,6 +231,19 @@ func MySQLAddr(dsn string) string {
 		return "(unparsable DSN)"
 	}
 	return cfg.Addr + "/" + cfg.DBName
+}
+
+// splitList splits a comma-separated list, dropping blanks. Not producer.SplitBrokers: common/producer links
+// go-zero's core/conf and with it core/proc's signal handlers, which epro-suite must not have
+// (TestSuiteDoesNotLinkGoZeroSignalHandlers).
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func envOr(name, def string) string {
