@@ -106,6 +106,11 @@ func TestSubmitReportProducesBeforeAccepting(t *testing.T) {
 	if ttl := a.rdb.TTL(t.Context(), status.Key(wantID)).Val(); ttl <= 0 || ttl > status.TTL {
 		t.Errorf("redis TTL %s", ttl)
 	}
+	// The receipt, cached beside it and written before the status that cachedStatus waited for.
+	receipt, err := status.ParseReceipt(a.rdb.Get(t.Context(), status.ReceiptKey(wantID)).Val())
+	if err != nil || receipt.PatientID != "PAT-0001" || !receipt.ReceivedAt.Equal(receivedAt) {
+		t.Errorf("redis receipt %+v, %v", receipt, err)
+	}
 }
 
 // Java's default partitioner: toPositive(murmur2(key)) % partitions. 0xd067cf64 is murmur2("kafka") as Java

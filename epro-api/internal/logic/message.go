@@ -59,11 +59,12 @@ func unavailable(svcCtx *svc.ServiceContext, message string) *errcode.Error {
 	return errcode.Unavailable(message, svcCtx.Config.RetryAfter)
 }
 
-// markAccepted caches "accepted" for each id, best effort: Kafka already holds the reports, so a Redis failure
-// is logged and the client still gets its 202. NX keeps a status the consumer may already have written.
-// The write outlives a client that hung up, because the report was taken all the same.
-func markAccepted(ctx context.Context, svcCtx *svc.ServiceContext, ids ...string) {
-	if len(ids) == 0 {
+// markAccepted caches "accepted" and the receipt for each report, best effort: Kafka already holds the
+// reports, so a Redis failure is logged and the client still gets its 202. NX keeps a status the consumer may
+// already have written, and the first receipt of a request id. The write outlives a client that hung up,
+// because the report was taken all the same.
+func markAccepted(ctx context.Context, svcCtx *svc.ServiceContext, envs ...report.Envelope) {
+	if len(envs) == 0 {
 		return
 	}
 	// After the 202 is decided, and off the request's path: the cache is best effort, and waiting for Redis
@@ -72,8 +73,13 @@ func markAccepted(ctx context.Context, svcCtx *svc.ServiceContext, ids ...string
 	go func() {
 		defer cancel()
 		pipe := svcCtx.Redis.Pipeline()
-		for _, id := range ids {
-			pipe.SetNX(ctx, status.Key(id), status.Accepted, status.TTL)
+		ids := make([]string, len(envs))
+		for i, env := range envs {
+			ids[i] = env.RequestID
+			// The receipt first: whoever sees the status can also read the receipt.
+			receipt := status.Receipt{PatientID: env.PatientID, ReceivedAt: env.ReceivedAt}
+			pipe.SetNX(ctx, status.ReceiptKey(env.RequestID), receipt.Marshal(), status.TTL)
+			pipe.SetNX(ctx, status.Key(env.RequestID), status.Accepted, status.TTL)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			logx.WithContext(ctx).Errorw("cache accepted status", logx.Field("requestIds", ids), logx.Field("error", err.Error()))

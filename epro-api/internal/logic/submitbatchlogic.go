@@ -43,6 +43,7 @@ func (l *SubmitBatchLogic) SubmitBatch(items []json.RawMessage) (*types.BatchRes
 	resp := &types.BatchResp{Results: make([]types.BatchItemResult, len(items))}
 	var (
 		msgs   []kafka.Message
+		envs   []report.Envelope  // envs[j] is the envelope of msgs[j]
 		msgIdx []int              // msgIdx[j] is the item index of msgs[j]
 		seen   = map[string]int{} // canonical request id -> first item index
 	)
@@ -64,10 +65,11 @@ func (l *SubmitBatchLogic) SubmitBatch(items []json.RawMessage) (*types.BatchRes
 			return nil, err
 		}
 		msgs = append(msgs, msg)
+		envs = append(envs, env)
 		msgIdx = append(msgIdx, i)
 	}
 
-	var accepted []string
+	var accepted []report.Envelope
 	if len(msgs) > 0 {
 		failed := l.send(msgs)
 		for j, i := range msgIdx {
@@ -81,7 +83,7 @@ func (l *SubmitBatchLogic) SubmitBatch(items []json.RawMessage) (*types.BatchRes
 			res.Status = statusAccepted
 			res.ReceivedAt = formatTime(now)
 			resp.Accepted++
-			accepted = append(accepted, res.RequestID)
+			accepted = append(accepted, envs[j])
 		}
 	}
 	if resp.Unavailable > 0 && resp.Accepted == 0 {

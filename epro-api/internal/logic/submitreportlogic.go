@@ -49,7 +49,7 @@ func (l *SubmitReportLogic) SubmitReport(sub report.Submission) (*types.Accepted
 		return nil, unavailable(l.svcCtx, "the report could not be stored right now; send it again later")
 	}
 
-	markAccepted(l.ctx, l.svcCtx, env.RequestID)
+	markAccepted(l.ctx, l.svcCtx, env)
 	return &types.AcceptedResp{
 		RequestID:  env.RequestID,
 		Status:     statusAccepted,
