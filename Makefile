@@ -94,7 +94,7 @@ build:
 	$(GO) build -o bin/ github.com/epro-intake/...
 
 # ---------------------------------------------------------------------------
-# Benchmarks (e2e/cmd/epro-bench, e2e/bench)
+# Benchmarks (e2e/cmd/epro-bench; go test benchmarks beside the packages they measure)
 # ---------------------------------------------------------------------------
 
 # Extra epro-bench flags, e.g. make bench BENCH_FLAGS='-out bench.json -profile /tmp/epro-prof'.
@@ -111,7 +111,7 @@ bench:
 # go test benchmarks of the hot paths, each with a ratio against the raw library, on the real local Kafka.
 .PHONY: bench-go
 bench-go:
-	eval "$$($(SERVICES) env)" && cd e2e && $(GO) test -run '^$$' -bench . -benchtime 20000x ./bench
+	eval "$$($(SERVICES) env)" && cd common && $(GO) test -run '^$$' -bench . -benchtime 20000x ./report ./producer
 
 # ---------------------------------------------------------------------------
 # Code generation (goctl, pinned as a tool dependency of each REST service)

@@ -1,6 +1,6 @@
 //go:build goexperiment.jsonv2
 
-package bench_test
+package report_test
 
 import (
 	"encoding/json/jsontext"
@@ -16,7 +16,7 @@ import (
 // fills the struct, where ParseSubmission walks the body with Decoder.Token and then decodes it three more
 // times. x-ParseSubmission is this pass's time as a fraction of ParseSubmission's on the same body. Run with
 //
-//	GOEXPERIMENT=jsonv2 go test -run '^$' -bench JSONv2 ./bench
+//	GOEXPERIMENT=jsonv2 go test -run '^$' -bench JSONv2 ./report
 func BenchmarkStrictDecodeJSONv2(b *testing.B) {
 	body := sampleBody(1)
 	opts := jsonv2.JoinOptions(jsonv2.RejectUnknownMembers(true), jsontext.AllowDuplicateNames(false), jsontext.AllowInvalidUTF8(false))
