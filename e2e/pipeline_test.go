@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	mrand "math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/epro-intake/common/deadletter"
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/e2e/internal/ledger"
 	"github.com/epro-intake/e2e/internal/load"
@@ -464,19 +466,17 @@ func (e *pipelineEnv) checkDeadLetters(records []*poisonRecord, rows []ledger.Ro
 		want[loc{r.partition, r.offset}] = r
 	}
 	got := map[loc][]kafka.Message{}
+	failures := map[loc]deadletter.Failure{}
 	var strays []string
 	for _, m := range dls {
-		h := headerMap(m.Headers)
-		p, perr := strconv.Atoi(h[report.HeaderDLTOriginalPartition])
-		o, oerr := strconv.ParseInt(h[report.HeaderDLTOriginalOffset], 10, 64)
-		l := loc{p, o}
-		if perr != nil || oerr != nil || want[l] == nil || h[report.HeaderDLTOriginalTopic] != e.topic {
-			strays = append(strays, fmt.Sprintf("dlq %d@%d: original %s/%s@%s class %s (%s)", m.Partition, m.Offset,
-				h[report.HeaderDLTOriginalTopic], h[report.HeaderDLTOriginalPartition], h[report.HeaderDLTOriginalOffset],
-				h[report.HeaderDLTErrorClass], h[report.HeaderDLTErrorMessage]))
+		f, err := deadletter.Parse(m.Headers)
+		l := loc{f.OriginalPartition, f.OriginalOffset}
+		if err != nil || want[l] == nil || f.OriginalTopic != e.topic {
+			strays = append(strays, fmt.Sprintf("dlq %d@%d: %+v (%v)", m.Partition, m.Offset, f, err))
 			continue
 		}
 		got[l] = append(got[l], m)
+		failures[l] = f
 	}
 	if len(dls) != len(records) {
 		e.t.Errorf("the dead-letter topic holds %d records, want exactly %d", len(dls), len(records))
@@ -502,39 +502,22 @@ func (e *pipelineEnv) checkDeadLetters(records []*poisonRecord, rows []ledger.Ro
 		if !bytes.Equal(m.Value, r.value) {
 			e.t.Errorf("%s: dead letter value differs from the original (%d bytes, want %d)", where, len(m.Value), len(r.value))
 		}
-		h := headerMap(m.Headers)
 		for _, oh := range r.headers {
-			if h[oh.Key] != string(oh.Value) {
-				e.t.Errorf("%s: original header %s not kept (got %q)", where, oh.Key, h[oh.Key])
+			if i := slices.IndexFunc(m.Headers, func(h kafka.Header) bool { return h.Key == oh.Key }); i < 0 || !bytes.Equal(m.Headers[i].Value, oh.Value) {
+				e.t.Errorf("%s: original header %s not kept", where, oh.Key)
 			}
 		}
-		expect := map[string]string{
-			report.HeaderDLTOriginalTopic:         e.topic,
-			report.HeaderDLTOriginalPartition:     strconv.Itoa(r.partition),
-			report.HeaderDLTOriginalOffset:        strconv.FormatInt(r.offset, 10),
-			report.HeaderDLTOriginalConsumerGroup: e.group,
-			report.HeaderDLTErrorClass:            report.ErrorClassPoison,
-			report.HeaderDLTAttempts:              "1",
+		// Parse read every header of the set; these say where the record came from and why it failed.
+		f := failures[l]
+		if f.ConsumerGroup != e.group || f.Class != report.ErrorClassPoison || f.Attempts != 1 || !f.OriginalTimestamp.Equal(r.at) {
+			e.t.Errorf("%s: dead letter says group %q, class %q, %d attempts, timestamp %s; want %q, %q, 1, the record's %s",
+				where, f.ConsumerGroup, f.Class, f.Attempts, f.OriginalTimestamp, e.group, report.ErrorClassPoison, r.at)
 		}
-		for k, v := range expect {
-			if h[k] != v {
-				e.t.Errorf("%s: header %s = %q, want %q", where, k, h[k], v)
-			}
+		if f.Message == "" || strings.Contains(f.Message, load.Marker) {
+			e.t.Errorf("%s: reason %q, want one that quotes no report content", where, f.Message)
 		}
-		if msg := h[report.HeaderDLTErrorMessage]; msg == "" || strings.Contains(msg, load.Marker) {
-			e.t.Errorf("%s: header %s = %q, want a reason that quotes no report content", where, report.HeaderDLTErrorMessage, msg)
-		}
-		if ts, err := time.Parse(time.RFC3339Nano, h[report.HeaderDLTOriginalTimestamp]); err != nil || !ts.Equal(r.at) {
-			e.t.Errorf("%s: header %s = %q, want the record's timestamp %s", where, report.HeaderDLTOriginalTimestamp,
-				h[report.HeaderDLTOriginalTimestamp], r.at.Format(time.RFC3339Nano))
-		}
-		first, ferr := time.Parse(time.RFC3339Nano, h[report.HeaderDLTFirstFailure])
-		last, lerr := time.Parse(time.RFC3339Nano, h[report.HeaderDLTLastFailure])
-		switch {
-		case ferr != nil || lerr != nil:
-			e.t.Errorf("%s: failure times %q / %q are not RFC 3339", where, h[report.HeaderDLTFirstFailure], h[report.HeaderDLTLastFailure])
-		case last.Before(first) || first.Before(r.at.Add(-time.Second)):
-			e.t.Errorf("%s: failure times %s .. %s do not follow the write at %s", where, first, last, r.at)
+		if f.LastFailure.Before(f.FirstFailure) || f.FirstFailure.Before(r.at.Add(-time.Second)) {
+			e.t.Errorf("%s: failure times %s .. %s do not follow the write at %s", where, f.FirstFailure, f.LastFailure, r.at)
 		}
 	}
 
@@ -550,12 +533,4 @@ func (e *pipelineEnv) checkDeadLetters(records []*poisonRecord, rows []ledger.Ro
 	if len(leaked) > 0 {
 		e.t.Errorf("%d poison records were stored: %v", len(leaked), ledger.FirstFew(leaked))
 	}
-}
-
-func headerMap(hs []kafka.Header) map[string]string {
-	m := make(map[string]string, len(hs))
-	for _, h := range hs {
-		m[h.Key] = string(h.Value)
-	}
-	return m
 }
