@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -67,20 +68,27 @@ type appConfig struct {
 	doc   map[string]any // parsed after expansion with the service's compose environment
 }
 
-func repoRoot(t *testing.T) string {
+// forEachApp runs check as a subtest per app service; a service missing from the compose file fails its
+// subtest.
+func forEachApp(t *testing.T, c composeFile, check func(t *testing.T, name string, svc composeService)) {
+	for _, name := range appServices {
+		t.Run(name, func(t *testing.T) {
+			svc, ok := c.Services[name]
+			if !ok {
+				t.Fatalf("docker-compose.yml has no service %s", name)
+			}
+			check(t, name, svc)
+		})
+	}
+}
+
+// loadCompose returns the repository root and its docker-compose.yml.
+func loadCompose(t *testing.T) (string, composeFile) {
 	t.Helper()
-	root, err := filepath.Abs("..")
+	root, err := stack.Root(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(root, "go.work")); err != nil {
-		t.Fatalf("repository root: %v", err)
-	}
-	return root
-}
-
-func loadCompose(t *testing.T, root string) composeFile {
-	t.Helper()
 	data, err := os.ReadFile(filepath.Join(root, "docker-compose.yml"))
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +97,7 @@ func loadCompose(t *testing.T, root string) composeFile {
 	if err := yaml.Unmarshal(data, &c); err != nil {
 		t.Fatalf("parse docker-compose.yml: %v", err)
 	}
-	return c
+	return root, c
 }
 
 // loadAppConfig reads <name>/etc/<name>.yaml, expanding variables from env the way go-zero's conf.UseEnv
@@ -295,18 +303,24 @@ func createdTopics(t *testing.T, svc composeService) map[string]createdTopic {
 	return created
 }
 
-func TestComposeAppServicesExist(t *testing.T) {
-	c := loadCompose(t, repoRoot(t))
-	for _, name := range appServices {
-		if _, ok := c.Services[name]; !ok {
-			t.Errorf("docker-compose.yml has no service %s", name)
+func TestComposeTopics(t *testing.T) {
+	root, c := loadCompose(t)
+	created := checkTopicsService(t, c)
+	forEachApp(t, c, func(t *testing.T, name string, svc composeService) {
+		cfg := loadAppConfig(t, root, name, environment(t, name, svc.Environment))
+		for _, tp := range topicValues(cfg.doc) {
+			if _, ok := created[tp]; !ok {
+				t.Errorf("%s uses topic %q, which the topics service does not create (it creates %v)",
+					cfg.path, tp, slices.Sorted(maps.Keys(created)))
+			}
 		}
-	}
+	})
 }
 
-func TestComposeTopics(t *testing.T) {
-	root := repoRoot(t)
-	c := loadCompose(t, root)
+// checkTopicsService checks that the topics service creates exactly common/report's topics, as the broker's
+// image, and returns them.
+func checkTopicsService(t *testing.T, c composeFile) map[string]createdTopic {
+	t.Helper()
 	topics, ok := c.Services["topics"]
 	if !ok {
 		t.Fatal("docker-compose.yml has no topics service")
@@ -333,140 +347,115 @@ func TestComposeTopics(t *testing.T) {
 			t.Errorf("topics creates %s, which common/report does not name", name)
 		}
 	}
-
-	for _, name := range appServices {
-		t.Run(name, func(t *testing.T) {
-			svc := c.Services[name]
-			cfg := loadAppConfig(t, root, name, environment(t, name, svc.Environment))
-			for _, tp := range topicValues(cfg.doc) {
-				if _, ok := created[tp]; !ok {
-					t.Errorf("%s uses topic %q, which the topics service does not create (it creates %v)",
-						cfg.path, tp, slices.Sorted(maps.Keys(created)))
-				}
-			}
-		})
-	}
+	return created
 }
 
 func TestComposeServiceConfig(t *testing.T) {
-	root := repoRoot(t)
-	c := loadCompose(t, root)
-	for _, name := range appServices {
-		t.Run(name, func(t *testing.T) {
-			svc, ok := c.Services[name]
-			if !ok {
-				t.Fatalf("docker-compose.yml has no service %s", name)
-			}
-			cfg := loadAppConfig(t, root, name, environment(t, name, svc.Environment))
-			for _, ref := range cfg.unset {
-				t.Errorf("%s reads ${%s}, which the compose service %s does not set", cfg.path, ref, name)
-			}
+	root, c := loadCompose(t)
+	forEachApp(t, c, func(t *testing.T, name string, svc composeService) {
+		cfg := loadAppConfig(t, root, name, environment(t, name, svc.Environment))
+		for _, ref := range cfg.unset {
+			t.Errorf("%s reads ${%s}, which the compose service %s does not set", cfg.path, ref, name)
+		}
 
-			port := 0
-			if v, ok := lookup(cfg.doc, "Port"); ok {
-				var err error
-				if port, err = strconv.Atoi(fmt.Sprint(v)); err != nil {
-					t.Errorf("%s: Port is %q after expansion, not a number", cfg.path, fmt.Sprint(v))
-				}
+		port := 0
+		if v, ok := lookup(cfg.doc, "Port"); ok {
+			var err error
+			if port, err = strconv.Atoi(fmt.Sprint(v)); err != nil {
+				t.Errorf("%s: Port is %q after expansion, not a number", cfg.path, fmt.Sprint(v))
 			}
-			published := ports(t, name, svc.Ports)
-			switch {
-			case port == 0 && len(published) > 0:
-				t.Errorf("compose publishes %v for %s, but %s sets no Port", published, name, cfg.path)
-			case port != 0 && (len(published) != 1 || published[0] != portMapping{published: port, target: port}):
-				t.Errorf("compose publishes %v for %s, want exactly %d:%d (Port in %s)", published, name, port, port, cfg.path)
-			}
+		}
+		published := ports(t, name, svc.Ports)
+		switch {
+		case port == 0 && len(published) > 0:
+			t.Errorf("compose publishes %v for %s, but %s sets no Port", published, name, cfg.path)
+		case port != 0 && (len(published) != 1 || published[0] != portMapping{published: port, target: port}):
+			t.Errorf("compose publishes %v for %s, want exactly %d:%d (Port in %s)", published, name, port, port, cfg.path)
+		}
 
-			// The image holds <name>/etc as /app/etc (deploy/docker/Dockerfile).
-			wantCfg := "etc/" + name + ".yaml"
-			if cmd := words(svc.Command); !strings.Contains(cmd, "-f "+wantCfg) {
-				t.Errorf("%s runs %q, want -f %s", name, cmd, wantCfg)
+		// The image holds <name>/etc as /app/etc (deploy/docker/Dockerfile).
+		wantCfg := "etc/" + name + ".yaml"
+		if cmd := words(svc.Command); !strings.Contains(cmd, "-f "+wantCfg) {
+			t.Errorf("%s runs %q, want -f %s", name, cmd, wantCfg)
+		}
+		if svc.Build == nil {
+			t.Errorf("%s has no build section", name)
+		} else {
+			if _, err := os.Stat(filepath.Join(root, svc.Build.Context, svc.Build.Dockerfile)); err != nil {
+				t.Errorf("%s: dockerfile: %v", name, err)
 			}
-			if svc.Build == nil {
-				t.Errorf("%s has no build section", name)
-			} else {
-				if _, err := os.Stat(filepath.Join(root, svc.Build.Context, svc.Build.Dockerfile)); err != nil {
-					t.Errorf("%s: dockerfile: %v", name, err)
-				}
-				if got := svc.Build.Args["SERVICE"]; got != name {
-					t.Errorf("%s builds with SERVICE=%q", name, got)
-				}
+			if got := svc.Build.Args["SERVICE"]; got != name {
+				t.Errorf("%s builds with SERVICE=%q", name, got)
 			}
+		}
 
-			wait, grace := goZeroWaitTime, dockerStopGrace
-			if v, ok := lookup(cfg.doc, "Shutdown", "WaitTime"); ok {
-				wait = parseDuration(t, cfg.path+": Shutdown.WaitTime", fmt.Sprint(v))
-			}
-			if svc.StopGracePeriod != "" {
-				grace = parseDuration(t, name+": stop_grace_period", svc.StopGracePeriod)
-			}
-			if grace <= wait {
-				t.Errorf("%s: stop_grace_period %s does not exceed Shutdown.WaitTime %s; Docker would kill it mid-drain",
-					name, grace, wait)
-			}
-		})
-	}
+		wait, grace := goZeroWaitTime, dockerStopGrace
+		if v, ok := lookup(cfg.doc, "Shutdown", "WaitTime"); ok {
+			wait = parseDuration(t, cfg.path+": Shutdown.WaitTime", fmt.Sprint(v))
+		}
+		if svc.StopGracePeriod != "" {
+			grace = parseDuration(t, name+": stop_grace_period", svc.StopGracePeriod)
+		}
+		if grace <= wait {
+			t.Errorf("%s: stop_grace_period %s does not exceed Shutdown.WaitTime %s; Docker would kill it mid-drain",
+				name, grace, wait)
+		}
+	})
 }
 
 // TestComposeDependencies checks that each service waits for what its environment points at: the
 // services named in its addresses must exist, have a health check and be depended on as healthy, and
 // Kafka users must also wait for the topics.
 func TestComposeDependencies(t *testing.T) {
-	c := loadCompose(t, repoRoot(t))
-	for _, name := range appServices {
-		t.Run(name, func(t *testing.T) {
-			svc, ok := c.Services[name]
+	_, c := loadCompose(t)
+	forEachApp(t, c, func(t *testing.T, name string, svc composeService) {
+		deps := dependsOn(svc.DependsOn)
+		if (svc.Healthcheck == nil || svc.Healthcheck.Disable) && !slices.Contains(slices.Collect(maps.Values(deps)), "service_healthy") {
+			t.Errorf("%s has no health check and depends on no service as healthy", name)
+		}
+		for dep, cond := range deps {
+			d, ok := c.Services[dep]
 			if !ok {
-				t.Fatalf("docker-compose.yml has no service %s", name)
+				t.Errorf("%s depends on %s, which does not exist", name, dep)
+				continue
 			}
-			deps := dependsOn(svc.DependsOn)
-			if (svc.Healthcheck == nil || svc.Healthcheck.Disable) && !slices.Contains(slices.Collect(maps.Values(deps)), "service_healthy") {
-				t.Errorf("%s has no health check and depends on no service as healthy", name)
+			if cond == "service_healthy" && (d.Healthcheck == nil || d.Healthcheck.Disable || d.Healthcheck.Test == nil) {
+				t.Errorf("%s waits for %s to be healthy, but %s has no health check", name, dep, dep)
 			}
-			for dep, cond := range deps {
-				d, ok := c.Services[dep]
-				if !ok {
-					t.Errorf("%s depends on %s, which does not exist", name, dep)
-					continue
-				}
-				if cond == "service_healthy" && (d.Healthcheck == nil || d.Healthcheck.Disable || d.Healthcheck.Test == nil) {
-					t.Errorf("%s waits for %s to be healthy, but %s has no health check", name, dep, dep)
-				}
-			}
+		}
 
-			env := environment(t, name, svc.Environment)
-			need := map[string]string{} // service -> why
-			if v := env["EPRO_KAFKA_BROKERS"]; v != "" {
-				for _, b := range strings.Split(v, ",") {
-					need[hostOf(b)] = "EPRO_KAFKA_BROKERS"
-				}
-				if deps["topics"] != "service_completed_successfully" {
-					t.Errorf("%s uses Kafka but does not wait for topics to complete successfully", name)
-				}
+		env := environment(t, name, svc.Environment)
+		need := map[string]string{} // service -> why
+		if v := env["EPRO_KAFKA_BROKERS"]; v != "" {
+			for _, b := range strings.Split(v, ",") {
+				need[hostOf(b)] = "EPRO_KAFKA_BROKERS"
 			}
-			if v := env["EPRO_REDIS_ADDR"]; v != "" {
-				need[hostOf(v)] = "EPRO_REDIS_ADDR"
+			if deps["topics"] != "service_completed_successfully" {
+				t.Errorf("%s uses Kafka but does not wait for topics to complete successfully", name)
 			}
-			if v := env["EPRO_MYSQL_DSN"]; v != "" {
-				dsn, err := mysql.ParseDSN(v)
-				if err != nil {
-					t.Errorf("%s: EPRO_MYSQL_DSN is not a go-sql-driver DSN: %v", name, err)
-				} else {
-					need[hostOf(dsn.Addr)] = "EPRO_MYSQL_DSN"
-					checkMySQLAccount(t, c, name, hostOf(dsn.Addr), dsn)
-				}
+		}
+		if v := env["EPRO_REDIS_ADDR"]; v != "" {
+			need[hostOf(v)] = "EPRO_REDIS_ADDR"
+		}
+		if v := env["EPRO_MYSQL_DSN"]; v != "" {
+			dsn, err := mysql.ParseDSN(v)
+			if err != nil {
+				t.Errorf("%s: EPRO_MYSQL_DSN is not a go-sql-driver DSN: %v", name, err)
+			} else {
+				need[hostOf(dsn.Addr)] = "EPRO_MYSQL_DSN"
+				checkMySQLAccount(t, c, name, hostOf(dsn.Addr), dsn)
 			}
-			for host, why := range need {
-				if _, ok := c.Services[host]; !ok {
-					t.Errorf("%s: %s points at %q, which is no compose service", name, why, host)
-					continue
-				}
-				if deps[host] != "service_healthy" {
-					t.Errorf("%s: %s points at %s, but %s does not wait for it to be healthy", name, why, host, name)
-				}
+		}
+		for host, why := range need {
+			if _, ok := c.Services[host]; !ok {
+				t.Errorf("%s: %s points at %q, which is no compose service", name, why, host)
+				continue
 			}
-		})
-	}
+			if deps[host] != "service_healthy" {
+				t.Errorf("%s: %s points at %s, but %s does not wait for it to be healthy", name, why, host, name)
+			}
+		}
+	})
 }
 
 // checkMySQLAccount compares the DSN with the database and account the mysql image creates.
@@ -487,7 +476,7 @@ func checkMySQLAccount(t *testing.T, c composeFile, svc, host string, dsn *mysql
 }
 
 func TestComposeReplicas(t *testing.T) {
-	c := loadCompose(t, repoRoot(t))
+	_, c := loadCompose(t)
 	mq := c.Services["epro-mq"]
 	switch r := mq.Deploy.Replicas; {
 	case r == nil:
