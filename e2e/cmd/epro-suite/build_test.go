@@ -11,7 +11,8 @@ import (
 	"github.com/epro-intake/e2e/internal/stack"
 )
 
-// A service that does not compile stops the suite with the compiler's message; it is never left out.
+// A service that does not compile stops the suite with the compiler's message (stack.Build carries it); it is
+// never left out.
 func TestBuildServicesFailsOnABrokenService(t *testing.T) {
 	root := t.TempDir()
 	for _, name := range stack.Services {
