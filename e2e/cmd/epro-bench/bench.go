@@ -207,14 +207,8 @@ func (b *bench) captureProfiles(ctx context.Context, phase time.Duration) {
 	case <-time.After(2 * time.Second):
 	}
 	var wg sync.WaitGroup
-	for name, port := range b.devPorts {
-		wg.Go(func() {
-			u := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", port, secs)
-			path := filepath.Join(b.opt.profile, name+".cpu.pprof")
-			if err := download(ctx, u, path, time.Duration(secs+10)*time.Second); err != nil {
-				b.progress("profile %s: %v", name, err)
-			}
-		})
+	for name := range b.devPorts {
+		wg.Go(func() { b.serviceProfile(ctx, name, name+".cpu.pprof", secs) })
 	}
 	if f, err := os.Create(filepath.Join(b.opt.profile, "epro-bench.cpu.pprof")); err == nil {
 		if pprof.StartCPUProfile(f) == nil {
@@ -228,6 +222,15 @@ func (b *bench) captureProfiles(ctx context.Context, phase time.Duration) {
 	}
 	wg.Wait()
 	b.progress("profile: %ds CPU profiles in %s (go tool pprof -top <file>)", secs, b.opt.profile)
+}
+
+// serviceProfile writes a CPU profile of secs seconds of service, taken through its dev server, to file in
+// the profile directory.
+func (b *bench) serviceProfile(ctx context.Context, service, file string, secs int) {
+	u := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", b.devPorts[service], secs)
+	if err := download(ctx, u, filepath.Join(b.opt.profile, file), time.Duration(secs+10)*time.Second); err != nil {
+		b.progress("profile %s: %v", file, err)
+	}
 }
 
 func download(ctx context.Context, u, path string, timeout time.Duration) error {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -44,15 +43,11 @@ func (b *bench) backlogDrain(ctx context.Context, client *http.Client, postURL s
 		return nil, err
 	}
 	var profiled sync.WaitGroup
-	if port, ok := b.devPorts["epro-mq"]; ok {
+	if _, ok := b.devPorts["epro-mq"]; ok {
 		// The drain is short: a few seconds from just after the restart show what bounds it.
 		profiled.Go(func() {
 			time.Sleep(500 * time.Millisecond)
-			u := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=3", port)
-			path := filepath.Join(b.opt.profile, "epro-mq.drain.cpu.pprof")
-			if err := download(ctx, u, path, 15*time.Second); err != nil {
-				b.progress("profile epro-mq drain: %v", err)
-			}
+			b.serviceProfile(ctx, "epro-mq", "epro-mq.drain.cpu.pprof", 3)
 		})
 	}
 	before := b.cpu.sample()
