@@ -31,21 +31,18 @@ type bench struct {
 	cpu *cpuWatch
 
 	managed  bool
-	root     string
 	st       *stack.Stack // nil with -api
 	mqCfg    string
-	apiCfg   string
 	api, mq  *stack.Proc
 	devPorts map[string]int
 
-	brokers   []string
-	server    *mysql.Config // DSN without a database
-	dbName    string        // the reports database, created by the benchmark when managed
-	rawDBName string
-	topics    []string
-	group     string
-	apiBase   string
-	db        *sql.DB
+	brokers []string
+	server  *mysql.Config // DSN without a database
+	dbName  string        // the reports database, created by the benchmark when managed
+	topics  []string
+	group   string
+	apiBase string
+	db      *sql.DB
 	// since limits row counts to this run on a database others use as well (-api); zero when the database
 	// is the benchmark's own.
 	since time.Time

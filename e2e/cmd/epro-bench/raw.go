@@ -283,17 +283,17 @@ func (b *bench) rawMySQL(ctx context.Context) error {
 		return errors.New("raw insert: no stored rows to copy")
 	}
 	// A name of this run's own, also with -api, where the reports database is someone else's.
-	b.rawDBName = "epro_bench_" + strings.ReplaceAll(b.res.RunID, "-", "_") + "_raw"
+	dbName := "epro_bench_" + strings.ReplaceAll(b.res.RunID, "-", "_") + "_raw"
 
-	if err := stack.CreateDatabase(ctx, b.server, b.rawDBName); err != nil {
+	if err := stack.CreateDatabase(ctx, b.server, dbName); err != nil {
 		return err
 	}
 	b.cleanups = append(b.cleanups, func() {
 		if !b.opt.keep {
-			_ = stack.DropDatabase(context.Background(), b.server, b.rawDBName)
+			_ = stack.DropDatabase(context.Background(), b.server, dbName)
 		}
 	})
-	db, err := stack.OpenMySQL(b.server, b.rawDBName, o.rawConns)
+	db, err := stack.OpenMySQL(b.server, dbName, o.rawConns)
 	if err != nil {
 		return err
 	}

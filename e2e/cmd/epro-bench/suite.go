@@ -58,9 +58,6 @@ func (b *bench) attach(ctx context.Context) error {
 	if err := checkLoopback(stack.EnvKafkaBrokers, b.brokers...); err != nil {
 		return err
 	}
-	if b.root, err = stack.Root(ctx); err != nil {
-		return err
-	}
 	b.res.Infra = "external"
 	b.res.Target = fmt.Sprintf("epro-api at %s, MySQL %s/%s, raw Kafka at %s", b.apiBase, cfg.Addr, cfg.DBName, strings.Join(b.brokers, ","))
 	ready := b.apiBase + "/readyz"
@@ -81,7 +78,6 @@ func (b *bench) startSuite(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.root = root
 	dir, err := os.MkdirTemp("", "epro-bench-")
 	if err != nil {
 		return err
@@ -144,7 +140,8 @@ func (b *bench) startSuite(ctx context.Context) error {
 	maps.Copy(apiSet, o.overrides["epro-api"])
 	maps.Copy(mqSet, o.overrides["epro-mq"])
 	// The benchmark measures the owners' configuration with only these keys changed, not one of its own.
-	if b.apiCfg, err = b.st.Config("epro-api", "epro-api", apiSet); err != nil {
+	apiCfg, err := b.st.Config("epro-api", "epro-api", apiSet)
+	if err != nil {
 		return err
 	}
 	if b.mqCfg, err = b.st.Config("epro-mq", "epro-mq", mqSet); err != nil {
@@ -159,7 +156,7 @@ func (b *bench) startSuite(ctx context.Context) error {
 	if err := b.startMQ(); err != nil {
 		return err
 	}
-	b.api, err = b.st.Start("epro-api", "epro-api", b.apiCfg)
+	b.api, err = b.st.Start("epro-api", "epro-api", apiCfg)
 	if err != nil {
 		return err
 	}
