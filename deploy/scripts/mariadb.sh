@@ -118,6 +118,7 @@ EOF
 }
 
 start() {
+  local spawned=""
   mkdir -p "$STATE"
   if is_running && ping_ok; then
     bootstrap_sql
@@ -143,10 +144,13 @@ start() {
     setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PIDFILE" \
       "$(find_bin mariadbd mysqld)" --defaults-file="$CNF" \
       >>"$CONSOLE_LOG" 2>&1 </dev/null 9>&- &
+    spawned=$!
   fi
   local deadline=$((SECONDS + READY_TIMEOUT))
   until ping_ok; do
-    if ! is_running; then
+    # The pid file is briefly empty while mariadbd rewrites it at start-up, so the process this call spawned
+    # (setsid execs it in place) is the one asked first.
+    if ! { [ -n "$spawned" ] && kill -0 "$spawned" 2>/dev/null; } && ! is_running; then
       print_logs
       die "mariadbd exited during startup"
     fi
