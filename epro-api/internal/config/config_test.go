@@ -125,7 +125,9 @@ func TestValidate(t *testing.T) {
 			c.Auth.Mode, c.Auth.Secret = bearer.ModeOIDC, ""
 			c.Auth.JWKSURL, c.Auth.Issuer, c.Auth.Audience = "https://idp.test/jwks", "https://idp.test", "epro-api"
 		}, ""},
-		{"oidc without issuer", func(c *config.Config) { c.Auth.Mode, c.Auth.Secret, c.Auth.JWKSURL = bearer.ModeOIDC, "", "https://idp.test/jwks" }, "Auth.JWKSURL, Issuer and Audience"},
+		{"oidc without issuer", func(c *config.Config) {
+			c.Auth.Mode, c.Auth.Secret, c.Auth.JWKSURL = bearer.ModeOIDC, "", "https://idp.test/jwks"
+		}, "Auth.JWKSURL, Issuer and Audience"},
 		{"no patient claim", func(c *config.Config) { c.Auth.PatientClaim = "" }, "PatientClaim"},
 		{"patient claim exp", func(c *config.Config) { c.Auth.PatientClaim = "exp" }, "Auth.PatientClaim"},
 		{"patient claim of its own", func(c *config.Config) { c.Auth.PatientClaim = "patient_id" }, ""},
