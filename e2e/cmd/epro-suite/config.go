@@ -40,12 +40,11 @@ func newChildVars() (*childVars, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, apiKey, _ := strings.Cut(patients.Env(), "=")
 	return &childVars{defaults: map[string]string{
-		"EPRO_API_PORT":     "8888",
-		"EPRO_DLQ_PORT":     "8890",
-		jwtKeyVar:           hex.EncodeToString(key),
-		stack.EnvAPIJWTKey: apiKey,
+		"EPRO_API_PORT":    "8888",
+		"EPRO_DLQ_PORT":    "8890",
+		jwtKeyVar:          hex.EncodeToString(key),
+		stack.EnvAPIJWTKey: patients.Key(),
 	}}, nil
 }
 

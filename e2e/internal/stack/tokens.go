@@ -40,6 +40,9 @@ func PatientTokensWithKey(key string) *PatientTokens {
 	return &PatientTokens{key: key, cache: map[string]string{}}
 }
 
+// Key is the signing key, epro-api's Auth.Secret.
+func (p *PatientTokens) Key() string { return p.key }
+
 // Env is the variable that gives epro-api the key: NAME=value for a service's environment.
 func (p *PatientTokens) Env() string { return EnvAPIJWTKey + "=" + p.key }
 
