@@ -129,16 +129,28 @@ func TestDevTokensRefused(t *testing.T) {
 			t.Fatalf("%s: a refused token moved the topic's end offsets from %d to %d", name, before, n)
 		}
 	}
-	// The same report with a valid token is taken, and its sender is the token's subject.
-	if resp := a.send("/v1/reports", "Bearer "+sign(jwt.SigningMethodHS256, key, valid), mustJSON(t, rep)); resp.status != http.StatusAccepted {
+	// The same report with a valid token is taken, and its sender is the token's subject; the token itself
+	// is nowhere in the record (whose value and headers a dead letter would keep).
+	tok := sign(jwt.SigningMethodHS256, key, valid)
+	if resp := a.send("/v1/reports", "Bearer "+tok, mustJSON(t, rep)); resp.status != http.StatusAccepted {
 		t.Fatalf("valid token: %d %s", resp.status, resp.body)
 	}
-	env, err := report.ParseEnvelope(a.readMessages(0, 1, 5*time.Second)[0].Value)
+	m := a.readMessages(0, 1, 5*time.Second)[0]
+	env, err := report.ParseEnvelope(m.Value)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if env.Sender == nil || *env.Sender != (report.Sender{Subject: "PAT-1"}) {
 		t.Errorf("sender %+v", env.Sender)
+	}
+	sig := []byte(tok[strings.LastIndex(tok, ".")+1:])
+	for _, h := range m.Headers {
+		if bytes.Contains(h.Value, sig) {
+			t.Errorf("header %s carries the token", h.Key)
+		}
+	}
+	if bytes.Contains(m.Value, sig) {
+		t.Error("the record value carries the token")
 	}
 }
 
