@@ -105,6 +105,16 @@ func (e *roundTripEnv) do(method, url, token string, body any) roundTripResp {
 	return roundTripResp{status: code, body: answer}
 }
 
+// patientToken is patient's epro-api token, as the patient's app would send it.
+func (e *roundTripEnv) patientToken(patient string) string {
+	e.t.Helper()
+	authz, err := e.st.Tokens.Authorization(patient)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return strings.TrimPrefix(authz, "Bearer ")
+}
+
 // token mints a token with the dlq-worker binary's own token command, as an operator would.
 func (e *roundTripEnv) token(cfg, sub, role string) string {
 	e.t.Helper()
@@ -205,13 +215,21 @@ func TestDeadLetterRoundTrip(t *testing.T) {
 	// Two good reports and one of the missing version, through the API.
 	good := []string{stack.NewUUID(), stack.NewUUID()}
 	for i, id := range good {
-		r := e.do(http.MethodPost, e.apiURL+"/v1/reports", "", roundTripSubmission(id, fmt.Sprintf("P-GOOD-%d", i), trial, roundTripKnownVersion))
+		patient := fmt.Sprintf("P-GOOD-%d", i)
+		r := e.do(http.MethodPost, e.apiURL+"/v1/reports", e.patientToken(patient), roundTripSubmission(id, patient, trial, roundTripKnownVersion))
 		if r.status != http.StatusAccepted {
 			t.Fatalf("submit good report: %d %s", r.status, r.body)
 		}
 	}
 	fixable := stack.NewUUID()
-	if r := e.do(http.MethodPost, e.apiURL+"/v1/reports", "", roundTripSubmission(fixable, "P-FIXABLE", trial, roundTripMissingVersion)); r.status != http.StatusAccepted {
+	// Without a token, or with another patient's, the API takes nothing.
+	if r := e.do(http.MethodPost, e.apiURL+"/v1/reports", "", roundTripSubmission(fixable, "P-FIXABLE", trial, roundTripMissingVersion)); r.status != http.StatusUnauthorized {
+		t.Fatalf("submit without a token: %d %s", r.status, r.body)
+	}
+	if r := e.do(http.MethodPost, e.apiURL+"/v1/reports", e.patientToken("P-GOOD-0"), roundTripSubmission(fixable, "P-FIXABLE", trial, roundTripMissingVersion)); r.status != http.StatusForbidden || r.code() != "PATIENT_MISMATCH" {
+		t.Fatalf("submit with another patient's token: %d %s", r.status, r.body)
+	}
+	if r := e.do(http.MethodPost, e.apiURL+"/v1/reports", e.patientToken("P-FIXABLE"), roundTripSubmission(fixable, "P-FIXABLE", trial, roundTripMissingVersion)); r.status != http.StatusAccepted {
 		t.Fatalf("submit report of the missing version: %d %s", r.status, r.body)
 	}
 
@@ -237,6 +255,10 @@ func TestDeadLetterRoundTrip(t *testing.T) {
 	e.wait(60*time.Second, "the good reports stored", func() bool {
 		return e.count("SELECT COUNT(*) FROM reports WHERE trial_id = ?", trial) == 2
 	})
+	// Each row records its sender: the subject of the token it came with (development tokens have no issuer).
+	if n := e.count("SELECT COUNT(*) FROM reports WHERE trial_id = ? AND sender_subject = patient_id AND sender_issuer = ''", trial); n != 2 {
+		t.Errorf("%d of 2 stored reports record their patient's token as the sender", n)
+	}
 	e.wait(90*time.Second, "three dead letters archived", func() bool { return e.count("SELECT COUNT(*) FROM dead_letters") == 3 })
 	var permanent, notJSON, keyMismatch deadLetterRow
 	for _, r := range e.rows() {

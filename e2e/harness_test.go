@@ -72,9 +72,14 @@ func newStack(t *testing.T) *stack.Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// epro-api's development token key, fresh for each test; requests go out with its patients' tokens.
+	tokens, err := stack.NewPatientTokens()
+	if err != nil {
+		t.Fatal(err)
+	}
 	// EPRO_REDIS_PASSWORD is set empty so that one from the developer's shell cannot reach the test Redis.
-	st := &stack.Stack{Root: buildRoot, Bin: buildDir, Dir: dir, Infra: inf,
-		Env: append(append(os.Environ(), inf.Env()...), "EPRO_REDIS_PASSWORD=")}
+	st := &stack.Stack{Root: buildRoot, Bin: buildDir, Dir: dir, Infra: inf, Tokens: tokens,
+		Env: append(append(os.Environ(), inf.Env()...), "EPRO_REDIS_PASSWORD=", tokens.Env())}
 	st.Logf = t.Logf
 	// Registered after the infrastructure, so it runs first: the services stop before their database is
 	// dropped.
@@ -434,14 +439,22 @@ func (e *pipelineEnv) checkNoLossNoDuplicates(out *load.Result) []ledger.Row {
 	return rows
 }
 
-// checkStatusSample asks GET /v1/reports/{id} about n accepted ids picked at random.
+// checkStatusSample asks GET /v1/reports/{id} about n accepted ids picked at random, each as its patient.
 func (e *pipelineEnv) checkStatusSample(base string, out *load.Result, rng *mrand.Rand, n int) {
 	e.t.Helper()
 	ids := load.Answers(out).Accepted()
+	patients := map[string]string{}
+	for _, a := range out.Accepted {
+		patients[a.ID] = a.Patient
+	}
 	rng.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 	var bad []string
 	for _, id := range ids[:min(n, len(ids))] {
-		code, body, err := stack.Call(context.Background(), e.http, http.MethodGet, base+"/v1/reports/"+id, nil)
+		authz, err := e.st.Tokens.Authorization(patients[id])
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		code, body, err := stack.Call(context.Background(), e.http, http.MethodGet, base+"/v1/reports/"+id, nil, "Authorization", authz)
 		if err != nil {
 			bad = append(bad, id+": "+err.Error())
 		} else if code != http.StatusOK || !bytes.Contains(body, []byte(`"status":"stored"`)) {

@@ -53,7 +53,7 @@ func TestPipelineSurvivesKill9(t *testing.T) {
 
 	plan := load.NewPlan(rng, patients, sends, resendShare)
 	bad := poisonRecords(t, plan, rng, e.partitions)
-	run := load.Start(context.Background(), e.http, base+"/v1/reports", plan, load.Spec{Concurrency: senders, Rate: rate})
+	run := load.Start(context.Background(), e.http, base+"/v1/reports", plan, load.Spec{Concurrency: senders, Rate: rate, Tokens: e.st.Tokens})
 	loadDone := run.Done()
 
 	// The poison records go in between the reports, some before the kill and some after it.
@@ -166,7 +166,7 @@ func TestReplicasScaleUnderLoad(t *testing.T) {
 	e.waitGroup(3, 2*time.Minute)
 
 	plan := load.NewPlan(rng, patients, planned, 0.10)
-	run := load.Start(context.Background(), e.http, base+"/v1/reports", plan, load.Spec{Concurrency: senders, Rate: rate})
+	run := load.Start(context.Background(), e.http, base+"/v1/reports", plan, load.Spec{Concurrency: senders, Rate: rate, Tokens: e.st.Tokens})
 	loadDone := run.Done()
 	defer func() {
 		run.Stop()

@@ -1,9 +1,12 @@
+// epro-api takes patients' questionnaire reports over REST and hands them to Kafka.
+// `epro-api token -patient PAT-0001 -ttl 8h` prints a development bearer token instead.
 package main
 
 import (
 	"flag"
 	"fmt"
 	"log"
+	"os"
 
 	"github.com/zeromicro/go-zero/core/logx"
 	"github.com/zeromicro/go-zero/core/service"
@@ -11,6 +14,7 @@ import (
 	"github.com/zeromicro/go-zero/rest/httpx"
 
 	"github.com/epro-intake/common/errcode"
+	"github.com/epro-intake/epro-api/internal/auth"
 	"github.com/epro-intake/epro-api/internal/config"
 	"github.com/epro-intake/epro-api/internal/handler"
 	"github.com/epro-intake/epro-api/internal/middleware"
@@ -20,6 +24,9 @@ import (
 var configFile = flag.String("f", "etc/epro-api.yaml", "the config file")
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		os.Exit(auth.TokenCommand(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	flag.Parse()
 
 	// config.Load rather than conf.MustLoad: it also refuses keys that would have no effect.

@@ -118,6 +118,9 @@ type Rules struct {
 	// for example the roles claim of an ops API, or the claim that restricts tokens to one trial.
 	Claim  string
 	Values []string
+	// Strings name further claims the service reads, each a non-empty string in every accepted token (the
+	// patient a token speaks for, the trial it is restricted to); their values are in Identity.Strings.
+	Strings []string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -128,6 +131,8 @@ type Identity struct {
 	Subject string
 	// Values are the allowed values the Rules' claim held, in the token's order; nil without a Claim.
 	Values []string
+	// Strings holds the value of each claim named in the Rules' Strings; nil without any.
+	Strings map[string]string
 }
 
 // Verifier checks tokens. It is safe for concurrent use; Close stops its key refresh.
@@ -212,6 +217,16 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
 	id := Identity{Issuer: c.Issuer}
 	if err := c.string(v.conf.SubjectClaim, &id.Subject); err != nil || id.Subject == "" {
 		return Identity{}, fmt.Errorf("%w: subject claim %q missing or not a string", ErrInvalidToken, v.conf.SubjectClaim)
+	}
+	for _, name := range v.rules.Strings {
+		var val string
+		if err := c.string(name, &val); err != nil || val == "" {
+			return Identity{}, fmt.Errorf("%w: claim %q missing or not a non-empty string", ErrInvalidToken, name)
+		}
+		if id.Strings == nil {
+			id.Strings = make(map[string]string, len(v.rules.Strings))
+		}
+		id.Strings[name] = val
 	}
 	if v.rules.Claim == "" {
 		return id, nil

@@ -322,6 +322,37 @@ func TestRules(t *testing.T) {
 	}
 }
 
+func TestStringClaims(t *testing.T) {
+	rk := rsaKey(t)
+	set := newJWKS(t)
+	set.put("k", &rk.PublicKey)
+	v := newVerifier(t, oidcConf(set.srv.URL), bearer.Rules{Strings: []string{"patient_id", "trial"}})
+	base := with(with(valid(time.Now()), "patient_id", "P-7"), "trial", "T-1")
+
+	id, err := v.Verify(t.Context(), sign(t, jwt.SigningMethodRS256, "k", rk, base))
+	if err != nil || id.Subject != "patient-1" || len(id.Strings) != 2 || id.Strings["patient_id"] != "P-7" || id.Strings["trial"] != "T-1" {
+		t.Errorf("both claims: %+v, %v", id, err)
+	}
+	for name, cl := range map[string]jwt.MapClaims{
+		"missing":      with(base, "trial", nil),
+		"empty":        with(base, "patient_id", ""),
+		"a number":     with(base, "patient_id", 7),
+		"an array":     with(base, "trial", []string{"T-1"}),
+		"an object":    with(base, "trial", map[string]string{"id": "T-1"}),
+		"null":         with(base, "patient_id", json.RawMessage("null")),
+		"both missing": with(with(base, "trial", nil), "patient_id", nil),
+	} {
+		if id, err := v.Verify(t.Context(), sign(t, jwt.SigningMethodRS256, "k", rk, cl)); !errors.Is(err, bearer.ErrInvalidToken) {
+			t.Errorf("%s: Verify = %+v, %v; want ErrInvalidToken", name, id, err)
+		}
+	}
+	// Without Strings, Identity.Strings stays nil.
+	plain := newVerifier(t, oidcConf(set.srv.URL), bearer.Rules{})
+	if id, err := plain.Verify(t.Context(), sign(t, jwt.SigningMethodRS256, "k", rk, base)); err != nil || id.Strings != nil {
+		t.Errorf("no Strings: %+v, %v", id, err)
+	}
+}
+
 func TestHS256(t *testing.T) {
 	secret := []byte("0123456789abcdef0123456789abcdef")
 	now := time.Now()

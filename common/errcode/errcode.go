@@ -29,6 +29,11 @@ const (
 	MethodNotAllowed      = "METHOD_NOT_ALLOWED"
 	Timeout               = "TIMEOUT"
 	Internal              = "INTERNAL"
+
+	// PatientMismatch: a report's patientId is not the patient the bearer token speaks for (403).
+	PatientMismatch = "PATIENT_MISMATCH"
+	// TrialMismatch: a report's trialId is not the trial the bearer token is restricted to (403).
+	TrialMismatch = "TRIAL_MISMATCH"
 )
 
 // maxField is longer than any field path of a report ("answers.<item id>" with ids of up to 64 characters).

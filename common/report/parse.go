@@ -24,7 +24,7 @@ var submissionFields = map[string]bool{
 }
 
 var envelopeFields = func() map[string]bool {
-	m := map[string]bool{"schemaVersion": true, "receivedAt": true}
+	m := map[string]bool{"schemaVersion": true, "receivedAt": true, "sender": true}
 	for k := range submissionFields {
 		m[k] = true
 	}

@@ -61,7 +61,7 @@ const (
 )
 
 // Envelope is the value of a record on Topic: the report as the patient's device sent it plus what the API
-// adds (SchemaVersion, ReceivedAt).
+// adds (SchemaVersion, ReceivedAt, Sender).
 type Envelope struct {
 	SchemaVersion        int    `json:"schemaVersion"`
 	RequestID            string `json:"requestId"`
@@ -77,6 +77,16 @@ type Envelope struct {
 	Locale      string          `json:"locale,omitempty"`
 	// ReceivedAt is the API's clock in UTC when it took the report.
 	ReceivedAt time.Time `json:"receivedAt"`
+	// Sender is who submitted the report, from its bearer token. Records written before the API required
+	// tokens have none, and are read and stored all the same (schema version 1 either way).
+	Sender *Sender `json:"sender,omitempty"`
+}
+
+// Sender names whoever submitted a report: the issuer (iss) and subject (sub) of the bearer token it came
+// with. Issuer is empty for a development token minted without one.
+type Sender struct {
+	Issuer  string `json:"issuer"`
+	Subject string `json:"subject"`
 }
 
 // Submission is one report as a patient app sends it to POST /v1/reports.

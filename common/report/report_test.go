@@ -264,3 +264,58 @@ func TestEnvelopeOfAnotherSchemaSaysSo(t *testing.T) {
 		t.Errorf("current schema without receivedAt: %v", err)
 	}
 }
+
+// The sender travels in the envelope; envelopes written before it existed still parse and validate.
+func TestEnvelopeSender(t *testing.T) {
+	s, err := report.ParseSubmission([]byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Validate(time.Time{}, report.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	env := s.Envelope(time.Now())
+	without, err := json.Marshal(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(without), `"sender"`) {
+		t.Fatalf("an envelope without a sender writes one: %s", without)
+	}
+	got, err := report.ParseEnvelope(without)
+	if err != nil || got.Validate() != nil || got.Sender != nil {
+		t.Fatalf("envelope without a sender: %+v, %v", got, err)
+	}
+
+	env.Sender = &report.Sender{Issuer: "https://idp.test/realms/trial", Subject: "7f9c-patient"}
+	with, err := json.Marshal(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = report.ParseEnvelope(with)
+	if err != nil || got.Validate() != nil || got.Sender == nil || *got.Sender != *env.Sender {
+		t.Fatalf("envelope with a sender: %+v, %v", got, err)
+	}
+
+	for name, snd := range map[string]report.Sender{
+		"no subject":         {Issuer: "https://idp.test"},
+		"long subject":       {Subject: strings.Repeat("s", report.MaxSenderLen+1)},
+		"long issuer":        {Issuer: strings.Repeat("i", report.MaxSenderLen+1), Subject: "s"},
+		"control in subject": {Subject: "a\nb"},
+	} {
+		env.Sender = &snd
+		b, _ := json.Marshal(env)
+		got, err := report.ParseEnvelope(b)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if code(got.Validate()) != errcode.ValidationFailed {
+			t.Errorf("%s: Validate = %v", name, got.Validate())
+		}
+	}
+	// A development token may have no issuer.
+	env.Sender = &report.Sender{Subject: "P-1"}
+	if err := env.Validate(); err != nil {
+		t.Errorf("sender without issuer: %v", err)
+	}
+}

@@ -24,6 +24,8 @@ const (
 	maxVersionLen = 32
 	maxDeviceLen  = 128
 	maxLocaleLen  = 35
+	// MaxSenderLen bounds Sender.Issuer and Sender.Subject (the reports table's sender columns).
+	MaxSenderLen = 255
 )
 
 // Validate checks every field of s and returns an *errcode.Error naming the first bad field. It also puts the
@@ -81,7 +83,22 @@ func (e *Envelope) Validate() error {
 	if s.RequestID != e.RequestID {
 		return errcode.Field(errcode.InvalidRequestID, "requestId", "must be in canonical lowercase form")
 	}
+	if e.Sender != nil {
+		return e.Sender.Validate()
+	}
 	return nil
+}
+
+// Validate checks that s fits the reports table: a subject, and both values at most MaxSenderLen bytes of
+// text without control characters.
+func (s *Sender) Validate() error {
+	if s.Subject == "" {
+		return errcode.Field(errcode.ValidationFailed, "sender.subject", "is required")
+	}
+	if err := checkText("sender.subject", s.Subject, MaxSenderLen); err != nil {
+		return err
+	}
+	return checkText("sender.issuer", s.Issuer, MaxSenderLen)
 }
 
 // ParseSubmittedAt parses an RFC 3339 time that states its offset ("Z" or ±hh:mm); a local time without one

@@ -2,6 +2,7 @@ package reportdb_test
 
 import (
 	"context"
+	"database/sql"
 	"sync"
 	"testing"
 	"time"
@@ -69,5 +70,31 @@ func TestInsertFillsARow(t *testing.T) {
 	}
 	if patient == "" || !received.Equal(at) || !stored.Equal(at) {
 		t.Errorf("row = %q %v %v", patient, received, stored)
+	}
+}
+
+// Migration 00002 adds the sender columns; a row without a sender (accepted before tokens) has NULLs there.
+func TestSenderColumns(t *testing.T) {
+	db, _ := reportdbtest.Open(t)
+	const withID, withoutID = "1b4e28ba-2fa1-41d2-883f-0016d3cca427", "2c5f39cb-3fb2-42e3-994f-1127e4ddb538"
+	reportdbtest.Insert(t, db,
+		reportdbtest.Row{RequestID: withID, SenderIssuer: "https://idp.test", SenderSubject: "P-1"},
+		reportdbtest.Row{RequestID: withoutID})
+	var issuer, subject sql.NullString
+	if err := db.QueryRow("SELECT sender_issuer, sender_subject FROM reports WHERE request_id = ?", withID).Scan(&issuer, &subject); err != nil {
+		t.Fatal(err)
+	}
+	if issuer.String != "https://idp.test" || subject.String != "P-1" {
+		t.Errorf("sender = %v %v", issuer, subject)
+	}
+	if err := db.QueryRow("SELECT sender_issuer, sender_subject FROM reports WHERE request_id = ?", withoutID).Scan(&issuer, &subject); err != nil {
+		t.Fatal(err)
+	}
+	if issuer.Valid || subject.Valid {
+		t.Errorf("a row without a sender has %v %v", issuer, subject)
+	}
+	var n int
+	if err := db.QueryRow("SELECT COUNT(*) FROM goose_db_version WHERE version_id = 2").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("goose_db_version holds version 2 %d times (%v), want once", n, err)
 	}
 }

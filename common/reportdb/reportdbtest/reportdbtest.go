@@ -44,6 +44,10 @@ type Row struct {
 	TrialID    string
 	ReceivedAt time.Time
 	StoredAt   time.Time
+	// SenderIssuer and SenderSubject are stored as NULL when SenderSubject is empty, as for a report
+	// accepted before epro-api required tokens.
+	SenderIssuer  string
+	SenderSubject string
 }
 
 // Insert stores rows as epro-mq would, every column filled.
@@ -64,11 +68,17 @@ func Insert(t testing.TB, db *sql.DB, rows ...Row) {
 		}
 		payload := []byte(`{"requestId":"` + r.RequestID + `"}`)
 		sum := sha256.Sum256(payload)
+		var issuer, subject sql.NullString
+		if r.SenderSubject != "" {
+			issuer = sql.NullString{String: r.SenderIssuer, Valid: true}
+			subject = sql.NullString{String: r.SenderSubject, Valid: true}
+		}
 		if _, err := db.Exec("INSERT INTO reports (request_id, patient_id, trial_id, questionnaire_id, "+
 			"questionnaire_version, submitted_at, submitted_offset_minutes, received_at, stored_at, payload, "+
-			"payload_sha256, kafka_topic, kafka_partition, kafka_offset) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+			"payload_sha256, kafka_topic, kafka_partition, kafka_offset, sender_issuer, sender_subject) "+
+			"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 			r.RequestID, r.PatientID, r.TrialID, "phq9", "1.0", r.ReceivedAt.UTC(), 0, r.ReceivedAt.UTC(),
-			r.StoredAt.UTC(), payload, sum[:], "epro.reports.v1", 0, 0); err != nil {
+			r.StoredAt.UTC(), payload, sum[:], "epro.reports.v1", 0, 0, issuer, subject); err != nil {
 			t.Fatalf("reportdbtest: insert report %s: %v", r.RequestID, err)
 		}
 	}

@@ -99,7 +99,7 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 
 	if o.warmup > 0 {
 		b.progress("warm-up: %d reports on 8 connections", o.warmup)
-		spec := load.Spec{Name: "warm-up", Concurrency: 8, N: o.warmup, Duration: time.Minute}
+		spec := load.Spec{Name: "warm-up", Concurrency: 8, N: o.warmup, Duration: time.Minute, Tokens: b.st.Tokens}
 		lr := load.Run(ctx, client, postURL, load.Fresh{Answers: answers, Patients: o.patients}, spec)
 		if len(lr.Accepted) == 0 {
 			return nil, fmt.Errorf("warm-up: no 202 in %d requests (statuses %v, %d connection errors)%s", lr.Sent, lr.Codes, lr.NetErrs, b.logHint())
@@ -172,6 +172,7 @@ type phaseRun struct {
 
 func (b *bench) phase(ctx context.Context, client *http.Client, postURL string, answers load.AnswerSet, spec load.Spec, profile bool) *phaseRun {
 	b.progress("%s: %s", spec.Name, spec.Describe())
+	spec.Tokens = b.st.Tokens // each patient's token is minted once, mostly during the warm-up
 	var wg sync.WaitGroup
 	if profile {
 		wg.Go(func() {

@@ -82,7 +82,11 @@ func (b *bench) startSuite(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.st = &stack.Stack{Root: root, Bin: filepath.Join(dir, "bin"), Dir: dir}
+	tokens, err := stack.NewPatientTokens()
+	if err != nil {
+		return err
+	}
+	b.st = &stack.Stack{Root: root, Bin: filepath.Join(dir, "bin"), Dir: dir, Tokens: tokens}
 	b.progress("building epro-api and epro-mq")
 	if err := stack.Build(ctx, root, b.st.Bin, "epro-api", "epro-mq"); err != nil {
 		return err
@@ -150,7 +154,7 @@ func (b *bench) startSuite(ctx context.Context) error {
 	childDSN := b.server.Clone()
 	childDSN.DBName = b.dbName
 	b.st.Infra.DSN = childDSN.FormatDSN()
-	b.st.Env = append(append(os.Environ(), b.st.Infra.Env()...), "EPRO_API_PORT="+strconv.Itoa(port))
+	b.st.Env = append(append(os.Environ(), b.st.Infra.Env()...), "EPRO_API_PORT="+strconv.Itoa(port), b.st.Tokens.Env())
 
 	// The consumer first: it applies the migrations the API's status lookups read.
 	if err := b.startMQ(); err != nil {

@@ -35,10 +35,16 @@ func newChildVars() (*childVars, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("generate %s: %w", jwtKeyVar, err)
 	}
+	// The same for epro-api's patient tokens (EPRO_API_JWT_KEY).
+	patients, err := stack.NewPatientTokens()
+	if err != nil {
+		return nil, err
+	}
 	return &childVars{defaults: map[string]string{
-		"EPRO_API_PORT": "8888",
-		"EPRO_DLQ_PORT": "8890",
-		jwtKeyVar:       hex.EncodeToString(key),
+		"EPRO_API_PORT":    "8888",
+		"EPRO_DLQ_PORT":    "8890",
+		jwtKeyVar:          hex.EncodeToString(key),
+		stack.EnvAPIJWTKey: patients.Key(),
 	}}, nil
 }
 

@@ -132,7 +132,8 @@ func runSuite(ctx context.Context, con *console, opt options) error {
 	con.Printf("topics %s (%d partitions) and %s (%d) ready", report.Topic, opt.partitions, report.DLQTopic, dlqPartitions)
 
 	reportUnset(con, root, vars.Lookup)
-	st := &stack.Stack{Root: root, Bin: bin, Infra: inf, Env: vars.Environ()}
+	apiKey, _ := vars.Lookup(stack.EnvAPIJWTKey)
+	st := &stack.Stack{Root: root, Bin: bin, Infra: inf, Env: vars.Environ(), Tokens: stack.PatientTokensWithKey(apiKey)}
 	st.Logf = con.Printf
 	for _, name := range stack.Services {
 		spec := st.Spec(name, name, stack.ConfigPath(name))

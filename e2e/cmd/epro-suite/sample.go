@@ -18,6 +18,7 @@ import (
 // sampleReport is a valid submission for trying the API by hand.
 type sampleReport struct {
 	RequestID string
+	PatientID string
 	Body      []byte
 }
 
@@ -46,21 +47,25 @@ func newSample(now time.Time) (sampleReport, error) {
 	if err != nil {
 		return sampleReport{}, fmt.Errorf("encode sample report: %w", err)
 	}
-	return sampleReport{RequestID: id, Body: body}, nil
+	return sampleReport{RequestID: id, PatientID: sub.PatientID, Body: body}, nil
 }
+
+// authHeader is the curl option sending the patient token printed above the curl lines as TOKEN.
+const authHeader = `-H "Authorization: Bearer $TOKEN"`
 
 func postCurl(base string, s sampleReport) string {
 	// The shell's single quotes end at the first ' in the body; the sample's fixed values contain none.
-	return "curl -sS -i " + base + "/v1/reports -H 'Content-Type: application/json' --data '" + string(s.Body) + "'"
+	return "curl -sS -i " + base + "/v1/reports " + authHeader + " -H 'Content-Type: application/json' --data '" + string(s.Body) + "'"
 }
 
 func getCurl(base string, s sampleReport) string {
-	return "curl -sS -i " + base + "/v1/reports/" + s.RequestID
+	return "curl -sS -i " + authHeader + " " + base + "/v1/reports/" + s.RequestID
 }
 
 func printBanner(ctx context.Context, con *console, st *stack.Stack, base string, s sampleReport, dlqPort int, vars *childVars) {
 	con.Printf("epro-api is ready at %s (Ctrl-C stops the suite)", base)
 	var b strings.Builder
+	writeTokenSection(ctx, &b, st, s.PatientID, vars)
 	b.WriteString("\n# Submit a sample report (expect 202):\n")
 	b.WriteString(postCurl(base, s) + "\n")
 	b.WriteString("\n# Read its status (expect \"stored\" a moment later):\n")
@@ -78,6 +83,27 @@ func printBanner(ctx context.Context, con *console, st *stack.Stack, base string
 	}
 	b.WriteString("\n")
 	con.Raw(b.String())
+}
+
+// writeTokenSection mints the sample patient's token with epro-api's own token command and prints it as
+// TOKEN, which the curl lines send, whether the signing key came from the environment or was generated for
+// this run.
+func writeTokenSection(ctx context.Context, b *strings.Builder, st *stack.Stack, patient string, vars *childVars) {
+	config := stack.ConfigPath("epro-api")
+	fmt.Fprintf(b, "\n# Patient %s's bearer token (valid 8h); the curl lines below send it:\n", patient)
+	cmd := st.Command(ctx, "epro-api", "token", "-f", config, "-patient", patient, "-ttl", "8h")
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintf(b, "# (could not mint a token: %v: %s)\n", err, strings.TrimSpace(errOut.String()))
+		return
+	}
+	fmt.Fprintf(b, "TOKEN='%s'\n", strings.TrimSpace(out.String()))
+	prefix := ""
+	if key, _ := vars.Lookup(stack.EnvAPIJWTKey); os.Getenv(stack.EnvAPIJWTKey) == "" {
+		prefix = stack.EnvAPIJWTKey + "='" + key + "' " // this run's generated key
+	}
+	fmt.Fprintf(b, "# Tokens for other patients:\n# %s%s token -f %s -patient PAT-0002 -ttl 8h\n", prefix, cmd.Path, config)
 }
 
 // writeDLQSection mints an operator token with dlq-worker's own token command, so the ops API can be tried
@@ -104,7 +130,11 @@ func writeDLQSection(ctx context.Context, b *strings.Builder, st *stack.Stack, p
 // MySQL, checked through the API's own status endpoint.
 func smoke(ctx context.Context, con *console, st *stack.Stack, base string, s sampleReport) error {
 	client := &http.Client{Timeout: 5 * time.Second}
-	code, answer, err := stack.Call(ctx, client, http.MethodPost, base+"/v1/reports", s.Body)
+	authz, err := st.Tokens.Authorization(s.PatientID)
+	if err != nil {
+		return fmt.Errorf("smoke: %w", err)
+	}
+	code, answer, err := stack.Call(ctx, client, http.MethodPost, base+"/v1/reports", s.Body, "Authorization", authz)
 	if err != nil {
 		return fmt.Errorf("smoke: submit: %w", err)
 	}
@@ -120,7 +150,7 @@ func smoke(ctx context.Context, con *console, st *stack.Stack, base string, s sa
 			Status string `json:"status"`
 		}
 		url := base + "/v1/reports/" + s.RequestID
-		code, body, err := stack.Call(ctx, client, http.MethodGet, url, nil)
+		code, body, err := stack.Call(ctx, client, http.MethodGet, url, nil, "Authorization", authz)
 		if err == nil && code == http.StatusOK {
 			if derr := json.Unmarshal(body, &answer); derr != nil {
 				err = fmt.Errorf("decode %s: %w", url, derr)

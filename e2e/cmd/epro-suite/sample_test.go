@@ -59,8 +59,15 @@ func TestCurlLinesQuoteTheBodyOnce(t *testing.T) {
 	if strings.Count(post, "'") != 4 || !strings.Contains(post, "'"+string(s.Body)+"'") {
 		t.Errorf("POST line does not quote the body as one shell word: %s", post)
 	}
-	if get := getCurl("http://127.0.0.1:8888", s); !strings.HasSuffix(get, "/v1/reports/"+s.RequestID) {
+	get := getCurl("http://127.0.0.1:8888", s)
+	if !strings.HasSuffix(get, "/v1/reports/"+s.RequestID) {
 		t.Errorf("GET line %q", get)
+	}
+	// Both send the patient token printed above them as TOKEN.
+	for _, line := range []string{post, get} {
+		if !strings.Contains(line, `-H "Authorization: Bearer $TOKEN"`) {
+			t.Errorf("curl line without the patient token: %s", line)
+		}
 	}
 }
 

@@ -103,3 +103,47 @@ func TestPlanPhaseKeepsPatientOrderAndRecordsEveryAnswer(t *testing.T) {
 			res.Sent, len(res.Accepted), ph.Progress())
 	}
 }
+
+// countingTokens hands out one Authorization value per patient and counts how often each is asked for.
+type countingTokens struct {
+	mu    sync.Mutex
+	asked map[string]int
+}
+
+func (c *countingTokens) Authorization(patient string) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.asked[patient]++
+	return "Bearer token-of-" + patient, nil
+}
+
+// With Tokens, each send carries its own patient's Authorization header.
+func TestPhaseSendsEachPatientsToken(t *testing.T) {
+	var wrong, calls atomic.Int64
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var sub struct{ PatientID string }
+		if err := json.NewDecoder(r.Body).Decode(&sub); err != nil {
+			t.Error(err)
+		}
+		calls.Add(1)
+		if r.Header.Get("Authorization") != "Bearer token-of-"+sub.PatientID {
+			wrong.Add(1)
+			w.WriteHeader(http.StatusForbidden)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer api.Close()
+	tokens := &countingTokens{asked: map[string]int{}}
+	plan := load.NewPlan(mrand.New(mrand.NewPCG(9, 10)), 5, 60, 0)
+	res := load.Run(context.Background(), api.Client(), api.URL, plan, load.Spec{Concurrency: 3, Tokens: tokens})
+	if wrong.Load() != 0 || calls.Load() != 60 || len(res.Accepted) != 60 || len(tokens.asked) != 5 {
+		t.Fatalf("%d of %d sends without their patient's token; accepted %d; tokens for %d patients", wrong.Load(), calls.Load(), len(res.Accepted), len(tokens.asked))
+	}
+	// Without Tokens no header is sent: the server refuses every send.
+	wrong.Store(0)
+	res = load.Run(context.Background(), api.Client(), api.URL, load.NewPlan(mrand.New(mrand.NewPCG(9, 10)), 5, 10, 0), load.Spec{Concurrency: 2})
+	if wrong.Load() != 10 || len(res.Accepted) != 0 {
+		t.Fatalf("without Tokens: %d refused, %d accepted", wrong.Load(), len(res.Accepted))
+	}
+}

@@ -32,6 +32,14 @@ type Spec struct {
 	MaxInflight int
 	Duration    time.Duration
 	N           int
+	// Tokens gives each send its patient's Authorization header (epro-api requires one); nil sends none.
+	Tokens Tokens
+}
+
+// Tokens gives the Authorization header value for a patient's requests. stack.PatientTokens mints each
+// patient's token once, so a phase does not spend its CPU signing.
+type Tokens interface {
+	Authorization(patientID string) (string, error)
 }
 
 // Describe says in a few words what the phase does.
@@ -192,8 +200,21 @@ func Start(ctx context.Context, client *http.Client, url string, src Source, spe
 				if !ok {
 					return
 				}
+				var (
+					header []string
+					code   int
+					answer []byte
+					err    error
+				)
+				if spec.Tokens != nil {
+					var authz string
+					authz, err = spec.Tokens.Authorization(patient)
+					header = []string{"Authorization", authz}
+				}
 				sent := time.Now()
-				code, answer, err := stack.Call(sendCtx, client, http.MethodPost, url, s.Body)
+				if err == nil {
+					code, answer, err = stack.Call(sendCtx, client, http.MethodPost, url, s.Body, header...)
+				}
 				done := time.Now()
 				a := Answer{ID: s.RequestID, Patient: patient, At: done}
 				mu.Lock()

@@ -18,6 +18,8 @@ type Stack struct {
 	Dir   string // rendered configs and log files
 	Infra *Infra
 	Env   []string // every service's environment; Start appends to it
+	// Tokens mints the patients' bearer tokens epro-api accepts; Env carries their key (Tokens.Env).
+	Tokens *PatientTokens
 	Group
 }
 

@@ -7,10 +7,13 @@ package config
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
+	"github.com/zeromicro/go-zero/core/service"
 	"github.com/zeromicro/go-zero/rest"
 
+	"github.com/epro-intake/common/bearer"
 	"github.com/epro-intake/common/conffile"
 	"github.com/epro-intake/common/producer"
 	"github.com/epro-intake/common/report"
@@ -38,6 +41,58 @@ type Config struct {
 	Redis RedisConf
 
 	Ready ReadyConf
+
+	// Auth checks the patients' bearer tokens on every /v1/reports route. Development tokens (Auth.Mode
+	// hs256) are refused unless go-zero's Mode says dev or test: Mode is the production switch, and its
+	// default, pro, is production.
+	Auth AuthConf
+}
+
+// AuthConf configures patients' bearer tokens (common/bearer): JWTs whose PatientClaim names the patient
+// every report must belong to. Mode oidc (production) checks them against the keys of an OpenID Connect
+// issuer (JWKSURL, Issuer, Audience); mode hs256 (development only, see Config.Auth) against Secret
+// (EPRO_API_JWT_KEY), and `epro-api token` mints them. The token's iss and SubjectClaim are recorded with each
+// report as its sender.
+type AuthConf struct {
+	bearer.Conf
+	// PatientClaim names the claim holding the patient id a token speaks for: a report is accepted only when
+	// its patientId equals it, and a report's status is shown only to it.
+	PatientClaim string `json:",default=sub"`
+	// TrialClaim, when set, names a claim restricting a token to one trial: a report is accepted only when its
+	// trialId equals it (403 TRIAL_MISMATCH otherwise), and tokens without the claim are refused.
+	TrialClaim string `json:",optional"`
+	// MaxTTL caps the lifetime of tokens minted by the token command.
+	MaxTTL time.Duration `json:",default=720h"`
+}
+
+// devModes are the go-zero Modes in which development tokens are accepted.
+var devModes = []string{service.DevMode, service.TestMode}
+
+// Validate reports every missing or inconsistent Auth value, naming the key; mode is go-zero's Mode.
+func (a AuthConf) Validate(mode string) error {
+	var errs []error
+	if err := a.Conf.Validate(); err != nil {
+		errs = append(errs, conffile.Prefixed("Auth", err))
+		if a.Mode == bearer.ModeHS256 && len(a.Secret) < bearer.MinSecretBytes {
+			errs = append(errs, errors.New("Auth.Secret comes from EPRO_API_JWT_KEY"))
+		}
+	}
+	if a.Mode == bearer.ModeHS256 && !slices.Contains(devModes, mode) {
+		errs = append(errs, fmt.Errorf("Auth.Mode hs256 (development tokens) is refused in Mode %s: production takes Auth.Mode oidc; "+
+			"a development stack sets Mode: dev", mode))
+	}
+	if a.PatientClaim == "" || a.MaxTTL <= 0 {
+		errs = append(errs, errors.New("Auth: need a PatientClaim and MaxTTL > 0"))
+	}
+	registered := []string{"iss", "aud", "exp", "nbf", "iat", "jti"}
+	if slices.Contains(registered, a.PatientClaim) {
+		errs = append(errs, fmt.Errorf("Auth.PatientClaim %q names a registered claim other than sub", a.PatientClaim))
+	}
+	if a.TrialClaim != "" && (slices.Contains(registered, a.TrialClaim) || a.TrialClaim == "sub" ||
+		a.TrialClaim == a.PatientClaim || a.TrialClaim == a.SubjectClaim) {
+		errs = append(errs, fmt.Errorf("Auth.TrialClaim %q names a registered claim, the patient claim or the subject claim", a.TrialClaim))
+	}
+	return errors.Join(errs...)
 }
 
 type LimitsConf struct {
@@ -180,6 +235,9 @@ func (c Config) Validate() error {
 	}
 	if c.Ready.Interval <= 0 || c.Ready.MaxAge < c.Ready.Interval {
 		errs = append(errs, errors.New("Ready: need 0 < Interval <= MaxAge"))
+	}
+	if err := c.Auth.Validate(c.Mode); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -9,11 +9,17 @@ import (
 
 	"github.com/zeromicro/go-zero/core/conf"
 
+	"github.com/epro-intake/common/bearer"
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/epro-api/internal/config"
 )
 
+// minimal is the smallest valid configuration: a development one, with a test key for its tokens.
+const minimal = "Name: x\nPort: 1\nMode: test\nKafka:\n  Brokers: [k:9092]\nMySQL:\n  DSN: d\nRedis:\n  Addr: r:6379\n" +
+	"Auth:\n  Secret: 0123456789abcdef0123456789abcdef\n"
+
 func TestShippedConfig(t *testing.T) {
+	t.Setenv("EPRO_API_JWT_KEY", "0123456789abcdef0123456789abcdef")
 	t.Setenv("EPRO_API_PORT", "8080")
 	t.Setenv("EPRO_KAFKA_BROKERS", "k1:9092,k2:9092")
 	t.Setenv("EPRO_MYSQL_DSN", "epro:s3cret@tcp(db:3306)/epro")
@@ -40,6 +46,11 @@ func TestShippedConfig(t *testing.T) {
 		c.Kafka.MaxAttempts != 5 || c.Limits.MaxAge != 2160*time.Hour || c.Redis.Timeout != 250*time.Millisecond || c.Log.Encoding != "json" {
 		t.Errorf("defaults not applied: %+v", c)
 	}
+	// The shipped file runs the development stack: hs256 tokens, accepted because Mode says dev.
+	if c.Mode != "dev" || c.Auth.Mode != bearer.ModeHS256 || c.Auth.Secret != "0123456789abcdef0123456789abcdef" ||
+		c.Auth.PatientClaim != "sub" || c.Auth.SubjectClaim != "sub" || c.Auth.TrialClaim != "" || c.Auth.MaxTTL != 720*time.Hour {
+		t.Errorf("auth %+v in Mode %s", c.Auth, c.Mode)
+	}
 	sc := c.ServerConf()
 	if sc.Middlewares.Log || sc.Middlewares.MaxBytes || sc.Middlewares.Breaker || sc.Middlewares.Gunzip || sc.Middlewares.MaxConns || !sc.Middlewares.Timeout || !sc.Middlewares.Trace {
 		t.Errorf("middlewares %+v", sc.Middlewares)
@@ -48,7 +59,7 @@ func TestShippedConfig(t *testing.T) {
 
 func TestDefaults(t *testing.T) {
 	var c config.Config
-	yaml := "Name: x\nPort: 1\nKafka:\n  Brokers: [k:9092]\nMySQL:\n  DSN: d\nRedis:\n  Addr: r:6379\n"
+	yaml := minimal
 	if err := conf.LoadFromYamlBytes([]byte(yaml), &c); err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +84,7 @@ func TestDefaults(t *testing.T) {
 func TestValidate(t *testing.T) {
 	base := func() config.Config {
 		var c config.Config
-		yaml := "Name: x\nPort: 1\nKafka:\n  Brokers: [k:9092]\nMySQL:\n  DSN: d\nRedis:\n  Addr: r:6379\n"
+		yaml := minimal
 		if err := conf.LoadFromYamlBytes([]byte(yaml), &c); err != nil {
 			t.Fatal(err)
 		}
@@ -106,6 +117,23 @@ func TestValidate(t *testing.T) {
 		{"zero idle timeout", func(c *config.Config) { c.HTTP.IdleTimeout = 0 }, "HTTP: need"},
 		{"zero max header bytes", func(c *config.Config) { c.HTTP.MaxHeaderBytes = 0 }, "HTTP.MaxHeaderBytes"},
 		{"zero max conns", func(c *config.Config) { c.MaxConns = 0 }, "MaxConns"},
+		{"short dev key", func(c *config.Config) { c.Auth.Secret = "short" }, "EPRO_API_JWT_KEY"},
+		{"dev tokens in production", func(c *config.Config) { c.Mode = "pro" }, "Auth.Mode hs256 (development tokens) is refused in Mode pro"},
+		{"dev tokens in pre-release", func(c *config.Config) { c.Mode = "pre" }, "refused in Mode pre"},
+		{"oidc in production", func(c *config.Config) {
+			c.Mode = "pro"
+			c.Auth.Mode, c.Auth.Secret = bearer.ModeOIDC, ""
+			c.Auth.JWKSURL, c.Auth.Issuer, c.Auth.Audience = "https://idp.test/jwks", "https://idp.test", "epro-api"
+		}, ""},
+		{"oidc without issuer", func(c *config.Config) {
+			c.Auth.Mode, c.Auth.Secret, c.Auth.JWKSURL = bearer.ModeOIDC, "", "https://idp.test/jwks"
+		}, "Auth.JWKSURL, Issuer and Audience"},
+		{"no patient claim", func(c *config.Config) { c.Auth.PatientClaim = "" }, "PatientClaim"},
+		{"patient claim exp", func(c *config.Config) { c.Auth.PatientClaim = "exp" }, "Auth.PatientClaim"},
+		{"patient claim of its own", func(c *config.Config) { c.Auth.PatientClaim = "patient_id" }, ""},
+		{"trial claim", func(c *config.Config) { c.Auth.TrialClaim = "trial_id" }, ""},
+		{"trial claim is the patient claim", func(c *config.Config) { c.Auth.TrialClaim = "sub" }, "Auth.TrialClaim"},
+		{"trial claim aud", func(c *config.Config) { c.Auth.TrialClaim = "aud" }, "Auth.TrialClaim"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()
@@ -119,18 +147,24 @@ func TestValidate(t *testing.T) {
 }
 
 func TestEmptyEnvFailsToLoad(t *testing.T) {
-	for _, k := range []string{"EPRO_API_PORT", "EPRO_KAFKA_BROKERS", "EPRO_MYSQL_DSN", "EPRO_REDIS_ADDR", "EPRO_REDIS_PASSWORD"} {
+	for _, k := range []string{"EPRO_API_PORT", "EPRO_KAFKA_BROKERS", "EPRO_MYSQL_DSN", "EPRO_REDIS_ADDR", "EPRO_REDIS_PASSWORD", "EPRO_API_JWT_KEY"} {
 		t.Setenv(k, "")
 	}
 	t.Setenv("EPRO_API_PORT", "8080")
 	if _, err := config.Load("../../etc/epro-api.yaml"); err == nil {
 		t.Fatal("loaded without Kafka, MySQL and Redis addresses")
 	}
+	for _, k := range []string{"EPRO_KAFKA_BROKERS", "EPRO_MYSQL_DSN", "EPRO_REDIS_ADDR"} {
+		t.Setenv(k, "x:1")
+	}
+	if _, err := config.Load("../../etc/epro-api.yaml"); err == nil || !strings.Contains(err.Error(), "EPRO_API_JWT_KEY") {
+		t.Fatalf("loaded without a token key: %v", err)
+	}
 }
 
 // A key that loads but does nothing is refused at start-up, whatever its value, with a message naming it.
 func TestLoadRefusesKeysWithoutEffect(t *testing.T) {
-	base := "Name: x\nPort: 1\nKafka:\n  Brokers: [k:9092]\nMySQL:\n  DSN: d\nRedis:\n  Addr: r:6379\n"
+	base := minimal
 	for _, tc := range []struct{ yaml, want string }{
 		{base, ""},
 		{base + "Middlewares:\n  Log: true\n", "Middlewares.Log has no effect"},
@@ -150,5 +184,16 @@ func TestLoadRefusesKeysWithoutEffect(t *testing.T) {
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%q: Load() = %v, want %q", tc.yaml, err, tc.want)
 		}
+	}
+}
+
+// A file that does not say Mode is production (go-zero's default), where development tokens are refused.
+func TestUnsetModeRefusesDevTokens(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "epro-api.yaml")
+	if err := os.WriteFile(file, []byte(strings.Replace(minimal, "Mode: test\n", "", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.Load(file); err == nil || !strings.Contains(err.Error(), "refused in Mode pro") {
+		t.Fatalf("Load() = %v, want development tokens refused in Mode pro", err)
 	}
 }

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +28,7 @@ import (
 	"github.com/epro-intake/common/errcode"
 	"github.com/epro-intake/common/infratest"
 	"github.com/epro-intake/common/status"
+	"github.com/epro-intake/epro-api/internal/auth"
 	"github.com/epro-intake/epro-api/internal/config"
 	"github.com/epro-intake/epro-api/internal/handler"
 	"github.com/epro-intake/epro-api/internal/middleware"
@@ -44,6 +47,14 @@ func TestMain(m *testing.M) {
 	// Every report the tests send carries privateNote; whatever the outcome, no log line may contain it.
 	if strings.Contains(logs.String(), privateNote) {
 		os.Stderr.WriteString("FAIL: the service logged report content (" + privateNote + ")\n")
+		code = 1
+	}
+	// Nor any token a test sent, accepted or refused.
+	if tok, n := sentTokens.foundIn(logs.String()); tok != "" {
+		os.Stderr.WriteString("FAIL: the service logged a bearer token (one of " + strconv.Itoa(n) + " sent)\n")
+		code = 1
+	} else if n == 0 && code == 0 && !testing.Short() && flag.Lookup("test.run").Value.String() == "" {
+		os.Stderr.WriteString("FAIL: no test sent a bearer token, so the log check above checked nothing\n")
 		code = 1
 	}
 	if code != 0 && testing.Verbose() {
@@ -69,6 +80,41 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+// tokenSet records every bearer token the tests send, for the log check in TestMain.
+type tokenSet struct {
+	mu     sync.Mutex
+	tokens map[string]bool
+}
+
+var sentTokens = &tokenSet{tokens: map[string]bool{}}
+
+func (s *tokenSet) add(tok string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokens[tok] = true
+	return tok
+}
+
+// foundIn returns a recorded token that text contains (or ""), and how many tokens were recorded. Each is
+// also looked for by its signature alone, which a log line could hold without the rest.
+func (s *tokenSet) foundIn(text string) (string, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for tok := range s.tokens {
+		sig := tok[strings.LastIndex(tok, ".")+1:]
+		if strings.Contains(text, tok) || len(sig) >= 16 && strings.Contains(text, sig) {
+			return tok, len(s.tokens)
+		}
+	}
+	return "", len(s.tokens)
+}
+
+// testKey signs the development tokens of the tests.
+const testKey = "test-key-0123456789abcdef0123456789"
+
+// devAuth is the Auth block of every test API unless apiOptions.authYAML replaces it.
+const devAuth = "Auth:\n  Secret: " + testKey + "\n"
+
 // api is one epro-api wired exactly as main wires it, served by httptest.
 type api struct {
 	t       *testing.T
@@ -92,6 +138,8 @@ type apiOptions struct {
 	extraYAML string
 	// producer wraps the real producer.
 	producer func(svc.Producer) svc.Producer
+	// authYAML replaces the Auth block (devAuth: hs256 with testKey).
+	authYAML string
 }
 
 func newAPI(t *testing.T, o apiOptions) *api {
@@ -115,10 +163,14 @@ func newAPI(t *testing.T, o apiOptions) *api {
 		o.redisAddr = infratest.Redis(t)
 	}
 
+	if o.authYAML == "" {
+		o.authYAML = devAuth
+	}
 	yaml := fmt.Sprintf(`
 Name: epro-api-test
 Host: 127.0.0.1
 Port: 0
+Mode: test
 CpuThreshold: 0
 Kafka:
   Brokers: [%s]
@@ -130,7 +182,8 @@ Redis:
 Ready:
   Interval: 100ms
   MaxAge: 1s
-%s`, strings.Join(a.brokers, ","), a.topic, o.mysqlDSN, o.redisAddr, o.extraYAML)
+%s
+%s`, strings.Join(a.brokers, ","), a.topic, o.mysqlDSN, o.redisAddr, o.authYAML, o.extraYAML)
 	if err := conf.LoadFromYamlBytes([]byte(yaml), &a.cfg); err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -200,7 +253,33 @@ func (a *api) do(req *http.Request) response {
 	return response{status: resp.StatusCode, header: resp.Header, body: body}
 }
 
+// token returns a development token for patient (see auth.Mint), recorded for the log check.
+func (a *api) token(patient string) string {
+	a.t.Helper()
+	tok, err := auth.Mint(a.cfg.Auth, patient, "", time.Hour, time.Now())
+	if err != nil {
+		a.t.Fatalf("mint a token for %s: %v", patient, err)
+	}
+	return sentTokens.add(tok)
+}
+
+// authorize makes req carry patient's token.
+func (a *api) authorize(req *http.Request, patient string) *http.Request {
+	a.t.Helper()
+	req.Header.Set("Authorization", "Bearer "+a.token(patient))
+	return req
+}
+
+// post sends body as the patient whose report it is, as the patient's app would: the patientId of the
+// report, or of the batch's first report (anyPatient when the body has none). Tests of authentication build
+// their requests themselves.
 func (a *api) post(path, contentType string, body []byte) response {
+	a.t.Helper()
+	return a.postAs(patientOf(body), path, contentType, body)
+}
+
+// postAs sends body with patient's token.
+func (a *api) postAs(patient, path, contentType string, body []byte) response {
 	a.t.Helper()
 	req, err := http.NewRequest(http.MethodPost, a.url+path, bytes.NewReader(body))
 	if err != nil {
@@ -209,16 +288,63 @@ func (a *api) post(path, contentType string, body []byte) response {
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	return a.do(req)
+	return a.do(a.authorize(req, patient))
 }
 
+// get reads path as anyPatient, the patient of reportdbtest's rows and of receipts the tests write.
 func (a *api) get(path string) response {
+	a.t.Helper()
+	return a.getAs(anyPatient, path)
+}
+
+// getAs reads path with patient's token.
+func (a *api) getAs(patient, path string) response {
 	a.t.Helper()
 	req, err := http.NewRequest(http.MethodGet, a.url+path, nil)
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	return a.do(req)
+	return a.do(a.authorize(req, patient))
+}
+
+// anyPatient is the patient of requests whose patient does not matter; reportdbtest's rows belong to it.
+const anyPatient = "patient-1"
+
+// patientOf is the patientId of a report, or of the first report of a batch that has one; anyPatient if none.
+func patientOf(body []byte) string {
+	var one struct {
+		PatientID any               `json:"patientId"`
+		Reports   []json.RawMessage `json:"reports"`
+	}
+	if json.Unmarshal(body, &one) != nil {
+		return anyPatient
+	}
+	if p, ok := one.PatientID.(string); ok && p != "" {
+		return p
+	}
+	for _, item := range one.Reports {
+		var r struct {
+			PatientID any `json:"patientId"`
+		}
+		if json.Unmarshal(item, &r) == nil {
+			if p, ok := r.PatientID.(string); ok && p != "" {
+				return p
+			}
+		}
+	}
+	return anyPatient
+}
+
+// accept caches id as accepted for patient, with its receipt, as the API does after a 202.
+func (a *api) accept(id, patient, value string) {
+	a.t.Helper()
+	receipt := status.Receipt{PatientID: patient, ReceivedAt: time.Now().UTC()}
+	if err := a.rdb.Set(a.t.Context(), status.ReceiptKey(id), receipt.Marshal(), time.Minute).Err(); err != nil {
+		a.t.Fatal(err)
+	}
+	if err := a.rdb.Set(a.t.Context(), status.Key(id), value, time.Minute).Err(); err != nil {
+		a.t.Fatal(err)
+	}
 }
 
 // privateNote is a free-text answer in every report the tests build.

@@ -24,12 +24,12 @@ func TestReportStatus(t *testing.T) {
 	storedAt := receivedAt.Add(1500 * time.Millisecond)
 	reportdbtest.Insert(t, db, reportdbtest.Row{RequestID: stored, ReceivedAt: receivedAt, StoredAt: storedAt})
 	// Redis still says accepted: MySQL, the truth for stored reports, wins.
-	a.rdb.Set(t.Context(), status.Key(stored), status.Accepted, time.Minute)
+	a.accept(stored, anyPatient, status.Accepted)
 
 	accepted := uuid.NewString()
-	a.rdb.Set(t.Context(), status.Key(accepted), status.Accepted, time.Minute)
+	a.accept(accepted, anyPatient, status.Accepted)
 	dead := uuid.NewString()
-	a.rdb.Set(t.Context(), status.Key(dead), status.DeadLettered, time.Minute)
+	a.accept(dead, anyPatient, status.DeadLettered)
 
 	cases := []struct {
 		name, id, status, storedAt, receivedAt string
@@ -77,7 +77,7 @@ func TestReportStatus(t *testing.T) {
 func TestReportStatusWithoutReportsTable(t *testing.T) {
 	a := newAPI(t, apiOptions{}) // fresh, empty database
 	accepted := uuid.NewString()
-	a.rdb.Set(t.Context(), status.Key(accepted), status.Accepted, time.Minute)
+	a.accept(accepted, anyPatient, status.Accepted)
 	if resp := a.get("/v1/reports/" + accepted); resp.status != http.StatusOK {
 		t.Fatalf("accepted: status %d body %s", resp.status, resp.body)
 	}
@@ -90,7 +90,7 @@ func TestReportStatusStoreDownIs503(t *testing.T) {
 	t.Run("mysql", func(t *testing.T) {
 		a := newAPI(t, apiOptions{mysqlDSN: "u:p@tcp(" + closedAddr(t) + ")/epro"})
 		accepted := uuid.NewString()
-		a.rdb.Set(t.Context(), status.Key(accepted), status.Accepted, time.Minute)
+		a.accept(accepted, anyPatient, status.Accepted)
 		for _, id := range []string{accepted, uuid.NewString()} {
 			resp := a.get("/v1/reports/" + id)
 			if resp.status != http.StatusServiceUnavailable || resp.header.Get("Retry-After") == "" {

@@ -83,6 +83,7 @@ func postFresh(t *testing.T, a *api, patientID string) (int, time.Duration) {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	a.authorize(req, patientID)
 	start := time.Now()
 	resp, err := client.Do(req)
 	if err != nil {
@@ -133,8 +134,8 @@ func TestSlowClientsDoNotStarveIntake(t *testing.T) {
 			"POST /v1/reports HTTP/1.1\r\nHost: "+u.Host+"\r\n", "X-Slow: aaaaaaaaaaaaaaaa\r\n", headerTimeout+slack))
 		// Content-Length promises more than the connection will have sent by then, within Limits.BodyBytes.
 		slowBody = append(slowBody, openSlow(t, &wg, u.Host, fmt.Sprintf(
-			"POST /v1/reports HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
-			u.Host, len(body)+1000), body, readTimeout+slack))
+			"POST /v1/reports HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n",
+			u.Host, a.token("PAT-SLOW"), len(body)+1000), body, readTimeout+slack))
 	}
 
 	code, took := postFresh(t, a, "PAT-LIMITS")
@@ -209,7 +210,7 @@ func TestHeaderTooLargeIs431(t *testing.T) {
 	req.Header.Set("Content-Type", "application/json")
 	// net/http allows 4 KiB beyond MaxHeaderBytes, so this is well over.
 	req.Header.Set("X-Pad", strings.Repeat("a", 64<<10))
-	if resp := a.do(req); resp.status != http.StatusRequestHeaderFieldsTooLarge {
+	if resp := a.do(a.authorize(req, "PAT-HDR")); resp.status != http.StatusRequestHeaderFieldsTooLarge {
 		t.Fatalf("status %d, want 431", resp.status)
 	}
 	// The same report with usual headers is accepted, so the 431 was the header size.

@@ -21,19 +21,21 @@ import (
 func TestSubmitBatchMixed(t *testing.T) {
 	a := newAPI(t, apiOptions{partitions: 3})
 	const secret = "QUAGGA-1180-PRIVATE"
+	// A batch is one patient's (PAT-1's token); a report of another patient is refused on its own.
 	good1 := validReport("PAT-1")
-	good2 := validReport("PAT-2")
+	good2 := validReport("PAT-1")
 	good2["requestId"] = strings.ToUpper(good2["requestId"].(string))
-	badID := validReport("PAT-3")
+	badID := validReport("PAT-1")
 	badID["requestId"] = secret
-	old := validReport("PAT-4")
+	old := validReport("PAT-1")
 	old["submittedAt"] = time.Now().Add(-100 * 24 * time.Hour).Format(time.RFC3339)
-	unknown := validReport("PAT-5")
+	unknown := validReport("PAT-1")
 	unknown["note"] = secret
-	dup := validReport("PAT-6")
+	dup := validReport("PAT-1")
 	dup["requestId"] = good1["requestId"]
-	big := validReport("PAT-7")
+	big := validReport("PAT-1")
 	big["answers"] = map[string]any{"x": strings.Repeat(secret, 5000)}
+	other := validReport("PAT-2")
 
 	items := []json.RawMessage{
 		mustJSON(t, good1),
@@ -49,6 +51,7 @@ func TestSubmitBatchMixed(t *testing.T) {
 		json.RawMessage(`{"requestId":"x","requestId":"y"}`),
 		json.RawMessage("{\"answers\":\"\xff\"}"),
 		json.RawMessage(`{"answers":{"note":"\udc00"}}`),
+		mustJSON(t, other),
 	}
 	resp := a.post("/v1/reports/batch", "application/json", mustJSON(t, map[string]any{"reports": items}))
 	if resp.status != http.StatusOK {
@@ -76,8 +79,9 @@ func TestSubmitBatchMixed(t *testing.T) {
 		{"rejected", errcode.InvalidJSON, "requestId", ""},
 		{"rejected", errcode.InvalidJSON, "", ""},
 		{"rejected", errcode.InvalidJSON, "answers", ""},
+		{"rejected", errcode.PatientMismatch, "patientId", other["requestId"].(string)},
 	}
-	if len(got.Results) != len(want) || got.Accepted != 2 || got.Rejected != 10 || got.Unavailable != 0 {
+	if len(got.Results) != len(want) || got.Accepted != 2 || got.Rejected != 11 || got.Unavailable != 0 {
 		t.Fatalf("got %d results, accepted %d rejected %d unavailable %d", len(got.Results), got.Accepted, got.Rejected, got.Unavailable)
 	}
 	for i, w := range want {
@@ -97,22 +101,17 @@ func TestSubmitBatchMixed(t *testing.T) {
 		}
 	}
 
-	// Exactly the two accepted reports are on the topic, each on its patient's partition.
+	// Exactly the two accepted reports are on the topic, in order on their patient's partition.
 	if n := a.recordCount(); n != 2 {
 		t.Fatalf("topic holds %d records, want 2", n)
 	}
-	for i, p := range []string{"PAT-1", "PAT-2"} {
-		part := javaPartition(p, 3)
-		var found bool
-		for _, m := range a.readMessages(part, 1, 5*time.Second) {
-			env, err := report.ParseEnvelope(m.Value)
-			if err != nil {
-				t.Fatal(err)
-			}
-			found = found || (env.PatientID == p && env.RequestID == got.Results[[]int{0, 4}[i]].RequestID)
+	for i, m := range a.readMessages(javaPartition("PAT-1", 3), 2, 5*time.Second) {
+		env, err := report.ParseEnvelope(m.Value)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if !found {
-			t.Errorf("report of %s not on partition %d", p, part)
+		if env.PatientID != "PAT-1" || env.RequestID != got.Results[[]int{0, 4}[i]].RequestID {
+			t.Errorf("record %d on PAT-1's partition: %s of %s", i, env.RequestID, env.PatientID)
 		}
 	}
 	for _, i := range []int{0, 4} {
@@ -197,8 +196,9 @@ func TestSubmitBatchRequestErrors(t *testing.T) {
 	}
 }
 
-// failingProducer fails the messages whose key is in fail, as a broker that lost the leader of their partition
-// would, and sends the rest to Kafka. Like kafka-go it reports per-message outcomes as kafka.WriteErrors.
+// failingProducer fails the messages whose request id is in fail, as a broker that lost the leader of their
+// partition would, and sends the rest to Kafka. Like kafka-go it reports per-message outcomes as
+// kafka.WriteErrors.
 type failingProducer struct {
 	svcProducer
 	fail map[string]bool
@@ -208,7 +208,7 @@ func (p *failingProducer) Send(ctx context.Context, msgs ...kafka.Message) error
 	werrs := make(kafka.WriteErrors, len(msgs))
 	var ok []kafka.Message
 	for i, m := range msgs {
-		if p.fail[string(m.Key)] {
+		if id, _ := header(m, report.HeaderRequestID); p.fail[id] {
 			werrs[i] = kafka.LeaderNotAvailable
 		} else {
 			ok = append(ok, m)
@@ -226,10 +226,16 @@ func (p *failingProducer) Send(ctx context.Context, msgs ...kafka.Message) error
 }
 
 func TestSubmitBatchPartialKafkaFailure(t *testing.T) {
+	// One patient's batch, as every batch is: reports[1], reports[3] and down fail in Kafka.
+	reports := []map[string]any{validReport("PAT-UP"), validReport("PAT-UP"), validReport("PAT-UP"), validReport("PAT-UP")}
+	down := validReport("PAT-UP")
+	fail := map[string]bool{}
+	for _, r := range []map[string]any{reports[1], reports[3], down} {
+		fail[r["requestId"].(string)] = true
+	}
 	a := newAPI(t, apiOptions{producer: func(p svcProducer) svcProducer {
-		return &failingProducer{svcProducer: p, fail: map[string]bool{"PAT-DOWN": true}}
+		return &failingProducer{svcProducer: p, fail: fail}
 	}})
-	reports := []map[string]any{validReport("PAT-UP"), validReport("PAT-DOWN"), validReport("PAT-UP"), validReport("PAT-DOWN")}
 	bad := validReport("PAT-UP")
 	bad["locale"] = "de DE"
 	items := []any{reports[0], reports[1], bad, reports[2], reports[3]}
@@ -257,9 +263,9 @@ func TestSubmitBatchPartialKafkaFailure(t *testing.T) {
 	}
 	// Only what Kafka took is on the topic and cached as accepted.
 	msgs := a.readMessages(0, 2, 5*time.Second)
-	for _, m := range msgs {
-		if string(m.Key) != "PAT-UP" {
-			t.Errorf("record for %s on the topic", m.Key)
+	for i, m := range msgs {
+		if id, _ := header(m, report.HeaderRequestID); id != []map[string]any{reports[0], reports[2]}[i]["requestId"] {
+			t.Errorf("record %d on the topic is %s", i, id)
 		}
 	}
 	if n := a.recordCount(); n != 2 {
@@ -278,7 +284,7 @@ func TestSubmitBatchPartialKafkaFailure(t *testing.T) {
 	}
 
 	// When Kafka takes none of the valid items, the whole batch is a 503.
-	resp = a.post("/v1/reports/batch", "application/json", mustJSON(t, map[string]any{"reports": []any{validReport("PAT-DOWN"), bad}}))
+	resp = a.post("/v1/reports/batch", "application/json", mustJSON(t, map[string]any{"reports": []any{down, bad}}))
 	if resp.status != http.StatusServiceUnavailable || resp.header.Get("Retry-After") == "" {
 		t.Fatalf("status %d Retry-After %q body %s", resp.status, resp.header.Get("Retry-After"), resp.body)
 	}

@@ -39,7 +39,7 @@ func TestSubmitReportProducesBeforeAccepting(t *testing.T) {
 	req.Header.Set("tracestate", "vendor=abc")
 
 	before := time.Now().UTC()
-	resp := a.do(req)
+	resp := a.do(a.authorize(req, "PAT-0001"))
 	if resp.status != http.StatusAccepted {
 		t.Fatalf("status %d, body %s", resp.status, resp.body)
 	}
@@ -255,7 +255,7 @@ func TestSubmitReportErrors(t *testing.T) {
 			if tc.contentType != "" {
 				req.Header.Set("Content-Type", tc.contentType)
 			}
-			resp := a.do(req)
+			resp := a.do(a.authorize(req, patientOf(tc.body)))
 			if resp.status != tc.status {
 				t.Fatalf("status %d, want %d; body %s", resp.status, tc.status, resp.body)
 			}
@@ -311,7 +311,7 @@ func TestSubmitReportContentEncoding(t *testing.T) {
 			req, _ := http.NewRequest(http.MethodPost, a.url+"/v1/reports", bytes.NewReader(tc.body))
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Content-Encoding", tc.encoding)
-			resp := a.do(req)
+			resp := a.do(a.authorize(req, "PAT-0006"))
 			if resp.status != tc.status {
 				t.Fatalf("status %d, want %d; body %s", resp.status, tc.status, resp.body)
 			}

@@ -10,7 +10,6 @@ import (
 	"github.com/epro-intake/common/report"
 
 	"github.com/go-sql-driver/mysql"
-	"github.com/redis/go-redis/v9"
 	"github.com/zeromicro/go-zero/core/logx"
 
 	"github.com/epro-intake/common/errcode"
@@ -39,6 +38,9 @@ func NewReportStatusLogic(ctx context.Context, svcCtx *svc.ServiceContext) *Repo
 
 // ReportStatus answers from MySQL, the truth for stored reports, and then from the Redis status cache. A
 // store that cannot be asked gives a 503, never a 404 that would make the client think the report was lost.
+// Only the report's patient sees its status: its owner is the stored row's patient_id, or else the patient of
+// the receipt cached when it was accepted; anyone else, and any id without a known owner, gets the 404 of an
+// unknown id.
 func (l *ReportStatusLogic) ReportStatus(req *types.ReportStatusReq) (*types.ReportStatusResp, error) {
 	id, ok := report.CanonicalRequestID(req.RequestID)
 	if !ok {
@@ -46,27 +48,38 @@ func (l *ReportStatusLogic) ReportStatus(req *types.ReportStatusReq) (*types.Rep
 	}
 	middleware.NoteRequestID(l.ctx, id)
 
-	receivedAt, storedAt, found, err := l.stored(id)
+	row, found, err := l.stored(id)
 	if err != nil {
 		l.Errorw("read stored report", logx.Field("requestId", id), logx.Field("error", err.Error()))
 		return nil, unavailable(l.svcCtx, "the report status cannot be read right now")
 	}
 	if found {
+		if !ownedBy(l.ctx, row.patientID) {
+			return nil, reportNotFound()
+		}
 		return &types.ReportStatusResp{
 			RequestID: id, Status: status.Stored,
-			ReceivedAt: formatTime(receivedAt), StoredAt: formatTime(storedAt),
+			ReceivedAt: formatTime(row.receivedAt), StoredAt: formatTime(row.storedAt),
 		}, nil
 	}
 
 	ctx, cancel := context.WithTimeout(l.ctx, l.svcCtx.Config.Redis.Timeout)
 	defer cancel()
-	v, err := l.svcCtx.Redis.Get(ctx, status.Key(id)).Result()
-	switch {
-	case errors.Is(err, redis.Nil):
-		return nil, errcode.New(http.StatusNotFound, errcode.NotFound, "no report with this requestId was accepted")
-	case err != nil:
+	// One round trip: both keys share a hash slot.
+	vals, err := l.svcCtx.Redis.MGet(ctx, status.Key(id), status.ReceiptKey(id)).Result()
+	if err != nil {
 		l.Errorw("read report status", logx.Field("requestId", id), logx.Field("error", err.Error()))
 		return nil, unavailable(l.svcCtx, "the report status cannot be read right now")
+	}
+	v, _ := vals[0].(string)
+	raw, _ := vals[1].(string)
+	if v == "" {
+		return nil, reportNotFound()
+	}
+	receipt, err := status.ParseReceipt(raw)
+	if err != nil || !ownedBy(l.ctx, receipt.PatientID) {
+		// No receipt (lost with a Redis flush, or not written yet): the owner is unknown, so nobody is shown.
+		return nil, reportNotFound()
 	}
 	switch v {
 	case status.Accepted, status.DeadLettered, status.Stored:
@@ -78,18 +91,25 @@ func (l *ReportStatusLogic) ReportStatus(req *types.ReportStatusReq) (*types.Rep
 	}
 }
 
-func (l *ReportStatusLogic) stored(id string) (receivedAt, storedAt time.Time, found bool, err error) {
+// storedRow is what the status needs of a reports row.
+type storedRow struct {
+	patientID            string
+	receivedAt, storedAt time.Time
+}
+
+func (l *ReportStatusLogic) stored(id string) (row storedRow, found bool, err error) {
 	ctx, cancel := context.WithTimeout(l.ctx, l.svcCtx.Config.MySQL.QueryTimeout)
 	defer cancel()
 	err = l.svcCtx.DB.QueryRowContext(ctx,
-		"SELECT received_at, stored_at FROM reports WHERE request_id = ?", id).Scan(&receivedAt, &storedAt)
+		"SELECT patient_id, received_at, stored_at FROM reports WHERE request_id = ?", id).
+		Scan(&row.patientID, &row.receivedAt, &row.storedAt)
 	var me *mysql.MySQLError
 	switch {
 	case err == nil:
-		return receivedAt, storedAt, true, nil
+		return row, true, nil
 	case errors.Is(err, sql.ErrNoRows), errors.As(err, &me) && me.Number == mysqlNoSuchTable:
-		return time.Time{}, time.Time{}, false, nil
+		return storedRow{}, false, nil
 	default:
-		return time.Time{}, time.Time{}, false, err
+		return storedRow{}, false, err
 	}
 }

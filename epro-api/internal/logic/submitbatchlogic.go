@@ -108,13 +108,17 @@ func (l *SubmitBatchLogic) prepare(raw json.RawMessage, now time.Time, seen map[
 	if err := sub.Validate(now, l.svcCtx.Config.Limits.Report()); err != nil {
 		return report.Envelope{RequestID: sub.RequestID}, err
 	}
+	env, err := envelopeFor(l.ctx, sub, now)
+	if err != nil {
+		return report.Envelope{RequestID: sub.RequestID}, err
+	}
 	if first, dup := seen[sub.RequestID]; dup {
 		return report.Envelope{RequestID: sub.RequestID}, errcode.Field(errcode.ValidationFailed, "requestId",
 			fmt.Sprintf("repeats the requestId of reports[%d]", first))
 	}
 	seen[sub.RequestID] = i
 	middleware.NoteRequestID(l.ctx, sub.RequestID)
-	return sub.Envelope(now), nil
+	return env, nil
 }
 
 func (l *SubmitBatchLogic) reject(res *types.BatchItemResult, err error) {

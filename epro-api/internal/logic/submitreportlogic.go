@@ -36,7 +36,10 @@ func (l *SubmitReportLogic) SubmitReport(sub report.Submission) (*types.Accepted
 		return nil, err
 	}
 	middleware.NoteRequestID(l.ctx, sub.RequestID)
-	env := sub.Envelope(now)
+	env, err := envelopeFor(l.ctx, sub, now)
+	if err != nil {
+		return nil, err
+	}
 	msg, err := reportMessage(l.ctx, l.svcCtx.Config.Topic, env)
 	if err != nil {
 		return nil, err

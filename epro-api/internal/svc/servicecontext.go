@@ -8,10 +8,13 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
+	"github.com/zeromicro/go-zero/rest"
 
 	"github.com/epro-intake/common/mysqldb"
 	"github.com/epro-intake/common/producer"
+	"github.com/epro-intake/epro-api/internal/auth"
 	"github.com/epro-intake/epro-api/internal/config"
+	"github.com/epro-intake/epro-api/internal/middleware"
 	"github.com/epro-intake/epro-api/internal/readiness"
 )
 
@@ -31,6 +34,10 @@ type ServiceContext struct {
 	DB        *sql.DB
 	Redis     *redis.Client
 	Readiness *readiness.Checker
+	// Tokens checks patients' bearer tokens; in oidc mode it refreshes the issuer's keys until Close.
+	Tokens *auth.Verifier
+	// Auth is the middleware of the /v1/reports routes (see epro.api).
+	Auth rest.Middleware
 }
 
 func NewServiceContext(c config.Config) (*ServiceContext, error) {
@@ -38,12 +45,20 @@ func NewServiceContext(c config.Config) (*ServiceContext, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := producer.New(c.Kafka)
+	tokens, err := auth.NewVerifier(c.Auth, nil)
 	if err != nil {
 		_ = db.Close()
 		return nil, err
 	}
+	p, err := producer.New(c.Kafka)
+	if err != nil {
+		tokens.Close()
+		_ = db.Close()
+		return nil, err
+	}
 	return &ServiceContext{
+		Tokens:   tokens,
+		Auth:     middleware.NewAuthMiddleware(tokens).Handle,
 		Config:   c,
 		Producer: p,
 		DB:       db,
@@ -74,5 +89,6 @@ func OpenMySQL(c config.MySQLConf) (*sql.DB, error) {
 
 // Close releases every client.
 func (s *ServiceContext) Close() error {
+	s.Tokens.Close()
 	return errors.Join(s.Producer.Close(), s.DB.Close(), s.Redis.Close())
 }

@@ -68,5 +68,6 @@ func decode(m kafka.Message) (store.Report, error) {
 		Topic:                  m.Topic,
 		Partition:              m.Partition,
 		Offset:                 m.Offset,
+		Sender:                 env.Sender,
 	}, nil
 }

@@ -153,6 +153,43 @@ func TestStoresRowWithOriginalBytesAndUTCTimes(t *testing.T) {
 	}
 }
 
+// The envelope's sender (the bearer token's iss and sub) lands in the sender columns; an envelope written
+// before senders existed is stored with NULLs there.
+func TestStoresSender(t *testing.T) {
+	db := openDB(t)
+	in := newIngester(t, ingest.Conf{Group: "g", DLQTopic: report.DLQTopic}, store.NewReports(db), &fakeDLQ{}, nil)
+	withID, withoutID := newID(), newID()
+	with := record(t, 1, withID, "p-1", "1")
+	env, err := report.ParseEnvelope(with.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.Sender = &report.Sender{Issuer: "https://idp.test/realms/trial", Subject: "user-7f9c"}
+	if with.Value, err = json.Marshal(env); err != nil {
+		t.Fatal(err)
+	}
+	without := record(t, 2, withoutID, "p-1", "1")
+	if err := in.HandleBatch(context.Background(), []kafka.Message{with, without}); err != nil {
+		t.Fatal(err)
+	}
+	var issuer, subject sql.NullString
+	var payload []byte
+	if err := db.QueryRow("SELECT sender_issuer, sender_subject, payload FROM reports WHERE request_id = ?", withID).
+		Scan(&issuer, &subject, &payload); err != nil {
+		t.Fatal(err)
+	}
+	if issuer.String != env.Sender.Issuer || subject.String != env.Sender.Subject || string(payload) != string(with.Value) {
+		t.Errorf("stored sender %v %v (payload kept: %t)", issuer, subject, string(payload) == string(with.Value))
+	}
+	if err := db.QueryRow("SELECT sender_issuer, sender_subject FROM reports WHERE request_id = ?", withoutID).
+		Scan(&issuer, &subject); err != nil {
+		t.Fatal(err)
+	}
+	if issuer.Valid || subject.Valid {
+		t.Errorf("an envelope without a sender stored %v %v", issuer, subject)
+	}
+}
+
 func TestDuplicateRequestIDCountsAsSuccessAndStoresOneRow(t *testing.T) {
 	db := openDB(t)
 	dlq := &fakeDLQ{}

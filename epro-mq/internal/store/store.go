@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/epro-intake/common/report"
 )
 
 // Report is one row of the reports table.
@@ -25,6 +27,9 @@ type Report struct {
 	Topic                  string
 	Partition              int
 	Offset                 int64
+	// Sender is the envelope's sender (the bearer token's iss and sub); nil for records written before
+	// epro-api required tokens, stored as NULLs.
+	Sender *report.Sender
 }
 
 // Reports is the reports table.
@@ -38,7 +43,7 @@ func NewReports(db *sql.DB) *Reports {
 	return &Reports{db: db, now: time.Now}
 }
 
-const columns = 14
+const columns = 16
 
 // insertPrefix and the suffix make a multi-row insert in which a request id that is already stored counts as
 // success. "ON DUPLICATE KEY UPDATE request_id = request_id" rather than INSERT IGNORE, because IGNORE also
@@ -46,7 +51,7 @@ const columns = 14
 // MariaDB 10.11 to apply only part of a concurrent batch without an error.
 const insertPrefix = "INSERT INTO reports (request_id, patient_id, trial_id, questionnaire_id, questionnaire_version, " +
 	"submitted_at, submitted_offset_minutes, received_at, stored_at, payload, payload_sha256, " +
-	"kafka_topic, kafka_partition, kafka_offset) VALUES "
+	"kafka_topic, kafka_partition, kafka_offset, sender_issuer, sender_subject) VALUES "
 
 const insertSuffix = " ON DUPLICATE KEY UPDATE request_id = request_id"
 
@@ -65,11 +70,16 @@ func (r *Reports) Insert(ctx context.Context, rows []Report) error {
 		if i > 0 {
 			sb.WriteByte(',')
 		}
-		sb.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+		sb.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 		sum := sha256.Sum256(row.Payload)
+		var issuer, subject sql.NullString
+		if row.Sender != nil {
+			issuer = sql.NullString{String: row.Sender.Issuer, Valid: true}
+			subject = sql.NullString{String: row.Sender.Subject, Valid: true}
+		}
 		args = append(args, row.RequestID, row.PatientID, row.TrialID, row.QuestionnaireID, row.QuestionnaireVersion,
 			row.SubmittedAt.UTC(), row.SubmittedOffsetMinutes, row.ReceivedAt.UTC(), storedAt, row.Payload, sum[:],
-			row.Topic, row.Partition, row.Offset)
+			row.Topic, row.Partition, row.Offset, issuer, subject)
 	}
 	sb.WriteString(insertSuffix)
 	if _, err := r.db.ExecContext(ctx, sb.String(), args...); err != nil {
