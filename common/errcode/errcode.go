@@ -29,6 +29,9 @@ const (
 	MethodNotAllowed      = "METHOD_NOT_ALLOWED"
 	Timeout               = "TIMEOUT"
 	Internal              = "INTERNAL"
+	// RequestIDConflict (409): the requestId was already used for a report with other content, or for another
+	// patient; nothing was taken. The report must be sent under a new requestId.
+	RequestIDConflict = "REQUEST_ID_CONFLICT"
 )
 
 // maxField is longer than any field path of a report ("answers.<item id>" with ids of up to 64 characters).

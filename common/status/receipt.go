@@ -14,8 +14,11 @@ type Receipt struct {
 	PatientID string `json:"patientId"`
 	// ContentSHA256 is the hex SHA-256 of the submission's canonical content (report.Submission.ContentHash);
 	// empty when unknown.
-	ContentSHA256 string    `json:"contentSha256,omitempty"`
-	ReceivedAt    time.Time `json:"receivedAt"`
+	ContentSHA256 string `json:"contentSha256,omitempty"`
+	// SubmissionSHA256 is the hex SHA-256 of the submission's bytes exactly as the app sent them (the body,
+	// or the batch item), which the API returns in its receipt; empty when unknown.
+	SubmissionSHA256 string    `json:"submissionSha256,omitempty"`
+	ReceivedAt       time.Time `json:"receivedAt"`
 }
 
 // ReceiptKey returns the Redis key holding the Receipt of the report with the given (canonical) request id.
