@@ -84,8 +84,8 @@ type Ingester struct {
 	now     func() time.Time
 
 	stored, skipped, deadLettered, transient, permanentRetryRounds, conflicts atomic.Int64
-	logMu                                                                    sync.Mutex
-	lastLog                                                                  map[string]time.Time
+	logMu                                                                     sync.Mutex
+	lastLog                                                                   map[string]time.Time
 
 	deadMu sync.Mutex
 	dead   map[topicPartitionOffset]bool // found by Recover: dead-lettered, offset not yet committed
