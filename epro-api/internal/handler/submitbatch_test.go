@@ -71,14 +71,16 @@ func TestSubmitBatchMixed(t *testing.T) {
 		{"accepted", "", "", strings.ToLower(good2["requestId"].(string))},
 		{"rejected", errcode.ValidationFailed, "", ""}, // an unknown key is not echoed
 		{"rejected", errcode.InvalidJSON, "", ""},
-		{"rejected", errcode.ValidationFailed, "requestId", good1["requestId"].(string)},
+		// good1's request id for another patient's report: a conflict, never a silent drop.
+		{"conflict", errcode.RequestIDConflict, "requestId", good1["requestId"].(string)},
 		{"rejected", errcode.PayloadTooLarge, "", ""},
 		{"rejected", errcode.InvalidJSON, "requestId", ""},
 		{"rejected", errcode.InvalidJSON, "", ""},
 		{"rejected", errcode.InvalidJSON, "answers", ""},
 	}
-	if len(got.Results) != len(want) || got.Accepted != 2 || got.Rejected != 10 || got.Unavailable != 0 {
-		t.Fatalf("got %d results, accepted %d rejected %d unavailable %d", len(got.Results), got.Accepted, got.Rejected, got.Unavailable)
+	if len(got.Results) != len(want) || got.Accepted != 2 || got.Rejected != 9 || got.Conflict != 1 || got.Duplicate != 0 || got.Unavailable != 0 {
+		t.Fatalf("got %d results, accepted %d rejected %d conflict %d duplicate %d unavailable %d", len(got.Results),
+			got.Accepted, got.Rejected, got.Conflict, got.Duplicate, got.Unavailable)
 	}
 	for i, w := range want {
 		r := got.Results[i]
