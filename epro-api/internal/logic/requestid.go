@@ -44,8 +44,8 @@ func (c candidate) receipt(env report.Envelope) status.Receipt {
 type verdict int
 
 const (
-	// fresh: nothing known under the id (or nothing could be asked): produce it.
-	fresh verdict = iota
+	// fresh (the zero value): nothing known under the id, or nothing could be asked: produce it.
+	_ verdict = iota
 	// duplicate: the id holds the same content; answer with the original receipt and produce nothing.
 	duplicate
 	// conflict: the id holds other content, or another patient's report; refuse it.
@@ -87,15 +87,16 @@ func checkRequestIDs(ctx context.Context, svcCtx *svc.ServiceContext, cs []candi
 		logx.WithContext(ctx).Errorw("request-id check: redis unavailable, asking MySQL", logx.Field("reports", len(cs)), logx.Field("error", err.Error()))
 	}
 	for i, c := range cs {
-		var r status.Receipt
-		var perr error = errors.New("no receipt")
+		r, cached := status.Receipt{}, false
 		if err == nil && i < len(vals) {
 			if v, ok := vals[i].(string); ok {
+				var perr error
 				r, perr = status.ParseReceipt(v)
+				cached = perr == nil
 			}
 		}
 		switch {
-		case perr != nil:
+		case !cached:
 			unsettled = append(unsettled, i)
 		case r.PatientID != c.sub.PatientID:
 			out[i] = known{verdict: conflict}
