@@ -29,6 +29,9 @@ const (
 	MethodNotAllowed      = "METHOD_NOT_ALLOWED"
 	Timeout               = "TIMEOUT"
 	Internal              = "INTERNAL"
+	// RequestIDConflict (409): the requestId was already used for a report with other content, or for another
+	// patient; nothing was taken. The report must be sent under a new requestId.
+	RequestIDConflict = "REQUEST_ID_CONFLICT"
 
 	// PatientMismatch: a report's patientId is not the patient the bearer token speaks for (403).
 	PatientMismatch = "PATIENT_MISMATCH"

@@ -54,6 +54,9 @@ func Open(dsn string, p Pool) (*sql.DB, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = p.DialTimeout
 	}
+	// epro-mq tells a fresh insert from a duplicate by the affected-row count of INSERT … ON DUPLICATE KEY
+	// UPDATE (1 per inserted row, 0 per unchanged duplicate); with CLIENT_FOUND_ROWS a duplicate would count 1.
+	cfg.ClientFoundRows = false
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("mysql connector: %w", err)

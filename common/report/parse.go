@@ -24,7 +24,7 @@ var submissionFields = map[string]bool{
 }
 
 var envelopeFields = func() map[string]bool {
-	m := map[string]bool{"schemaVersion": true, "receivedAt": true, "sender": true}
+	m := map[string]bool{"schemaVersion": true, "receivedAt": true, "sender": true, "original": true}
 	for k := range submissionFields {
 		m[k] = true
 	}
@@ -307,7 +307,8 @@ func typeError(err error, fallback string) error {
 	return errcode.Field(errcode.ValidationFailed, "", fallback)
 }
 
-// ParseSubmission strictly decodes one report as sent by a patient app. It does not validate field values;
+// ParseSubmission strictly decodes one report as sent by a patient app, and keeps data itself as the
+// submission's Original (not copied: data must not change afterwards). It does not validate field values;
 // call Validate for that.
 func ParseSubmission(data []byte) (Submission, error) {
 	var s Submission
@@ -317,6 +318,7 @@ func ParseSubmission(data []byte) (Submission, error) {
 	if string(s.Answers) == "null" {
 		s.Answers = nil
 	}
+	s.Original = data
 	return s, nil
 }
 

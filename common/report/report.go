@@ -58,6 +58,10 @@ const (
 	// ErrorClassPermanent: storing failed for a reason that retrying did not cure (for example a
 	// questionnaire version missing from the catalogue), after MaxAttempts tries.
 	ErrorClassPermanent = "permanent"
+	// ErrorClassConflict: the record's request id is stored already with other content (two different reports
+	// raced under one id, or the API could not check). The stored row is left as it is; the record waits for
+	// review, and replaying it cannot succeed, since the id is taken.
+	ErrorClassConflict = "conflict"
 )
 
 // Envelope is the value of a record on Topic: the report as the patient's device sent it plus what the API
@@ -77,6 +81,10 @@ type Envelope struct {
 	Locale      string          `json:"locale,omitempty"`
 	// ReceivedAt is the API's clock in UTC when it took the report.
 	ReceivedAt time.Time `json:"receivedAt"`
+	// Original is the submission exactly as the app sent it (the decoded request body, or the batch item's
+	// bytes), base64 on the wire so that no re-encoding can touch it: encoding/json compacts and HTML-escapes
+	// the Answers above. epro-mq stores these bytes. Empty in records written before it existed.
+	Original []byte `json:"original,omitempty"`
 	// Sender is who submitted the report, from its bearer token. Records written before the API required
 	// tokens have none, and are read and stored all the same (schema version 1 either way).
 	Sender *Sender `json:"sender,omitempty"`
@@ -101,6 +109,8 @@ type Submission struct {
 	DeviceID             string          `json:"deviceId,omitempty"`
 	AppVersion           string          `json:"appVersion,omitempty"`
 	Locale               string          `json:"locale,omitempty"`
+	// Original is the JSON the fields were parsed from, byte for byte (ParseSubmission keeps it).
+	Original []byte `json:"-"`
 }
 
 // Envelope returns the envelope for s as received at receivedAt.
@@ -118,6 +128,7 @@ func (s Submission) Envelope(receivedAt time.Time) Envelope {
 		AppVersion:           s.AppVersion,
 		Locale:               s.Locale,
 		ReceivedAt:           receivedAt.UTC(),
+		Original:             s.Original,
 	}
 }
 
@@ -134,5 +145,6 @@ func (e Envelope) Submission() Submission {
 		DeviceID:             e.DeviceID,
 		AppVersion:           e.AppVersion,
 		Locale:               e.Locale,
+		Original:             e.Original,
 	}
 }

@@ -7,7 +7,7 @@ import (
 )
 
 func TestReceiptRoundTrip(t *testing.T) {
-	want := Receipt{PatientID: "P-1", ContentSHA256: strings.Repeat("ab", 32), ReceivedAt: time.Date(2026, 12, 2, 8, 0, 0, 123456789, time.UTC)}
+	want := Receipt{PatientID: "P-1", ContentSHA256: strings.Repeat("ab", 32), SubmissionSHA256: strings.Repeat("cd", 32), ReceivedAt: time.Date(2026, 12, 2, 8, 0, 0, 123456789, time.UTC)}
 	got, err := ParseReceipt(want.Marshal())
 	if err != nil {
 		t.Fatal(err)

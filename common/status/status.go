@@ -1,6 +1,7 @@
 // Package status names a report's pipeline status and the Redis key that caches it. epro-api writes
 // Accepted after Kafka acknowledged a report, epro-mq writes Stored after the MySQL commit (it doubles as the
-// dedupe fast path) and DeadLettered after the dead-letter write. Redis is only a cache of these facts: the
+// dedupe fast path), DeadLettered after the dead-letter write and Conflict after dead-lettering a record whose
+// request id is stored with other content. Redis is only a cache of these facts: the
 // reports table is the truth for Stored.
 package status
 
@@ -11,6 +12,10 @@ const (
 	Accepted     = "accepted"
 	Stored       = "stored"
 	DeadLettered = "dead_lettered"
+	// Conflict: a record under this request id carried content other than the stored report's (two
+	// different reports raced under one id, or the API could not check); it was dead-lettered for review and
+	// the stored row, if any, is unchanged.
+	Conflict = "conflict"
 )
 
 // TTL is how long a status stays cached. It outlives any realistic client retry window.

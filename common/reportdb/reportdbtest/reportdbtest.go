@@ -11,6 +11,7 @@ import (
 
 	"github.com/epro-intake/common/infratest"
 	"github.com/epro-intake/common/mysqldb"
+	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/reportdb"
 )
 
@@ -48,6 +49,11 @@ type Row struct {
 	// accepted before epro-api required tokens.
 	SenderIssuer  string
 	SenderSubject string
+	// Original, when set, is stored as epro-mq stores a record that carries the submission as sent: as the
+	// payload (payload_format 'submission'), with its content hash. The request and patient ids are then
+	// taken from it. Without it the row holds a stand-in envelope and no content hash, as rows written
+	// before migration 00003 do.
+	Original []byte
 }
 
 // Insert stores rows as epro-mq would, every column filled.
@@ -67,6 +73,19 @@ func Insert(t testing.TB, db *sql.DB, rows ...Row) {
 			r.StoredAt = r.ReceivedAt
 		}
 		payload := []byte(`{"requestId":"` + r.RequestID + `"}`)
+		format, content := reportdb.FormatEnvelope, []byte(nil)
+		if r.Original != nil {
+			sub, err := report.ParseSubmission(r.Original)
+			if err == nil {
+				err = sub.Validate(time.Time{}, report.Limits{})
+			}
+			h, herr := sub.ContentHash()
+			if err != nil || herr != nil {
+				t.Fatalf("reportdbtest: original: %v %v", err, herr)
+			}
+			r.RequestID, r.PatientID, r.TrialID = sub.RequestID, sub.PatientID, sub.TrialID
+			payload, format, content = r.Original, reportdb.FormatSubmission, h[:]
+		}
 		sum := sha256.Sum256(payload)
 		var issuer, subject sql.NullString
 		if r.SenderSubject != "" {
@@ -75,10 +94,10 @@ func Insert(t testing.TB, db *sql.DB, rows ...Row) {
 		}
 		if _, err := db.Exec("INSERT INTO reports (request_id, patient_id, trial_id, questionnaire_id, "+
 			"questionnaire_version, submitted_at, submitted_offset_minutes, received_at, stored_at, payload, "+
-			"payload_sha256, kafka_topic, kafka_partition, kafka_offset, sender_issuer, sender_subject) "+
-			"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+			"payload_sha256, payload_format, content_sha256, kafka_topic, kafka_partition, kafka_offset, "+
+			"sender_issuer, sender_subject) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 			r.RequestID, r.PatientID, r.TrialID, "phq9", "1.0", r.ReceivedAt.UTC(), 0, r.ReceivedAt.UTC(),
-			r.StoredAt.UTC(), payload, sum[:], "epro.reports.v1", 0, 0, issuer, subject); err != nil {
+			r.StoredAt.UTC(), payload, sum[:], format, content, "epro.reports.v1", 0, 0, issuer, subject); err != nil {
 			t.Fatalf("reportdbtest: insert report %s: %v", r.RequestID, err)
 		}
 	}

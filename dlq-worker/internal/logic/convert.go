@@ -19,6 +19,8 @@ import (
 const (
 	// CodeAlreadyReplayed answers a replay of a dead letter that was replayed before (409).
 	CodeAlreadyReplayed = "ALREADY_REPLAYED"
+	// CodeConflictNotReplayable answers a replay of a request-id conflict (error class conflict) (409).
+	CodeConflictNotReplayable = "CONFLICT_NOT_REPLAYABLE"
 	// CodeReplayUnavailable answers a replay Kafka did not acknowledge (503); the dead letter stays new.
 	CodeReplayUnavailable = "REPLAY_UNAVAILABLE"
 )
@@ -89,6 +91,9 @@ func apiError(ctx context.Context, what string, err error) error {
 		return errcode.New(http.StatusNotFound, errcode.NotFound, "no such "+what)
 	case errors.Is(err, replay.ErrAlreadyReplayed):
 		return errcode.New(http.StatusConflict, CodeAlreadyReplayed, "already replayed: this dead letter was replayed before, nothing was sent")
+	case errors.Is(err, replay.ErrConflictNotReplayable):
+		return errcode.New(http.StatusConflict, CodeConflictNotReplayable, "this dead letter is a request-id conflict: "+
+			"its request id is stored with other content, which a replay must not replace; nothing was sent")
 	case errors.Is(err, replay.ErrDiscarded):
 		return errcode.New(http.StatusConflict, errcode.Conflict, "this dead letter was discarded and cannot be replayed")
 	case errors.Is(err, replay.ErrResolved):

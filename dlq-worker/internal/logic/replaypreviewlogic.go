@@ -3,6 +3,7 @@ package logic
 import (
 	"context"
 
+	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/dlq-worker/internal/store"
 	"github.com/epro-intake/dlq-worker/internal/svc"
 	"github.com/epro-intake/dlq-worker/internal/types"
@@ -34,6 +35,8 @@ func (l *ReplayPreviewLogic) ReplayPreview(req *types.IDReq) (*types.ReplayPrevi
 		resp.Reason = "already replayed"
 	case dl.Status == store.StatusDiscarded:
 		resp.Reason = "discarded"
+	case dl.ErrorClass == report.ErrorClassConflict:
+		resp.Reason = "a request-id conflict: its request id is stored with other content; it is reviewed and discarded, never replayed"
 	case merr != nil:
 		resp.Reason = "the original topic is missing or not allowed for replay"
 	default:

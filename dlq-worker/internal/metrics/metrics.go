@@ -38,8 +38,8 @@ func New(stats StatsSource, timeout time.Duration) *Metrics {
 			Help: "Dead letters archived in MySQL, by error class (re-reads of an archived record are not counted).",
 		}, []string{"error_class"}),
 	}
-	// Both known classes exist from the start, so a rate() over them works before the first dead letter.
-	for _, class := range []string{report.ErrorClassPoison, report.ErrorClassPermanent} {
+	// The known classes exist from the start, so a rate() over them works before the first dead letter.
+	for _, class := range []string{report.ErrorClassPoison, report.ErrorClassPermanent, report.ErrorClassConflict} {
 		m.ingested.WithLabelValues(class)
 	}
 	m.registry.MustRegister(m.ingested, &backlog{stats: stats, timeout: timeout},

@@ -189,8 +189,10 @@ func (r *Resolver) runJob(ctx context.Context, run *jobRun) {
 		case err == nil:
 			run.job.Done++
 			consecutive = 0
-		case errors.Is(err, ErrAlreadyReplayed), errors.Is(err, ErrDiscarded), errors.Is(err, store.ErrNotFound):
-			// Someone resolved it since the job started: nothing to do, and no sign of trouble.
+		case errors.Is(err, ErrAlreadyReplayed), errors.Is(err, ErrDiscarded), errors.Is(err, store.ErrNotFound),
+			errors.Is(err, ErrConflictNotReplayable):
+			// Someone resolved it since the job started, or it is a conflict, which is never replayed: nothing
+			// to do, and no sign of trouble.
 			run.job.Done++
 			run.job.Skipped++
 		default:

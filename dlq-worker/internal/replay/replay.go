@@ -6,7 +6,8 @@
 // replayed, and its audit row is written, in the same transaction that holds the row lock during the produce,
 // so two concurrent replays of one dead letter produce once. If the process dies after the produce and before
 // the commit, the dead letter stays new and may be replayed again: epro-mq dedupes by request id, so that
-// costs a duplicate record, never a duplicate report.
+// costs a duplicate record, never a duplicate report. A dead letter of error class conflict is never
+// replayed (ErrConflictNotReplayable): the stored report under its request id stays as it is.
 package replay
 
 import (
@@ -33,6 +34,11 @@ var (
 	ErrDiscarded = errors.New("dead letter was discarded")
 	// ErrResolved: a discard of a dead letter that is no longer new.
 	ErrResolved = errors.New("dead letter is already resolved")
+	// ErrConflictNotReplayable: the dead letter is a request-id conflict (error class conflict): its request id
+	// is stored with other content, so a replay could only come back as the same dead letter, and must never
+	// replace the stored report. Nothing is produced; the patient's app sends the report under a new request
+	// id, and the dead letter is discarded once that is settled.
+	ErrConflictNotReplayable = errors.New("a request-id conflict is not replayed")
 	// ErrTopicNotAllowed: the original-topic header is missing or names a topic outside Replay.AllowedTopics.
 	ErrTopicNotAllowed = errors.New("original topic is missing or not allowed for replay")
 	// ErrProduce: Kafka did not acknowledge the replay; the dead letter stays new.
@@ -153,6 +159,10 @@ func (r *Resolver) Replay(ctx context.Context, p auth.Principal, id, jobID uint6
 		entry.Outcome, refusal = store.OutcomeAlreadyReplayed, ErrAlreadyReplayed
 	case store.StatusDiscarded:
 		entry.Outcome, refusal = store.OutcomeConflict, ErrDiscarded
+	default:
+		if dl.ErrorClass == report.ErrorClassConflict {
+			entry.Outcome, refusal = store.OutcomeConflict, ErrConflictNotReplayable
+		}
 	}
 	if refusal != nil {
 		if err := res.Audit(ctx, entry); err != nil {

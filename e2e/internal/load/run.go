@@ -236,7 +236,9 @@ func Start(ctx context.Context, client *http.Client, url string, src Source, spe
 				} else {
 					res.Codes[code]++
 				}
-				if code == http.StatusAccepted {
+				// 200 is the original receipt of a resend whose first send was accepted (epro-api's request-id
+				// contract): the report is accepted all the same.
+				if code == http.StatusAccepted || code == http.StatusOK {
 					res.Accepted = append(res.Accepted, a)
 				} else {
 					res.Refused = append(res.Refused, a)

@@ -135,6 +135,10 @@ type MySQLConf struct {
 	DSN string
 	// QueryTimeout bounds the status lookup.
 	QueryTimeout time.Duration `json:",default=1s"`
+	// CheckTimeout bounds the lookup of stored request ids before a report is produced. Short, because it
+	// sits in the path of every submission Redis knows nothing of; when it runs out the report is produced
+	// anyway, and epro-mq tells a duplicate from a conflict.
+	CheckTimeout time.Duration `json:",default=200ms"`
 	MaxOpenConns int           `json:",default=16"`
 	MaxIdleConns int           `json:",default=16"`
 }
@@ -196,8 +200,8 @@ func (c Config) Validate() error {
 	if c.ProduceTimeout <= 0 {
 		errs = append(errs, errors.New("ProduceTimeout must be positive"))
 	}
-	if c.MySQL.QueryTimeout <= 0 || c.MySQL.MaxOpenConns <= 0 || c.MySQL.MaxIdleConns < 0 {
-		errs = append(errs, errors.New("MySQL: QueryTimeout and MaxOpenConns must be positive, MaxIdleConns not negative"))
+	if c.MySQL.QueryTimeout <= 0 || c.MySQL.CheckTimeout <= 0 || c.MySQL.MaxOpenConns <= 0 || c.MySQL.MaxIdleConns < 0 {
+		errs = append(errs, errors.New("MySQL: QueryTimeout, CheckTimeout and MaxOpenConns must be positive, MaxIdleConns not negative"))
 	}
 	if c.Redis.Timeout <= 0 || c.Redis.PoolSize <= 0 {
 		errs = append(errs, errors.New("Redis: Timeout and PoolSize must be positive"))
@@ -207,9 +211,10 @@ func (c Config) Validate() error {
 	}
 	if c.Timeout > 0 {
 		restTimeout := time.Duration(c.Timeout) * time.Millisecond
-		if c.ProduceTimeout+c.Redis.Timeout >= restTimeout {
-			errs = append(errs, fmt.Errorf("ProduceTimeout+Redis.Timeout (%s) must be below Timeout (%s)",
-				c.ProduceTimeout+c.Redis.Timeout, restTimeout))
+		// A submission asks Redis, then MySQL, then Kafka, one after the other.
+		if path := c.Redis.Timeout + c.MySQL.CheckTimeout + c.ProduceTimeout; path >= restTimeout {
+			errs = append(errs, fmt.Errorf("Redis.Timeout+MySQL.CheckTimeout+ProduceTimeout (%s) must be below Timeout (%s)",
+				path, restTimeout))
 		}
 		if c.MySQL.QueryTimeout+c.Redis.Timeout >= restTimeout {
 			errs = append(errs, fmt.Errorf("MySQL.QueryTimeout+Redis.Timeout (%s) must be below Timeout (%s)",

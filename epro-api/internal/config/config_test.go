@@ -70,7 +70,8 @@ func TestDefaults(t *testing.T) {
 	if c.Topic != "epro.reports.v1" || c.ProduceTimeout != 2*time.Second || c.RetryAfter != 5 || c.Timeout != 3000 {
 		t.Errorf("defaults %+v", c)
 	}
-	if c.Ready.Interval != time.Second || c.Ready.MaxAge != 3*time.Second || c.Redis.Timeout != 250*time.Millisecond || c.MySQL.QueryTimeout != time.Second {
+	if c.Ready.Interval != time.Second || c.Ready.MaxAge != 3*time.Second || c.Redis.Timeout != 250*time.Millisecond || c.MySQL.QueryTimeout != time.Second ||
+		c.MySQL.CheckTimeout != 200*time.Millisecond {
 		t.Errorf("defaults %+v %+v %+v", c.Ready, c.Redis, c.MySQL)
 	}
 	if c.HTTP != (config.HTTPConf{ReadHeaderTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, IdleTimeout: 75 * time.Second, MaxHeaderBytes: 16 << 10}) {
@@ -104,6 +105,8 @@ func TestValidate(t *testing.T) {
 		{"produce timeout plus redis over", func(c *config.Config) { c.ProduceTimeout = 2800 * time.Millisecond }, "ProduceTimeout"},
 		{"no rest timeout", func(c *config.Config) { c.Timeout = 0; c.ProduceTimeout = 10 * time.Second }, ""},
 		{"query timeout", func(c *config.Config) { c.MySQL.QueryTimeout = 3 * time.Second }, "QueryTimeout"},
+		{"check timeout makes the path too long", func(c *config.Config) { c.MySQL.CheckTimeout = 800 * time.Millisecond }, "MySQL.CheckTimeout"},
+		{"zero check timeout", func(c *config.Config) { c.MySQL.CheckTimeout = 0 }, "CheckTimeout"},
 		{"batch smaller than one", func(c *config.Config) { c.Limits.BatchBodyBytes = 1000 }, "Limits"},
 		{"ready max age below interval", func(c *config.Config) { c.Ready.MaxAge = time.Millisecond }, "Ready"},
 		{"zero producer batch", func(c *config.Config) { c.Kafka.BatchSize = 0 }, "Kafka.BatchSize must be positive"},

@@ -30,15 +30,26 @@ func TestReportStatus(t *testing.T) {
 	a.accept(accepted, anyPatient, status.Accepted)
 	dead := uuid.NewString()
 	a.accept(dead, anyPatient, status.DeadLettered)
+	// Stored with the bytes the app sent, and later another report under its id was set aside: conflict,
+	// with the stored report's times and hash, so an app can tell whose report is stored.
+	sent := newSpelled(anyPatient)
+	reportdbtest.Insert(t, db, reportdbtest.Row{Original: sent.body(), ReceivedAt: receivedAt, StoredAt: storedAt})
+	a.rdb.Set(t.Context(), status.Key(sent.id), status.Conflict, time.Minute)
+	// A conflict whose stored report is not (yet) readable in MySQL.
+	conflicted := uuid.NewString()
+	a.accept(conflicted, anyPatient, status.Conflict)
 
 	cases := []struct {
 		name, id, status, storedAt, receivedAt string
 		code                                   int
+		submissionSHA256                       string
 	}{
-		{"stored", stored, "stored", "2026-03-01T19:05:01.623456Z", "2026-03-01T19:05:00.123456Z", 200},
-		{"stored, id in upper case", toUpper(stored), "stored", "2026-03-01T19:05:01.623456Z", "2026-03-01T19:05:00.123456Z", 200},
-		{"accepted", accepted, "accepted", "", "", 200},
-		{"dead lettered", dead, "dead_lettered", "", "", 200},
+		{"stored", stored, "stored", "2026-03-01T19:05:01.623456Z", "2026-03-01T19:05:00.123456Z", 200, ""},
+		{"stored, id in upper case", toUpper(stored), "stored", "2026-03-01T19:05:01.623456Z", "2026-03-01T19:05:00.123456Z", 200, ""},
+		{"accepted", accepted, "accepted", "", "", 200, ""},
+		{"dead lettered", dead, "dead_lettered", "", "", 200, ""},
+		{"stored, then a conflict", sent.id, "conflict", "2026-03-01T19:05:01.623456Z", "2026-03-01T19:05:00.123456Z", 200, sha(sent.body())},
+		{"conflict", conflicted, "conflict", "", "", 200, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -50,7 +61,8 @@ func TestReportStatus(t *testing.T) {
 			if err := json.Unmarshal(resp.body, &got); err != nil {
 				t.Fatal(err)
 			}
-			want := types.ReportStatusResp{RequestID: toLower(tc.id), Status: tc.status, StoredAt: tc.storedAt, ReceivedAt: tc.receivedAt}
+			want := types.ReportStatusResp{RequestID: toLower(tc.id), Status: tc.status, StoredAt: tc.storedAt,
+				ReceivedAt: tc.receivedAt, SubmissionSHA256: tc.submissionSHA256}
 			if got != want {
 				t.Errorf("got %+v, want %+v", got, want)
 			}

@@ -33,6 +33,7 @@ func TestSubmitBatchMixed(t *testing.T) {
 	unknown["note"] = secret
 	dup := validReport("PAT-1")
 	dup["requestId"] = good1["requestId"]
+	dup["deviceId"] = "device-2" // other content under good1's request id
 	big := validReport("PAT-1")
 	big["answers"] = map[string]any{"x": strings.Repeat(secret, 5000)}
 	other := validReport("PAT-2")
@@ -74,15 +75,17 @@ func TestSubmitBatchMixed(t *testing.T) {
 		{"accepted", "", "", strings.ToLower(good2["requestId"].(string))},
 		{"rejected", errcode.ValidationFailed, "", ""}, // an unknown key is not echoed
 		{"rejected", errcode.InvalidJSON, "", ""},
-		{"rejected", errcode.ValidationFailed, "requestId", good1["requestId"].(string)},
+		// good1's request id for a report with other answers: a conflict, never a silent drop.
+		{"conflict", errcode.RequestIDConflict, "requestId", good1["requestId"].(string)},
 		{"rejected", errcode.PayloadTooLarge, "", ""},
 		{"rejected", errcode.InvalidJSON, "requestId", ""},
 		{"rejected", errcode.InvalidJSON, "", ""},
 		{"rejected", errcode.InvalidJSON, "answers", ""},
 		{"rejected", errcode.PatientMismatch, "patientId", other["requestId"].(string)},
 	}
-	if len(got.Results) != len(want) || got.Accepted != 2 || got.Rejected != 11 || got.Unavailable != 0 {
-		t.Fatalf("got %d results, accepted %d rejected %d unavailable %d", len(got.Results), got.Accepted, got.Rejected, got.Unavailable)
+	if len(got.Results) != len(want) || got.Accepted != 2 || got.Rejected != 10 || got.Conflict != 1 || got.Duplicate != 0 || got.Unavailable != 0 {
+		t.Fatalf("got %d results, accepted %d rejected %d conflict %d duplicate %d unavailable %d", len(got.Results),
+			got.Accepted, got.Rejected, got.Conflict, got.Duplicate, got.Unavailable)
 	}
 	for i, w := range want {
 		r := got.Results[i]

@@ -3,6 +3,8 @@ package handler_test
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/epro-intake/common/errcode"
@@ -31,9 +34,12 @@ func header(m kafka.Message, key string) (string, bool) {
 func TestSubmitReportProducesBeforeAccepting(t *testing.T) {
 	a := newAPI(t, apiOptions{})
 	rep := validReport("PAT-0001")
-	rep["requestId"] = "1B4E28BA-2FA1-41D2-883F-0016D3CCA427" // upper case: the API canonicalises it
+	// Upper case: the API canonicalises it. A fresh id, so that a real Redis reused across runs knows none.
+	wantID := uuid.NewString()
+	rep["requestId"] = strings.ToUpper(wantID)
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
-	req, _ := http.NewRequest(http.MethodPost, a.url+"/v1/reports", bytes.NewReader(mustJSON(t, rep)))
+	sent := mustJSON(t, rep)
+	req, _ := http.NewRequest(http.MethodPost, a.url+"/v1/reports", bytes.NewReader(sent))
 	req.Header.Set("Content-Type", "application/json; charset=UTF-8")
 	req.Header.Set("traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
 	req.Header.Set("tracestate", "vendor=abc")
@@ -47,8 +53,8 @@ func TestSubmitReportProducesBeforeAccepting(t *testing.T) {
 	if err := json.Unmarshal(resp.body, &got); err != nil {
 		t.Fatal(err)
 	}
-	const wantID = "1b4e28ba-2fa1-41d2-883f-0016d3cca427"
-	if got.RequestID != wantID || got.Status != "accepted" {
+	sentSum := sha256.Sum256(sent)
+	if got.RequestID != wantID || got.Status != "accepted" || got.SubmissionSHA256 != hex.EncodeToString(sentSum[:]) {
 		t.Fatalf("response %+v", got)
 	}
 	receivedAt, err := time.Parse(time.RFC3339Nano, got.ReceivedAt)
@@ -94,6 +100,9 @@ func TestSubmitReportProducesBeforeAccepting(t *testing.T) {
 	if !env.ReceivedAt.Equal(receivedAt) {
 		t.Errorf("envelope receivedAt %s, response %s", env.ReceivedAt, receivedAt)
 	}
+	if !bytes.Equal(env.Original, sent) {
+		t.Errorf("envelope original %q, want the body sent", env.Original)
+	}
 	var answers map[string]any
 	if err := json.Unmarshal(env.Answers, &answers); err != nil || answers["note"] != privateNote || answers["mobility"] != 2.0 {
 		t.Errorf("answers %s", env.Answers)
@@ -108,7 +117,10 @@ func TestSubmitReportProducesBeforeAccepting(t *testing.T) {
 	}
 	// The receipt, cached beside it and written before the status that cachedStatus waited for.
 	receipt, err := status.ParseReceipt(a.rdb.Get(t.Context(), status.ReceiptKey(wantID)).Val())
-	if err != nil || receipt.PatientID != "PAT-0001" || !receipt.ReceivedAt.Equal(receivedAt) {
+	sub, _ := report.ParseSubmission(sent)
+	content, _ := sub.ContentHash()
+	if err != nil || receipt.PatientID != "PAT-0001" || !receipt.ReceivedAt.Equal(receivedAt) ||
+		receipt.ContentSHA256 != hex.EncodeToString(content[:]) || receipt.SubmissionSHA256 != got.SubmissionSHA256 {
 		t.Errorf("redis receipt %+v, %v", receipt, err)
 	}
 }

@@ -29,6 +29,10 @@ func SubmitReportHandler(svcCtx *svc.ServiceContext) http.HandlerFunc {
 			errcode.Write(r.Context(), w, err)
 			return
 		}
-		httpx.WriteJsonCtx(r.Context(), w, http.StatusAccepted, resp)
+		code := http.StatusAccepted
+		if resp.Status == logic.StatusDuplicate { // the original receipt: nothing new was accepted
+			code = http.StatusOK
+		}
+		httpx.WriteJsonCtx(r.Context(), w, code, resp)
 	}
 }

@@ -19,8 +19,12 @@ import (
 
 // Values of BatchItemResult.Status and AcceptedResp.Status.
 const (
-	statusAccepted    = status.Accepted
+	statusAccepted = status.Accepted
+	// StatusDuplicate: a retry of a report accepted before; the receipt is that report's. The handler answers
+	// it with 200 rather than 202, because nothing new was accepted.
+	StatusDuplicate   = "duplicate"
 	statusRejected    = "rejected"
+	statusConflict    = "conflict"
 	statusUnavailable = "unavailable"
 )
 
@@ -59,12 +63,12 @@ func unavailable(svcCtx *svc.ServiceContext, message string) *errcode.Error {
 	return errcode.Unavailable(message, svcCtx.Config.RetryAfter)
 }
 
-// markAccepted caches "accepted" and the receipt for each report, best effort: Kafka already holds the
-// reports, so a Redis failure is logged and the client still gets its 202. NX keeps a status the consumer may
-// already have written, and the first receipt of a request id. The write outlives a client that hung up,
-// because the report was taken all the same.
-func markAccepted(ctx context.Context, svcCtx *svc.ServiceContext, envs ...report.Envelope) {
-	if len(envs) == 0 {
+// markAccepted caches "accepted" and the receipt of each report (by request id), best effort: Kafka already
+// holds the reports, so a Redis failure is logged and the client still gets its 202. NX keeps a status the
+// consumer may already have written, and the receipt it wrote of the stored report (or the first receipt of
+// a request id). The write outlives a client that hung up, because the report was taken all the same.
+func markAccepted(ctx context.Context, svcCtx *svc.ServiceContext, receipts map[string]status.Receipt) {
+	if len(receipts) == 0 {
 		return
 	}
 	// After the 202 is decided, and off the request's path: the cache is best effort, and waiting for Redis
@@ -73,13 +77,12 @@ func markAccepted(ctx context.Context, svcCtx *svc.ServiceContext, envs ...repor
 	go func() {
 		defer cancel()
 		pipe := svcCtx.Redis.Pipeline()
-		ids := make([]string, len(envs))
-		for i, env := range envs {
-			ids[i] = env.RequestID
+		ids := make([]string, 0, len(receipts))
+		for id, receipt := range receipts {
+			ids = append(ids, id)
 			// The receipt first: whoever sees the status can also read the receipt.
-			receipt := status.Receipt{PatientID: env.PatientID, ReceivedAt: env.ReceivedAt}
-			pipe.SetNX(ctx, status.ReceiptKey(env.RequestID), receipt.Marshal(), status.TTL)
-			pipe.SetNX(ctx, status.Key(env.RequestID), status.Accepted, status.TTL)
+			pipe.SetNX(ctx, status.ReceiptKey(id), receipt.Marshal(), status.TTL)
+			pipe.SetNX(ctx, status.Key(id), status.Accepted, status.TTL)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			logx.WithContext(ctx).Errorw("cache accepted status", logx.Field("requestIds", ids), logx.Field("error", err.Error()))

@@ -3,6 +3,7 @@ package logic
 import (
 	"context"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/zeromicro/go-zero/core/logx"
 
 	"github.com/epro-intake/common/errcode"
+	"github.com/epro-intake/common/reportdb"
 	"github.com/epro-intake/common/status"
 	"github.com/epro-intake/epro-api/internal/middleware"
 	"github.com/epro-intake/epro-api/internal/svc"
@@ -41,6 +43,9 @@ func NewReportStatusLogic(ctx context.Context, svcCtx *svc.ServiceContext) *Repo
 // Only the report's patient sees its status: its owner is the stored row's patient_id, or else the patient of
 // the receipt cached when it was accepted; anyone else, and any id without a known owner, gets the 404 of an
 // unknown id.
+// A stored report whose cached status is conflict answers conflict, with the stored report's times and
+// submissionSha256: another report was sent under its request id and set aside for review. That mark is
+// only cached, so when Redis cannot be asked (or was flushed) the answer is stored.
 func (l *ReportStatusLogic) ReportStatus(req *types.ReportStatusReq) (*types.ReportStatusResp, error) {
 	id, ok := report.CanonicalRequestID(req.RequestID)
 	if !ok {
@@ -53,20 +58,26 @@ func (l *ReportStatusLogic) ReportStatus(req *types.ReportStatusReq) (*types.Rep
 		l.Errorw("read stored report", logx.Field("requestId", id), logx.Field("error", err.Error()))
 		return nil, unavailable(l.svcCtx, "the report status cannot be read right now")
 	}
-	if found {
-		if !ownedBy(l.ctx, row.patientID) {
-			return nil, reportNotFound()
-		}
-		return &types.ReportStatusResp{
-			RequestID: id, Status: status.Stored,
-			ReceivedAt: formatTime(row.receivedAt), StoredAt: formatTime(row.storedAt),
-		}, nil
+	if found && !ownedBy(l.ctx, row.patientID) {
+		return nil, reportNotFound()
 	}
 
 	ctx, cancel := context.WithTimeout(l.ctx, l.svcCtx.Config.Redis.Timeout)
 	defer cancel()
 	// One round trip: both keys share a hash slot.
 	vals, err := l.svcCtx.Redis.MGet(ctx, status.Key(id), status.ReceiptKey(id)).Result()
+	if found {
+		resp := &types.ReportStatusResp{
+			RequestID: id, Status: status.Stored,
+			ReceivedAt: formatTime(row.receivedAt), StoredAt: formatTime(row.storedAt), SubmissionSHA256: row.submissionSHA256,
+		}
+		if err != nil {
+			l.Errorw("read report status", logx.Field("requestId", id), logx.Field("error", err.Error()))
+		} else if v, _ := vals[0].(string); v == status.Conflict {
+			resp.Status = status.Conflict
+		}
+		return resp, nil
+	}
 	if err != nil {
 		l.Errorw("read report status", logx.Field("requestId", id), logx.Field("error", err.Error()))
 		return nil, unavailable(l.svcCtx, "the report status cannot be read right now")
@@ -82,7 +93,7 @@ func (l *ReportStatusLogic) ReportStatus(req *types.ReportStatusReq) (*types.Rep
 		return nil, reportNotFound()
 	}
 	switch v {
-	case status.Accepted, status.DeadLettered, status.Stored:
+	case status.Accepted, status.DeadLettered, status.Stored, status.Conflict:
 		// Stored without a row: the cache is ahead of our MySQL read (replica lag); storedAt is unknown.
 		return &types.ReportStatusResp{RequestID: id, Status: v}, nil
 	default:
@@ -91,21 +102,29 @@ func (l *ReportStatusLogic) ReportStatus(req *types.ReportStatusReq) (*types.Rep
 	}
 }
 
-// storedRow is what the status needs of a reports row.
+// storedRow is what the status answer shows of a stored report.
 type storedRow struct {
 	patientID            string
 	receivedAt, storedAt time.Time
+	// submissionSHA256 is the hex SHA-256 of the bytes the app sent, when the row keeps them.
+	submissionSHA256 string
 }
 
-func (l *ReportStatusLogic) stored(id string) (row storedRow, found bool, err error) {
+func (l *ReportStatusLogic) stored(id string) (storedRow, bool, error) {
 	ctx, cancel := context.WithTimeout(l.ctx, l.svcCtx.Config.MySQL.QueryTimeout)
 	defer cancel()
-	err = l.svcCtx.DB.QueryRowContext(ctx,
-		"SELECT patient_id, received_at, stored_at FROM reports WHERE request_id = ?", id).
-		Scan(&row.patientID, &row.receivedAt, &row.storedAt)
+	var row storedRow
+	var sum []byte
+	err := l.svcCtx.DB.QueryRowContext(ctx,
+		"SELECT patient_id, received_at, stored_at, CASE WHEN payload_format = ? THEN payload_sha256 END "+
+			"FROM reports WHERE request_id = ?", reportdb.FormatSubmission, id).
+		Scan(&row.patientID, &row.receivedAt, &row.storedAt, &sum)
 	var me *mysql.MySQLError
 	switch {
 	case err == nil:
+		if sum != nil {
+			row.submissionSHA256 = hex.EncodeToString(sum)
+		}
 		return row, true, nil
 	case errors.Is(err, sql.ErrNoRows), errors.As(err, &me) && me.Number == mysqlNoSuchTable:
 		return storedRow{}, false, nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/epro-intake/common/errcode"
 	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/common/status"
 	"github.com/epro-intake/epro-api/internal/middleware"
 	"github.com/epro-intake/epro-api/internal/svc"
 	"github.com/epro-intake/epro-api/internal/types"
@@ -34,91 +35,153 @@ func NewSubmitBatchLogic(ctx context.Context, svcCtx *svc.ServiceContext) *Submi
 	}
 }
 
-// SubmitBatch judges each item on its own and produces the valid ones in one Send. It answers 200 with a
+// SubmitBatch judges each item on its own and produces the valid new ones in one Send. It answers 200 with a
 // result per item whatever happened to the items (207 Multi-Status is WebDAV's, with an XML body clients do
-// not expect), except when Kafka took none of the valid items: then the whole request is a 503 with
+// not expect), except when Kafka took none of the items it was given: then the whole request is a 503 with
 // Retry-After, so that a client that only looks at the status code sends the batch again.
+//
+// Request ids are judged as for one report (checkRequestIDs, one Redis MGET and at most one MySQL query for
+// the batch): a retry of a report accepted before is a duplicate with its original receipt, other content
+// under a used id a conflict. An item repeating an earlier item's request id shares that item's outcome when
+// its content is the same (a duplicate of it once accepted), and is a conflict when it differs.
 func (l *SubmitBatchLogic) SubmitBatch(items []json.RawMessage) (*types.BatchResp, error) {
 	now := l.now()
 	resp := &types.BatchResp{Results: make([]types.BatchItemResult, len(items))}
+	type repeat struct {
+		item, of int // the item, and the candidate whose request id it repeats
+		same     bool
+	}
 	var (
-		msgs   []kafka.Message
-		envs   []report.Envelope  // envs[j] is the envelope of msgs[j]
-		msgIdx []int              // msgIdx[j] is the item index of msgs[j]
-		seen   = map[string]int{} // canonical request id -> first item index
+		cands   []candidate
+		candIdx []int              // candIdx[j] is the item index of cands[j]
+		first   = map[string]int{} // canonical request id -> its candidate
+		repeats []repeat
 	)
 	for i, raw := range items {
 		res := &resp.Results[i]
 		res.Index = i
-		env, err := l.prepare(raw, now, seen, i)
+		c, err := l.prepare(raw, now)
 		if err != nil {
 			l.reject(res, err)
 			resp.Rejected++
-			if id, ok := report.CanonicalRequestID(env.RequestID); ok {
+			if id, ok := report.CanonicalRequestID(c.sub.RequestID); ok {
 				res.RequestID = id
 			}
 			continue
 		}
-		res.RequestID = env.RequestID
+		res.RequestID = c.sub.RequestID
+		if j, dup := first[c.sub.RequestID]; dup {
+			repeats = append(repeats, repeat{item: i, of: j, same: cands[j].content == c.content})
+			continue
+		}
+		first[c.sub.RequestID] = len(cands)
+		cands = append(cands, c)
+		candIdx = append(candIdx, i)
+	}
+
+	var (
+		msgs    []kafka.Message
+		envs    []report.Envelope // envs[k] is the envelope of msgs[k]
+		msgCand []int             // msgCand[k] is the candidate of msgs[k]
+	)
+	for j, k := range checkRequestIDs(l.ctx, l.svcCtx, cands) {
+		res := &resp.Results[candIdx[j]]
+		switch k.verdict {
+		case duplicate:
+			setDuplicate(res, formatTime(k.receipt.ReceivedAt), k.receipt.SubmissionSHA256)
+			resp.Duplicate++
+			continue
+		case conflict:
+			setConflict(res)
+			resp.Conflict++
+			continue
+		}
+		env := cands[j].env
 		msg, err := reportMessage(l.ctx, l.svcCtx.Config.Topic, env)
 		if err != nil {
 			return nil, err
 		}
 		msgs = append(msgs, msg)
 		envs = append(envs, env)
-		msgIdx = append(msgIdx, i)
+		msgCand = append(msgCand, j)
 	}
 
-	var accepted []report.Envelope
+	receipts := map[string]status.Receipt{}
 	if len(msgs) > 0 {
 		failed := l.send(msgs)
-		for j, i := range msgIdx {
-			res := &resp.Results[i]
-			if failed[j] {
-				res.Status = statusUnavailable
-				res.Error = &types.ItemError{Code: errcode.IngestUnavailable, Message: "the report could not be stored right now; send it again later"}
+		for k, j := range msgCand {
+			res := &resp.Results[candIdx[j]]
+			if failed[k] {
+				setUnavailable(res)
 				resp.Unavailable++
 				continue
 			}
+			r := cands[j].receipt(envs[k])
 			res.Status = statusAccepted
 			res.ReceivedAt = formatTime(now)
+			res.SubmissionSHA256 = r.SubmissionSHA256
 			resp.Accepted++
-			accepted = append(accepted, envs[j])
+			receipts[envs[k].RequestID] = r
 		}
 	}
-	if resp.Unavailable > 0 && resp.Accepted == 0 {
+	for _, r := range repeats {
+		res, of := &resp.Results[r.item], resp.Results[candIdx[r.of]]
+		switch {
+		case !r.same || of.Status == statusConflict:
+			setConflict(res)
+			resp.Conflict++
+		case of.Status == statusAccepted || of.Status == StatusDuplicate:
+			setDuplicate(res, of.ReceivedAt, of.SubmissionSHA256)
+			resp.Duplicate++
+		default: // unavailable: resend it with the item it repeats
+			setUnavailable(res)
+			resp.Unavailable++
+		}
+	}
+	if resp.Unavailable > 0 && resp.Accepted == 0 && len(msgs) > 0 {
 		return nil, unavailable(l.svcCtx, "no report of the batch could be stored right now; send the batch again later")
 	}
-	markAccepted(l.ctx, l.svcCtx, accepted...)
+	markAccepted(l.ctx, l.svcCtx, receipts)
 	return resp, nil
 }
 
-// prepare parses and validates one item. On error the returned envelope holds whatever request id the item
+func setDuplicate(res *types.BatchItemResult, receivedAt, submissionSHA256 string) {
+	res.Status, res.ReceivedAt, res.SubmissionSHA256 = StatusDuplicate, receivedAt, submissionSHA256
+}
+
+func setConflict(res *types.BatchItemResult) {
+	e := errRequestIDConflict()
+	res.Status = statusConflict
+	res.Error = &types.ItemError{Code: e.Code, Message: e.Message, Field: e.Field}
+}
+
+func setUnavailable(res *types.BatchItemResult) {
+	res.Status = statusUnavailable
+	res.Error = &types.ItemError{Code: errcode.IngestUnavailable, Message: "the report could not be stored right now; send it again later"}
+}
+
+// prepare parses and validates one item. On error the returned candidate holds whatever request id the item
 // had, for the caller to report back only if it is a well-formed UUID.
-func (l *SubmitBatchLogic) prepare(raw json.RawMessage, now time.Time, seen map[string]int, i int) (report.Envelope, error) {
+func (l *SubmitBatchLogic) prepare(raw json.RawMessage, now time.Time) (candidate, error) {
 	limit := l.svcCtx.Config.Limits.BodyBytes
 	if int64(len(raw)) > limit {
-		return report.Envelope{}, errcode.New(http.StatusRequestEntityTooLarge, errcode.PayloadTooLarge,
+		return candidate{}, errcode.New(http.StatusRequestEntityTooLarge, errcode.PayloadTooLarge,
 			fmt.Sprintf("the report is larger than %d bytes", limit))
 	}
+	// raw is the item exactly as it stood in the array: ParseSubmission keeps it as the Original.
 	sub, err := report.ParseSubmission(raw)
 	if err != nil {
-		return report.Envelope{}, err
+		return candidate{}, err
 	}
 	if err := sub.Validate(now, l.svcCtx.Config.Limits.Report()); err != nil {
-		return report.Envelope{RequestID: sub.RequestID}, err
+		return candidate{sub: report.Submission{RequestID: sub.RequestID}}, err
 	}
 	env, err := envelopeFor(l.ctx, sub, now)
 	if err != nil {
-		return report.Envelope{RequestID: sub.RequestID}, err
+		return candidate{sub: report.Submission{RequestID: sub.RequestID}}, err
 	}
-	if first, dup := seen[sub.RequestID]; dup {
-		return report.Envelope{RequestID: sub.RequestID}, errcode.Field(errcode.ValidationFailed, "requestId",
-			fmt.Sprintf("repeats the requestId of reports[%d]", first))
-	}
-	seen[sub.RequestID] = i
 	middleware.NoteRequestID(l.ctx, sub.RequestID)
-	return env, nil
+	return newCandidate(env)
 }
 
 func (l *SubmitBatchLogic) reject(res *types.BatchItemResult, err error) {

@@ -7,6 +7,7 @@ import (
 	"github.com/zeromicro/go-zero/core/logx"
 
 	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/common/status"
 	"github.com/epro-intake/epro-api/internal/middleware"
 	"github.com/epro-intake/epro-api/internal/svc"
 	"github.com/epro-intake/epro-api/internal/types"
@@ -30,6 +31,8 @@ func NewSubmitReportLogic(ctx context.Context, svcCtx *svc.ServiceContext) *Subm
 
 // SubmitReport validates sub and returns only once Kafka acknowledged it with acks=all. Any produce failure,
 // the timeout included, is a 503: the client keeps the report and sends it again with the same requestId.
+// A retry of a report accepted before returns that report's receipt (status duplicate) without producing; a
+// different report under a used requestId is a 409 (see checkRequestIDs).
 func (l *SubmitReportLogic) SubmitReport(sub report.Submission) (*types.AcceptedResp, error) {
 	now := l.now()
 	if err := sub.Validate(now, l.svcCtx.Config.Limits.Report()); err != nil {
@@ -40,11 +43,24 @@ func (l *SubmitReportLogic) SubmitReport(sub report.Submission) (*types.Accepted
 	if err != nil {
 		return nil, err
 	}
+	c, err := newCandidate(env)
+	if err != nil {
+		return nil, err
+	}
+	switch k := checkRequestIDs(l.ctx, l.svcCtx, []candidate{c})[0]; k.verdict {
+	case duplicate:
+		return &types.AcceptedResp{
+			RequestID: sub.RequestID, Status: StatusDuplicate,
+			ReceivedAt: formatTime(k.receipt.ReceivedAt), SubmissionSHA256: k.receipt.SubmissionSHA256,
+		}, nil
+	case conflict:
+		return nil, errRequestIDConflict()
+	}
+
 	msg, err := reportMessage(l.ctx, l.svcCtx.Config.Topic, env)
 	if err != nil {
 		return nil, err
 	}
-
 	ctx, cancel := context.WithTimeout(l.ctx, l.svcCtx.Config.ProduceTimeout)
 	defer cancel()
 	if err := l.svcCtx.Producer.Send(ctx, msg); err != nil {
@@ -52,10 +68,12 @@ func (l *SubmitReportLogic) SubmitReport(sub report.Submission) (*types.Accepted
 		return nil, unavailable(l.svcCtx, "the report could not be stored right now; send it again later")
 	}
 
-	markAccepted(l.ctx, l.svcCtx, env)
+	receipt := c.receipt(env)
+	markAccepted(l.ctx, l.svcCtx, map[string]status.Receipt{env.RequestID: receipt})
 	return &types.AcceptedResp{
-		RequestID:  env.RequestID,
-		Status:     statusAccepted,
-		ReceivedAt: formatTime(env.ReceivedAt),
+		RequestID:        env.RequestID,
+		Status:           statusAccepted,
+		ReceivedAt:       formatTime(env.ReceivedAt),
+		SubmissionSHA256: receipt.SubmissionSHA256,
 	}, nil
 }

@@ -4,23 +4,27 @@
 package types
 
 type AcceptedResp struct {
-	RequestID  string `json:"requestId"`
-	Status     string `json:"status"`
-	ReceivedAt string `json:"receivedAt"`
+	RequestID        string `json:"requestId"`
+	Status           string `json:"status"`
+	ReceivedAt       string `json:"receivedAt"`
+	SubmissionSHA256 string `json:"submissionSha256,omitempty"`
 }
 
 type BatchItemResult struct {
-	Index      int        `json:"index"`
-	RequestID  string     `json:"requestId,omitempty"`
-	Status     string     `json:"status"`
-	ReceivedAt string     `json:"receivedAt,omitempty"`
-	Error      *ItemError `json:"error,omitempty"`
+	Index            int        `json:"index"`
+	RequestID        string     `json:"requestId,omitempty"`
+	Status           string     `json:"status"`
+	ReceivedAt       string     `json:"receivedAt,omitempty"`
+	SubmissionSHA256 string     `json:"submissionSha256,omitempty"`
+	Error            *ItemError `json:"error,omitempty"`
 }
 
 type BatchResp struct {
 	Results     []BatchItemResult `json:"results"`
 	Accepted    int               `json:"accepted"`
+	Duplicate   int               `json:"duplicate"`
 	Rejected    int               `json:"rejected"`
+	Conflict    int               `json:"conflict"`
 	Unavailable int               `json:"unavailable"`
 }
 
@@ -39,8 +43,9 @@ type ReportStatusReq struct {
 }
 
 type ReportStatusResp struct {
-	RequestID  string `json:"requestId"`
-	Status     string `json:"status"`
-	ReceivedAt string `json:"receivedAt,omitempty"`
-	StoredAt   string `json:"storedAt,omitempty"`
+	RequestID        string `json:"requestId"`
+	Status           string `json:"status"`
+	ReceivedAt       string `json:"receivedAt,omitempty"`
+	StoredAt         string `json:"storedAt,omitempty"`
+	SubmissionSHA256 string `json:"submissionSha256,omitempty"`
 }

@@ -25,6 +25,13 @@ func (in *Ingester) exhausted(e *entry) deadletter.Failure {
 	return in.failure(e.msg, report.ErrorClassPermanent, e.lastErr.Message, e.attempts, e.first, e.last)
 }
 
+// conflict describes a record whose request id is stored with other content: dead-lettered at once, for
+// review. Replaying it cannot succeed while the id is taken.
+func (in *Ingester) conflict(m kafka.Message) deadletter.Failure {
+	now := in.now().UTC()
+	return in.failure(m, report.ErrorClassConflict, "request id already stored with other content; the stored report is unchanged", 1, now, now)
+}
+
 func (in *Ingester) failure(m kafka.Message, class, reason string, attempts int, first, last time.Time) deadletter.Failure {
 	return deadletter.Failure{
 		Class: class, Message: reason, Attempts: attempts, FirstFailure: first, LastFailure: last,

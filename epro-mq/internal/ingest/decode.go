@@ -2,13 +2,16 @@ package ingest
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 
 	"github.com/epro-intake/common/errcode"
 	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/common/reportdb"
 	"github.com/epro-intake/epro-mq/internal/store"
 )
 
@@ -54,6 +57,17 @@ func decode(m kafka.Message) (store.Report, error) {
 	if err != nil {
 		return store.Report{}, errors.New("invalid submittedAt")
 	}
+	content, err := env.Submission().ContentHash()
+	if err != nil {
+		return store.Report{}, errors.New("answers cannot be hashed")
+	}
+	payload, format := m.Value, reportdb.FormatEnvelope
+	if len(env.Original) > 0 {
+		if err := matchesOriginal(env.Original, content); err != nil {
+			return store.Report{}, err
+		}
+		payload, format = env.Original, reportdb.FormatSubmission
+	}
 	_, offset := at.Zone()
 	return store.Report{
 		RequestID:              env.RequestID,
@@ -64,10 +78,29 @@ func decode(m kafka.Message) (store.Report, error) {
 		SubmittedAt:            at.UTC(),
 		SubmittedOffsetMinutes: offset / 60,
 		ReceivedAt:             env.ReceivedAt.UTC(),
-		Payload:                m.Value,
+		Payload:                payload,
+		PayloadFormat:          format,
+		ContentSHA256:          content,
 		Topic:                  m.Topic,
 		Partition:              m.Partition,
 		Offset:                 m.Offset,
 		Sender:                 env.Sender,
 	}, nil
+}
+
+// matchesOriginal checks that the submission the app sent, kept in the envelope, says what the envelope's
+// fields say: the row stores the fields in columns and the original as the payload, and the two must never
+// disagree.
+func matchesOriginal(original []byte, content [sha256.Size]byte) error {
+	sub, err := report.ParseSubmission(original)
+	if err == nil {
+		err = sub.Validate(time.Time{}, report.Limits{})
+	}
+	if err != nil {
+		return errors.New("invalid original: the submission kept in the envelope is not a valid report")
+	}
+	if h, err := sub.ContentHash(); err != nil || h != content {
+		return errors.New("invalid original: the submission kept in the envelope differs from the envelope's fields")
+	}
+	return nil
 }

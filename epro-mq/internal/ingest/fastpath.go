@@ -2,19 +2,25 @@ package ingest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 
+	"github.com/epro-intake/common/reportdb"
 	"github.com/epro-intake/common/status"
 )
 
-// skipStored marks entries whose request id Redis knows as stored. Redis is only a cache of the reports
-// table: when it fails, every entry goes to MySQL, whose unique key dedupes.
+// skipStored marks entries whose request id Redis knows as stored with the entry's own content: the status
+// is stored and the receipt beside it, which epro-mq writes with that status (markStored), holds the
+// entry's content hash. An entry with other content, or without a receipt to compare, goes to MySQL, which
+// tells a duplicate from a conflict. Redis is only a cache of the reports table: when it fails, every entry
+// goes to MySQL, whose unique key dedupes.
 func (in *Ingester) skipStored(ctx context.Context, entries []*entry) {
 	if in.redis == nil || len(entries) == 0 {
 		return
 	}
-	keys := make([]string, len(entries))
-	for i, e := range entries {
-		keys[i] = status.Key(e.row.RequestID)
+	keys := make([]string, 0, 2*len(entries))
+	for _, e := range entries {
+		keys = append(keys, status.Key(e.row.RequestID), status.ReceiptKey(e.row.RequestID))
 	}
 	rctx, cancel := context.WithTimeout(ctx, in.conf.RedisTimeout)
 	defer cancel()
@@ -23,24 +29,41 @@ func (in *Ingester) skipStored(ctx context.Context, entries []*entry) {
 		in.logEvery("redis", "dedupe fast path unavailable, relying on MySQL: %v", err)
 		return
 	}
-	for i, v := range vals {
-		if s, ok := v.(string); ok && s == status.Stored {
-			entries[i].done = true
-			in.skipped.Add(1)
+	for i, e := range entries {
+		if s, ok := vals[2*i].(string); !ok || s != status.Stored {
+			continue
 		}
+		v, ok := vals[2*i+1].(string)
+		if !ok {
+			continue
+		}
+		r, err := status.ParseReceipt(v)
+		if err != nil || r.ContentSHA256 != hex.EncodeToString(e.row.ContentSHA256[:]) {
+			continue
+		}
+		e.done = true
+		in.skipped.Add(1)
 	}
 }
 
-// markStored records in Redis that the entries are committed to MySQL. It runs only after the commit, so
-// Redis never claims a report is stored when it is not.
+// markStored records in Redis that the entries' rows are committed to MySQL, each written by that entry's
+// record: first the receipt of the stored report (overwriting the API's, which may describe another
+// content that lost a race), then the status. It runs only after the commit, so Redis never claims a report
+// is stored when it is not, and a stored status always has the stored content's receipt before it.
 func (in *Ingester) markStored(ctx context.Context, batch []*entry) {
-	if in.redis == nil {
+	if in.redis == nil || len(batch) == 0 {
 		return
 	}
 	rctx, cancel := context.WithTimeout(ctx, in.conf.RedisTimeout)
 	defer cancel()
 	pipe := in.redis.Pipeline()
 	for _, e := range batch {
+		r := status.Receipt{PatientID: e.row.PatientID, ContentSHA256: hex.EncodeToString(e.row.ContentSHA256[:]),
+			ReceivedAt: e.row.ReceivedAt}
+		if e.row.PayloadFormat == reportdb.FormatSubmission {
+			r.SubmissionSHA256 = sha256Hex(e.row.Payload)
+		}
+		pipe.Set(rctx, status.ReceiptKey(e.row.RequestID), r.Marshal(), status.TTL)
 		pipe.Set(rctx, status.Key(e.row.RequestID), status.Stored, status.TTL)
 	}
 	if _, err := pipe.Exec(rctx); err != nil {
@@ -51,12 +74,27 @@ func (in *Ingester) markStored(ctx context.Context, batch []*entry) {
 // markDeadLettered records in Redis that requestID was dead-lettered, after the dead letter was acknowledged.
 // An empty id (a poison record, whose id cannot be trusted) is not recorded.
 func (in *Ingester) markDeadLettered(ctx context.Context, requestID string) {
+	in.markStatus(ctx, requestID, status.DeadLettered)
+}
+
+// markConflict records in Redis that a record under requestID was dead-lettered as a conflict. The receipt
+// is left alone: it describes the stored report.
+func (in *Ingester) markConflict(ctx context.Context, requestID string) {
+	in.markStatus(ctx, requestID, status.Conflict)
+}
+
+func (in *Ingester) markStatus(ctx context.Context, requestID, value string) {
 	if in.redis == nil || requestID == "" {
 		return
 	}
 	rctx, cancel := context.WithTimeout(ctx, in.conf.RedisTimeout)
 	defer cancel()
-	if err := in.redis.Set(rctx, status.Key(requestID), status.DeadLettered, status.TTL).Err(); err != nil {
-		in.logEvery("redis", "mark report dead-lettered in redis: %v", err)
+	if err := in.redis.Set(rctx, status.Key(requestID), value, status.TTL).Err(); err != nil {
+		in.logEvery("redis", "mark report %s in redis: %v", value, err)
 	}
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/zeromicro/go-zero/core/logx"
 
 	"github.com/epro-intake/common/backoff"
+	"github.com/epro-intake/common/reportdb"
 	"github.com/epro-intake/epro-mq/internal/store"
 )
 
@@ -49,9 +50,12 @@ type Conf struct {
 	Questionnaires []string
 }
 
-// Inserter writes rows; *store.Reports implements it.
+// Inserter writes rows and reads back what is stored under their request ids; *store.Reports implements it.
 type Inserter interface {
-	Insert(ctx context.Context, rows []store.Report) error
+	// Insert writes rows, leaving request ids stored already as they are, and returns how many it inserted.
+	Insert(ctx context.Context, rows []store.Report) (int64, error)
+	// Lookup returns the stored rows of ids.
+	Lookup(ctx context.Context, ids []string) (map[string]reportdb.Stored, error)
 }
 
 // Sender writes records with acks=all; *producer.Producer implements it.
@@ -62,6 +66,8 @@ type Sender interface {
 // Stats counts outcomes since start.
 type Stats struct {
 	Stored, SkippedByRedis, DeadLettered, TransientRetries int64
+	// Conflicts counts records dead-lettered because their request id is stored with other content.
+	Conflicts int64
 	// PermanentRetryRounds counts the backoff waits HandleBatch made because rows of a batch had failed
 	// permanently and had attempts left; one wait retries all such rows of the batch together. It counts
 	// neither failed rows nor dead letters.
@@ -77,9 +83,9 @@ type Ingester struct {
 	catalog map[string]bool
 	now     func() time.Time
 
-	stored, skipped, deadLettered, transient, permanentRetryRounds atomic.Int64
-	logMu                                                          sync.Mutex
-	lastLog                                                        map[string]time.Time
+	stored, skipped, deadLettered, transient, permanentRetryRounds, conflicts atomic.Int64
+	logMu                                                                     sync.Mutex
+	lastLog                                                                   map[string]time.Time
 
 	deadMu sync.Mutex
 	dead   map[topicPartitionOffset]bool // found by Recover: dead-lettered, offset not yet committed
@@ -117,6 +123,7 @@ func (in *Ingester) Stats() Stats {
 	return Stats{
 		Stored: in.stored.Load(), SkippedByRedis: in.skipped.Load(), DeadLettered: in.deadLettered.Load(),
 		TransientRetries: in.transient.Load(), PermanentRetryRounds: in.permanentRetryRounds.Load(),
+		Conflicts: in.conflicts.Load(),
 	}
 }
 
@@ -127,7 +134,11 @@ func (in *Ingester) Stats() Stats {
 //
 // Why it works this way. A record that can never be stored (poison) is dead-lettered before anything else,
 // as its first and only attempt. Ids that Redis knows as stored are skipped without asking MySQL; Redis is
-// only a cache, so its failure costs a dedupe in MySQL and nothing else. The rest are stored in rounds: each
+// only a cache, so its failure costs a dedupe in MySQL and nothing else; and only when the content hash
+// cached with the stored status is the record's own, so a record with other content always meets MySQL. A
+// record whose request id MySQL holds with other content is a conflict: it is dead-lettered (class
+// conflict) at once and the row is left as it is, while one with the same content is a duplicate and counts
+// as stored (see settle). The rest are stored in rounds: each
 // round sends the unfinished records that may go (see nextRound) to MySQL in one multi-row insert, in
 // partition order, because one
 // statement per batch is what makes the consumer fast and keeps auto-increment ids in partition order. When

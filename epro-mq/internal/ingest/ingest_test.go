@@ -356,12 +356,16 @@ type flakyInserter struct {
 	calls atomic.Int32
 }
 
-func (f *flakyInserter) Insert(ctx context.Context, rows []store.Report) error {
+func (f *flakyInserter) Insert(ctx context.Context, rows []store.Report) (int64, error) {
 	f.calls.Add(1)
 	if f.fails.Add(-1) >= 0 {
-		return f.err
+		return 0, f.err
 	}
 	return f.next.Insert(ctx, rows)
+}
+
+func (f *flakyInserter) Lookup(ctx context.Context, ids []string) (map[string]reportdb.Stored, error) {
+	return f.next.Lookup(ctx, ids)
 }
 
 func TestTransientErrorsRetryWithoutCountingTowardsDLQ(t *testing.T) {

@@ -2,12 +2,14 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
 	"github.com/epro-intake/common/backoff"
+	"github.com/epro-intake/common/reportdb"
 	"github.com/epro-intake/epro-mq/internal/store"
 )
 
@@ -79,10 +81,9 @@ func (in *Ingester) store(ctx context.Context, batch []*entry, blocked map[strin
 	if len(batch) == 0 {
 		return nil
 	}
-	err := in.insert(ctx, batch)
+	inserted, err := in.insert(ctx, batch)
 	if err == nil {
-		in.markStored(ctx, batch)
-		return nil
+		return in.settle(ctx, batch, inserted)
 	}
 	perr := classify(err)
 	if perr == nil { // only ctx ends an insert without a classified error
@@ -96,9 +97,11 @@ func (in *Ingester) store(ctx context.Context, batch []*entry, blocked map[strin
 		if blocked[e.row.PatientID] {
 			continue
 		}
-		err := in.insert(ctx, []*entry{e})
+		inserted, err := in.insert(ctx, []*entry{e})
 		if err == nil {
-			in.markStored(ctx, []*entry{e})
+			if err := in.settle(ctx, []*entry{e}, inserted); err != nil {
+				return err
+			}
 			continue
 		}
 		perr := classify(err)
@@ -111,9 +114,10 @@ func (in *Ingester) store(ctx context.Context, batch []*entry, blocked map[strin
 	return nil
 }
 
-// insert writes rows, retrying transient errors with capped backoff until it succeeds, the error is
-// permanent, or ctx ends.
-func (in *Ingester) insert(ctx context.Context, batch []*entry) error {
+// insert writes the rows of batch, one per request id, retrying transient errors with capped backoff until
+// it succeeds, the error is permanent, or ctx ends. With all rows inserted it returns true: every entry's
+// record wrote its row, as only a repeat within the batch or a request id stored before could keep one out.
+func (in *Ingester) insert(ctx context.Context, batch []*entry) (allInserted bool, err error) {
 	// A re-sent report often shares a batch with its first copy. Sending both in one statement relies on the
 	// server's unique check within a statement, which not every MySQL-compatible server does; one row per id
 	// is also less work.
@@ -126,26 +130,97 @@ func (in *Ingester) insert(ctx context.Context, batch []*entry) error {
 		}
 	}
 	for attempt := 1; ; attempt++ {
-		err := in.rows.Insert(ctx, rows)
+		n, err := in.rows.Insert(ctx, rows)
 		if err == nil {
-			for _, e := range batch {
-				e.done = true
-			}
-			in.stored.Add(int64(len(rows)))
-			return nil
+			in.stored.Add(n)
+			return n == int64(len(batch)), nil
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if err := in.transientPause(ctx, "insert", err, attempt); err != nil {
+			return false, err
 		}
-		if classify(err) != nil {
-			return err
+	}
+}
+
+// transientPause returns err when it is permanent or ctx has ended, and otherwise counts it as transient,
+// logs it (rate-limited) and waits a capped backoff before attempt+1.
+func (in *Ingester) transientPause(ctx context.Context, what string, err error, attempt int) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if classify(err) != nil {
+		return err
+	}
+	in.transient.Add(1)
+	in.logEvery(what, "%s failed (transient, attempt %d, retrying): %v", what, attempt, err)
+	return backoff.Sleep(ctx, backoff.Delay(50*time.Millisecond, in.conf.TransientMaxBackoff, attempt))
+}
+
+// settle finishes the entries of a batch whose insert succeeded. When every entry inserted its own row, they
+// are stored. Otherwise some request id was stored already (by an earlier record, or by another entry of the
+// batch), and the stored rows are read back in one query: an entry whose content hash is the stored row's is
+// a duplicate and finished (a retry, as before); one with another hash is a conflict, dead-lettered with
+// class conflict without touching the row. The stored status is cached only for entries that wrote their
+// row, together with their receipt, so the cache always describes the row.
+func (in *Ingester) settle(ctx context.Context, batch []*entry, allInserted bool) error {
+	if allInserted {
+		for _, e := range batch {
+			e.done = true
 		}
-		in.transient.Add(1)
-		in.logEvery("insert", "store %d reports failed (transient, attempt %d, retrying): %v", len(rows), attempt, err)
-		if err := backoff.Sleep(ctx, backoff.Delay(50*time.Millisecond, in.conf.TransientMaxBackoff, attempt)); err != nil {
+		in.markStored(ctx, batch)
+		return nil
+	}
+	ids := make([]string, 0, len(batch))
+	for _, e := range batch {
+		ids = append(ids, e.row.RequestID)
+	}
+	var stored map[string]reportdb.Stored
+	for attempt := 1; ; attempt++ {
+		var err error
+		if stored, err = in.rows.Lookup(ctx, ids); err == nil && len(stored) < len(uniq(ids)) {
+			// The insert succeeded, so every row exists; a server that does not show one yet is waited for
+			// like any other transient failure, rather than guessed about.
+			err = errors.New("inserted reports not found on read-back")
+		}
+		if err == nil {
+			break
+		}
+		if err := in.transientPause(ctx, "look up stored reports", err, attempt); err != nil {
 			return err
 		}
 	}
+	var wrote, conflicts []*entry
+	for _, e := range batch {
+		s := stored[e.row.RequestID]
+		switch {
+		case s.ContentKnown && s.ContentSHA256 != e.row.ContentSHA256:
+			conflicts = append(conflicts, e)
+			continue
+		case s.Topic == e.row.Topic && s.Partition == e.row.Partition && s.Offset == e.row.Offset:
+			wrote = append(wrote, e)
+		}
+		// Same content, or a row from before content hashes whose envelope no longer parses: a duplicate.
+		e.done = true
+	}
+	// Stored first, so that a conflict in the same batch is what the status cache says last.
+	in.markStored(ctx, wrote)
+	for _, e := range conflicts {
+		if err := in.deadLetter(ctx, e.msg, in.conflict(e.msg), ""); err != nil {
+			return err
+		}
+		e.done = true
+		in.conflicts.Add(1)
+		in.markConflict(ctx, e.row.RequestID)
+	}
+	return nil
+}
+
+// uniq returns the distinct values of ids.
+func uniq(ids []string) map[string]bool {
+	m := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		m[id] = true
+	}
+	return m
 }
 
 func (in *Ingester) check(row store.Report) *PermanentError {

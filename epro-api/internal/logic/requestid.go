@@ -1,0 +1,152 @@
+package logic
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/http"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/zeromicro/go-zero/core/logx"
+
+	"github.com/epro-intake/common/errcode"
+	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/common/reportdb"
+	"github.com/epro-intake/common/status"
+	"github.com/epro-intake/epro-api/internal/svc"
+)
+
+// candidate is a valid submission on its way to Kafka, with the hashes that identify it.
+type candidate struct {
+	sub report.Submission
+	// env is the envelope sub is produced in, the caller's sender included.
+	env report.Envelope
+	// content is sub.ContentHash(): what a resubmission under the same request id is compared by.
+	content [sha256.Size]byte
+	// sent is the SHA-256 of sub.Original, the bytes the app sent, returned in the receipt.
+	sent [sha256.Size]byte
+}
+
+func newCandidate(env report.Envelope) (candidate, error) {
+	sub := env.Submission()
+	content, err := sub.ContentHash()
+	if err != nil { // ParseSubmission checked the answers; this is a bug, not the client's fault
+		return candidate{}, err
+	}
+	return candidate{sub: sub, env: env, content: content, sent: sha256.Sum256(sub.Original)}, nil
+}
+
+// receipt is what the API remembers of c once Kafka has it.
+func (c candidate) receipt(env report.Envelope) status.Receipt {
+	return status.Receipt{PatientID: env.PatientID, ContentSHA256: hex.EncodeToString(c.content[:]),
+		SubmissionSHA256: hex.EncodeToString(c.sent[:]), ReceivedAt: env.ReceivedAt}
+}
+
+// verdict says what the API knows of a candidate's request id.
+type verdict int
+
+const (
+	// fresh (the zero value): nothing known under the id, or nothing could be asked: produce it.
+	_ verdict = iota
+	// duplicate: the id holds the same content; answer with the original receipt and produce nothing.
+	duplicate
+	// conflict: the id holds other content, or another patient's report; refuse it.
+	conflict
+)
+
+// known is the verdict on one candidate and, for a duplicate, the original receipt.
+type known struct {
+	verdict verdict
+	receipt status.Receipt
+}
+
+// errRequestIDConflict is the answer to a conflict. It names the field but never the content.
+func errRequestIDConflict() *errcode.Error {
+	e := errcode.New(http.StatusConflict, errcode.RequestIDConflict,
+		"this requestId was already used for a different report; send this report under a new requestId")
+	e.Field = "requestId"
+	return e
+}
+
+// checkRequestIDs judges cs (distinct request ids) by what the API can know: the receipts cached in Redis,
+// in one MGET, and for the ids Redis did not settle, the reports table, in one query. Neither being asked
+// is an error: the verdict is then fresh, the report is produced, and epro-mq, which finds the unique key
+// taken by a row with another hash, dead-letters a conflict. Logs carry request ids and counts only.
+func checkRequestIDs(ctx context.Context, svcCtx *svc.ServiceContext, cs []candidate) []known {
+	out := make([]known, len(cs))
+	if len(cs) == 0 {
+		return out
+	}
+	var unsettled []int
+	keys := make([]string, len(cs))
+	for i, c := range cs {
+		keys[i] = status.ReceiptKey(c.sub.RequestID)
+	}
+	rctx, cancel := context.WithTimeout(ctx, svcCtx.Config.Redis.Timeout)
+	vals, err := svcCtx.Redis.MGet(rctx, keys...).Result()
+	cancel()
+	if err != nil {
+		logx.WithContext(ctx).Errorw("request-id check: redis unavailable, asking MySQL", logx.Field("reports", len(cs)), logx.Field("error", err.Error()))
+	}
+	for i, c := range cs {
+		r, cached := status.Receipt{}, false
+		if err == nil && i < len(vals) {
+			if v, ok := vals[i].(string); ok {
+				var perr error
+				r, perr = status.ParseReceipt(v)
+				cached = perr == nil
+			}
+		}
+		switch {
+		case !cached:
+			unsettled = append(unsettled, i)
+		case r.PatientID != c.sub.PatientID:
+			out[i] = known{verdict: conflict}
+		case r.ContentSHA256 == "": // a receipt that predates content hashes
+			unsettled = append(unsettled, i)
+		case r.ContentSHA256 == hex.EncodeToString(c.content[:]):
+			out[i] = known{verdict: duplicate, receipt: r}
+		default:
+			out[i] = known{verdict: conflict}
+		}
+	}
+	if len(unsettled) == 0 {
+		return out
+	}
+
+	ids := make([]string, len(unsettled))
+	for j, i := range unsettled {
+		ids[j] = cs[i].sub.RequestID
+	}
+	qctx, cancel := context.WithTimeout(ctx, svcCtx.Config.MySQL.CheckTimeout)
+	stored, err := reportdb.Lookup(qctx, svcCtx.DB, ids)
+	cancel()
+	var me *mysql.MySQLError
+	switch {
+	case errors.As(err, &me) && me.Number == mysqlNoSuchTable:
+		return out // nothing is stored before epro-mq created the table
+	case err != nil:
+		logx.WithContext(ctx).Errorw("request-id check: mysql unavailable, producing anyway", logx.Field("requestIds", ids), logx.Field("error", err.Error()))
+		return out
+	}
+	for _, i := range unsettled {
+		c := cs[i]
+		s, ok := stored[c.sub.RequestID]
+		switch {
+		case !ok:
+		case s.PatientID != c.sub.PatientID:
+			out[i] = known{verdict: conflict}
+		case !s.ContentKnown: // a row whose content cannot be read back; epro-mq will judge the record
+		case s.ContentSHA256 == c.content:
+			r := status.Receipt{PatientID: s.PatientID, ContentSHA256: hex.EncodeToString(s.ContentSHA256[:]), ReceivedAt: s.ReceivedAt}
+			if s.SubmissionSHA256 != nil {
+				r.SubmissionSHA256 = hex.EncodeToString(s.SubmissionSHA256)
+			}
+			out[i] = known{verdict: duplicate, receipt: r}
+		default:
+			out[i] = known{verdict: conflict}
+		}
+	}
+	return out
+}
