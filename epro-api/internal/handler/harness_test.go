@@ -29,6 +29,7 @@ import (
 	"github.com/epro-intake/epro-api/internal/config"
 	"github.com/epro-intake/epro-api/internal/handler"
 	"github.com/epro-intake/epro-api/internal/middleware"
+	"github.com/epro-intake/epro-api/internal/ratelimit"
 	"github.com/epro-intake/epro-api/internal/svc"
 )
 
@@ -90,6 +91,8 @@ type apiOptions struct {
 	redisAddr string
 	// extraYAML is appended to the configuration.
 	extraYAML string
+	// rateLimitYAML is appended inside the RateLimit block, each line indented by two spaces.
+	rateLimitYAML string
 	// producer wraps the real producer.
 	producer func(svc.Producer) svc.Producer
 }
@@ -131,6 +134,8 @@ Ready:
   Interval: 100ms
   MaxAge: 1s
 %s`, strings.Join(a.brokers, ","), a.topic, o.mysqlDSN, o.redisAddr, o.extraYAML)
+	// The Redis is shared by every test of the run, and tests reuse patient ids: each gets its own buckets.
+	yaml += "\nRateLimit:\n  KeyPrefix: " + infratest.UniqueName(t, "ratelimit") + "\n" + o.rateLimitYAML
 	if err := conf.LoadFromYamlBytes([]byte(yaml), &a.cfg); err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -152,6 +157,7 @@ Ready:
 
 	server := rest.MustNewServer(a.cfg.ServerConf(), handler.RunOptions()...)
 	server.Use(middleware.AccessLog)
+	server.Use(ratelimit.ClientMiddleware(a.cfg.RateLimit.ForwardedForHops))
 	handler.RegisterHandlers(server, sc)
 	sl, err := rest.NewServerless(server)
 	if err != nil {
@@ -159,6 +165,7 @@ Ready:
 	}
 	ts := httptest.NewUnstartedServer(http.HandlerFunc(sl.Serve))
 	handler.ServerLimits(a.cfg)(ts.Config)
+	handler.CORS(a.cfg)(ts.Config)
 	ts.Start()
 	t.Cleanup(ts.Close)
 	a.url = ts.URL

@@ -14,6 +14,7 @@ import (
 	"github.com/epro-intake/common/errcode"
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/epro-api/internal/middleware"
+	"github.com/epro-intake/epro-api/internal/ratelimit"
 	"github.com/epro-intake/epro-api/internal/svc"
 	"github.com/epro-intake/epro-api/internal/types"
 )
@@ -34,7 +35,8 @@ func NewSubmitBatchLogic(ctx context.Context, svcCtx *svc.ServiceContext) *Submi
 	}
 }
 
-// SubmitBatch judges each item on its own and produces the valid ones in one Send. It answers 200 with a
+// SubmitBatch judges each item on its own, takes the valid ones' tokens from the rate limits (see takeTokens)
+// and produces them in one Send. It answers 200 with a
 // result per item whatever happened to the items (207 Multi-Status is WebDAV's, with an XML body clients do
 // not expect), except when Kafka took none of the valid items: then the whole request is a 503 with
 // Retry-After, so that a client that only looks at the status code sends the batch again.
@@ -69,6 +71,10 @@ func (l *SubmitBatchLogic) SubmitBatch(items []json.RawMessage) (*types.BatchRes
 		msgIdx = append(msgIdx, i)
 	}
 
+	if err := l.takeTokens(envs); err != nil {
+		return nil, err
+	}
+
 	var accepted []report.Envelope
 	if len(msgs) > 0 {
 		failed := l.send(msgs)
@@ -91,6 +97,20 @@ func (l *SubmitBatchLogic) SubmitBatch(items []json.RawMessage) (*types.BatchRes
 	}
 	markAccepted(l.ctx, l.svcCtx, accepted...)
 	return resp, nil
+}
+
+// takeTokens takes one token per report about to be produced from the client's bucket and from each
+// patient's. The batch is limited as a whole: when a bucket has too few tokens the answer is 429 with
+// Retry-After and nothing of the batch is produced, rather than some items accepted and the rest refused. An
+// app syncing after being offline then simply sends the same batch again after Retry-After, as it does after
+// a 503, and the default buckets hold weeks of a patient's reports, so a normal sync never meets the limit.
+// Rejected items take no token.
+func (l *SubmitBatchLogic) takeTokens(envs []report.Envelope) error {
+	perPatient := map[string]int{}
+	for _, env := range envs {
+		perPatient[env.PatientID]++
+	}
+	return l.svcCtx.RateLimit.Take(l.ctx, ratelimit.Client(l.ctx), len(envs), perPatient)
 }
 
 // prepare parses and validates one item. On error the returned envelope holds whatever request id the item

@@ -8,6 +8,7 @@ import (
 
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/epro-api/internal/middleware"
+	"github.com/epro-intake/epro-api/internal/ratelimit"
 	"github.com/epro-intake/epro-api/internal/svc"
 	"github.com/epro-intake/epro-api/internal/types"
 )
@@ -28,7 +29,8 @@ func NewSubmitReportLogic(ctx context.Context, svcCtx *svc.ServiceContext) *Subm
 	}
 }
 
-// SubmitReport validates sub and returns only once Kafka acknowledged it with acks=all. Any produce failure,
+// SubmitReport validates sub, takes its token from the client's and the patient's rate limits (429 and nothing
+// produced when either is spent) and returns only once Kafka acknowledged it with acks=all. Any produce failure,
 // the timeout included, is a 503: the client keeps the report and sends it again with the same requestId.
 func (l *SubmitReportLogic) SubmitReport(sub report.Submission) (*types.AcceptedResp, error) {
 	now := l.now()
@@ -36,6 +38,9 @@ func (l *SubmitReportLogic) SubmitReport(sub report.Submission) (*types.Accepted
 		return nil, err
 	}
 	middleware.NoteRequestID(l.ctx, sub.RequestID)
+	if err := l.svcCtx.RateLimit.Take(l.ctx, ratelimit.Client(l.ctx), 1, map[string]int{sub.PatientID: 1}); err != nil {
+		return nil, err
+	}
 	env := sub.Envelope(now)
 	msg, err := reportMessage(l.ctx, l.svcCtx.Config.Topic, env)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/epro-intake/common/mysqldb"
 	"github.com/epro-intake/common/producer"
 	"github.com/epro-intake/epro-api/internal/config"
+	"github.com/epro-intake/epro-api/internal/ratelimit"
 	"github.com/epro-intake/epro-api/internal/readiness"
 )
 
@@ -31,6 +32,8 @@ type ServiceContext struct {
 	DB        *sql.DB
 	Redis     *redis.Client
 	Readiness *readiness.Checker
+	// RateLimit is checked before anything is produced.
+	RateLimit *ratelimit.Limiter
 }
 
 func NewServiceContext(c config.Config) (*ServiceContext, error) {
@@ -41,6 +44,13 @@ func NewServiceContext(c config.Config) (*ServiceContext, error) {
 	p, err := producer.New(c.Kafka)
 	if err != nil {
 		_ = db.Close()
+		return nil, err
+	}
+	// The limiter's buckets live in the status cache's Redis, through go-zero's client (TokenLimiter needs it).
+	limiter, err := ratelimit.New(c.RateLimit, c.Redis.Addr, c.Redis.Password)
+	if err != nil {
+		_ = db.Close()
+		_ = p.Close()
 		return nil, err
 	}
 	return &ServiceContext{
@@ -59,6 +69,7 @@ func NewServiceContext(c config.Config) (*ServiceContext, error) {
 			MaxRetries: 1,
 		}),
 		Readiness: readiness.New(p, c.Topic, c.Ready.Interval, c.Ready.MaxAge),
+		RateLimit: limiter,
 	}, nil
 }
 

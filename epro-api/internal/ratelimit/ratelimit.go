@@ -1,0 +1,124 @@
+// Package ratelimit limits how many reports a client and a patient may submit, with go-zero's Redis-backed
+// token buckets (core/limit.TokenLimiter), shared by every replica. Intake never depends on Redis for it:
+// while Redis is down or slow, each bucket is judged by TokenLimiter's in-process fallback, and no request
+// waits on Redis for longer than RateLimitConf.RedisTimeout (see guard).
+//
+// A request is limited as a whole: Take takes every token it needs or refuses, and the caller produces
+// nothing when it refuses.
+package ratelimit
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/zeromicro/go-zero/core/limit"
+	"github.com/zeromicro/go-zero/core/stores/redis"
+
+	"github.com/epro-intake/common/errcode"
+	"github.com/epro-intake/epro-api/internal/config"
+)
+
+// Limiter holds the client and the patient buckets.
+type Limiter struct {
+	client  *buckets
+	patient *buckets
+}
+
+// New returns a Limiter whose buckets live in the Redis at addr. It does not connect: go-zero's client dials
+// on first use, and the first failure switches the buckets to their in-process fallback.
+func New(c config.RateLimitConf, addr, password string) (*Limiter, error) {
+	if c.PatientRate <= 0 || c.PatientBurst <= 0 || c.ClientRate <= 0 || c.ClientBurst <= 0 ||
+		c.RedisTimeout <= 0 || c.MaxKeys <= 0 || c.KeyPrefix == "" || addr == "" {
+		return nil, fmt.Errorf("ratelimit: incomplete configuration %+v (Redis address %q)", c, addr)
+	}
+	opts := []redis.Option{redis.WithHook(guardFor(addr, c.RedisTimeout))}
+	if password != "" {
+		opts = append(opts, redis.WithPass(password))
+	}
+	store := redis.New(addr, opts...)
+	return &Limiter{
+		client:  newBuckets(store, c.KeyPrefix+":client:", c.ClientRate, c.ClientBurst, c.MaxKeys),
+		patient: newBuckets(store, c.KeyPrefix+":patient:", c.PatientRate, c.PatientBurst, c.MaxKeys),
+	}, nil
+}
+
+// Take takes n tokens from the client's bucket, then perPatient[p] from each patient p's bucket (in the order
+// of their ids), and refuses with 429 RATE_LIMITED and a Retry-After as soon as one bucket has too few. Tokens
+// already taken for the request are not given back (TokenLimiter cannot): the client's bucket is asked first
+// so that a client over its limit costs no patient anything.
+func (l *Limiter) Take(ctx context.Context, client string, n int, perPatient map[string]int) error {
+	if n <= 0 {
+		return nil
+	}
+	if !l.client.take(ctx, client, n) {
+		return refused(l.client, n, "too many reports from this client; send them again after Retry-After seconds")
+	}
+	patients := make([]string, 0, len(perPatient))
+	for p := range perPatient {
+		patients = append(patients, p)
+	}
+	sort.Strings(patients)
+	for _, p := range patients {
+		if !l.patient.take(ctx, p, perPatient[p]) {
+			return refused(l.patient, perPatient[p], "too many reports for this patient; send them again after Retry-After seconds")
+		}
+	}
+	return nil
+}
+
+// refused is the 429 for a bucket that had fewer than n tokens. Retry-After is the time the bucket takes to
+// refill n tokens from empty, so a client that waits it out finds them there unless it spent them meanwhile.
+func refused(b *buckets, n int, message string) error {
+	retryAfter := (n + b.rate - 1) / b.rate
+	return errcode.TooManyRequests(message, max(retryAfter, 1))
+}
+
+// buckets are the TokenLimiters of one kind of key. A TokenLimiter is per key and keeps its fallback bucket
+// and its "Redis is down" state in memory, so each key's limiter is kept and reused; the least recently used
+// beyond maxKeys is dropped (its Redis state stays, only the fallback state goes).
+type buckets struct {
+	store  *redis.Redis
+	prefix string
+	rate   int
+	burst  int
+
+	mu      sync.Mutex
+	max     int
+	byKey   map[string]*list.Element
+	recency *list.List // of *entry, most recently used first
+}
+
+type entry struct {
+	key string
+	lim *limit.TokenLimiter
+}
+
+func newBuckets(store *redis.Redis, prefix string, rate, burst, maxKeys int) *buckets {
+	return &buckets{store: store, prefix: prefix, rate: rate, burst: burst, max: maxKeys,
+		byKey: map[string]*list.Element{}, recency: list.New()}
+}
+
+func (b *buckets) take(ctx context.Context, key string, n int) bool {
+	return b.limiter(key).AllowNCtx(ctx, time.Now(), n)
+}
+
+func (b *buckets) limiter(key string) *limit.TokenLimiter {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if el, ok := b.byKey[key]; ok {
+		b.recency.MoveToFront(el)
+		return el.Value.(*entry).lim
+	}
+	e := &entry{key: key, lim: limit.NewTokenLimiter(b.rate, b.burst, b.store, b.prefix+key)}
+	b.byKey[key] = b.recency.PushFront(e)
+	if b.recency.Len() > b.max {
+		oldest := b.recency.Back()
+		b.recency.Remove(oldest)
+		delete(b.byKey, oldest.Value.(*entry).key)
+	}
+	return e.lim
+}
