@@ -12,81 +12,135 @@ import (
 )
 
 // go-zero's TokenLimiter falls back to its in-process bucket on any Redis error except a context one, and then
-// pings Redis every 100 ms until it answers. Left alone that is not enough to keep intake fast while Redis is
-// down: go-zero's client (core/stores/redis) has no timeouts of its own to set (go-redis's 5 s dial, 3 s read,
-// three retries), a limiter asks Redis once more for every new key, and a call cut short by a context
-// deadline makes TokenLimiter refuse the request instead of falling back. The guard, a go-redis hook on the
-// limiter's client, closes those gaps:
-//   - every call gets RedisTimeout; when that runs out the call fails with errRedisSlow, which is not a
-//     context error, so TokenLimiter falls back rather than refusing;
-//   - after a failure every call but a ping fails at once with errRedisDown for downFor, so new keys fall
-//     back without waiting either; one ping per probeInterval (TokenLimiter's monitors send them) goes
-//     through, and the first that succeeds ends it.
-const (
-	downFor       = time.Second
-	probeInterval = 100 * time.Millisecond
-)
+// pings Redis every 100 ms until it answers. Left alone that does not keep intake fast and working while Redis
+// is down or hangs:
+//   - go-zero's client (core/stores/redis) has no timeouts to set (go-redis's 5 s dial, 3 s read, three
+//     retries), and go-redis ignores context deadlines on reads and writes (ContextTimeoutEnabled is off and
+//     go-zero does not set it). A request against a Redis that accepted connections and never answered took
+//     3 s, and go-zero's Timeout answered 503 first.
+//   - A call cut short by a context deadline makes TokenLimiter refuse the request instead of falling back.
+//   - Every key has its own TokenLimiter, so every new key asks the dead Redis once more.
+//   - go-zero's client runs every command through a circuit breaker; the failed pings of TokenLimiter's
+//     monitors open it, and an open breaker logs through go-zero's errorWindow.String, which reads its count
+//     without the lock (a data race, go-zero v1.9.2).
+//
+// The guard closes those gaps. As a go-redis hook on the limiter's client it gives dials RedisTimeout, cuts
+// every read or write deadline go-redis sets to RedisTimeout from now (budgetConn) and gives the call's
+// context RedisTimeout, which bounds go-redis's pool wait and retry backoff; a call that runs out fails with
+// errRedisSlow, which is not a context error, so TokenLimiter falls back rather than refusing. Any failure
+// marks Redis down: until the guard's own prober gets a PONG (one ping per probeInterval, on a client of its
+// own without go-zero's breaker), Limiter asks no TokenLimiter and judges each key by its in-process bucket,
+// and the hook answers TokenLimiter's monitor pings itself, so that the monitors stop instead of failing
+// through the breaker. Only the calls already under way when Redis failed reach go-zero's client, each for at
+// most about twice RedisTimeout.
+const probeInterval = 100 * time.Millisecond
 
-var (
-	errRedisDown = errors.New("ratelimit: redis failed recently; the in-process buckets decide")
-	errRedisSlow = errors.New("ratelimit: redis did not answer within RateLimit.RedisTimeout")
-)
+var errRedisSlow = errors.New("ratelimit: redis did not answer within RateLimit.RedisTimeout")
 
 // go-zero keeps one go-redis client per address and installs the hooks of the first *redis.Redis made for
-// it, so the guard is per address too: every Limiter on that address shares it, and its RedisTimeout is the
-// first one's.
+// it, so the guard is per address too: every Limiter on that address shares it, and its RedisTimeout and
+// password are the first one's.
 var (
 	guardsMu sync.Mutex
 	guards   = map[string]*guard{}
 )
 
-func guardFor(addr string, budget time.Duration) *guard {
+func guardFor(addr, password string, budget time.Duration) *guard {
 	guardsMu.Lock()
 	defer guardsMu.Unlock()
 	if g, ok := guards[addr]; ok {
 		return g
 	}
-	g := &guard{budget: budget}
+	g := &guard{budget: budget, probe: red.NewClient(&red.Options{
+		Addr: addr, Password: password,
+		DialTimeout: budget, ReadTimeout: budget, WriteTimeout: budget,
+		// One connection and no retries: the prober asks again at its next tick.
+		PoolSize: 1, MaxRetries: -1,
+	})}
 	guards[addr] = g
 	return g
 }
 
 type guard struct {
-	budget    time.Duration
-	downUntil atomic.Int64 // unix nanoseconds; Redis calls other than probes fail fast before it
-	lastProbe atomic.Int64 // unix nanoseconds of the last ping let through while down
+	budget time.Duration
+	probe  *red.Client
+
+	down    atomic.Bool
+	mu      sync.Mutex
+	probing bool // a prober goroutine runs; under mu
+}
+
+// redisUp reports whether the limiter should ask Redis.
+func (g *guard) redisUp() bool { return !g.down.Load() }
+
+// markDown records that Redis failed and starts the prober unless it runs.
+func (g *guard) markDown() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.down.Store(true)
+	if !g.probing {
+		g.probing = true
+		go g.probeUntilUp()
+	}
+}
+
+func (g *guard) probeUntilUp() {
+	tick := time.NewTicker(probeInterval)
+	defer tick.Stop()
+	for range tick.C {
+		ctx, cancel := context.WithTimeout(context.Background(), g.budget)
+		err := g.probe.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			g.mu.Lock()
+			g.down.Store(false)
+			g.probing = false
+			g.mu.Unlock()
+			return
+		}
+	}
 }
 
 func (g *guard) DialHook(next red.DialHook) red.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(ctx, g.budget)
 		defer cancel()
-		return next(ctx, network, addr)
+		conn, err := next(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return budgetConn{Conn: conn, budget: g.budget}, nil
 	}
 }
 
 func (g *guard) ProcessHook(next red.ProcessHook) red.ProcessHook {
 	return func(ctx context.Context, cmd red.Cmder) error {
-		now := time.Now()
-		if now.UnixNano() < g.downUntil.Load() && (cmd.Name() != "ping" || !g.probeDue(now)) {
-			return errRedisDown
+		if status, ok := cmd.(*red.StatusCmd); ok && cmd.Name() == "ping" && !g.redisUp() {
+			// A TokenLimiter monitor: Limiter does not use TokenLimiters while the guard's prober finds Redis
+			// down, so the monitor may stop; see the type's comment.
+			status.SetVal("PONG")
+			return nil
 		}
 		bctx, cancel := context.WithTimeoutCause(ctx, g.budget, errRedisSlow)
 		defer cancel()
 		err := next(bctx, cmd)
-		var serverErr red.Error
+		var (
+			serverErr red.Error
+			netErr    net.Error
+		)
 		switch {
-		case err == nil || errors.Is(err, red.Nil) || errors.As(err, &serverErr):
-			// Redis answered (Nil is the script's "not allowed"; a server error is an answer too).
-			g.downUntil.Store(0)
+		case err == nil || errors.As(err, &serverErr):
+			// Redis answered (red.Nil, the script's "not allowed", and server errors are answers too).
 			return err
 		case ctx.Err() != nil:
 			// The caller gave up, which says nothing about Redis.
 			return err
-		case errors.Is(context.Cause(bctx), errRedisSlow):
+		case errors.Is(context.Cause(bctx), errRedisSlow) || errors.As(err, &netErr) && netErr.Timeout():
+			// A net timeout is also context.DeadlineExceeded to errors.Is, which TokenLimiter would take for
+			// the caller's deadline and refuse the request.
 			err = errRedisSlow
 		}
-		g.downUntil.Store(time.Now().Add(downFor).UnixNano())
+		g.markDown()
 		return err
 	}
 }
@@ -95,8 +149,20 @@ func (g *guard) ProcessPipelineHook(next red.ProcessPipelineHook) red.ProcessPip
 	return next
 }
 
-// probeDue reports whether a ping may go to Redis now, at most one per probeInterval.
-func (g *guard) probeDue(now time.Time) bool {
-	last := g.lastProbe.Load()
-	return now.UnixNano()-last >= int64(probeInterval) && g.lastProbe.CompareAndSwap(last, now.UnixNano())
+// budgetConn cuts every deadline set on it to budget from now, so no read or write waits longer, whatever
+// go-redis's own timeouts are. go-redis sets a deadline before each command's write and read.
+type budgetConn struct {
+	net.Conn
+	budget time.Duration
 }
+
+func (c budgetConn) cut(t time.Time) time.Time {
+	if limit := time.Now().Add(c.budget); t.IsZero() || t.After(limit) {
+		return limit
+	}
+	return t
+}
+
+func (c budgetConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.cut(t)) }
+func (c budgetConn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.cut(t)) }
+func (c budgetConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.cut(t)) }

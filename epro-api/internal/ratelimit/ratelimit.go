@@ -1,7 +1,7 @@
 // Package ratelimit limits how many reports a client and a patient may submit, with go-zero's Redis-backed
 // token buckets (core/limit.TokenLimiter), shared by every replica. Intake never depends on Redis for it:
-// while Redis is down or slow, each bucket is judged by TokenLimiter's in-process fallback, and no request
-// waits on Redis for longer than RateLimitConf.RedisTimeout (see guard).
+// while Redis is down or slow, each key is judged by an in-process bucket of the same size (per replica), and
+// no request waits on Redis for much longer than RateLimitConf.RedisTimeout (see guard).
 //
 // A request is limited as a whole: Take takes every token it needs or refuses, and the caller produces
 // nothing when it refuses.
@@ -17,6 +17,7 @@ import (
 
 	"github.com/zeromicro/go-zero/core/limit"
 	"github.com/zeromicro/go-zero/core/stores/redis"
+	"golang.org/x/time/rate"
 
 	"github.com/epro-intake/common/errcode"
 	"github.com/epro-intake/epro-api/internal/config"
@@ -35,14 +36,15 @@ func New(c config.RateLimitConf, addr, password string) (*Limiter, error) {
 		c.RedisTimeout <= 0 || c.MaxKeys <= 0 || c.KeyPrefix == "" || addr == "" {
 		return nil, fmt.Errorf("ratelimit: incomplete configuration %+v (Redis address %q)", c, addr)
 	}
-	opts := []redis.Option{redis.WithHook(guardFor(addr, c.RedisTimeout))}
+	g := guardFor(addr, password, c.RedisTimeout)
+	opts := []redis.Option{redis.WithHook(g)}
 	if password != "" {
 		opts = append(opts, redis.WithPass(password))
 	}
 	store := redis.New(addr, opts...)
 	return &Limiter{
-		client:  newBuckets(store, c.KeyPrefix+":client:", c.ClientRate, c.ClientBurst, c.MaxKeys),
-		patient: newBuckets(store, c.KeyPrefix+":patient:", c.PatientRate, c.PatientBurst, c.MaxKeys),
+		client:  newBuckets(store, g, c.KeyPrefix+":client:", c.ClientRate, c.ClientBurst, c.MaxKeys),
+		patient: newBuckets(store, g, c.KeyPrefix+":patient:", c.PatientRate, c.PatientBurst, c.MaxKeys),
 	}, nil
 }
 
@@ -77,11 +79,13 @@ func refused(b *buckets, n int, message string) error {
 	return errcode.TooManyRequests(message, max(retryAfter, 1))
 }
 
-// buckets are the TokenLimiters of one kind of key. A TokenLimiter is per key and keeps its fallback bucket
-// and its "Redis is down" state in memory, so each key's limiter is kept and reused; the least recently used
-// beyond maxKeys is dropped (its Redis state stays, only the fallback state goes).
+// buckets are the buckets of one kind of key: per key a TokenLimiter (in Redis) and the in-process bucket
+// used while the guard finds Redis down. A TokenLimiter is per key and keeps its own fallback state in
+// memory, so each key's pair is kept and reused; the least recently used beyond maxKeys is dropped (its
+// Redis state stays, only the in-process state goes).
 type buckets struct {
 	store  *redis.Redis
+	guard  *guard
 	prefix string
 	rate   int
 	burst  int
@@ -93,32 +97,43 @@ type buckets struct {
 }
 
 type entry struct {
-	key string
-	lim *limit.TokenLimiter
+	key   string
+	redis *limit.TokenLimiter
+	local *rate.Limiter
 }
 
-func newBuckets(store *redis.Redis, prefix string, rate, burst, maxKeys int) *buckets {
-	return &buckets{store: store, prefix: prefix, rate: rate, burst: burst, max: maxKeys,
+func newBuckets(store *redis.Redis, g *guard, prefix string, perSecond, burst, maxKeys int) *buckets {
+	return &buckets{store: store, guard: g, prefix: prefix, rate: perSecond, burst: burst, max: maxKeys,
 		byKey: map[string]*list.Element{}, recency: list.New()}
 }
 
 func (b *buckets) take(ctx context.Context, key string, n int) bool {
-	return b.limiter(key).AllowNCtx(ctx, time.Now(), n)
+	e := b.entry(key)
+	now := time.Now()
+	if !b.guard.redisUp() {
+		return e.local.AllowN(now, n)
+	}
+	return e.redis.AllowNCtx(ctx, now, n)
 }
 
-func (b *buckets) limiter(key string) *limit.TokenLimiter {
+func (b *buckets) entry(key string) *entry {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if el, ok := b.byKey[key]; ok {
 		b.recency.MoveToFront(el)
-		return el.Value.(*entry).lim
+		return el.Value.(*entry)
 	}
-	e := &entry{key: key, lim: limit.NewTokenLimiter(b.rate, b.burst, b.store, b.prefix+key)}
+	e := &entry{
+		key:   key,
+		redis: limit.NewTokenLimiter(b.rate, b.burst, b.store, b.prefix+key),
+		// The same bucket as TokenLimiter's own fallback.
+		local: rate.NewLimiter(rate.Every(time.Second/time.Duration(b.rate)), b.burst),
+	}
 	b.byKey[key] = b.recency.PushFront(e)
 	if b.recency.Len() > b.max {
 		oldest := b.recency.Back()
 		b.recency.Remove(oldest)
 		delete(b.byKey, oldest.Value.(*entry).key)
 	}
-	return e.lim
+	return e
 }
