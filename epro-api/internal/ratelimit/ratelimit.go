@@ -10,6 +10,8 @@ package ratelimit
 import (
 	"container/list"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"sort"
 	"sync"
@@ -102,6 +104,13 @@ type entry struct {
 	local *rate.Limiter
 }
 
+// digest is the Redis name of a key: go-zero's client logs the arguments of a slow command, and a patientId
+// does not belong in a log (nor, unbounded in length, in a key).
+func digest(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:16])
+}
+
 func newBuckets(store *redis.Redis, g *guard, prefix string, perSecond, burst, maxKeys int) *buckets {
 	return &buckets{store: store, guard: g, prefix: prefix, rate: perSecond, burst: burst, max: maxKeys,
 		byKey: map[string]*list.Element{}, recency: list.New()}
@@ -125,7 +134,7 @@ func (b *buckets) entry(key string) *entry {
 	}
 	e := &entry{
 		key:   key,
-		redis: limit.NewTokenLimiter(b.rate, b.burst, b.store, b.prefix+key),
+		redis: limit.NewTokenLimiter(b.rate, b.burst, b.store, b.prefix+digest(key)),
 		// The same bucket as TokenLimiter's own fallback.
 		local: rate.NewLimiter(rate.Every(time.Second/time.Duration(b.rate)), b.burst),
 	}
