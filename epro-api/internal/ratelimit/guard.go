@@ -24,15 +24,19 @@ import (
 //     monitors open it, and an open breaker logs through go-zero's errorWindow.String, which reads its count
 //     without the lock (a data race, go-zero v1.9.2).
 //
-// The guard closes those gaps. As a go-redis hook on the limiter's client it gives dials RedisTimeout, cuts
-// every read or write deadline go-redis sets to RedisTimeout from now (budgetConn) and gives the call's
-// context RedisTimeout, which bounds go-redis's pool wait and retry backoff; a call that runs out fails with
-// errRedisSlow, which is not a context error, so TokenLimiter falls back rather than refusing. Any failure
-// marks Redis down: until the guard's own prober gets a PONG (one ping per probeInterval, on a client of its
-// own without go-zero's breaker), Limiter asks no TokenLimiter and judges each key by its in-process bucket,
-// and the hook answers TokenLimiter's monitor pings itself, so that the monitors stop instead of failing
-// through the breaker. Only the calls already under way when Redis failed reach go-zero's client, each for at
-// most about twice RedisTimeout.
+// The guard closes those gaps. As a go-redis hook on the limiter's client it runs each of TokenLimiter's
+// commands (on a copy) for at most RedisTimeout of wall-clock time; a call that runs out, or fails with a
+// context error its caller did not cause, fails with errRedisSlow, which is not a context error, so
+// TokenLimiter falls back rather than refusing. It also gives dials RedisTimeout and cuts every read or write
+// deadline go-redis sets on the connections it dials to RedisTimeout from now (budgetConn), so a command left
+// behind frees its connection soon; connections go-redis's pool opened before go-zero added the hook (it
+// dials MinIdleConns at once) escape that, which is why the wall-clock bound is needed: a test against a
+// silent Redis stalled 3 s on one of them about one run in eight. Any failure marks Redis down: until the
+// guard's own prober gets a PONG (one ping per probeInterval, on a client of its own without go-zero's
+// breaker), Limiter asks no TokenLimiter and judges each key by its in-process bucket, and the hook answers
+// TokenLimiter's monitor pings itself, so that the monitors stop instead of failing through the breaker. Only
+// the calls already under way when Redis failed reach go-zero's client, each for at most RedisTimeout (twice
+// for a script Redis has not loaded yet: EVALSHA, then EVAL).
 const probeInterval = 100 * time.Millisecond
 
 var errRedisSlow = errors.New("ratelimit: redis did not answer within RateLimit.RedisTimeout")
@@ -115,34 +119,75 @@ func (g *guard) DialHook(next red.DialHook) red.DialHook {
 
 func (g *guard) ProcessHook(next red.ProcessHook) red.ProcessHook {
 	return func(ctx context.Context, cmd red.Cmder) error {
-		if status, ok := cmd.(*red.StatusCmd); ok && cmd.Name() == "ping" && !g.redisUp() {
+		clone, copyBack := cloneCmd(cmd)
+		if clone == nil {
+			// A command go-redis sends on its own while opening a connection (HELLO, CLIENT), inside one of
+			// ours, which bounds it.
+			return next(ctx, cmd)
+		}
+		if cmd.Name() == "ping" && !g.redisUp() {
 			// A TokenLimiter monitor: Limiter does not use TokenLimiters while the guard's prober finds Redis
 			// down, so the monitor may stop; see the type's comment.
-			status.SetVal("PONG")
+			cmd.(*red.StatusCmd).SetVal("PONG")
 			return nil
 		}
-		bctx, cancel := context.WithTimeoutCause(ctx, g.budget, errRedisSlow)
-		defer cancel()
-		err := next(bctx, cmd)
-		var (
-			serverErr red.Error
-			netErr    net.Error
-		)
-		switch {
-		case err == nil || errors.As(err, &serverErr):
-			// Redis answered (red.Nil, the script's "not allowed", and server errors are answers too).
-			return err
-		case ctx.Err() != nil:
-			// The caller gave up, which says nothing about Redis.
-			return err
-		case errors.Is(context.Cause(bctx), errRedisSlow) || errors.As(err, &netErr) && netErr.Timeout():
-			// A net timeout is also context.DeadlineExceeded to errors.Is, which TokenLimiter would take for
-			// the caller's deadline and refuse the request.
-			err = errRedisSlow
+		// The command runs on a copy, so that it can be left behind when the budget runs out without racing
+		// with the caller, who by then reads the original.
+		bctx, cancel := context.WithTimeout(ctx, g.budget)
+		done := make(chan error, 1)
+		go func() {
+			defer cancel()
+			done <- next(bctx, clone)
+		}()
+		select {
+		case err := <-done:
+			copyBack()
+			return g.judge(ctx, err)
+		case <-bctx.Done():
+			// go-redis gives up on the copy by its own timeouts; until then it holds one pooled connection.
+			return g.judge(ctx, errRedisSlow)
 		}
-		g.markDown()
+	}
+}
+
+// judge classifies the outcome of one call: an answer from Redis, or a failure the caller caused, is returned
+// as it is; any other failure marks Redis down and is returned as an error TokenLimiter falls back on.
+func (g *guard) judge(ctx context.Context, err error) error {
+	var serverErr red.Error
+	switch {
+	case err == nil || errors.As(err, &serverErr):
+		// Redis answered (red.Nil, the script's "not allowed", and server errors are answers too).
+		return err
+	case ctx.Err() != nil:
+		// The caller gave up, which says nothing about Redis.
 		return err
 	}
+	g.markDown()
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		// Ours or go-redis's (a net timeout is DeadlineExceeded to errors.Is), not the caller's: TokenLimiter
+		// would take it for the caller's and refuse the request.
+		return errRedisSlow
+	}
+	return err
+}
+
+// cloneCmd returns a copy of cmd to run and a function that copies its outcome back, for the commands the
+// limiter sends: EVALSHA and EVAL (TokenLimiter's script, a *red.Cmd) and PING (its monitor, a
+// *red.StatusCmd). Any other command gets nil.
+func cloneCmd(cmd red.Cmder) (red.Cmder, func()) {
+	switch c := cmd.(type) {
+	case *red.Cmd:
+		if n := c.Name(); n == "evalsha" || n == "eval" {
+			cl := red.NewCmd(context.Background(), c.Args()...)
+			return cl, func() { c.SetVal(cl.Val()); c.SetErr(cl.Err()) }
+		}
+	case *red.StatusCmd:
+		if c.Name() == "ping" {
+			cl := red.NewStatusCmd(context.Background(), c.Args()...)
+			return cl, func() { c.SetVal(cl.Val()); c.SetErr(cl.Err()) }
+		}
+	}
+	return nil, nil
 }
 
 func (g *guard) ProcessPipelineHook(next red.ProcessPipelineHook) red.ProcessPipelineHook {
