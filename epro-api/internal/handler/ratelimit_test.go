@@ -45,6 +45,11 @@ func batchAccepted(t *testing.T, resp response) int {
 	return br.Accepted
 }
 
+// countingYAML gives the limiter's Redis calls a long budget: the tests that use it are about counting, and a
+// Redis answer slower than RedisTimeout (a busy host, -race) would hand the decision to the in-process
+// buckets halfway through. Timeout makes room for it (Validate).
+const countingYAML = "Timeout: 10000\n"
+
 // expect429 checks a RATE_LIMITED answer with the given Retry-After.
 func expect429(t *testing.T, resp response, retryAfter string) {
 	t.Helper()
@@ -63,7 +68,7 @@ func expect429(t *testing.T, resp response, retryAfter string) {
 // produced; other patients are not affected.
 func TestPatientRateLimitRefusesWithRetryAfterAndProducesNothing(t *testing.T) {
 	// A bucket of 100 (the smallest a 100-report batch allows) that refills one token a second.
-	a := newAPI(t, apiOptions{rateLimitYAML: "  PatientBurst: 100\n  PatientRate: 1\n"})
+	a := newAPI(t, apiOptions{extraYAML: countingYAML, rateLimitYAML: "  PatientBurst: 100\n  PatientRate: 1\n  RedisTimeout: 1s\n"})
 
 	// A week offline sent as one batch fits the bucket.
 	if n := batchAccepted(t, a.post("/v1/reports/batch", "application/json", batchOf(t, 100, "PAT-RL"))); n != 100 {
@@ -124,7 +129,7 @@ func TestPatientRateLimitRefusesWithRetryAfterAndProducesNothing(t *testing.T) {
 // The client limit counts every report of every patient from one address; X-Forwarded-For is ignored unless
 // ForwardedForHops says a proxy writes it.
 func TestClientRateLimit(t *testing.T) {
-	a := newAPI(t, apiOptions{rateLimitYAML: "  ClientBurst: 100\n  ClientRate: 1\n"})
+	a := newAPI(t, apiOptions{extraYAML: countingYAML, rateLimitYAML: "  ClientBurst: 100\n  ClientRate: 1\n  RedisTimeout: 1s\n"})
 
 	// 100 reports of 100 patients from one address spend the client's bucket, not any patient's.
 	if n := batchAccepted(t, a.post("/v1/reports/batch", "application/json", batchOf(t, 100, ""))); n != 100 {
@@ -167,7 +172,7 @@ func TestClientRateLimit(t *testing.T) {
 // Behind one proxy (ForwardedForHops: 1) the client is the address the proxy appended, so two clients behind
 // the same proxy have their own buckets.
 func TestClientRateLimitBehindProxy(t *testing.T) {
-	a := newAPI(t, apiOptions{rateLimitYAML: "  ClientBurst: 100\n  ClientRate: 1\n  ForwardedForHops: 1\n"})
+	a := newAPI(t, apiOptions{extraYAML: countingYAML, rateLimitYAML: "  ClientBurst: 100\n  ClientRate: 1\n  ForwardedForHops: 1\n  RedisTimeout: 1s\n"})
 	post := func(xff string, body []byte, path string) response {
 		req, err := http.NewRequest(http.MethodPost, a.url+path, strings.NewReader(string(body)))
 		if err != nil {

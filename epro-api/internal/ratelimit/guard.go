@@ -24,54 +24,41 @@ import (
 //     monitors open it, and an open breaker logs through go-zero's errorWindow.String, which reads its count
 //     without the lock (a data race, go-zero v1.9.2).
 //
-// The guard closes those gaps. As a go-redis hook on the limiter's client it runs each of TokenLimiter's
-// commands (on a copy) for at most RedisTimeout of wall-clock time; a call that runs out, or fails with a
-// context error its caller did not cause, fails with errRedisSlow, which is not a context error, so
-// TokenLimiter falls back rather than refusing. It also gives dials RedisTimeout and cuts every read or write
-// deadline go-redis sets on the connections it dials to RedisTimeout from now (budgetConn), so a command left
-// behind frees its connection soon; connections go-redis's pool opened before go-zero added the hook (it
-// dials MinIdleConns at once) escape that, which is why the wall-clock bound is needed: a test against a
-// silent Redis stalled 3 s on one of them about one run in eight. Any failure marks Redis down: until the
-// guard's own prober gets a PONG (one ping per probeInterval, on a client of its own without go-zero's
-// breaker), Limiter asks no TokenLimiter and judges each key by its in-process bucket, and the hook answers
-// TokenLimiter's monitor pings itself, so that the monitors stop instead of failing through the breaker. Only
-// the calls already under way when Redis failed reach go-zero's client, each for at most RedisTimeout (twice
-// for a script Redis has not loaded yet: EVALSHA, then EVAL).
+// A Limiter's guard closes those gaps, through a go-redis hook (redisHook) on go-zero's client:
+//   - Each of TokenLimiter's script calls runs on a copy of the command for at most RedisTimeout of
+//     wall-clock time. A call that runs out, or fails with a context error its caller did not cause, fails
+//     with errRedisSlow, which is not a context error, so TokenLimiter falls back rather than refusing.
+//     (Connection deadlines alone, budgetConn, miss the connections go-redis's pool opens before go-zero adds
+//     the hook: a test against a silent Redis stalled 3 s on one of them about one run in eight.)
+//   - Any failure marks Redis down: until the guard's prober gets a PONG (one ping per probeInterval, on a
+//     client of its own without go-zero's breaker), Limiter asks no TokenLimiter and judges each key by its
+//     in-process bucket. So only the calls already under way when Redis failed reach go-zero's client, each
+//     for at most RedisTimeout (twice for a script Redis has not loaded yet: EVALSHA, then EVAL).
+//   - The prober replaces TokenLimiter's own monitoring: the hook answers the monitors' pings itself, so that
+//     they stop at once instead of failing through the breaker.
 const probeInterval = 100 * time.Millisecond
 
 var errRedisSlow = errors.New("ratelimit: redis did not answer within RateLimit.RedisTimeout")
 
-// go-zero keeps one go-redis client per address and installs the hooks of the first *redis.Redis made for
-// it, so the guard is per address too: every Limiter on that address shares it, and its RedisTimeout and
-// password are the first one's.
-var (
-	guardsMu sync.Mutex
-	guards   = map[string]*guard{}
-)
+// guard is one Limiter's view of its Redis: up or down, and the prober that finds it back.
+type guard struct {
+	budget time.Duration
+	probe  *red.Client
+	stop   chan struct{}
 
-func guardFor(addr, password string, budget time.Duration) *guard {
-	guardsMu.Lock()
-	defer guardsMu.Unlock()
-	if g, ok := guards[addr]; ok {
-		return g
-	}
-	g := &guard{budget: budget, probe: red.NewClient(&red.Options{
+	down    atomic.Bool
+	mu      sync.Mutex
+	probing bool // a prober goroutine runs; under mu
+	closed  bool // under mu
+}
+
+func newGuard(addr, password string, budget time.Duration) *guard {
+	return &guard{budget: budget, stop: make(chan struct{}), probe: red.NewClient(&red.Options{
 		Addr: addr, Password: password,
 		DialTimeout: budget, ReadTimeout: budget, WriteTimeout: budget,
 		// One connection and no retries: the prober asks again at its next tick.
 		PoolSize: 1, MaxRetries: -1,
 	})}
-	guards[addr] = g
-	return g
-}
-
-type guard struct {
-	budget time.Duration
-	probe  *red.Client
-
-	down    atomic.Bool
-	mu      sync.Mutex
-	probing bool // a prober goroutine runs; under mu
 }
 
 // redisUp reports whether the limiter should ask Redis.
@@ -82,7 +69,7 @@ func (g *guard) markDown() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.down.Store(true)
-	if !g.probing {
+	if !g.probing && !g.closed {
 		g.probing = true
 		go g.probeUntilUp()
 	}
@@ -91,7 +78,12 @@ func (g *guard) markDown() {
 func (g *guard) probeUntilUp() {
 	tick := time.NewTicker(probeInterval)
 	defer tick.Stop()
-	for range tick.C {
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-tick.C:
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), g.budget)
 		err := g.probe.Ping(ctx).Err()
 		cancel()
@@ -105,48 +97,33 @@ func (g *guard) probeUntilUp() {
 	}
 }
 
-func (g *guard) DialHook(next red.DialHook) red.DialHook {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		ctx, cancel := context.WithTimeout(ctx, g.budget)
-		defer cancel()
-		conn, err := next(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return budgetConn{Conn: conn, budget: g.budget}, nil
+func (g *guard) close() error {
+	g.mu.Lock()
+	if !g.closed {
+		g.closed = true
+		close(g.stop)
 	}
+	g.mu.Unlock()
+	return g.probe.Close()
 }
 
-func (g *guard) ProcessHook(next red.ProcessHook) red.ProcessHook {
-	return func(ctx context.Context, cmd red.Cmder) error {
-		clone, copyBack := cloneCmd(cmd)
-		if clone == nil {
-			// A command go-redis sends on its own while opening a connection (HELLO, CLIENT), inside one of
-			// ours, which bounds it.
-			return next(ctx, cmd)
-		}
-		if cmd.Name() == "ping" && !g.redisUp() {
-			// A TokenLimiter monitor: Limiter does not use TokenLimiters while the guard's prober finds Redis
-			// down, so the monitor may stop; see the type's comment.
-			cmd.(*red.StatusCmd).SetVal("PONG")
-			return nil
-		}
-		// The command runs on a copy, so that it can be left behind when the budget runs out without racing
-		// with the caller, who by then reads the original.
-		bctx, cancel := context.WithTimeout(ctx, g.budget)
-		done := make(chan error, 1)
-		go func() {
-			defer cancel()
-			done <- next(bctx, clone)
-		}()
-		select {
-		case err := <-done:
-			copyBack()
-			return g.judge(ctx, err)
-		case <-bctx.Done():
-			// go-redis gives up on the copy by its own timeouts; until then it holds one pooled connection.
-			return g.judge(ctx, errRedisSlow)
-		}
+// call runs next on clone, a copy of the caller's command, for at most the guard's budget and judges the outcome.
+func (g *guard) call(ctx context.Context, next red.ProcessHook, clone red.Cmder, copyBack func()) error {
+	// The command runs on a copy, so that it can be left behind when the budget runs out without racing with
+	// the caller, who by then reads the original.
+	bctx, cancel := context.WithTimeout(ctx, g.budget)
+	done := make(chan error, 1)
+	go func() {
+		defer cancel()
+		done <- next(bctx, clone)
+	}()
+	select {
+	case err := <-done:
+		copyBack()
+		return g.judge(ctx, err)
+	case <-bctx.Done():
+		// go-redis gives up on the copy by its own timeouts; until then it holds one pooled connection.
+		return g.judge(ctx, errRedisSlow)
 	}
 }
 
@@ -171,6 +148,74 @@ func (g *guard) judge(ctx context.Context, err error) error {
 	return err
 }
 
+type guardKey struct{}
+
+// withGuard makes ctx carry g to the hook, for the TokenLimiter call made with it.
+func withGuard(ctx context.Context, g *guard) context.Context {
+	return context.WithValue(ctx, guardKey{}, g)
+}
+
+// redisHook is the go-redis hook on go-zero's client for one Redis address. go-zero keeps one client per
+// address and installs the hooks of the first *redis.Redis made for it, so the hook is per address too
+// (hookFor) and takes the guard of each call from its context; its dial budget is the first Limiter's.
+type redisHook struct {
+	dialBudget time.Duration
+}
+
+var (
+	hooksMu sync.Mutex
+	hooks   = map[string]*redisHook{}
+)
+
+func hookFor(addr string, budget time.Duration) *redisHook {
+	hooksMu.Lock()
+	defer hooksMu.Unlock()
+	if h, ok := hooks[addr]; ok {
+		return h
+	}
+	h := &redisHook{dialBudget: budget}
+	hooks[addr] = h
+	return h
+}
+
+func (h *redisHook) DialHook(next red.DialHook) red.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, h.dialBudget)
+		defer cancel()
+		conn, err := next(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return budgetConn{Conn: conn, budget: h.dialBudget}, nil
+	}
+}
+
+func (h *redisHook) ProcessHook(next red.ProcessHook) red.ProcessHook {
+	return func(ctx context.Context, cmd red.Cmder) error {
+		clone, copyBack := cloneCmd(cmd)
+		if clone == nil {
+			// A command go-redis sends on its own while opening a connection (HELLO, CLIENT), inside one of
+			// ours, which bounds it.
+			return next(ctx, cmd)
+		}
+		if cmd.Name() == "ping" {
+			// A TokenLimiter monitor; the guard's prober does its job (see above).
+			cmd.(*red.StatusCmd).SetVal("PONG")
+			return nil
+		}
+		g, ok := ctx.Value(guardKey{}).(*guard)
+		if !ok {
+			// Not from a Limiter; nothing else uses this client.
+			return next(ctx, cmd)
+		}
+		return g.call(ctx, next, clone, copyBack)
+	}
+}
+
+func (h *redisHook) ProcessPipelineHook(next red.ProcessPipelineHook) red.ProcessPipelineHook {
+	return next
+}
+
 // cloneCmd returns a copy of cmd to run and a function that copies its outcome back, for the commands the
 // limiter sends: EVALSHA and EVAL (TokenLimiter's script, a *red.Cmd) and PING (its monitor, a
 // *red.StatusCmd). Any other command gets nil.
@@ -190,12 +235,9 @@ func cloneCmd(cmd red.Cmder) (red.Cmder, func()) {
 	return nil, nil
 }
 
-func (g *guard) ProcessPipelineHook(next red.ProcessPipelineHook) red.ProcessPipelineHook {
-	return next
-}
-
-// budgetConn cuts every deadline set on it to budget from now, so no read or write waits longer, whatever
-// go-redis's own timeouts are. go-redis sets a deadline before each command's write and read.
+// budgetConn cuts every deadline set on it to budget from now, so that a command left behind by the guard
+// frees its connection soon, whatever go-redis's own timeouts are. go-redis sets a deadline before each
+// command's write and read.
 type budgetConn struct {
 	net.Conn
 	budget time.Duration

@@ -29,6 +29,7 @@ import (
 type Limiter struct {
 	client  *buckets
 	patient *buckets
+	guard   *guard
 }
 
 // New returns a Limiter whose buckets live in the Redis at addr. It does not connect: go-zero's client dials
@@ -38,8 +39,8 @@ func New(c config.RateLimitConf, addr, password string) (*Limiter, error) {
 		c.RedisTimeout <= 0 || c.MaxKeys <= 0 || c.KeyPrefix == "" || addr == "" {
 		return nil, fmt.Errorf("ratelimit: incomplete configuration %+v (Redis address %q)", c, addr)
 	}
-	g := guardFor(addr, password, c.RedisTimeout)
-	opts := []redis.Option{redis.WithHook(g)}
+	g := newGuard(addr, password, c.RedisTimeout)
+	opts := []redis.Option{redis.WithHook(hookFor(addr, c.RedisTimeout))}
 	if password != "" {
 		opts = append(opts, redis.WithPass(password))
 	}
@@ -47,8 +48,12 @@ func New(c config.RateLimitConf, addr, password string) (*Limiter, error) {
 	return &Limiter{
 		client:  newBuckets(store, g, c.KeyPrefix+":client:", c.ClientRate, c.ClientBurst, c.MaxKeys),
 		patient: newBuckets(store, g, c.KeyPrefix+":patient:", c.PatientRate, c.PatientBurst, c.MaxKeys),
+		guard:   g,
 	}, nil
 }
+
+// Close stops the guard's prober and closes its client. go-zero's client is shared per address and stays.
+func (l *Limiter) Close() error { return l.guard.close() }
 
 // Take takes n tokens from the client's bucket, then perPatient[p] from each patient p's bucket (in the order
 // of their ids), and refuses with 429 RATE_LIMITED and a Retry-After as soon as one bucket has too few. Tokens
@@ -122,7 +127,7 @@ func (b *buckets) take(ctx context.Context, key string, n int) bool {
 	if !b.guard.redisUp() {
 		return e.local.AllowN(now, n)
 	}
-	return e.redis.AllowNCtx(ctx, now, n)
+	return e.redis.AllowNCtx(withGuard(ctx, b.guard), now, n)
 }
 
 func (b *buckets) entry(key string) *entry {

@@ -85,5 +85,5 @@ func OpenMySQL(c config.MySQLConf) (*sql.DB, error) {
 
 // Close releases every client.
 func (s *ServiceContext) Close() error {
-	return errors.Join(s.Producer.Close(), s.DB.Close(), s.Redis.Close())
+	return errors.Join(s.Producer.Close(), s.DB.Close(), s.Redis.Close(), s.RateLimit.Close())
 }
