@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"context"
 	"errors"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,10 +25,12 @@ import (
 //
 // A Limiter's guard closes those gaps, through a go-redis hook (redisHook) on go-zero's client:
 //   - Each of TokenLimiter's script calls runs on a copy of the command for at most RedisTimeout of
-//     wall-clock time. A call that runs out, or fails with a context error its caller did not cause, fails
-//     with errRedisSlow, which is not a context error, so TokenLimiter falls back rather than refusing.
-//     (Connection deadlines alone, budgetConn, miss the connections go-redis's pool opens before go-zero adds
-//     the hook: a test against a silent Redis stalled 3 s on one of them about one run in eight.)
+//     wall-clock time; the copy left behind holds a pooled connection until go-redis's own timeouts end it.
+//     A call that runs out, or fails with a context error its caller did not cause, fails with errRedisSlow,
+//     which is not a context error, so TokenLimiter falls back rather than refusing. (Cutting connection
+//     deadlines in a dial hook instead missed the connections go-redis's pool opens before go-zero adds the
+//     hook, and a test against a silent Redis stalled 3 s on one of them about one run in eight; and as the
+//     hook is per address, the cut was the first Limiter's RedisTimeout for all.)
 //   - Any failure marks Redis down: until the guard's prober gets a PONG (one ping per probeInterval, on a
 //     client of its own without go-zero's breaker), Limiter asks no TokenLimiter and judges each key by its
 //     in-process bucket. So only the calls already under way when Redis failed reach go-zero's client, each
@@ -112,11 +113,11 @@ func (g *guard) call(ctx context.Context, next red.ProcessHook, clone red.Cmder,
 	// The command runs on a copy, so that it can be left behind when the budget runs out without racing with
 	// the caller, who by then reads the original.
 	bctx, cancel := context.WithTimeout(ctx, g.budget)
+	// Cancelled only once the select is decided: cancelling from the goroutine made bctx.Done ready together
+	// with done, and the select sometimes took a finished call for a timeout.
+	defer cancel()
 	done := make(chan error, 1)
-	go func() {
-		defer cancel()
-		done <- next(bctx, clone)
-	}()
+	go func() { done <- next(bctx, clone) }()
 	select {
 	case err := <-done:
 		copyBack()
@@ -155,42 +156,14 @@ func withGuard(ctx context.Context, g *guard) context.Context {
 	return context.WithValue(ctx, guardKey{}, g)
 }
 
-// redisHook is the go-redis hook on go-zero's client for one Redis address. go-zero keeps one client per
-// address and installs the hooks of the first *redis.Redis made for it, so the hook is per address too
-// (hookFor) and takes the guard of each call from its context; its dial budget is the first Limiter's.
-type redisHook struct {
-	dialBudget time.Duration
-}
+// redisHook is the go-redis hook on go-zero's client. go-zero keeps one client per Redis address and
+// installs the hooks of the first *redis.Redis made for it, so the hook holds no state of its own: it takes
+// the guard of each call from the call's context.
+type redisHook struct{}
 
-var (
-	hooksMu sync.Mutex
-	hooks   = map[string]*redisHook{}
-)
+func (redisHook) DialHook(next red.DialHook) red.DialHook { return next }
 
-func hookFor(addr string, budget time.Duration) *redisHook {
-	hooksMu.Lock()
-	defer hooksMu.Unlock()
-	if h, ok := hooks[addr]; ok {
-		return h
-	}
-	h := &redisHook{dialBudget: budget}
-	hooks[addr] = h
-	return h
-}
-
-func (h *redisHook) DialHook(next red.DialHook) red.DialHook {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		ctx, cancel := context.WithTimeout(ctx, h.dialBudget)
-		defer cancel()
-		conn, err := next(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return budgetConn{Conn: conn, budget: h.dialBudget}, nil
-	}
-}
-
-func (h *redisHook) ProcessHook(next red.ProcessHook) red.ProcessHook {
+func (redisHook) ProcessHook(next red.ProcessHook) red.ProcessHook {
 	return func(ctx context.Context, cmd red.Cmder) error {
 		clone, copyBack := cloneCmd(cmd)
 		if clone == nil {
@@ -212,7 +185,7 @@ func (h *redisHook) ProcessHook(next red.ProcessHook) red.ProcessHook {
 	}
 }
 
-func (h *redisHook) ProcessPipelineHook(next red.ProcessPipelineHook) red.ProcessPipelineHook {
+func (redisHook) ProcessPipelineHook(next red.ProcessPipelineHook) red.ProcessPipelineHook {
 	return next
 }
 
@@ -234,22 +207,3 @@ func cloneCmd(cmd red.Cmder) (red.Cmder, func()) {
 	}
 	return nil, nil
 }
-
-// budgetConn cuts every deadline set on it to budget from now, so that a command left behind by the guard
-// frees its connection soon, whatever go-redis's own timeouts are. go-redis sets a deadline before each
-// command's write and read.
-type budgetConn struct {
-	net.Conn
-	budget time.Duration
-}
-
-func (c budgetConn) cut(t time.Time) time.Time {
-	if limit := time.Now().Add(c.budget); t.IsZero() || t.After(limit) {
-		return limit
-	}
-	return t
-}
-
-func (c budgetConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.cut(t)) }
-func (c budgetConn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.cut(t)) }
-func (c budgetConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.cut(t)) }

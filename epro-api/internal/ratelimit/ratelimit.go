@@ -40,7 +40,7 @@ func New(c config.RateLimitConf, addr, password string) (*Limiter, error) {
 		return nil, fmt.Errorf("ratelimit: incomplete configuration %+v (Redis address %q)", c, addr)
 	}
 	g := newGuard(addr, password, c.RedisTimeout)
-	opts := []redis.Option{redis.WithHook(hookFor(addr, c.RedisTimeout))}
+	opts := []redis.Option{redis.WithHook(redisHook{})}
 	if password != "" {
 		opts = append(opts, redis.WithPass(password))
 	}
