@@ -36,10 +36,10 @@ func NewSubmitBatchLogic(ctx context.Context, svcCtx *svc.ServiceContext) *Submi
 }
 
 // SubmitBatch judges each item on its own, takes the valid ones' tokens from the rate limits (see takeTokens)
-// and produces them in one Send. It answers 200 with a
-// result per item whatever happened to the items (207 Multi-Status is WebDAV's, with an XML body clients do
-// not expect), except when Kafka took none of the valid items: then the whole request is a 503 with
-// Retry-After, so that a client that only looks at the status code sends the batch again.
+// and produces them in one Send. It answers 200 with a result per item whatever happened to the items (207
+// Multi-Status is WebDAV's, with an XML body clients do not expect), except when Kafka took none of the valid
+// items: then the whole request is a 503 with Retry-After, so that a client that only looks at the status
+// code sends the batch again.
 func (l *SubmitBatchLogic) SubmitBatch(items []json.RawMessage) (*types.BatchResp, error) {
 	now := l.now()
 	resp := &types.BatchResp{Results: make([]types.BatchItemResult, len(items))}
