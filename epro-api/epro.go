@@ -18,6 +18,7 @@ import (
 	"github.com/epro-intake/epro-api/internal/config"
 	"github.com/epro-intake/epro-api/internal/handler"
 	"github.com/epro-intake/epro-api/internal/middleware"
+	"github.com/epro-intake/epro-api/internal/ratelimit"
 	"github.com/epro-intake/epro-api/internal/svc"
 )
 
@@ -44,22 +45,23 @@ func main() {
 	defer ctx.Close()
 
 	server.Use(middleware.AccessLog)
+	server.Use(ratelimit.ClientMiddleware(c.RateLimit.ForwardedForHops))
 	handler.RegisterHandlers(server, ctx)
 
 	group := service.NewServiceGroup()
 	defer group.Stop()
-	group.Add(limitedServer{Server: server, limits: handler.ServerLimits(c)})
+	group.Add(limitedServer{Server: server, opts: []rest.StartOption{handler.ServerLimits(c), handler.CORS(c)}})
 	group.Add(ctx.Readiness)
 
 	fmt.Printf("Starting epro-api at %s:%d...\n", c.Host, c.Port)
 	group.Start()
 }
 
-// limitedServer starts the REST server with the http.Server limits of the config; go-zero's Start has none
-// of them.
+// limitedServer starts the REST server with the http.Server limits of the config, which go-zero's Start does
+// not set, and the CORS policy around the whole handler.
 type limitedServer struct {
 	*rest.Server
-	limits rest.StartOption
+	opts []rest.StartOption
 }
 
-func (s limitedServer) Start() { s.StartWithOpts(s.limits) }
+func (s limitedServer) Start() { s.StartWithOpts(s.opts...) }

@@ -12,6 +12,7 @@ require (
 	github.com/zeromicro/go-zero v1.9.2
 	go.opentelemetry.io/otel v1.45.0
 	go.opentelemetry.io/otel/trace v1.45.0
+	golang.org/x/time v0.15.0
 )
 
 require (

@@ -22,6 +22,7 @@ const (
 	UnsupportedMediaType  = "UNSUPPORTED_MEDIA_TYPE"
 	SubmittedAtOutOfRange = "SUBMITTED_AT_OUT_OF_RANGE"
 	IngestUnavailable     = "INGEST_UNAVAILABLE"
+	RateLimited           = "RATE_LIMITED"
 	NotFound              = "NOT_FOUND"
 	Unauthorized          = "UNAUTHORIZED"
 	Forbidden             = "FORBIDDEN"
@@ -81,6 +82,11 @@ func Field(code, field, message string) *Error {
 // Unavailable returns a 503 INGEST_UNAVAILABLE error that tells the client when to retry.
 func Unavailable(message string, retryAfterSeconds int) *Error {
 	return &Error{Status: http.StatusServiceUnavailable, Code: IngestUnavailable, Message: message, RetryAfter: retryAfterSeconds}
+}
+
+// TooManyRequests returns a 429 RATE_LIMITED error that tells the client when to send again.
+func TooManyRequests(message string, retryAfterSeconds int) *Error {
+	return &Error{Status: http.StatusTooManyRequests, Code: RateLimited, Message: message, RetryAfter: retryAfterSeconds}
 }
 
 // SafeField reports whether f may be sent back to a client: at most 100 bytes of letters, digits and . _ : - [ ].

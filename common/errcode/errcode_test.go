@@ -85,3 +85,14 @@ func TestResponseCancelled(t *testing.T) {
 		t.Fatalf("%d %+v", status, body)
 	}
 }
+
+func TestTooManyRequests(t *testing.T) {
+	w := httptest.NewRecorder()
+	errcode.Write(context.Background(), w, errcode.TooManyRequests("slow down", 3))
+	if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") != "3" {
+		t.Fatalf("%d %v", w.Code, w.Header())
+	}
+	if !strings.Contains(w.Body.String(), `"code":"RATE_LIMITED"`) {
+		t.Fatalf("body %s", w.Body)
+	}
+}

@@ -7,7 +7,9 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/zeromicro/go-zero/core/service"
@@ -46,6 +48,10 @@ type Config struct {
 	// hs256) are refused unless go-zero's Mode says dev or test: Mode is the production switch, and its
 	// default, pro, is production.
 	Auth AuthConf
+	// RateLimit caps how many reports a patient and a client may submit (see internal/ratelimit).
+	RateLimit RateLimitConf
+	// CORS lets listed web origins call the API from a browser; off when no origin is listed.
+	CORS CORSConf
 }
 
 // AuthConf configures patients' bearer tokens (common/bearer): JWTs whose PatientClaim names the patient
@@ -93,6 +99,54 @@ func (a AuthConf) Validate(mode string) error {
 		errs = append(errs, fmt.Errorf("Auth.TrialClaim %q names a registered claim, the patient claim or the subject claim", a.TrialClaim))
 	}
 	return errors.Join(errs...)
+}
+
+// RateLimitConf sizes the token buckets of internal/ratelimit: a report takes one token, a batch one per
+// report it would produce. A bucket holds Burst tokens and refills Rate tokens per second (go-zero's
+// TokenLimiter counts whole tokens per second, so 1 is the slowest refill). The buckets live in Redis
+// (Redis.Addr) and are shared by every replica; while Redis is down each replica keeps its own, so the limits
+// then apply per replica.
+//
+// The defaults are generous on purpose: a patient's app may hold a week of questionnaires or more while
+// offline (diary trials ask several times a day) and send them at once, as batches or one by one; that must
+// never be refused. The limits are there to stop a runaway app or a script, not to pace patients.
+type RateLimitConf struct {
+	// PatientBurst is how many reports one patientId may send at once: several weeks of an intensive diary
+	// (ten questionnaires a day is about 70 a week), so a week offline always fits.
+	PatientBurst int `json:",default=500,range=[1:1000000]"`
+	// PatientRate is the refill per second per patient; 1/s is 86,400 a day, far above any schedule.
+	PatientRate int `json:",default=1,range=[1:1000000]"`
+	// ClientBurst is how many reports one client may send at once. A client is, until tokens carry a client
+	// id, one remote IP address (an IPv6 /64): a clinic's Wi-Fi or a carrier's NAT puts many patients behind
+	// one address, so this allows many patients' offline weeks at once.
+	ClientBurst int `json:",default=20000,range=[1:10000000]"`
+	// ClientRate is the refill per second per client.
+	ClientRate int `json:",default=200,range=[1:1000000]"`
+	// ForwardedForHops is how many proxies we run in front of the API. 0 (the default) keys clients by the
+	// connection's remote address and ignores X-Forwarded-For, which any client can write. With n > 0 the
+	// client is the n-th address from the right of X-Forwarded-For, the one our outermost proxy saw.
+	ForwardedForHops int `json:",default=0,range=[0:10]"`
+	// RedisTimeout bounds each Redis call of the limiter. A call that takes longer counts as Redis being down:
+	// the request is judged by the in-process bucket instead of waiting, and later requests skip Redis until
+	// it answers a ping again. So a Redis outage adds at most this (twice, for a script not yet loaded) to a
+	// request.
+	RedisTimeout time.Duration `json:",default=50ms"`
+	// KeyPrefix namespaces the bucket keys, for a Redis shared with other deployments.
+	KeyPrefix string `json:",default=epro:ratelimit"`
+	// MaxKeys bounds the buckets each replica keeps in memory (patients plus clients seen recently); the
+	// least recently used is dropped beyond it. Only the local fallback state is lost with it.
+	MaxKeys int `json:",default=100000,range=[1:10000000]"`
+}
+
+// CORSConf is the cross-origin policy for web-based patient apps. Native apps do not need it.
+type CORSConf struct {
+	// AllowOrigins lists the exact origins (scheme://host[:port]) whose pages may call the API. Empty (the
+	// default) turns CORS off: no response carries CORS headers and browsers refuse cross-origin calls.
+	// "*" is refused: the API takes patient data and bearer tokens.
+	AllowOrigins []string `json:",optional"`
+	// MaxAge is how long a browser may cache a preflight answer (Access-Control-Max-Age). Chromium caps it at
+	// 2h.
+	MaxAge time.Duration `json:",default=2h"`
 }
 
 type LimitsConf struct {
@@ -244,7 +298,63 @@ func (c Config) Validate() error {
 	if err := c.Auth.Validate(c.Mode); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.validateRateLimit()...)
+	errs = append(errs, c.CORS.validate()...)
 	return errors.Join(errs...)
+}
+
+func (c Config) validateRateLimit() []error {
+	var errs []error
+	r := c.RateLimit
+	// A batch takes all its tokens at once, so a bucket smaller than a full batch would refuse it forever.
+	if r.PatientBurst < c.Limits.BatchItems || r.ClientBurst < c.Limits.BatchItems {
+		errs = append(errs, fmt.Errorf("RateLimit: PatientBurst (%d) and ClientBurst (%d) must be at least Limits.BatchItems (%d)",
+			r.PatientBurst, r.ClientBurst, c.Limits.BatchItems))
+	}
+	if r.PatientRate <= 0 || r.ClientRate <= 0 {
+		errs = append(errs, errors.New("RateLimit: PatientRate and ClientRate must be positive"))
+	}
+	if r.ForwardedForHops < 0 {
+		errs = append(errs, errors.New("RateLimit.ForwardedForHops must not be negative"))
+	}
+	if r.KeyPrefix == "" || r.MaxKeys <= 0 {
+		errs = append(errs, errors.New("RateLimit: KeyPrefix must be set and MaxKeys positive"))
+	}
+	if r.RedisTimeout <= 0 {
+		errs = append(errs, errors.New("RateLimit.RedisTimeout must be positive"))
+	} else if c.Timeout > 0 {
+		// Two limiter calls (client, patient), each up to two round trips (EVALSHA, then EVAL when the script
+		// is not loaded), come before the produce and the status write.
+		restTimeout := time.Duration(c.Timeout) * time.Millisecond
+		if total := 4*r.RedisTimeout + c.ProduceTimeout + c.Redis.Timeout; total >= restTimeout {
+			errs = append(errs, fmt.Errorf("4×RateLimit.RedisTimeout+ProduceTimeout+Redis.Timeout (%s) must be below Timeout (%s)",
+				total, restTimeout))
+		}
+	}
+	return errs
+}
+
+func (c CORSConf) validate() []error {
+	var errs []error
+	for i, o := range c.AllowOrigins {
+		if !isOrigin(o) {
+			errs = append(errs, fmt.Errorf("CORS.AllowOrigins[%d] (%q) is not an origin: want scheme://host[:port], lowercase, no path, not *", i, o))
+		}
+	}
+	if len(c.AllowOrigins) > 0 && c.MaxAge < time.Second {
+		errs = append(errs, errors.New("CORS.MaxAge must be at least 1s"))
+	}
+	return errs
+}
+
+// isOrigin reports whether o is an origin as browsers send it in the Origin header: a lowercase http or
+// https scheme and host, an optional port, nothing else.
+func isOrigin(o string) bool {
+	u, err := url.Parse(o)
+	if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return false
+	}
+	return u.Scheme+"://"+u.Host == o && strings.ToLower(o) == o && u.User == nil
 }
 
 // ServerConf is the RestConf to build the server with. It turns off five go-zero middlewares whatever the

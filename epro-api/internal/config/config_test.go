@@ -77,6 +77,15 @@ func TestDefaults(t *testing.T) {
 	if c.HTTP != (config.HTTPConf{ReadHeaderTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, IdleTimeout: 75 * time.Second, MaxHeaderBytes: 16 << 10}) {
 		t.Errorf("http %+v", c.HTTP)
 	}
+	wantRL := config.RateLimitConf{PatientBurst: 500, PatientRate: 1, ClientBurst: 20000, ClientRate: 200,
+		ForwardedForHops: 0, RedisTimeout: 50 * time.Millisecond, KeyPrefix: "epro:ratelimit", MaxKeys: 100000}
+	if c.RateLimit != wantRL {
+		t.Errorf("rate limit %+v", c.RateLimit)
+	}
+	// CORS is off unless origins are listed.
+	if len(c.CORS.AllowOrigins) != 0 || c.CORS.MaxAge != 2*time.Hour {
+		t.Errorf("cors %+v", c.CORS)
+	}
 	if c.Limits.Report() != (report.Limits{MaxAge: want.MaxAge, MaxSkew: want.MaxSkew}) {
 		t.Errorf("report limits %+v", c.Limits.Report())
 	}
@@ -137,6 +146,28 @@ func TestValidate(t *testing.T) {
 		{"trial claim", func(c *config.Config) { c.Auth.TrialClaim = "trial_id" }, ""},
 		{"trial claim is the patient claim", func(c *config.Config) { c.Auth.TrialClaim = "sub" }, "Auth.TrialClaim"},
 		{"trial claim aud", func(c *config.Config) { c.Auth.TrialClaim = "aud" }, "Auth.TrialClaim"},
+		{"patient burst below a batch", func(c *config.Config) { c.RateLimit.PatientBurst = 99 }, "PatientBurst (99)"},
+		{"client burst below a batch", func(c *config.Config) { c.RateLimit.ClientBurst = 10 }, "ClientBurst (10)"},
+		{"bursts fit smaller batches", func(c *config.Config) {
+			c.Limits.BatchItems = 5
+			c.RateLimit.PatientBurst = 5
+			c.RateLimit.ClientBurst = 5
+		}, ""},
+		{"zero patient rate", func(c *config.Config) { c.RateLimit.PatientRate = 0 }, "PatientRate"},
+		{"zero limiter redis timeout", func(c *config.Config) { c.RateLimit.RedisTimeout = 0 }, "RateLimit.RedisTimeout"},
+		{"limiter redis timeout over budget", func(c *config.Config) { c.RateLimit.RedisTimeout = 200 * time.Millisecond }, "4×RateLimit.RedisTimeout"},
+		{"no key prefix", func(c *config.Config) { c.RateLimit.KeyPrefix = "" }, "KeyPrefix"},
+		{"cors origins", func(c *config.Config) {
+			c.CORS.AllowOrigins = []string{"https://app.example.org", "http://localhost:5173"}
+		}, ""},
+		{"cors wildcard", func(c *config.Config) { c.CORS.AllowOrigins = []string{"*"} }, "CORS.AllowOrigins[0]"},
+		{"cors origin with path", func(c *config.Config) { c.CORS.AllowOrigins = []string{"https://app.example.org/"} }, "CORS.AllowOrigins[0]"},
+		{"cors origin uppercase", func(c *config.Config) { c.CORS.AllowOrigins = []string{"https://App.example.org"} }, "CORS.AllowOrigins[0]"},
+		{"cors origin without scheme", func(c *config.Config) { c.CORS.AllowOrigins = []string{"app.example.org"} }, "CORS.AllowOrigins[0]"},
+		{"cors zero max age", func(c *config.Config) {
+			c.CORS.AllowOrigins = []string{"https://app.example.org"}
+			c.CORS.MaxAge = 0
+		}, "CORS.MaxAge"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()

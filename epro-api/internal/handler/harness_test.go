@@ -32,6 +32,7 @@ import (
 	"github.com/epro-intake/epro-api/internal/config"
 	"github.com/epro-intake/epro-api/internal/handler"
 	"github.com/epro-intake/epro-api/internal/middleware"
+	"github.com/epro-intake/epro-api/internal/ratelimit"
 	"github.com/epro-intake/epro-api/internal/svc"
 )
 
@@ -136,6 +137,8 @@ type apiOptions struct {
 	redisAddr string
 	// extraYAML is appended to the configuration.
 	extraYAML string
+	// rateLimitYAML is appended inside the RateLimit block, each line indented by two spaces.
+	rateLimitYAML string
 	// producer wraps the real producer.
 	producer func(svc.Producer) svc.Producer
 	// authYAML replaces the Auth block (devAuth: hs256 with testKey).
@@ -184,6 +187,8 @@ Ready:
   MaxAge: 1s
 %s
 %s`, strings.Join(a.brokers, ","), a.topic, o.mysqlDSN, o.redisAddr, o.authYAML, o.extraYAML)
+	// The Redis is shared by every test of the run, and tests reuse patient ids: each gets its own buckets.
+	yaml += "\nRateLimit:\n  KeyPrefix: " + infratest.UniqueName(t, "ratelimit") + "\n" + o.rateLimitYAML
 	if err := conf.LoadFromYamlBytes([]byte(yaml), &a.cfg); err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -205,6 +210,7 @@ Ready:
 
 	server := rest.MustNewServer(a.cfg.ServerConf(), handler.RunOptions()...)
 	server.Use(middleware.AccessLog)
+	server.Use(ratelimit.ClientMiddleware(a.cfg.RateLimit.ForwardedForHops))
 	handler.RegisterHandlers(server, sc)
 	sl, err := rest.NewServerless(server)
 	if err != nil {
@@ -212,6 +218,7 @@ Ready:
 	}
 	ts := httptest.NewUnstartedServer(http.HandlerFunc(sl.Serve))
 	handler.ServerLimits(a.cfg)(ts.Config)
+	handler.CORS(a.cfg)(ts.Config)
 	ts.Start()
 	t.Cleanup(ts.Close)
 	a.url = ts.URL

@@ -15,6 +15,7 @@ import (
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/status"
 	"github.com/epro-intake/epro-api/internal/middleware"
+	"github.com/epro-intake/epro-api/internal/ratelimit"
 	"github.com/epro-intake/epro-api/internal/svc"
 	"github.com/epro-intake/epro-api/internal/types"
 )
@@ -35,10 +36,11 @@ func NewSubmitBatchLogic(ctx context.Context, svcCtx *svc.ServiceContext) *Submi
 	}
 }
 
-// SubmitBatch judges each item on its own and produces the valid new ones in one Send. It answers 200 with a
-// result per item whatever happened to the items (207 Multi-Status is WebDAV's, with an XML body clients do
-// not expect), except when Kafka took none of the items it was given: then the whole request is a 503 with
-// Retry-After, so that a client that only looks at the status code sends the batch again.
+// SubmitBatch judges each item on its own, takes the valid ones' tokens from the rate limits (see takeTokens)
+// and produces the new ones in one Send. It answers 200 with a result per item whatever happened to the items
+// (207 Multi-Status is WebDAV's, with an XML body clients do not expect), except when Kafka took none of the
+// items it was given: then the whole request is a 503 with Retry-After, so that a client that only looks at
+// the status code sends the batch again.
 //
 // Request ids are judged as for one report (checkRequestIDs, one Redis MGET and at most one MySQL query for
 // the batch): a retry of a report accepted before is a duplicate with its original receipt, other content
@@ -77,6 +79,16 @@ func (l *SubmitBatchLogic) SubmitBatch(items []json.RawMessage) (*types.BatchRes
 		first[c.sub.RequestID] = len(cands)
 		cands = append(cands, c)
 		candIdx = append(candIdx, i)
+	}
+
+	if len(cands) > 0 {
+		envs := make([]report.Envelope, len(cands))
+		for j, c := range cands {
+			envs[j] = c.env
+		}
+		if err := l.takeTokens(envs); err != nil {
+			return nil, err
+		}
 	}
 
 	var (
@@ -158,6 +170,22 @@ func setConflict(res *types.BatchItemResult) {
 func setUnavailable(res *types.BatchItemResult) {
 	res.Status = statusUnavailable
 	res.Error = &types.ItemError{Code: errcode.IngestUnavailable, Message: "the report could not be stored right now; send it again later"}
+}
+
+// takeTokens takes one token per valid report from the client's bucket and from each patient's, before the
+// request-id check asks Redis and MySQL, so a flood is refused before it reaches the stores. The batch is
+// limited as a whole: when a bucket has too few tokens the answer is 429 with Retry-After and nothing of the
+// batch is produced, rather than some items accepted and the rest refused. An app syncing after being offline
+// then simply sends the same batch again after Retry-After, as it does after a 503, and the default buckets
+// hold weeks of a patient's reports, so a normal sync never meets the limit. Rejected items, and items
+// repeating an earlier item's request id, take no token; a resend of a report accepted before does, as it
+// costs the same lookups.
+func (l *SubmitBatchLogic) takeTokens(envs []report.Envelope) error {
+	perPatient := map[string]int{}
+	for _, env := range envs {
+		perPatient[env.PatientID]++
+	}
+	return l.svcCtx.RateLimit.Take(l.ctx, ratelimit.Client(l.ctx), len(envs), perPatient)
 }
 
 // prepare parses and validates one item. On error the returned candidate holds whatever request id the item

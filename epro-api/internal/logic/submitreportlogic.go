@@ -9,6 +9,7 @@ import (
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/status"
 	"github.com/epro-intake/epro-api/internal/middleware"
+	"github.com/epro-intake/epro-api/internal/ratelimit"
 	"github.com/epro-intake/epro-api/internal/svc"
 	"github.com/epro-intake/epro-api/internal/types"
 )
@@ -29,7 +30,8 @@ func NewSubmitReportLogic(ctx context.Context, svcCtx *svc.ServiceContext) *Subm
 	}
 }
 
-// SubmitReport validates sub and returns only once Kafka acknowledged it with acks=all. Any produce failure,
+// SubmitReport validates sub, takes its token from the client's and the patient's rate limits (429 and nothing
+// produced when either is spent) and returns only once Kafka acknowledged it with acks=all. Any produce failure,
 // the timeout included, is a 503: the client keeps the report and sends it again with the same requestId.
 // A retry of a report accepted before returns that report's receipt (status duplicate) without producing; a
 // different report under a used requestId is a 409 (see checkRequestIDs).
@@ -41,6 +43,9 @@ func (l *SubmitReportLogic) SubmitReport(sub report.Submission) (*types.Accepted
 	middleware.NoteRequestID(l.ctx, sub.RequestID)
 	env, err := envelopeFor(l.ctx, sub, now)
 	if err != nil {
+		return nil, err
+	}
+	if err := l.svcCtx.RateLimit.Take(l.ctx, ratelimit.Client(l.ctx), 1, map[string]int{sub.PatientID: 1}); err != nil {
 		return nil, err
 	}
 	c, err := newCandidate(env)
@@ -56,7 +61,6 @@ func (l *SubmitReportLogic) SubmitReport(sub report.Submission) (*types.Accepted
 	case conflict:
 		return nil, errRequestIDConflict()
 	}
-
 	msg, err := reportMessage(l.ctx, l.svcCtx.Config.Topic, env)
 	if err != nil {
 		return nil, err

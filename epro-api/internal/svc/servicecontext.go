@@ -15,6 +15,7 @@ import (
 	"github.com/epro-intake/epro-api/internal/auth"
 	"github.com/epro-intake/epro-api/internal/config"
 	"github.com/epro-intake/epro-api/internal/middleware"
+	"github.com/epro-intake/epro-api/internal/ratelimit"
 	"github.com/epro-intake/epro-api/internal/readiness"
 )
 
@@ -38,6 +39,8 @@ type ServiceContext struct {
 	Tokens *auth.Verifier
 	// Auth is the middleware of the /v1/reports routes (see epro.api).
 	Auth rest.Middleware
+	// RateLimit is checked before anything is produced.
+	RateLimit *ratelimit.Limiter
 }
 
 func NewServiceContext(c config.Config) (*ServiceContext, error) {
@@ -54,6 +57,14 @@ func NewServiceContext(c config.Config) (*ServiceContext, error) {
 	if err != nil {
 		tokens.Close()
 		_ = db.Close()
+		return nil, err
+	}
+	// The limiter's buckets live in the status cache's Redis, through go-zero's client (TokenLimiter needs it).
+	limiter, err := ratelimit.New(c.RateLimit, c.Redis.Addr, c.Redis.Password)
+	if err != nil {
+		tokens.Close()
+		_ = db.Close()
+		_ = p.Close()
 		return nil, err
 	}
 	return &ServiceContext{
@@ -74,6 +85,7 @@ func NewServiceContext(c config.Config) (*ServiceContext, error) {
 			MaxRetries: 1,
 		}),
 		Readiness: readiness.New(p, c.Topic, c.Ready.Interval, c.Ready.MaxAge),
+		RateLimit: limiter,
 	}, nil
 }
 
@@ -90,5 +102,5 @@ func OpenMySQL(c config.MySQLConf) (*sql.DB, error) {
 // Close releases every client.
 func (s *ServiceContext) Close() error {
 	s.Tokens.Close()
-	return errors.Join(s.Producer.Close(), s.DB.Close(), s.Redis.Close())
+	return errors.Join(s.Producer.Close(), s.DB.Close(), s.Redis.Close(), s.RateLimit.Close())
 }
