@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/epro-intake/common/report"
@@ -223,5 +224,47 @@ func TestStoredMarkerOverOtherRowIsAConflictNotASkip(t *testing.T) {
 	}
 	if st := in.Stats(); st.SkippedByRedis != 0 || st.Conflicts != 1 {
 		t.Fatalf("stats %+v; want no skip and one conflict", st)
+	}
+}
+
+// BenchmarkReRead measures a re-read batch of 200 stored reports (a crash's tail, a reset after a restore
+// whose rows survived): with Redis markers, the one read that checks them; without Redis, the insert that
+// finds every id taken and its read-back. queries/op is the statements sent per batch.
+func BenchmarkReRead(b *testing.B) {
+	for _, withRedis := range []bool{true, false} {
+		name := "redis-marker-checked"
+		if !withRedis {
+			name = "no-redis-insert-and-read-back"
+		}
+		b.Run(name, func(b *testing.B) {
+			db := openDB(b)
+			c := &countingInserter{next: store.NewReports(db)}
+			var rdb *redis.Client
+			if withRedis {
+				rdb = redisClient(b)
+			}
+			var in *ingest.Ingester
+			if rdb != nil {
+				in = newIngester(b, ingest.Conf{Group: "g", DLQTopic: report.DLQTopic}, c, &fakeDLQ{}, rdb)
+			} else {
+				in = newIngester(b, ingest.Conf{Group: "g", DLQTopic: report.DLQTopic}, c, &fakeDLQ{}, nil)
+			}
+			batch := make([]kafka.Message, 200)
+			for i := range batch {
+				batch[i] = record(b, int64(i), newID(), "p-bench", "1")
+			}
+			if err := in.HandleBatch(context.Background(), batch); err != nil {
+				b.Fatal(err)
+			}
+			c.reset()
+			b.ResetTimer()
+			for b.Loop() {
+				if err := in.HandleBatch(context.Background(), batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			inserts, lookups := c.reset()
+			b.ReportMetric(float64(inserts+lookups)/float64(b.N), "queries/op")
+		})
 	}
 }
