@@ -17,7 +17,8 @@ import (
 //
 // Redis alone never skips a record, because a marker can outlive its row: a database restored from a backup
 // has lost the rows stored since, while Redis still says stored. Re-reading the topic (group offsets reset)
-// then stores them again, with no operator step and whatever the age of the backup. The check costs one
+// then stores them again, whatever the age of the backup, with nothing in Redis to flush
+// and no mode to switch. The check costs one
 // query per batch, and only for batches with candidates: new reports carry the API's accepted status, so in
 // steady state there are none; a re-read (a restart's tail, a reset) trades an insert of every payload plus
 // its read-back for that one read. When Redis or the read fails, every entry goes to the insert.
@@ -46,7 +47,7 @@ func (in *Ingester) skipStored(ctx context.Context, entries []*entry) {
 	}
 	if missing := len(candidates) - countDone(candidates); missing > 0 {
 		in.staleMarkers.Add(int64(missing))
-		in.logEvery("fastpath-missing", "%d reports redis knows as stored have no row (a restored database?); storing them again", missing)
+		in.logEvery("fastpath-missing", "%d reports redis knows as stored have no row with their content (a restored database?); inserting them", missing)
 	}
 }
 
