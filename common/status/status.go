@@ -2,7 +2,9 @@
 // Accepted after Kafka acknowledged a report, epro-mq writes Stored after the MySQL commit (it doubles as the
 // dedupe fast path), DeadLettered after the dead-letter write and Conflict after dead-lettering a record whose
 // request id is stored with other content. Redis is only a cache of these facts: the
-// reports table is the truth for Stored.
+// reports table is the truth for Stored, and a cached Stored never stands for a row on its own (a database
+// restored from a backup keeps the markers of rows it lost). epro-mq skips a record marked Stored only after
+// reading its row, and epro-api answers stored only from a row; a Stored without a row reads as Accepted.
 package status
 
 import "time"

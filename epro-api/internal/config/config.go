@@ -102,7 +102,7 @@ func (a AuthConf) Validate(mode string) error {
 }
 
 // RateLimitConf sizes the token buckets of internal/ratelimit: a report takes one token, a batch one per
-// report it would produce. A bucket holds Burst tokens and refills Rate tokens per second (go-zero's
+// valid report it holds. A bucket holds Burst tokens and refills Rate tokens per second (go-zero's
 // TokenLimiter counts whole tokens per second, so 1 is the slowest refill). The buckets live in Redis
 // (Redis.Addr) and are shared by every replica; while Redis is down each replica keeps its own, so the limits
 // then apply per replica.

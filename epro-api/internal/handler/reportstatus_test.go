@@ -35,6 +35,10 @@ func TestReportStatus(t *testing.T) {
 	sent := newSpelled(anyPatient)
 	reportdbtest.Insert(t, db, reportdbtest.Row{Original: sent.body(), ReceivedAt: receivedAt, StoredAt: storedAt})
 	a.rdb.Set(t.Context(), status.Key(sent.id), status.Conflict, time.Minute)
+	// Redis says stored but the row is missing (the database was restored from an older backup, or the read
+	// lags the write): never stored without a row, and no storedAt.
+	lostRow := uuid.NewString()
+	a.accept(lostRow, anyPatient, status.Stored)
 	// A conflict whose stored report is not (yet) readable in MySQL.
 	conflicted := uuid.NewString()
 	a.accept(conflicted, anyPatient, status.Conflict)
@@ -50,6 +54,7 @@ func TestReportStatus(t *testing.T) {
 		{"dead lettered", dead, "dead_lettered", "", "", 200, ""},
 		{"stored, then a conflict", sent.id, "conflict", "2026-03-01T19:05:01.623456Z", "2026-03-01T19:05:00.123456Z", 200, sha(sent.body())},
 		{"conflict", conflicted, "conflict", "", "", 200, ""},
+		{"stored in redis, no row", lostRow, "accepted", "", "", 200, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -130,4 +135,42 @@ func TestSubmitReportRedisDownStillAccepts(t *testing.T) {
 		t.Fatalf("status %d body %s", resp.status, resp.body)
 	}
 	a.readMessages(0, 1, 5*time.Second)
+}
+
+// A database restored from an older backup has lost the row, while Redis still says stored: the answer
+// follows the row, stored while it exists and accepted while it does not, never stored from Redis alone.
+func TestReportStatusNeverStoredWithoutARow(t *testing.T) {
+	db, dsn := reportdbtest.Open(t)
+	a := newAPI(t, apiOptions{mysqlDSN: dsn})
+	id := uuid.NewString()
+	reportdbtest.Insert(t, db, reportdbtest.Row{RequestID: id, PatientID: anyPatient})
+	a.accept(id, anyPatient, status.Stored)
+	read := func() types.ReportStatusResp {
+		t.Helper()
+		resp := a.get("/v1/reports/" + id)
+		if resp.status != http.StatusOK {
+			t.Fatalf("status %d body %s", resp.status, resp.body)
+		}
+		var got types.ReportStatusResp
+		if err := json.Unmarshal(resp.body, &got); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := read(); got.Status != status.Stored || got.StoredAt == "" {
+		t.Fatalf("with its row: %+v; want stored with storedAt", got)
+	}
+	if _, err := db.Exec("DELETE FROM reports WHERE request_id = ?", id); err != nil {
+		t.Fatal(err)
+	}
+	if v := a.rdb.Get(t.Context(), status.Key(id)).Val(); v != status.Stored {
+		t.Fatalf("redis status %q; the test needs it still stored", v)
+	}
+	if got := read(); got.Status != status.Accepted || got.StoredAt != "" {
+		t.Fatalf("without its row: %+v; want accepted, no storedAt", got)
+	}
+	reportdbtest.Insert(t, db, reportdbtest.Row{RequestID: id, PatientID: anyPatient})
+	if got := read(); got.Status != status.Stored {
+		t.Fatalf("row stored again: %+v; want stored", got)
+	}
 }

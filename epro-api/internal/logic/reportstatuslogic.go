@@ -45,7 +45,8 @@ func NewReportStatusLogic(ctx context.Context, svcCtx *svc.ServiceContext) *Repo
 // unknown id.
 // A stored report whose cached status is conflict answers conflict, with the stored report's times and
 // submissionSha256: another report was sent under its request id and set aside for review. That mark is
-// only cached, so when Redis cannot be asked (or was flushed) the answer is stored.
+// only cached, so when Redis cannot be asked (or was flushed) the answer is stored. Redis alone never makes
+// an answer stored: a cached stored status without a row answers accepted.
 func (l *ReportStatusLogic) ReportStatus(req *types.ReportStatusReq) (*types.ReportStatusResp, error) {
 	id, ok := report.CanonicalRequestID(req.RequestID)
 	if !ok {
@@ -93,9 +94,13 @@ func (l *ReportStatusLogic) ReportStatus(req *types.ReportStatusReq) (*types.Rep
 		return nil, reportNotFound()
 	}
 	switch v {
-	case status.Accepted, status.DeadLettered, status.Stored, status.Conflict:
-		// Stored without a row: the cache is ahead of our MySQL read (replica lag); storedAt is unknown.
+	case status.Accepted, status.DeadLettered, status.Conflict:
 		return &types.ReportStatusResp{RequestID: id, Status: v}, nil
+	case status.Stored:
+		// Redis says stored but the table has no row: the read is behind the write (replica lag), or the
+		// database was restored from a backup that predates the row, which re-reading the topic stores again.
+		// Either way the report was accepted and is not stored as far as anyone can show: say so.
+		return &types.ReportStatusResp{RequestID: id, Status: status.Accepted}, nil
 	default:
 		l.Errorw("unknown report status in cache", logx.Field("requestId", id), logx.Field("status", v))
 		return nil, errcode.New(http.StatusInternalServerError, errcode.Internal, "internal error")

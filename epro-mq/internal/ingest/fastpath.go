@@ -9,15 +9,51 @@ import (
 	"github.com/epro-intake/common/status"
 )
 
-// skipStored marks entries whose request id Redis knows as stored with the entry's own content: the status
-// is stored and the receipt beside it, which epro-mq writes with that status (markStored), holds the
-// entry's content hash. An entry with other content, or without a receipt to compare, goes to MySQL, which
-// tells a duplicate from a conflict. Redis is only a cache of the reports table: when it fails, every entry
-// goes to MySQL, whose unique key dedupes.
+// skipStored finishes the entries whose report is stored already, checking Redis first and MySQL second.
+// Redis proposes: an entry is a candidate when its status is stored and the receipt beside it, which epro-mq
+// writes with that status (markStored), holds the entry's content hash. MySQL decides: the candidates' rows
+// are read in one query, and only an entry whose row exists with the entry's own content hash is finished.
+// Everything else goes to the insert, whose unique key stores it, dedupes it or finds the conflict.
+//
+// Redis alone never skips a record, because a marker can outlive its row: a database restored from a backup
+// has lost the rows stored since, while Redis still says stored. Re-reading the topic (group offsets reset)
+// then stores them again, whatever the age of the backup, with nothing in Redis to flush
+// and no mode to switch. The check costs one
+// query per batch, and only for batches with candidates: new reports carry the API's accepted status, so in
+// steady state there are none; a re-read (a restart's tail, a reset) trades an insert of every payload plus
+// its read-back for that one read. When Redis or the read fails, every entry goes to the insert.
 func (in *Ingester) skipStored(ctx context.Context, entries []*entry) {
 	if in.redis == nil || len(entries) == 0 {
 		return
 	}
+	candidates := in.markedStored(ctx, entries)
+	if len(candidates) == 0 {
+		return
+	}
+	ids := make([]string, 0, len(candidates))
+	for _, e := range candidates {
+		ids = append(ids, e.row.RequestID)
+	}
+	stored, err := in.rows.Lookup(ctx, ids)
+	if err != nil {
+		in.logEvery("fastpath-mysql", "check %d reports redis knows as stored, inserting them instead: %v", len(ids), err)
+		return
+	}
+	for _, e := range candidates {
+		if s, ok := stored[e.row.RequestID]; ok && s.ContentKnown && s.ContentSHA256 == e.row.ContentSHA256 {
+			e.done = true
+			in.skipped.Add(1)
+		}
+	}
+	if missing := len(candidates) - countDone(candidates); missing > 0 {
+		in.staleMarkers.Add(int64(missing))
+		in.logEvery("fastpath-missing", "%d reports redis knows as stored have no row with their content (a restored database?); inserting them", missing)
+	}
+}
+
+// markedStored returns the entries whose Redis status is stored with a receipt holding the entry's content
+// hash, in one MGET.
+func (in *Ingester) markedStored(ctx context.Context, entries []*entry) []*entry {
 	keys := make([]string, 0, 2*len(entries))
 	for _, e := range entries {
 		keys = append(keys, status.Key(e.row.RequestID), status.ReceiptKey(e.row.RequestID))
@@ -27,8 +63,9 @@ func (in *Ingester) skipStored(ctx context.Context, entries []*entry) {
 	vals, err := in.redis.MGet(rctx, keys...).Result()
 	if err != nil {
 		in.logEvery("redis", "dedupe fast path unavailable, relying on MySQL: %v", err)
-		return
+		return nil
 	}
+	var out []*entry
 	for i, e := range entries {
 		if s, ok := vals[2*i].(string); !ok || s != status.Stored {
 			continue
@@ -41,9 +78,19 @@ func (in *Ingester) skipStored(ctx context.Context, entries []*entry) {
 		if err != nil || r.ContentSHA256 != hex.EncodeToString(e.row.ContentSHA256[:]) {
 			continue
 		}
-		e.done = true
-		in.skipped.Add(1)
+		out = append(out, e)
 	}
+	return out
+}
+
+func countDone(entries []*entry) int {
+	n := 0
+	for _, e := range entries {
+		if e.done {
+			n++
+		}
+	}
+	return n
 }
 
 // markStored records in Redis that the entries' rows are committed to MySQL, each written by that entry's

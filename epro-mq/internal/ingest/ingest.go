@@ -65,7 +65,11 @@ type Sender interface {
 
 // Stats counts outcomes since start.
 type Stats struct {
+	// SkippedByRedis counts records Redis knew as stored and MySQL confirmed: not inserted again.
 	Stored, SkippedByRedis, DeadLettered, TransientRetries int64
+	// StaleMarkers counts records Redis knew as stored whose row MySQL did not confirm (a database restored
+	// from a backup has lost it): they went to the insert, which stores them again.
+	StaleMarkers int64
 	// Conflicts counts records dead-lettered because their request id is stored with other content.
 	Conflicts int64
 	// PermanentRetryRounds counts the backoff waits HandleBatch made because rows of a batch had failed
@@ -83,9 +87,9 @@ type Ingester struct {
 	catalog map[string]bool
 	now     func() time.Time
 
-	stored, skipped, deadLettered, transient, permanentRetryRounds, conflicts atomic.Int64
-	logMu                                                                     sync.Mutex
-	lastLog                                                                   map[string]time.Time
+	stored, skipped, staleMarkers, deadLettered, transient, permanentRetryRounds, conflicts atomic.Int64
+	logMu                                                                                   sync.Mutex
+	lastLog                                                                                 map[string]time.Time
 
 	deadMu sync.Mutex
 	dead   map[topicPartitionOffset]bool // found by Recover: dead-lettered, offset not yet committed
@@ -123,7 +127,7 @@ func (in *Ingester) Stats() Stats {
 	return Stats{
 		Stored: in.stored.Load(), SkippedByRedis: in.skipped.Load(), DeadLettered: in.deadLettered.Load(),
 		TransientRetries: in.transient.Load(), PermanentRetryRounds: in.permanentRetryRounds.Load(),
-		Conflicts: in.conflicts.Load(),
+		Conflicts: in.conflicts.Load(), StaleMarkers: in.staleMarkers.Load(),
 	}
 }
 
@@ -133,9 +137,10 @@ func (in *Ingester) Stats() Stats {
 // again.
 //
 // Why it works this way. A record that can never be stored (poison) is dead-lettered before anything else,
-// as its first and only attempt. Ids that Redis knows as stored are skipped without asking MySQL; Redis is
-// only a cache, so its failure costs a dedupe in MySQL and nothing else; and only when the content hash
-// cached with the stored status is the record's own, so a record with other content always meets MySQL. A
+// as its first and only attempt. Ids that Redis knows as stored, with the record's own content hash, are
+// checked in MySQL with one read for all of them and skipped only when their row is there with that content
+// (see skipStored): Redis is only a cache and may outlive rows a database restore took away, and its failure
+// costs a dedupe in MySQL and nothing else. A
 // record whose request id MySQL holds with other content is a conflict: it is dead-lettered (class
 // conflict) at once and the row is left as it is, while one with the same content is a duplicate and counts
 // as stored (see settle). The rest are stored in rounds: each

@@ -50,7 +50,7 @@ func (f *fakeDLQ) sent() []kafka.Message {
 	return append([]kafka.Message(nil), f.msgs...)
 }
 
-func openDB(t *testing.T) *sql.DB {
+func openDB(t testing.TB) *sql.DB {
 	t.Helper()
 	db, err := sql.Open("mysql", infratest.MySQL(t))
 	if err != nil {
@@ -63,7 +63,7 @@ func openDB(t *testing.T) *sql.DB {
 	return db
 }
 
-func redisClient(t *testing.T) *redis.Client {
+func redisClient(t testing.TB) *redis.Client {
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: infratest.Redis(t)})
 	t.Cleanup(func() { _ = rdb.Close() })
