@@ -66,7 +66,7 @@ func TestUnarchivableRecordsAreArchivedDegradedInOrder(t *testing.T) {
 	}
 	// One partition, so the archive's order is the topic's.
 	w := &kafka.Writer{Addr: kafka.TCP(e.brokers...), Topic: e.topic, RequiredAcks: kafka.RequireAll,
-		Balancer: kafka.BalancerFunc(func(_ kafka.Message, partitions ...int) int { return partitions[0] }),
+		Balancer:     kafka.BalancerFunc(func(_ kafka.Message, partitions ...int) int { return partitions[0] }),
 		BatchTimeout: time.Millisecond, Transport: &kafka.Transport{MetadataTTL: time.Second}}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
