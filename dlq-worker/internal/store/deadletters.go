@@ -329,10 +329,12 @@ type Candidate struct {
 }
 
 // Candidates returns up to limit dead letters matching f with status new, oldest first, so a bulk replay
-// re-sends a patient's reports in the order they first failed.
+// re-sends a patient's reports in the order they first failed. A degraded dead letter whose bytes were not
+// archived is never one: there is nothing to replay.
 func (s *DeadLetters) Candidates(ctx context.Context, f Filter, limit int) ([]Candidate, error) {
 	f.Status = StatusNew
 	where, args := f.where()
+	where += " AND NOT (degraded = 1 AND raw_record IS NULL)"
 	args = append(args, limit)
 	rows, err := s.db.QueryContext(ctx,
 		"SELECT id, request_id FROM dead_letters WHERE "+where+" ORDER BY id LIMIT ?", args...)
