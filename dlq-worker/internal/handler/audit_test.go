@@ -184,7 +184,7 @@ func TestAuditExportCSVAndJSON(t *testing.T) {
 
 	// Another patient's rows stay out; an unknown patient's history is empty, not an error.
 	var entries []types.AuditEntry
-	export("patientId=" + url.QueryEscape(other.patient) + "&format=json").decode(t, &entries)
+	export("patientId="+url.QueryEscape(other.patient)+"&format=json").decode(t, &entries)
 	if len(entries) != 1 || entries[0].DeadLetterID != other.id || entries[0].Action != "replay" {
 		t.Errorf("other patient's export = %+v", entries)
 	}
