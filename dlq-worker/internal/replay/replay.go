@@ -7,7 +7,10 @@
 // so two concurrent replays of one dead letter produce once. If the process dies after the produce and before
 // the commit, the dead letter stays new and may be replayed again: epro-mq dedupes by request id, so that
 // costs a duplicate record, never a duplicate report. A dead letter of error class conflict is never
-// replayed (ErrConflictNotReplayable): the stored report under its request id stays as it is.
+// replayed (ErrConflictNotReplayable): the stored report under its request id stays as it is. A degraded
+// dead letter is replayed from its raw record, byte for byte (its columns hold only what fitted), under the
+// same rules; one whose bytes were not archived is refused (ErrBytesNotKept). Every audit row names the
+// token's subject and issuer, the client's address, and the dead letter's status before and after.
 package replay
 
 import (
