@@ -2,6 +2,7 @@ package handler_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/csv"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/dlq-worker/internal/auth"
+	"github.com/epro-intake/dlq-worker/internal/store"
 	"github.com/epro-intake/dlq-worker/internal/types"
 )
 
@@ -251,6 +253,24 @@ func TestDegradedDeadLetterIsListedAndReplayedFromItsRawBytes(t *testing.T) {
 	}
 	if v, _ := header(msgs[0], report.HeaderReplayOf); v != strconv.FormatUint(id, 10) {
 		t.Errorf("x-replay-of = %q", v)
+	}
+
+	// The last-resort form, without its bytes, is refused and audited; nothing is sent.
+	noBytes, _, err := w.svc.DeadLetters.Insert(context.Background(), store.DeadLetter{DLQTopic: w.dlq, DLQPartition: 0,
+		DLQOffset: 1 << 40, DeadLetteredAt: time.Now(), ErrorClass: "poison", OriginalTopic: w.source,
+		Degraded: true, DegradedReason: "bytes not kept", RawSHA256: make([]byte, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := w.do(http.MethodPost, idPath(noBytes, "/replay"), operator, nil); r.status != http.StatusConflict || r.errorCode(t) != "CONFLICT" {
+		t.Fatalf("replay without bytes = %d %s", r.status, r.body)
+	}
+	if got := w.audit(noBytes); len(got) != 1 || got[0].outcome != "conflict" {
+		t.Errorf("audit of the refused replay = %+v", got)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := len(w.sourceRecords(1, 5*time.Second)); n != 1 {
+		t.Errorf("source has %d records, want 1", n)
 	}
 }
 
