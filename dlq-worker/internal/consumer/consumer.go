@@ -32,9 +32,11 @@ type Archive interface {
 	Insert(ctx context.Context, dl store.DeadLetter) (id uint64, inserted bool, err error)
 }
 
-// Observer is told about every newly archived dead letter (metrics); nil is allowed.
+// Observer is told about every newly archived dead letter, and about each one archived degraded besides
+// (metrics); nil is allowed.
 type Observer interface {
 	Ingested(errorClass string)
+	Degraded(errorClass string)
 }
 
 // DeadLetterConsumer is a service.Service: Start blocks until Stop.
@@ -139,6 +141,9 @@ func (c *DeadLetterConsumer) archiveRecord(m kafka.Message) bool {
 			}
 			if c.obs != nil {
 				c.obs.Ingested(dl.ErrorClass)
+				if dl.Degraded {
+					c.obs.Degraded(dl.ErrorClass)
+				}
 			}
 			return true
 		}

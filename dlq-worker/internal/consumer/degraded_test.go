@@ -77,13 +77,18 @@ func TestUnarchivableRecordsAreArchivedDegradedInOrder(t *testing.T) {
 
 	group := infratest.UniqueName(t, "group")
 	archive := &refusing{Archive: e.archive}
-	c := newConsumer(t, e.conf(group), archive, &counter{})
+	obs := &counter{}
+	c := newConsumer(t, e.conf(group), archive, obs)
 	go c.Start()
 	defer c.Stop()
 	waitFor(t, 60*time.Second, "every record archived", func() bool { return e.rows(t) == len(msgs) })
 	waitFor(t, 10*time.Second, "the offset past every record", func() bool { return e.committed(t, group) == int64(len(msgs)) })
 	if archive.refusals.Load() != 3 { // refuse-row once, refuse-all twice
 		t.Errorf("%d refusals, want 3", archive.refusals.Load())
+	}
+	if obs.get("degraded:poison")+obs.get("degraded:permanent") != 5 ||
+		obs.get("poison")+obs.get("permanent") != len(msgs) {
+		t.Errorf("observer = %v, want %d ingested of which 5 degraded", obs.n, len(msgs))
 	}
 
 	rows, err := e.db.Query("SELECT id, dlq_offset FROM dead_letters ORDER BY id")
