@@ -238,6 +238,11 @@ func TestDegradedDeadLetterIsListedAndReplayedFromItsRawBytes(t *testing.T) {
 	if d.Key != encodeB64(key) || d.Payload != encodeB64(string(val)) {
 		t.Errorf("revealed key/payload are not the raw record's")
 	}
+	var ready types.ReplayPreviewResp
+	w.do(http.MethodGet, idPath(id, "/replay-preview"), operator, nil).decode(t, &ready)
+	if !ready.Replayable || ready.Topic != w.source {
+		t.Errorf("preview of a degraded dead letter with its bytes = %+v", ready)
+	}
 	if r := w.do(http.MethodPost, idPath(id, "/replay"), operator, nil); r.status != http.StatusOK {
 		t.Fatalf("replay = %d %s", r.status, r.body)
 	}
@@ -261,6 +266,11 @@ func TestDegradedDeadLetterIsListedAndReplayedFromItsRawBytes(t *testing.T) {
 		Degraded: true, DegradedReason: "bytes not kept", RawSHA256: make([]byte, 32)})
 	if err != nil {
 		t.Fatal(err)
+	}
+	var pre types.ReplayPreviewResp
+	w.do(http.MethodGet, idPath(noBytes, "/replay-preview"), operator, nil).decode(t, &pre)
+	if pre.Replayable || !strings.Contains(pre.Reason, "bytes were not archived") {
+		t.Errorf("preview without bytes = %+v", pre)
 	}
 	if r := w.do(http.MethodPost, idPath(noBytes, "/replay"), operator, nil); r.status != http.StatusConflict || r.errorCode(t) != "CONFLICT" {
 		t.Fatalf("replay without bytes = %d %s", r.status, r.body)

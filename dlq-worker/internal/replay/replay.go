@@ -125,11 +125,8 @@ func (r *Resolver) ReportState(ctx context.Context, dl store.DeadLetter) (string
 }
 
 // Message returns the record a replay of dl writes. For a degraded dead letter that is its raw record, byte
-// for byte, since its columns hold only what fitted.
+// for byte, since its columns hold only what fitted; the topic is the raw record's original-topic header.
 func (r *Resolver) Message(dl store.DeadLetter) (kafka.Message, error) {
-	if !r.allowed[dl.OriginalTopic] {
-		return kafka.Message{}, ErrTopicNotAllowed
-	}
 	if dl.Degraded {
 		if dl.Raw == nil {
 			return kafka.Message{}, ErrBytesNotKept
@@ -145,7 +142,15 @@ func (r *Resolver) Message(dl store.DeadLetter) (kafka.Message, error) {
 				headers = append(headers, kafka.Header{Key: string(h.Key), Value: h.Value})
 			}
 		}
+		f, _ := deadletter.Parse(headers) // a damaged original-topic header leaves it empty: not allowed
+		dl.OriginalTopic = f.OriginalTopic
+		if !r.allowed[dl.OriginalTopic] {
+			return kafka.Message{}, ErrTopicNotAllowed
+		}
 		return r.message(dl, headers), nil
+	}
+	if !r.allowed[dl.OriginalTopic] {
+		return kafka.Message{}, ErrTopicNotAllowed
 	}
 	headers := make([]kafka.Header, 0, len(dl.Headers)+1)
 	for _, h := range dl.Headers {
