@@ -285,3 +285,32 @@ func TestDegradedDeadLetterIsListedAndReplayedFromItsRawBytes(t *testing.T) {
 }
 
 func encodeB64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// A history longer than one flush goes out whole and in order.
+func TestAuditExportOfALongHistory(t *testing.T) {
+	w := newWorker(t, workerOptions{})
+	dl := w.seed(1, "T-LONG", report.ErrorClassPermanent)[0]
+	const n = 250
+	for i := 0; i < n; i++ {
+		if err := w.svc.Audit.Append(context.Background(), store.AuditEntry{Actor: "otto", Role: "operator",
+			Action: store.ActionReveal, Outcome: store.OutcomeOK, DeadLetterID: dl.id, Reason: strconv.Itoa(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reviewer := w.token("rita", auth.RoleReviewer)
+	q := "/v1/audit/export?deadLetterId=" + strconv.FormatUint(dl.id, 10)
+	var entries []types.AuditEntry
+	w.do(http.MethodGet, q+"&format=json", reviewer, nil).decode(t, &entries)
+	if len(entries) != n {
+		t.Fatalf("json export has %d entries, want %d", len(entries), n)
+	}
+	records, err := csv.NewReader(bytes.NewReader(w.do(http.MethodGet, q+"&format=csv", reviewer, nil).body)).ReadAll()
+	if err != nil || len(records) != n+1 {
+		t.Fatalf("csv export has %d lines (%v), want %d", len(records), err, n+1)
+	}
+	for i := 0; i < n; i++ {
+		if entries[i].Reason != strconv.Itoa(i) || records[i+1][13] != strconv.Itoa(i) {
+			t.Fatalf("row %d out of order: %q / %q", i, entries[i].Reason, records[i+1][13])
+		}
+	}
+}
