@@ -14,6 +14,7 @@ import (
 
 	"github.com/epro-intake/common/bearer"
 	"github.com/epro-intake/dlq-worker/internal/config"
+	"github.com/epro-intake/dlq-worker/internal/store"
 )
 
 // Roles. An operator may do everything a reviewer may.
@@ -25,10 +26,19 @@ const (
 // ErrInvalidToken covers every reason a token is refused; the reason is not told to the client.
 var ErrInvalidToken = bearer.ErrInvalidToken
 
-// Principal is who is calling: the token's sub and role.
+// Principal is who is calling: the token's sub, its issuer and role, and where the request came from.
 type Principal struct {
-	Actor string
-	Role  string
+	Actor  string
+	Issuer string
+	Role   string
+	// Addr is the request's remote address as the server saw it (the TCP peer, not a forwarded-for header,
+	// which the client could write); set by the auth middleware.
+	Addr string
+}
+
+// Audit returns an audit row of action by p: who and from where are filled in.
+func (p Principal) Audit(action string) store.AuditEntry {
+	return store.AuditEntry{Actor: p.Actor, ActorIssuer: p.Issuer, Role: p.Role, ClientAddr: p.Addr, Action: action}
 }
 
 // Can reports whether p holds role or a stronger one.
@@ -92,7 +102,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Principal, error) 
 	if slices.Contains(id.Values, RoleOperator) {
 		role = RoleOperator
 	}
-	return Principal{Actor: id.Subject, Role: role}, nil
+	return Principal{Actor: id.Subject, Issuer: id.Issuer, Role: role}, nil
 }
 
 type principalKey struct{}

@@ -3,7 +3,10 @@
 // Guarantee (at least once into the archive): a record's offset is committed only after its row is in
 // dead_letters. A crash between the insert and the commit makes the record come back, and the insert is
 // idempotent on the record's own topic, partition and offset, so it is archived exactly once. A record that
-// cannot be inserted is retried, never skipped: the consumer stalls rather than lose a dead letter.
+// cannot be inserted for a transient reason (MySQL away, a deadlock, a lock wait) is retried, never skipped:
+// the consumer stalls rather than lose a dead letter. A record the archive cannot hold as it is, or that MySQL
+// refuses for a permanent reason (store.Refusal), is archived degraded instead (see Decode and Refused), so
+// one bad record never holds up the ones behind it.
 package consumer
 
 import (
@@ -29,9 +32,11 @@ type Archive interface {
 	Insert(ctx context.Context, dl store.DeadLetter) (id uint64, inserted bool, err error)
 }
 
-// Observer is told about every newly archived dead letter (metrics); nil is allowed.
+// Observer is told about every newly archived dead letter, and about each one archived degraded besides
+// (metrics); nil is allowed.
 type Observer interface {
 	Ingested(errorClass string)
+	Degraded(errorClass string)
 }
 
 // DeadLetterConsumer is a service.Service: Start blocks until Stop.
@@ -113,24 +118,48 @@ func (c *DeadLetterConsumer) Start() {
 	}
 }
 
-// archiveRecord inserts m's row, retrying until it succeeds; false means the consumer is stopping.
+// archiveRecord inserts m's row, retrying transient failures until it succeeds; false means the consumer is
+// stopping. A permanent refusal moves to the next, plainer form of the row: the degraded row with the raw
+// bytes, then the one with only their SHA-256. If MySQL refuses even that, the database itself is wrong
+// (the schema, a trigger) and the record is retried like a transient failure.
 func (c *DeadLetterConsumer) archiveRecord(m kafka.Message) bool {
 	dl := Decode(m, time.Now())
+	form := 0
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(c.ctx, c.conf.InsertTimeout)
 		id, inserted, err := c.archive.Insert(ctx, dl)
 		cancel()
 		if err == nil {
-			if inserted {
+			if !inserted {
+				return true
+			}
+			if dl.Degraded {
+				logx.Errorf("archived dead letter %d from %s/%d@%d class=%s DEGRADED: %s", id, m.Topic, m.Partition,
+					m.Offset, dl.ErrorClass, dl.DegradedReason)
+			} else {
 				logx.Infof("archived dead letter %d from %s/%d@%d class=%s", id, m.Topic, m.Partition, m.Offset, dl.ErrorClass)
-				if c.obs != nil {
-					c.obs.Ingested(dl.ErrorClass)
+			}
+			if c.obs != nil {
+				c.obs.Ingested(dl.ErrorClass)
+				if dl.Degraded {
+					c.obs.Degraded(dl.ErrorClass)
 				}
 			}
 			return true
 		}
 		if c.ctx.Err() != nil {
 			return false
+		}
+		// A refusal is logged by its number only: MySQL's message may quote the refused bytes.
+		if why, permanent := store.Refusal(err); permanent {
+			if form < 2 {
+				form++
+				logx.Errorf("archive %s/%d@%d refused for good (%s): archiving it degraded", m.Topic, m.Partition, m.Offset, why)
+				dl = Refused(m, dl, why, form == 1)
+				attempt = 0
+				continue
+			}
+			err = errors.New(why)
 		}
 		logx.Errorf("archive %s/%d@%d (attempt %d, not committed, retrying): %v", m.Topic, m.Partition, m.Offset, attempt, err)
 		if backoff.Sleep(c.ctx, backoff.Delay(100*time.Millisecond, c.conf.MaxBackoff, attempt)) != nil {

@@ -34,6 +34,8 @@ func (c *counter) Ingested(class string) {
 	c.n[class]++
 }
 
+func (c *counter) Degraded(class string) { c.Ingested("degraded:" + class) }
+
 func (c *counter) get(class string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -2,6 +2,8 @@ package consumer
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -20,7 +22,11 @@ import (
 const ErrorClassUnknown = "unknown"
 
 // Decode turns a dead-letter record into its archive row. It never fails: whatever the record lacks is left
-// empty, because a dead letter that cannot be archived would be lost once Kafka's retention runs out.
+// empty, because a dead letter that cannot be archived would be lost once Kafka's retention runs out. What
+// the archive cannot hold as it is (a key longer than record_key, a value over record_value, headers over
+// store.MaxHeadersBytes, a header key that is not UTF-8 and so cannot be a JSON string unaltered, a
+// dead-letter header that is present but unreadable) makes the row degraded: the columns keep what fits, Raw
+// keeps the whole record byte for byte, and DegradedReason says what was wrong.
 func Decode(m kafka.Message, now time.Time) store.DeadLetter {
 	dl := store.DeadLetter{
 		DLQTopic:       m.Topic,
@@ -31,11 +37,20 @@ func Decode(m kafka.Message, now time.Time) store.DeadLetter {
 		Value:          m.Value,
 		ErrorClass:     ErrorClassUnknown,
 	}
-	if dl.DeadLetteredAt.IsZero() || dl.DeadLetteredAt.Unix() <= 0 {
+	var problems []string
+	if dl.DeadLetteredAt.IsZero() || dl.DeadLetteredAt.Unix() <= 0 || dl.DeadLetteredAt.Year() > 9999 {
 		dl.DeadLetteredAt = now.UTC()
 	}
 	// A damaged header leaves its field empty; the rest of the set is still archived.
 	f, err := deadletter.Parse(m.Headers)
+	var pe *deadletter.ParseError
+	if errors.As(err, &pe) {
+		for _, h := range pe.Headers {
+			if !errors.Is(h.Err, deadletter.ErrMissing) {
+				problems = append(problems, "unreadable dead-letter header "+h.Key)
+			}
+		}
+	}
 	ok := func(key string) bool { return !deadletter.Failed(err, key) }
 	dl.OriginalTopic = clip(f.OriginalTopic, 249)
 	if ok(report.HeaderDLTOriginalPartition) {
@@ -57,7 +72,9 @@ func Decode(m kafka.Message, now time.Time) store.DeadLetter {
 	dl.LastFailure = timeIf(ok(report.HeaderDLTLastFailure), f.LastFailure)
 
 	headerRequestID := ""
+	keysValid := true
 	for _, h := range m.Headers {
+		keysValid = keysValid && utf8.ValidString(h.Key)
 		dl.Headers = append(dl.Headers, store.NewHeader(h.Key, h.Value))
 		switch h.Key {
 		case report.HeaderRequestID:
@@ -84,7 +101,69 @@ func Decode(m kafka.Message, now time.Time) store.DeadLetter {
 	if dl.RequestID == "" {
 		dl.RequestID = asciiID(headerRequestID)
 	}
+
+	if !keysValid {
+		problems = append(problems, "a header key is not UTF-8")
+	}
+	if len(m.Key) > store.MaxKeyBytes {
+		problems = append(problems, fmt.Sprintf("key of %d bytes is longer than record_key (%d)", len(m.Key), store.MaxKeyBytes))
+		dl.Key = nil
+	}
+	if len(m.Value) > store.MaxValueBytes {
+		problems = append(problems, fmt.Sprintf("value of %d bytes is larger than record_value (%d)", len(m.Value), store.MaxValueBytes))
+		dl.Value = []byte{}
+	}
+	if b, err := json.Marshal(dl.Headers); err != nil || len(b) > store.MaxHeadersBytes {
+		problems = append(problems, fmt.Sprintf("%d headers are larger than the headers column allows (%d bytes)", len(m.Headers), store.MaxHeadersBytes))
+		dl.Headers = nil
+	}
+	if len(problems) > 0 {
+		degrade(&dl, m, strings.Join(problems, "; "), true)
+	}
 	return dl
+}
+
+// Refused returns the row to archive after MySQL refused dl for a permanent reason (why names the error,
+// never the refused bytes). keepBytes false is the last resort, after MySQL refused the raw bytes as well.
+// The row keeps the record's position, its time and error class and, with keepBytes, the whole record in
+// Raw; with keepBytes also the ids read from it (validated when decoded). Without keepBytes only the
+// SHA-256 of the record is kept and the reason says where on Kafka the bytes are, until retention deletes
+// them. Either way nothing in the row can be too long or invalid for its column.
+func Refused(m kafka.Message, dl store.DeadLetter, why string, keepBytes bool) store.DeadLetter {
+	out := store.DeadLetter{
+		DLQTopic: dl.DLQTopic, DLQPartition: dl.DLQPartition, DLQOffset: dl.DLQOffset,
+		DeadLetteredAt: dl.DeadLetteredAt, Value: []byte{}, ErrorClass: ErrorClassUnknown,
+	}
+	if asciiID(dl.ErrorClass) != "" && len(dl.ErrorClass) <= 32 {
+		out.ErrorClass = dl.ErrorClass
+	}
+	reason := "mysql refused the row: " + why
+	if dl.Degraded {
+		reason = dl.DegradedReason + "; " + reason
+	}
+	if keepBytes {
+		out.RequestID, out.PatientID, out.TrialID = dl.RequestID, dl.PatientID, dl.TrialID
+	} else {
+		reason += fmt.Sprintf("; the record's bytes could not be stored either: they are only on %s/%d@%d until retention deletes them",
+			m.Topic, m.Partition, m.Offset)
+	}
+	degrade(&out, m, reason, keepBytes)
+	return out
+}
+
+// degrade marks dl degraded for reason and keeps m's bytes (or, without keepBytes, only their SHA-256).
+func degrade(dl *store.DeadLetter, m kafka.Message, reason string, keepBytes bool) {
+	raw := store.RawRecord{Key: m.Key, Value: m.Value, Headers: make([]store.RawHeader, len(m.Headers))}
+	for i, h := range m.Headers {
+		raw.Headers[i] = store.RawHeader{Key: []byte(h.Key), Value: h.Value}
+	}
+	framed := raw.Marshal()
+	dl.Degraded, dl.DegradedReason = true, reason
+	dl.RawSHA256 = raw.Sum()
+	dl.Raw = nil
+	if keepBytes {
+		dl.Raw = framed
+	}
 }
 
 // timeIf returns &t when the header was read, nil otherwise.

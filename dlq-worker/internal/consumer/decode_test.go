@@ -1,6 +1,9 @@
 package consumer_test
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"strings"
 	"testing"
 	"time"
 
@@ -8,6 +11,7 @@ import (
 
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/dlq-worker/internal/consumer"
+	"github.com/epro-intake/dlq-worker/internal/store"
 )
 
 func TestDecodeReadsEveryDeadLetterHeader(t *testing.T) {
@@ -78,5 +82,60 @@ func TestDecodeNeverFails(t *testing.T) {
 		if name == "bad header values" && (dl.RequestID != "from-header" || dl.ErrorMessage != "\uFFFD(") {
 			t.Errorf("%s: request id %q, message %q", name, dl.RequestID, dl.ErrorMessage)
 		}
+	}
+}
+
+// What the columns cannot hold makes the row degraded; the columns keep what fits and Raw the whole record.
+func TestDecodeDegradesWhatTheColumnsCannotHold(t *testing.T) {
+	now := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	bigHeader := kafka.Header{Key: "big", Value: bytes.Repeat([]byte("h"), store.MaxHeadersBytes)}
+	for name, tc := range map[string]struct {
+		m      kafka.Message
+		reason string
+		check  func(store.DeadLetter) bool
+	}{
+		"value over record_value": {kafka.Message{Key: []byte("P1"), Value: bytes.Repeat([]byte("v"), store.MaxValueBytes+1)},
+			"value of 16777216 bytes", func(dl store.DeadLetter) bool { return len(dl.Value) == 0 && string(dl.Key) == "P1" }},
+		"headers over the column": {kafka.Message{Key: []byte("P1"), Value: []byte("{}"), Headers: []kafka.Header{bigHeader}},
+			"larger than the headers column", func(dl store.DeadLetter) bool { return len(dl.Headers) == 0 && string(dl.Value) == "{}" }},
+		"key over record_key": {kafka.Message{Key: bytes.Repeat([]byte("k"), store.MaxKeyBytes+1), Value: []byte("{}")},
+			"longer than record_key", func(dl store.DeadLetter) bool { return dl.Key == nil }},
+	} {
+		dl := consumer.Decode(tc.m, now)
+		if !dl.Degraded || !strings.Contains(dl.DegradedReason, tc.reason) || !tc.check(dl) {
+			t.Errorf("%s: degraded=%v reason=%q", name, dl.Degraded, dl.DegradedReason)
+			continue
+		}
+		raw, err := store.UnmarshalRawRecord(dl.Raw)
+		if err != nil || !bytes.Equal(raw.Key, tc.m.Key) || !bytes.Equal(raw.Value, tc.m.Value) || len(raw.Headers) != len(tc.m.Headers) {
+			t.Errorf("%s: raw record not kept whole (%v)", name, err)
+		}
+		if sum := sha256.Sum256(dl.Raw); !bytes.Equal(sum[:], dl.RawSHA256) {
+			t.Errorf("%s: raw_sha256 is not the SHA-256 of raw_record", name)
+		}
+	}
+	// A record that fits, and one merely missing its dead-letter headers, are archived as they are.
+	for _, m := range []kafka.Message{{Key: []byte("P1"), Value: []byte("{}")}, {Value: []byte("not json")}} {
+		if dl := consumer.Decode(m, now); dl.Degraded || dl.Raw != nil {
+			t.Errorf("%q degraded: %q", m.Value, dl.DegradedReason)
+		}
+	}
+}
+
+// The refused forms hold nothing a column could refuse, and say where the bytes are when they are not kept.
+func TestRefusedFormsArePlain(t *testing.T) {
+	m := kafka.Message{Topic: "dlq", Partition: 1, Offset: 7, Key: []byte("P1"), Value: []byte(`{"requestId":"r1","patientId":"P1"}`),
+		Headers: []kafka.Header{{Key: report.HeaderDLTErrorClass, Value: []byte("poison")},
+			{Key: report.HeaderDLTAttempts, Value: []byte("99999999999")}}}
+	dl := consumer.Decode(m, time.Now())
+	keep := consumer.Refused(m, dl, "mysql error 1264 (out of range value)", true)
+	if !keep.Degraded || keep.Attempts != 0 || keep.Key != nil || len(keep.Value) != 0 || keep.Headers != nil ||
+		keep.RequestID != "r1" || keep.PatientID != "P1" || keep.ErrorClass != "poison" || keep.Raw == nil {
+		t.Errorf("refused form = %+v", keep)
+	}
+	last := consumer.Refused(m, keep, "mysql error 1406 (data too long)", false)
+	if last.Raw != nil || len(last.RawSHA256) != 32 || last.RequestID != "" || last.PatientID != "" ||
+		!strings.Contains(last.DegradedReason, "dlq/1@7") || !strings.Contains(last.DegradedReason, "1264") {
+		t.Errorf("last-resort form = %+v", last)
 	}
 }

@@ -47,7 +47,7 @@ func summary(dl store.DeadLetter) types.DeadLetterSummary {
 		ID: dl.ID, Status: dl.Status, ErrorClass: dl.ErrorClass, ErrorMessage: dl.ErrorMessage,
 		Attempts: dl.Attempts, RequestID: dl.RequestID, PatientID: dl.PatientID, TrialID: dl.TrialID,
 		OriginalTopic: dl.OriginalTopic, OriginalPartition: dl.OriginalPartition, OriginalOffset: dl.OriginalOffset,
-		DeadLetteredAt: formatTime(dl.DeadLetteredAt),
+		DeadLetteredAt: formatTime(dl.DeadLetteredAt), Degraded: dl.Degraded, DegradedReason: dl.DegradedReason,
 	}
 	if dl.ReplayOf != nil {
 		s.ReplayOf = *dl.ReplayOf
@@ -58,8 +58,10 @@ func summary(dl store.DeadLetter) types.DeadLetterSummary {
 func auditEntries(es []store.AuditEntry) []types.AuditEntry {
 	out := make([]types.AuditEntry, 0, len(es))
 	for _, e := range es {
-		out = append(out, types.AuditEntry{ID: e.ID, At: formatTime(e.At), Actor: e.Actor, Role: e.Role,
-			Action: e.Action, Outcome: e.Outcome, JobID: e.JobID, ReasonCode: e.ReasonCode, Reason: e.Reason})
+		out = append(out, types.AuditEntry{ID: e.ID, At: formatTime(e.At), Actor: e.Actor, ActorIssuer: e.ActorIssuer,
+			Role: e.Role, ClientAddr: e.ClientAddr, Action: e.Action, Outcome: e.Outcome, DeadLetterID: e.DeadLetterID,
+			JobID: e.JobID, StateBefore: e.StateBefore, StateAfter: e.StateAfter, ReasonCode: e.ReasonCode,
+			Reason: e.Reason})
 	}
 	return out
 }
@@ -94,6 +96,9 @@ func apiError(ctx context.Context, what string, err error) error {
 	case errors.Is(err, replay.ErrConflictNotReplayable):
 		return errcode.New(http.StatusConflict, CodeConflictNotReplayable, "this dead letter is a request-id conflict: "+
 			"its request id is stored with other content, which a replay must not replace; nothing was sent")
+	case errors.Is(err, replay.ErrBytesNotKept):
+		return errcode.New(http.StatusConflict, errcode.Conflict, "this dead letter is degraded and its bytes were not "+
+			"archived, so it cannot be replayed; nothing was sent")
 	case errors.Is(err, replay.ErrDiscarded):
 		return errcode.New(http.StatusConflict, errcode.Conflict, "this dead letter was discarded and cannot be replayed")
 	case errors.Is(err, replay.ErrResolved):

@@ -36,8 +36,9 @@ func (l *GetDeadLetterLogic) GetDeadLetter(req *types.GetReq) (*types.DeadLetter
 		return nil, apiError(l.ctx, "dead letter", err)
 	}
 	if req.Reveal {
-		if err := l.svcCtx.Audit.Append(ctx, store.AuditEntry{Actor: p.Actor, Role: p.Role, Action: store.ActionReveal,
-			Outcome: store.OutcomeOK, DeadLetterID: dl.ID}); err != nil {
+		entry := p.Audit(store.ActionReveal)
+		entry.Outcome, entry.DeadLetterID, entry.StateBefore, entry.StateAfter = store.OutcomeOK, dl.ID, dl.Status, dl.Status
+		if err := l.svcCtx.Audit.Append(ctx, entry); err != nil {
 			return nil, apiError(l.ctx, "audit reveal", err)
 		}
 	}
@@ -73,8 +74,13 @@ func (l *GetDeadLetterLogic) GetDeadLetter(req *types.GetReq) (*types.DeadLetter
 	}
 	if req.Reveal {
 		d.Revealed = true
-		d.Payload = base64.StdEncoding.EncodeToString(dl.Value)
-		d.Key = base64.StdEncoding.EncodeToString(dl.Key)
+		key, value := dl.Key, dl.Value
+		// A degraded dead letter's columns hold what fitted; the record as read is its raw copy.
+		if raw, err := store.UnmarshalRawRecord(dl.Raw); dl.Raw != nil && err == nil {
+			key, value = raw.Key, raw.Value
+		}
+		d.Payload = base64.StdEncoding.EncodeToString(value)
+		d.Key = base64.StdEncoding.EncodeToString(key)
 	}
 	return d, nil
 }

@@ -27,8 +27,12 @@ func (l *ListDeadLettersLogic) ListDeadLetters(req *types.ListReq) (*types.ListR
 	ctx, cancel := l.queryCtx()
 	defer cancel()
 	// One more than the page tells whether a next page exists without a COUNT.
-	dls, err := l.svcCtx.DeadLetters.List(ctx,
-		filterOf(req.Status, req.ErrorClass, req.TrialID, req.PatientID, req.From, req.To), before, limit+1)
+	f := filterOf(req.Status, req.ErrorClass, req.TrialID, req.PatientID, req.From, req.To)
+	if req.Degraded != "" {
+		degraded := req.Degraded == "true"
+		f.Degraded = &degraded
+	}
+	dls, err := l.svcCtx.DeadLetters.List(ctx, f, before, limit+1)
 	if err != nil {
 		return nil, apiError(l.ctx, "list dead letters", err)
 	}

@@ -2,8 +2,10 @@ package logic
 
 import (
 	"context"
+	"errors"
 
 	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/dlq-worker/internal/replay"
 	"github.com/epro-intake/dlq-worker/internal/store"
 	"github.com/epro-intake/dlq-worker/internal/svc"
 	"github.com/epro-intake/dlq-worker/internal/types"
@@ -29,7 +31,10 @@ func (l *ReplayPreviewLogic) ReplayPreview(req *types.IDReq) (*types.ReplayPrevi
 	}
 	resp := &types.ReplayPreviewResp{ID: dl.ID, Status: dl.Status, Topic: dl.OriginalTopic, RequestID: dl.RequestID,
 		ReportState: state}
-	_, merr := l.svcCtx.Resolver.Message(dl)
+	msg, merr := l.svcCtx.Resolver.Message(dl)
+	if merr == nil {
+		resp.Topic = msg.Topic // a degraded dead letter's comes from its raw record
+	}
 	switch {
 	case dl.Status == store.StatusReplayed:
 		resp.Reason = "already replayed"
@@ -37,6 +42,8 @@ func (l *ReplayPreviewLogic) ReplayPreview(req *types.IDReq) (*types.ReplayPrevi
 		resp.Reason = "discarded"
 	case dl.ErrorClass == report.ErrorClassConflict:
 		resp.Reason = "a request-id conflict: its request id is stored with other content; it is reviewed and discarded, never replayed"
+	case errors.Is(merr, replay.ErrBytesNotKept):
+		resp.Reason = "degraded, and its bytes were not archived: there is nothing to replay"
 	case merr != nil:
 		resp.Reason = "the original topic is missing or not allowed for replay"
 	default:

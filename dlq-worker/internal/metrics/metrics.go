@@ -1,4 +1,5 @@
-// Package metrics exposes dlq-worker's Prometheus metrics: dead letters archived by error class, and the
+// Package metrics exposes dlq-worker's Prometheus metrics: dead letters archived by error class (and those
+// archived degraded), and the
 // unresolved backlog (count and age of the oldest) read from MySQL at scrape time, so the gauges are right
 // after a restart and whichever instance is scraped.
 package metrics
@@ -27,6 +28,7 @@ type StatsSource interface {
 type Metrics struct {
 	registry *prometheus.Registry
 	ingested *prometheus.CounterVec
+	degraded *prometheus.CounterVec
 }
 
 // New registers the metrics. Stats are read with timeout at each scrape.
@@ -37,12 +39,17 @@ func New(stats StatsSource, timeout time.Duration) *Metrics {
 			Name: "dlq_worker_dead_letters_ingested_total",
 			Help: "Dead letters archived in MySQL, by error class (re-reads of an archived record are not counted).",
 		}, []string{"error_class"}),
+		degraded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dlq_worker_dead_letters_degraded_total",
+			Help: "Dead letters archived degraded (not storable as they were; kept raw for review), by error class.",
+		}, []string{"error_class"}),
 	}
 	// The known classes exist from the start, so a rate() over them works before the first dead letter.
 	for _, class := range []string{report.ErrorClassPoison, report.ErrorClassPermanent, report.ErrorClassConflict} {
 		m.ingested.WithLabelValues(class)
+		m.degraded.WithLabelValues(class)
 	}
-	m.registry.MustRegister(m.ingested, &backlog{stats: stats, timeout: timeout},
+	m.registry.MustRegister(m.ingested, m.degraded, &backlog{stats: stats, timeout: timeout},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -50,6 +57,11 @@ func New(stats StatsSource, timeout time.Duration) *Metrics {
 // Ingested counts one newly archived dead letter.
 func (m *Metrics) Ingested(errorClass string) {
 	m.ingested.WithLabelValues(errorClass).Inc()
+}
+
+// Degraded counts one newly archived dead letter that was archived degraded; Ingested counts it too.
+func (m *Metrics) Degraded(errorClass string) {
+	m.degraded.WithLabelValues(errorClass).Inc()
 }
 
 // Handler serves the metrics in the Prometheus text format.

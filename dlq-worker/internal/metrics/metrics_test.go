@@ -38,10 +38,13 @@ func TestMetrics(t *testing.T) {
 	m.Ingested("poison")
 	m.Ingested("poison")
 	m.Ingested("permanent")
+	m.Degraded("permanent")
 	body := scrape(t, m)
 	for _, want := range []string{
 		`dlq_worker_dead_letters_ingested_total{error_class="poison"} 2`,
 		`dlq_worker_dead_letters_ingested_total{error_class="permanent"} 1`,
+		`dlq_worker_dead_letters_degraded_total{error_class="permanent"} 1`,
+		`dlq_worker_dead_letters_degraded_total{error_class="poison"} 0`,
 		`dlq_worker_dead_letters_unresolved 4`,
 		`dlq_worker_dead_letters{error_class="permanent",status="replayed"} 2`,
 		`dlq_worker_archive_up 1`,

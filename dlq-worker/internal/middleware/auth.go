@@ -43,6 +43,7 @@ func (a Auth) Require(role string) rest.Middleware {
 					"the bearer token is invalid or expired"))
 				return
 			}
+			p.Addr = r.RemoteAddr
 			noteActor(r.Context(), p)
 			if !p.Can(role) {
 				errcode.Write(r.Context(), w, errcode.New(http.StatusForbidden, errcode.Forbidden,

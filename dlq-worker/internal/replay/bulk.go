@@ -79,8 +79,9 @@ func (r *Resolver) StartJob(ctx context.Context, p auth.Principal, f store.Filte
 	if err != nil {
 		return store.Job{}, err
 	}
-	if err := r.audit.Append(ctx, store.AuditEntry{Actor: p.Actor, Role: p.Role, Action: store.ActionBulkReplay,
-		Outcome: store.OutcomeOK, JobID: job.ID, Reason: fmt.Sprintf("%d dead letters", len(cands))}); err != nil {
+	entry := p.Audit(store.ActionBulkReplay)
+	entry.Outcome, entry.JobID, entry.Reason = store.OutcomeOK, job.ID, fmt.Sprintf("%d dead letters", len(cands))
+	if err := r.audit.Append(ctx, entry); err != nil {
 		job.State, job.StateReason = store.JobInterrupted, "audit failed"
 		return store.Job{}, errors.Join(err, r.jobs.Save(context.WithoutCancel(ctx), job))
 	}
@@ -122,8 +123,9 @@ func (r *Resolver) ResumeJob(ctx context.Context, p auth.Principal, id uint64) (
 	run.job.RedeadLettered = 0
 	job := run.job
 	r.bulk.mu.Unlock()
-	if err := r.audit.Append(ctx, store.AuditEntry{Actor: p.Actor, Role: p.Role, Action: store.ActionBulkReplay,
-		Outcome: store.OutcomeOK, JobID: id, Reason: "resumed"}); err != nil {
+	entry := p.Audit(store.ActionBulkReplay)
+	entry.Outcome, entry.JobID, entry.Reason = store.OutcomeOK, id, "resumed"
+	if err := r.audit.Append(ctx, entry); err != nil {
 		return store.Job{}, err
 	}
 	if err := r.launch(run); err != nil {

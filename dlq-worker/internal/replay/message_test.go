@@ -95,3 +95,43 @@ func TestMessageStripsExactlyTheDeadLetterSet(t *testing.T) {
 		t.Errorf("headers = %q, want %q", got, want)
 	}
 }
+
+// A degraded dead letter is replayed from its raw record, to the topic its raw original-topic header names;
+// one without its bytes cannot be.
+func TestMessageOfADegradedDeadLetterIsItsRawRecord(t *testing.T) {
+	r := replay.New(replay.Conf{AllowedTopics: []string{"epro.reports.v1"}}, nil, nil, nil, nil, nil)
+	key := make([]byte, 2000)
+	raw := store.RawRecord{Key: key, Value: []byte(`{"a":1}`), Headers: []store.RawHeader{
+		{Key: []byte{'x', 0xff}, Value: []byte{0xfe}},
+		{Key: []byte(report.HeaderReplayOf), Value: []byte("12")},
+		{Key: []byte(report.HeaderDLTOriginalTopic), Value: []byte("epro.reports.v1")},
+		{Key: []byte(report.HeaderDLTErrorClass), Value: []byte("poison")},
+		{Key: []byte(report.HeaderRequestID), Value: nil},
+	}}
+	// The columns were cleared by the plainer refused form; the raw record still says where it came from.
+	dl := store.DeadLetter{ID: 9, Degraded: true, Raw: raw.Marshal()}
+	m, err := r.Message(dl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Topic != "epro.reports.v1" || len(m.Key) != 2000 || string(m.Value) != `{"a":1}` {
+		t.Errorf("message = %s, %d key bytes, %q", m.Topic, len(m.Key), m.Value)
+	}
+	var got []string
+	for _, h := range m.Headers {
+		got = append(got, h.Key+"="+string(h.Value))
+	}
+	want := []string{"x\xff=\xfe", report.HeaderRequestID + "=", report.HeaderReplayOf + "=9"}
+	if !slices.Equal(got, want) {
+		t.Errorf("headers = %q, want %q", got, want)
+	}
+
+	other := raw
+	other.Headers = []store.RawHeader{{Key: []byte(report.HeaderDLTOriginalTopic), Value: []byte("other.topic")}}
+	if _, err := r.Message(store.DeadLetter{Degraded: true, Raw: other.Marshal(), OriginalTopic: "epro.reports.v1"}); !errors.Is(err, replay.ErrTopicNotAllowed) {
+		t.Errorf("raw record to another topic: %v", err)
+	}
+	if _, err := r.Message(store.DeadLetter{Degraded: true, OriginalTopic: "epro.reports.v1"}); !errors.Is(err, replay.ErrBytesNotKept) {
+		t.Errorf("no bytes: %v", err)
+	}
+}

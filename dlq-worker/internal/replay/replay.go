@@ -7,7 +7,10 @@
 // so two concurrent replays of one dead letter produce once. If the process dies after the produce and before
 // the commit, the dead letter stays new and may be replayed again: epro-mq dedupes by request id, so that
 // costs a duplicate record, never a duplicate report. A dead letter of error class conflict is never
-// replayed (ErrConflictNotReplayable): the stored report under its request id stays as it is.
+// replayed (ErrConflictNotReplayable): the stored report under its request id stays as it is. A degraded
+// dead letter is replayed from its raw record, byte for byte (its columns hold only what fitted), under the
+// same rules; one whose bytes were not archived is refused (ErrBytesNotKept). Every audit row names the
+// token's subject and issuer, the client's address, and the dead letter's status before and after.
 package replay
 
 import (
@@ -39,6 +42,9 @@ var (
 	// replace the stored report. Nothing is produced; the patient's app sends the report under a new request
 	// id, and the dead letter is discarded once that is settled.
 	ErrConflictNotReplayable = errors.New("a request-id conflict is not replayed")
+	// ErrBytesNotKept: the dead letter is degraded and even its raw bytes could not be archived (only their
+	// SHA-256 was), so there is nothing to replay.
+	ErrBytesNotKept = errors.New("the dead letter's bytes were not archived")
 	// ErrTopicNotAllowed: the original-topic header is missing or names a topic outside Replay.AllowedTopics.
 	ErrTopicNotAllowed = errors.New("original topic is missing or not allowed for replay")
 	// ErrProduce: Kafka did not acknowledge the replay; the dead letter stays new.
@@ -118,8 +124,31 @@ func (r *Resolver) ReportState(ctx context.Context, dl store.DeadLetter) (string
 	}
 }
 
-// Message returns the record a replay of dl writes.
+// Message returns the record a replay of dl writes. For a degraded dead letter that is its raw record, byte
+// for byte, since its columns hold only what fitted; the topic is the raw record's original-topic header.
 func (r *Resolver) Message(dl store.DeadLetter) (kafka.Message, error) {
+	if dl.Degraded {
+		if dl.Raw == nil {
+			return kafka.Message{}, ErrBytesNotKept
+		}
+		raw, err := store.UnmarshalRawRecord(dl.Raw)
+		if err != nil {
+			return kafka.Message{}, fmt.Errorf("raw record of dead letter %d: %w", dl.ID, err)
+		}
+		dl.Key, dl.Value, dl.Headers = raw.Key, raw.Value, nil
+		headers := make([]kafka.Header, 0, len(raw.Headers)+1)
+		for _, h := range raw.Headers {
+			if string(h.Key) != report.HeaderReplayOf {
+				headers = append(headers, kafka.Header{Key: string(h.Key), Value: h.Value})
+			}
+		}
+		f, _ := deadletter.Parse(headers) // a damaged original-topic header leaves it empty: not allowed
+		dl.OriginalTopic = f.OriginalTopic
+		if !r.allowed[dl.OriginalTopic] {
+			return kafka.Message{}, ErrTopicNotAllowed
+		}
+		return r.message(dl, headers), nil
+	}
 	if !r.allowed[dl.OriginalTopic] {
 		return kafka.Message{}, ErrTopicNotAllowed
 	}
@@ -135,11 +164,16 @@ func (r *Resolver) Message(dl store.DeadLetter) (kafka.Message, error) {
 		}
 		headers = append(headers, kafka.Header{Key: h.Key, Value: v})
 	}
+	return r.message(dl, headers), nil
+}
+
+// message is the replay of dl with headers, its original headers less any earlier x-replay-of.
+func (r *Resolver) message(dl store.DeadLetter, headers []kafka.Header) kafka.Message {
 	// The record goes out as it first was: with the dead-letter headers kept, a second failure would stack a
 	// second set of them on it.
 	headers = deadletter.Strip(headers)
 	headers = append(headers, kafka.Header{Key: report.HeaderReplayOf, Value: []byte(strconv.FormatUint(dl.ID, 10))})
-	return kafka.Message{Topic: dl.OriginalTopic, Key: dl.Key, Value: dl.Value, Headers: headers}, nil
+	return kafka.Message{Topic: dl.OriginalTopic, Key: dl.Key, Value: dl.Value, Headers: headers}
 }
 
 // Replay re-produces dead letter id for p. jobID is the bulk job doing it, or 0. It returns the dead letter
@@ -151,7 +185,8 @@ func (r *Resolver) Replay(ctx context.Context, p auth.Principal, id, jobID uint6
 	}
 	defer res.Rollback()
 	dl := res.DeadLetter
-	entry := store.AuditEntry{Actor: p.Actor, Role: p.Role, Action: store.ActionReplay, DeadLetterID: id, JobID: jobID}
+	entry := p.Audit(store.ActionReplay)
+	entry.DeadLetterID, entry.JobID, entry.StateBefore, entry.StateAfter = id, jobID, dl.Status, dl.Status
 
 	var refusal error
 	switch dl.Status {
@@ -162,6 +197,8 @@ func (r *Resolver) Replay(ctx context.Context, p auth.Principal, id, jobID uint6
 	default:
 		if dl.ErrorClass == report.ErrorClassConflict {
 			entry.Outcome, refusal = store.OutcomeConflict, ErrConflictNotReplayable
+		} else if dl.Degraded && dl.Raw == nil {
+			entry.Outcome, refusal = store.OutcomeConflict, ErrBytesNotKept
 		}
 	}
 	if refusal != nil {
@@ -189,7 +226,7 @@ func (r *Resolver) Replay(ctx context.Context, p auth.Principal, id, jobID uint6
 		entry.Outcome, entry.Reason = store.OutcomeFailed, "kafka did not acknowledge the replay"
 		return dl, errors.Join(fmt.Errorf("%w: %w", ErrProduce, err), r.audit.Append(ctx, entry))
 	}
-	entry.Outcome = store.OutcomeOK
+	entry.Outcome, entry.StateAfter = store.OutcomeOK, store.StatusReplayed
 	if err := res.MarkReplayed(ctx, p.Actor); err != nil {
 		return dl, r.afterProduce(id, err)
 	}
@@ -217,8 +254,9 @@ func (r *Resolver) Discard(ctx context.Context, p auth.Principal, id uint64, rea
 		return err
 	}
 	defer res.Rollback()
-	entry := store.AuditEntry{Actor: p.Actor, Role: p.Role, Action: store.ActionDiscard, DeadLetterID: id,
-		ReasonCode: reasonCode, Reason: note}
+	entry := p.Audit(store.ActionDiscard)
+	entry.DeadLetterID, entry.ReasonCode, entry.Reason = id, reasonCode, note
+	entry.StateBefore, entry.StateAfter = res.DeadLetter.Status, res.DeadLetter.Status
 	if res.DeadLetter.Status != store.StatusNew {
 		entry.Outcome = store.OutcomeConflict
 		if err := res.Audit(ctx, entry); err != nil {
@@ -229,7 +267,7 @@ func (r *Resolver) Discard(ctx context.Context, p auth.Principal, id uint64, rea
 		}
 		return ErrResolved
 	}
-	entry.Outcome = store.OutcomeOK
+	entry.Outcome, entry.StateAfter = store.OutcomeOK, store.StatusDiscarded
 	if err := res.MarkDiscarded(ctx, p.Actor, reasonCode); err != nil {
 		return err
 	}

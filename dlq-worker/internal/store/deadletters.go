@@ -39,6 +39,18 @@ const (
 	mysqlNoSuchTable  = 1146
 )
 
+// Column limits of dead_letters that a record's bytes can exceed. A record beyond them is archived degraded
+// (see DeadLetter.Degraded) rather than refused.
+const (
+	// MaxKeyBytes is record_key's width, VARBINARY(1024).
+	MaxKeyBytes = 1024
+	// MaxValueBytes is record_value's, a MEDIUMBLOB.
+	MaxValueBytes = 1<<24 - 1
+	// MaxHeadersBytes bounds the headers JSON. The column (JSON, LONGTEXT on MariaDB) holds more, but a
+	// header set this large is no dead-letter header set, and the row must stay well inside max_allowed_packet.
+	MaxHeadersBytes = 1 << 20
+)
+
 // Header is one Kafka record header. Value is the text when the bytes are valid UTF-8, otherwise their
 // standard base64 with Base64 set, so any header survives the JSON column byte for byte.
 type Header struct {
@@ -98,6 +110,15 @@ type DeadLetter struct {
 	ResolvedAt    *time.Time
 	ResolvedBy    string
 	DiscardReason string
+
+	// Degraded marks a dead letter the archive could not store as it is; DegradedReason says what was
+	// wrong (never report content). Raw is then the whole record as read (RawRecord's framing; nil in List
+	// results, and when even the framed bytes could not be stored) and RawSHA256 its SHA-256. The other
+	// columns hold what fitted: a key too long for record_key is nil there, headers too large are empty.
+	Degraded       bool
+	DegradedReason string
+	Raw            []byte
+	RawSHA256      []byte
 }
 
 // Filter selects dead letters. Zero fields do not filter. From and To bound DeadLetteredAt: From inclusive,
@@ -109,6 +130,8 @@ type Filter struct {
 	PatientID  string    `json:"patientId,omitempty"`
 	From       time.Time `json:"from,omitzero"`
 	To         time.Time `json:"to,omitzero"`
+	// Degraded, when set, keeps only degraded (true) or only whole (false) dead letters.
+	Degraded *bool `json:"degraded,omitempty"`
 }
 
 func (f Filter) where() (string, []any) {
@@ -135,6 +158,9 @@ func (f Filter) where() (string, []any) {
 	}
 	if !f.To.IsZero() {
 		add("dead_lettered_at < ?", dbTime(f.To))
+	}
+	if f.Degraded != nil {
+		add("degraded = ?", *f.Degraded)
 	}
 	if len(conds) == 0 {
 		return "1=1", nil
@@ -171,13 +197,15 @@ func (s *DeadLetters) Insert(ctx context.Context, dl DeadLetter) (id uint64, ins
 	res, err := s.db.ExecContext(ctx, `INSERT INTO dead_letters (dlq_topic, dlq_partition, dlq_offset,
 		dead_lettered_at, record_key, record_value, headers, original_topic, original_partition, original_offset,
 		original_timestamp, original_consumer_group, error_class, error_message, attempts, first_failure_at,
-		last_failure_at, request_id, patient_id, trial_id, replay_of, status, ingested_at)
-		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		last_failure_at, request_id, patient_id, trial_id, replay_of, status, ingested_at, degraded,
+		degraded_reason, raw_record, raw_sha256)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		dl.DLQTopic, dl.DLQPartition, dl.DLQOffset, dbTime(dl.DeadLetteredAt), dl.Key, value, string(headers),
 		nullString(dl.OriginalTopic), dl.OriginalPartition, dl.OriginalOffset, nullTime(dl.OriginalTimestamp),
 		nullString(dl.OriginalGroup), dl.ErrorClass, dl.ErrorMessage, dl.Attempts, nullTime(dl.FirstFailure),
 		nullTime(dl.LastFailure), nullString(dl.RequestID), nullString(dl.PatientID), nullString(dl.TrialID),
-		dl.ReplayOf, StatusNew, dbTime(s.now()))
+		dl.ReplayOf, StatusNew, dbTime(s.now()), dl.Degraded, nullString(truncate(dl.DegradedReason, 1024)),
+		nullBytes(dl.Raw), nullBytes(dl.RawSHA256))
 	var me *mysql.MySQLError
 	if errors.As(err, &me) && me.Number == mysqlDuplicateKey {
 		err = s.db.QueryRowContext(ctx,
@@ -201,7 +229,7 @@ func (s *DeadLetters) Insert(ctx context.Context, dl DeadLetter) (id uint64, ins
 const metaColumns = `id, dlq_topic, dlq_partition, dlq_offset, dead_lettered_at, record_key, headers, original_topic,
 	original_partition, original_offset, original_timestamp, original_consumer_group, error_class, error_message,
 	attempts, first_failure_at, last_failure_at, request_id, patient_id, trial_id, replay_of, status, ingested_at,
-	resolved_at, resolved_by, discard_reason`
+	resolved_at, resolved_by, discard_reason, degraded, degraded_reason, raw_sha256`
 
 type rowScanner interface{ Scan(dest ...any) error }
 
@@ -210,7 +238,7 @@ func scanDeadLetter(r rowScanner, withValue bool) (DeadLetter, error) {
 		dl                                          DeadLetter
 		headers                                     []byte
 		origTopic, origGroup, reqID, patID, trialID sql.NullString
-		resolvedBy, discardReason                   sql.NullString
+		resolvedBy, discardReason, degradedReason   sql.NullString
 		origPart                                    sql.NullInt64
 		origOffset                                  sql.NullInt64
 		origTS, first, last, resolved               sql.NullTime
@@ -220,9 +248,9 @@ func scanDeadLetter(r rowScanner, withValue bool) (DeadLetter, error) {
 	dest = append(dest, &dl.ID, &dl.DLQTopic, &dl.DLQPartition, &dl.DLQOffset, &dl.DeadLetteredAt, &dl.Key,
 		&headers, &origTopic, &origPart, &origOffset, &origTS, &origGroup, &dl.ErrorClass, &dl.ErrorMessage,
 		&dl.Attempts, &first, &last, &reqID, &patID, &trialID, &replayOf, &dl.Status, &dl.IngestedAt, &resolved,
-		&resolvedBy, &discardReason)
+		&resolvedBy, &discardReason, &dl.Degraded, &degradedReason, &dl.RawSHA256)
 	if withValue {
-		dest = append(dest, &dl.Value)
+		dest = append(dest, &dl.Value, &dl.Raw)
 	}
 	if err := r.Scan(dest...); err != nil {
 		return DeadLetter{}, err
@@ -233,6 +261,7 @@ func scanDeadLetter(r rowScanner, withValue bool) (DeadLetter, error) {
 	dl.OriginalTopic, dl.OriginalGroup = origTopic.String, origGroup.String
 	dl.RequestID, dl.PatientID, dl.TrialID = reqID.String, patID.String, trialID.String
 	dl.ResolvedBy, dl.DiscardReason = resolvedBy.String, discardReason.String
+	dl.DegradedReason = degradedReason.String
 	if origPart.Valid {
 		p := int(origPart.Int64)
 		dl.OriginalPartition = &p
@@ -254,7 +283,7 @@ func scanDeadLetter(r rowScanner, withValue bool) (DeadLetter, error) {
 // Get returns one dead letter with its value, or ErrNotFound.
 func (s *DeadLetters) Get(ctx context.Context, id uint64) (DeadLetter, error) {
 	dl, err := scanDeadLetter(s.db.QueryRowContext(ctx,
-		"SELECT "+metaColumns+", record_value FROM dead_letters WHERE id = ?", id), true)
+		"SELECT "+metaColumns+", record_value, raw_record FROM dead_letters WHERE id = ?", id), true)
 	if errors.Is(err, sql.ErrNoRows) {
 		return DeadLetter{}, ErrNotFound
 	}
@@ -300,10 +329,12 @@ type Candidate struct {
 }
 
 // Candidates returns up to limit dead letters matching f with status new, oldest first, so a bulk replay
-// re-sends a patient's reports in the order they first failed.
+// re-sends a patient's reports in the order they first failed. A degraded dead letter whose bytes were not
+// archived is never one: there is nothing to replay.
 func (s *DeadLetters) Candidates(ctx context.Context, f Filter, limit int) ([]Candidate, error) {
 	f.Status = StatusNew
 	where, args := f.where()
+	where += " AND NOT (degraded = 1 AND raw_record IS NULL)"
 	args = append(args, limit)
 	rows, err := s.db.QueryContext(ctx,
 		"SELECT id, request_id FROM dead_letters WHERE "+where+" ORDER BY id LIMIT ?", args...)
@@ -394,6 +425,13 @@ func nullTime(t *time.Time) any {
 		return nil
 	}
 	return dbTime(*t)
+}
+
+func nullBytes(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return b
 }
 
 func nullString(s string) any {

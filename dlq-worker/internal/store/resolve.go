@@ -26,7 +26,7 @@ func (s *DeadLetters) Lock(ctx context.Context, id uint64) (*Resolution, error) 
 		return nil, fmt.Errorf("begin: %w", err)
 	}
 	dl, err := scanDeadLetter(tx.QueryRowContext(ctx,
-		"SELECT "+metaColumns+", record_value FROM dead_letters WHERE id = ? FOR UPDATE", id), true)
+		"SELECT "+metaColumns+", record_value, raw_record FROM dead_letters WHERE id = ? FOR UPDATE", id), true)
 	if err != nil {
 		_ = tx.Rollback()
 		if errors.Is(err, sql.ErrNoRows) {

@@ -4,15 +4,26 @@
 package types
 
 type AuditEntry struct {
-	ID         uint64 `json:"id"`
-	At         string `json:"at"`
-	Actor      string `json:"actor"`
-	Role       string `json:"role"`
-	Action     string `json:"action"`
-	Outcome    string `json:"outcome"`
-	JobID      uint64 `json:"jobId,omitempty"`
-	ReasonCode string `json:"reasonCode,omitempty"`
-	Reason     string `json:"reason,omitempty"`
+	ID           uint64 `json:"id"`
+	At           string `json:"at"`
+	Actor        string `json:"actor"`
+	ActorIssuer  string `json:"actorIssuer,omitempty"`
+	Role         string `json:"role"`
+	ClientAddr   string `json:"clientAddr,omitempty"`
+	Action       string `json:"action"`
+	Outcome      string `json:"outcome"`
+	DeadLetterID uint64 `json:"deadLetterId,omitempty"`
+	JobID        uint64 `json:"jobId,omitempty"`
+	StateBefore  string `json:"stateBefore,omitempty"`
+	StateAfter   string `json:"stateAfter,omitempty"`
+	ReasonCode   string `json:"reasonCode,omitempty"`
+	Reason       string `json:"reason,omitempty"`
+}
+
+type AuditExportReq struct {
+	DeadLetterID uint64 `form:"deadLetterId,optional"`
+	PatientID    string `form:"patientId,optional"`
+	Format       string `form:"format"`
 }
 
 type BulkReplayReq struct {
@@ -74,6 +85,8 @@ type DeadLetterSummary struct {
 	OriginalOffset    *int64 `json:"originalOffset,omitempty"`
 	DeadLetteredAt    string `json:"deadLetteredAt"`
 	ReplayOf          uint64 `json:"replayOf,omitempty"`
+	Degraded          bool   `json:"degraded,omitempty"`
+	DegradedReason    string `json:"degradedReason,omitempty"`
 }
 
 type DiscardReasonsResp struct {
@@ -132,6 +145,7 @@ type ListReq struct {
 	PatientID  string `form:"patientId,optional"`
 	From       string `form:"from,optional"`
 	To         string `form:"to,optional"`
+	Degraded   string `form:"degraded,optional"`
 	Cursor     string `form:"cursor,optional"`
 	Limit      int    `form:"limit,optional"`
 }

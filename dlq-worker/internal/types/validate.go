@@ -37,6 +37,9 @@ func (r *ListReq) Validate() error {
 	if err := validateFilter(r.ErrorClass, r.TrialID, r.PatientID, r.From, r.To); err != nil {
 		return err
 	}
+	if r.Degraded != "" && r.Degraded != "true" && r.Degraded != "false" {
+		return invalid("degraded", "must be true or false")
+	}
 	if r.Limit < 0 || r.Limit > 1000 {
 		return invalid("limit", "must be between 1 and 1000")
 	}
@@ -44,6 +47,20 @@ func (r *ListReq) Validate() error {
 		if _, ok := ParseCursor(r.Cursor); !ok {
 			return invalid("cursor", "is not a cursor this API returned")
 		}
+	}
+	return nil
+}
+
+// Validate is called by httpx.Parse.
+func (r *AuditExportReq) Validate() error {
+	if (r.DeadLetterID == 0) == (r.PatientID == "") {
+		return invalid("deadLetterId", "give exactly one of deadLetterId and patientId")
+	}
+	if err := validateFilter("", "", r.PatientID, "", ""); err != nil {
+		return err
+	}
+	if r.Format != "csv" && r.Format != "json" {
+		return invalid("format", "must be csv or json")
 	}
 	return nil
 }

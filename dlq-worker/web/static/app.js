@@ -127,7 +127,7 @@ async function loadList(reset) {
     cell(tr, it.id);
     const st = cell(tr, it.status);
     st.className = "status-" + it.status;
-    cell(tr, it.errorClass);
+    cell(tr, it.degraded ? `${it.errorClass} (degraded)` : it.errorClass);
     cell(tr, it.trialId);
     cell(tr, it.patientId);
     cell(tr, it.deadLetteredAt);
@@ -193,6 +193,7 @@ async function openDetail(id, reveal) {
   metaRow(meta, "Replay of", d.replayOf);
   metaRow(meta, "Resolved", d.resolvedAt ? `${d.resolvedAt} by ${d.resolvedBy}` : "");
   metaRow(meta, "Discard reason", d.discardReason);
+  metaRow(meta, "Degraded", d.degraded ? d.degradedReason : "");
   $("d-class").textContent = d.errorClass;
   $("d-error").textContent = d.errorMessage;
 
@@ -219,9 +220,9 @@ async function openDetail(id, reveal) {
   for (const e of d.history) {
     const tr = document.createElement("tr");
     cell(tr, e.at);
-    cell(tr, `${e.actor} (${e.role})`);
+    cell(tr, `${e.actor} (${e.role})` + (e.actorIssuer ? ` · ${e.actorIssuer}` : "") + (e.clientAddr ? ` from ${e.clientAddr}` : ""));
     cell(tr, e.action + (e.jobId ? ` (job ${e.jobId})` : ""));
-    cell(tr, e.outcome);
+    cell(tr, e.outcome + (e.stateBefore && e.stateBefore !== e.stateAfter ? ` (${e.stateBefore} → ${e.stateAfter})` : ""));
     cell(tr, [e.reasonCode, e.reason].filter(Boolean).join(": "));
     hist.appendChild(tr);
   }
