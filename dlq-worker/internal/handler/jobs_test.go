@@ -42,10 +42,10 @@ func (w *worker) replays(min int, timeout time.Duration) map[uint64]int {
 // replayed, one successful replay in its audit trail.
 func (w *worker) exactlyOnce(dls []seeded) {
 	w.t.Helper()
-	counts := w.replays(len(dls), 20*time.Second)
+	w.replays(len(dls), 20*time.Second)
 	// Give a duplicate that might still be on its way the time to show up.
 	time.Sleep(300 * time.Millisecond)
-	counts = w.replays(len(dls), 10*time.Second)
+	counts := w.replays(len(dls), 10*time.Second)
 	total := 0
 	for _, n := range counts {
 		total += n

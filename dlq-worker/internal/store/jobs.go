@@ -149,8 +149,8 @@ const jobColumns = `id, actor, filter, rate_per_second, state, state_reason, las
 
 func scanJob(r rowScanner) (Job, error) {
 	var (
-		j                          Job
-		filter                     []byte
+		j                           Job
+		filter                      []byte
 		reason, lastErr, leaseOwner sql.NullString
 	)
 	if err := r.Scan(&j.ID, &j.Actor, &filter, &j.RatePerSecond, &j.State, &reason, &lastErr, &j.Total, &j.Done,
