@@ -29,7 +29,8 @@ var ErrNothingToReplay = errors.New("no new dead letter matches the filter")
 // lease (replay_jobs.lease_owner, lease_until: the database's clock) is free or expired, renewing it while it
 // works; after a restart the job therefore resumes by itself, where it stopped. Pause and cancel are state
 // changes in MySQL that the lease holder sees before its next item: an item is sent only after MarkSending
-// re-checked, under the job's row lock, that the job is still running under this lease.
+// renewed the lease with one conditional UPDATE that requires the job to be running under it, so a pause
+// answered before that renewal stops the item, and one answered after it lets that one item finish.
 //
 // Exactly once per item: before the produce, the item is marked sending with the end offsets of the target
 // topic's partitions (its probe). An item found sending (the process died, or the produce's outcome is not

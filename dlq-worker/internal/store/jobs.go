@@ -229,79 +229,56 @@ func (s *Jobs) Claim(ctx context.Context, owner string, ttl time.Duration) (job 
 	return job, err == nil, err
 }
 
-// lockOwned locks job id's row in tx and checks that it is running under owner's lease, which it extends by
-// ttl. It returns ErrNotOwner otherwise.
-func lockOwned(ctx context.Context, tx *sql.Tx, id uint64, owner string, ttl time.Duration) error {
-	var state string
-	var leaseOwner sql.NullString
-	var live bool
-	err := tx.QueryRowContext(ctx, `SELECT state, lease_owner, COALESCE(lease_until >= UTC_TIMESTAMP(6), FALSE)
-		FROM replay_jobs WHERE id = ? FOR UPDATE`, id).Scan(&state, &leaseOwner, &live)
-	if errors.Is(err, sql.ErrNoRows) {
-		return ErrNotFound
-	}
+// renew extends owner's lease of job id by ttl if the job is running under that lease, in one statement:
+// pause, cancel and take-over change the same row, so whichever comes first decides. ErrNotOwner otherwise.
+func renew(ctx context.Context, ex execer, id uint64, owner string, ttl time.Duration) error {
+	res, err := ex.ExecContext(ctx, `UPDATE replay_jobs SET lease_until = DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? MICROSECOND)
+		WHERE id = ? AND state = ? AND lease_owner = ? AND lease_until >= UTC_TIMESTAMP(6)`,
+		ttl.Microseconds(), id, JobRunning, owner)
 	if err != nil {
-		return fmt.Errorf("lock replay job %d: %w", id, err)
-	}
-	if state != JobRunning || leaseOwner.String != owner || !live {
-		return ErrNotOwner
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE replay_jobs SET
-		lease_until = DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? MICROSECOND) WHERE id = ?`, ttl.Microseconds(), id); err != nil {
 		return fmt.Errorf("renew lease of replay job %d: %w", id, err)
 	}
-	return nil
-}
-
-// inTx runs fn in a transaction and commits it if fn returns nil.
-func (s *Jobs) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	n, err := res.RowsAffected()
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+		return fmt.Errorf("renew lease of replay job %d: %w", id, err)
 	}
-	defer func() { _ = tx.Rollback() }()
-	if err := fn(tx); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+	if n != 1 {
+		return ErrNotOwner
 	}
 	return nil
 }
 
 // Renew extends owner's lease of job id by ttl, or returns ErrNotOwner if the job is no longer running under
-// it (an operator paused or cancelled it).
+// it (an operator paused or cancelled it, or its lease expired).
 func (s *Jobs) Renew(ctx context.Context, id uint64, owner string, ttl time.Duration) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error { return lockOwned(ctx, tx, id, owner, ttl) })
+	return renew(ctx, s.db, id, owner, ttl)
 }
 
 // Next renews owner's lease of job id and returns its first item still pending or sending; ok is false when
 // every item is handled.
 func (s *Jobs) Next(ctx context.Context, id uint64, owner string, ttl time.Duration) (item Item, ok bool, err error) {
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		if err := lockOwned(ctx, tx, id, owner, ttl); err != nil {
-			return err
-		}
-		var probe []byte
-		err := tx.QueryRowContext(ctx, `SELECT seq, dead_letter_id, state, probe FROM replay_job_items
-			WHERE job_id = ? AND state IN (?, ?) ORDER BY seq LIMIT 1`, id, ItemPending, ItemSending).Scan(
-			&item.Seq, &item.DeadLetterID, &item.State, &probe)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("next item of replay job %d: %w", id, err)
-		}
-		item.JobID, ok = id, true
-		item.Probe, err = decodeProbe(probe)
-		return err
-	})
-	return item, ok, err
+	if err := renew(ctx, s.db, id, owner, ttl); err != nil {
+		return Item{}, false, err
+	}
+	var probe []byte
+	err = s.db.QueryRowContext(ctx, `SELECT seq, dead_letter_id, state, probe FROM replay_job_items
+		WHERE job_id = ? AND state IN (?, ?) ORDER BY seq LIMIT 1`, id, ItemPending, ItemSending).Scan(
+		&item.Seq, &item.DeadLetterID, &item.State, &probe)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Item{}, false, nil
+	}
+	if err != nil {
+		return Item{}, false, fmt.Errorf("next item of replay job %d: %w", id, err)
+	}
+	item.JobID = id
+	item.Probe, err = decodeProbe(probe)
+	return item, err == nil, err
 }
 
-// MarkSending records, under owner's lease of the item's job, that the item's produce is about to start and
-// where on the target topic its record would land (probe: each partition's end offset now). It returns
-// ErrNotOwner, and changes nothing, if the job was paused or cancelled meanwhile: then nothing is sent.
+// MarkSending records, once it renewed owner's lease of the item's job, that the item's produce is about to
+// start and where on the target topic its record would land (probe: each partition's end offset now). It
+// returns ErrNotOwner, and changes nothing, if the job was paused or cancelled before: then nothing is sent.
+// A pause that comes after the renewal lets this one item finish.
 func (s *Jobs) MarkSending(ctx context.Context, it Item, owner string, ttl time.Duration, probe map[int]int64) error {
 	enc := make(map[string]int64, len(probe))
 	for p, off := range probe {
@@ -311,17 +288,15 @@ func (s *Jobs) MarkSending(ctx context.Context, it Item, owner string, ttl time.
 	if err != nil {
 		return fmt.Errorf("encode probe: %w", err)
 	}
-	return s.inTx(ctx, func(tx *sql.Tx) error {
-		if err := lockOwned(ctx, tx, it.JobID, owner, ttl); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, `UPDATE replay_job_items SET state = ?, probe = ?, updated_at = ?
-			WHERE job_id = ? AND seq = ? AND state = ?`, ItemSending, string(b), dbTime(s.now()), it.JobID, it.Seq, ItemPending)
-		if err != nil {
-			return fmt.Errorf("mark item %d of replay job %d sending: %w", it.Seq, it.JobID, err)
-		}
-		return nil
-	})
+	if err := renew(ctx, s.db, it.JobID, owner, ttl); err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `UPDATE replay_job_items SET state = ?, probe = ?, updated_at = ?
+		WHERE job_id = ? AND seq = ? AND state = ?`, ItemSending, string(b), dbTime(s.now()), it.JobID, it.Seq, ItemPending)
+	if err != nil {
+		return fmt.Errorf("mark item %d of replay job %d sending: %w", it.Seq, it.JobID, err)
+	}
+	return nil
 }
 
 func decodeProbe(b []byte) (map[int]int64, error) {
@@ -377,17 +352,16 @@ func (s *Jobs) SetRedeadLettered(ctx context.Context, id uint64, n int) error {
 // Stop moves job id from running to state (paused or done) for reason, under owner's lease, and releases
 // the lease. ErrNotOwner: an operator changed the job first, and it stays as they left it.
 func (s *Jobs) Stop(ctx context.Context, id uint64, owner string, state, reason string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
-		if err := lockOwned(ctx, tx, id, owner, 0); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, `UPDATE replay_jobs SET state = ?, state_reason = ?, lease_owner = NULL,
-			lease_until = NULL, updated_at = ? WHERE id = ?`, state, nullString(truncate(reason, 255)), dbTime(s.now()), id)
-		if err != nil {
-			return fmt.Errorf("set replay job %d %s: %w", id, state, err)
-		}
-		return nil
-	})
+	res, err := s.db.ExecContext(ctx, `UPDATE replay_jobs SET state = ?, state_reason = ?, lease_owner = NULL,
+		lease_until = NULL, updated_at = ? WHERE id = ? AND state = ? AND lease_owner = ?`,
+		state, nullString(truncate(reason, 255)), dbTime(s.now()), id, JobRunning, owner)
+	if err != nil {
+		return fmt.Errorf("set replay job %d %s: %w", id, state, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return errors.Join(ErrNotOwner, err)
+	}
+	return nil
 }
 
 // Release gives up owner's lease of job id, whatever its state, so another replica (or the next process)
@@ -403,32 +377,36 @@ func (s *Jobs) Release(ctx context.Context, id uint64, owner string) error {
 // Transition moves job id from one of from to state for reason (an operator's pause, resume or cancel) and
 // appends audit (its JobID filled in here) in the same transaction. ErrJobState: the job is in none of from,
 // and nothing changes. A move to running sets the baseline of re-dead-lettered replays to redeadBaseline.
+// The state changes in one conditional statement, so a runner's renewal sees it or precedes it.
 func (s *Jobs) Transition(ctx context.Context, id uint64, from []string, state, reason string, redeadBaseline int,
 	audit AuditEntry) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
-		before, err := scanJob(tx.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM replay_jobs WHERE id = ? FOR UPDATE", id))
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return fmt.Errorf("lock replay job %d: %w", id, err)
-		}
-		ok := false
-		for _, f := range from {
-			ok = ok || before.State == f
-		}
-		if !ok {
-			return ErrJobState
-		}
 		q := `UPDATE replay_jobs SET state = ?, state_reason = ?, updated_at = ?`
 		args := []any{state, nullString(truncate(reason, 255)), dbTime(s.now())}
 		if state == JobRunning {
 			q += ", redead_baseline = ?, redead_lettered = 0"
 			args = append(args, redeadBaseline)
 		}
-		_, err = tx.ExecContext(ctx, q+" WHERE id = ?", append(args, id)...)
+		q += " WHERE id = ? AND state IN (?" + strings.Repeat(", ?", len(from)-1) + ")"
+		args = append(args, id)
+		for _, f := range from {
+			args = append(args, f)
+		}
+		res, err := tx.ExecContext(ctx, q, args...)
 		if err != nil {
 			return fmt.Errorf("set replay job %d %s: %w", id, state, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("set replay job %d %s: %w", id, state, err)
+		}
+		if n != 1 {
+			var one int
+			err := tx.QueryRowContext(ctx, "SELECT 1 FROM replay_jobs WHERE id = ?", id).Scan(&one)
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrNotFound
+			}
+			return errors.Join(ErrJobState, err)
 		}
 		audit.JobID = id
 		return appendAudit(ctx, tx, s.now(), audit)
@@ -462,4 +440,20 @@ func (s *Jobs) CountRedeadLettered(ctx context.Context, jobID uint64) (int, erro
 		return 0, fmt.Errorf("count re-dead-lettered replays of job %d: %w", jobID, err)
 	}
 	return n, nil
+}
+
+// inTx runs fn in a transaction and commits it if fn returns nil.
+func (s *Jobs) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
 }
