@@ -93,6 +93,10 @@ type BulkConf struct {
 	LeaseTTL time.Duration `json:",default=30s"`
 	// PollInterval is how often a replica looks for running jobs without a live lease.
 	PollInterval time.Duration `json:",default=2s"`
+	// MaxConcurrentJobs caps the jobs one replica runs at once; others wait, still running, for a free slot
+	// here or on another replica. A job's replay holds two MySQL connections at a time (the dead letter's
+	// lock and the item's mark), so twice this must stay below MySQL.MaxOpenConns.
+	MaxConcurrentJobs int `json:",default=2"`
 }
 
 // MySQLConf configures the archive database, which also holds epro-mq's reports table.
@@ -155,6 +159,10 @@ func (c Config) Validate() error {
 	if b.MaxItems <= 0 || b.PauseAfterFailures <= 0 || b.PauseAfterRedeadLettered <= 0 || b.CheckInterval <= 0 ||
 		b.PollInterval <= 0 {
 		errs = append(errs, errors.New("Replay.Bulk: MaxItems, PauseAfterFailures, PauseAfterRedeadLettered, CheckInterval and PollInterval must be positive"))
+	}
+	if b.MaxConcurrentJobs <= 0 || 2*b.MaxConcurrentJobs >= c.MySQL.MaxOpenConns {
+		errs = append(errs, fmt.Errorf("Replay.Bulk.MaxConcurrentJobs (%d) must be positive and below half of MySQL.MaxOpenConns (%d)",
+			b.MaxConcurrentJobs, c.MySQL.MaxOpenConns))
 	}
 	if b.LeaseTTL <= c.Replay.Timeout || b.LeaseTTL <= b.CheckInterval {
 		errs = append(errs, fmt.Errorf("Replay.Bulk.LeaseTTL (%s) must exceed Replay.Timeout (%s) and Replay.Bulk.CheckInterval (%s)",

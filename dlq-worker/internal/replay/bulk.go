@@ -178,6 +178,12 @@ func (r *Resolver) Start() {
 
 func (r *Resolver) claimAll(ctx context.Context) {
 	for ctx.Err() == nil {
+		r.bulk.mu.Lock()
+		full := len(r.bulk.running) >= r.conf.Bulk.MaxConcurrentJobs
+		r.bulk.mu.Unlock()
+		if full {
+			return
+		}
 		job, ok, err := r.jobs.Claim(ctx, r.bulk.owner, r.conf.Bulk.LeaseTTL)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -200,6 +206,7 @@ func (r *Resolver) claimAll(ctx context.Context) {
 		logx.Infof("replay job %d taken by %s: %d of %d done", job.ID, r.bulk.owner, job.Done+job.Failed, job.Total)
 		go func() {
 			defer r.bulk.wg.Done()
+			defer r.kick() // a slot is free
 			defer func() {
 				r.bulk.mu.Lock()
 				delete(r.bulk.running, job.ID)

@@ -17,7 +17,8 @@ import (
 func newResolver(t *testing.T, allowed string) *replay.Resolver {
 	t.Helper()
 	r, err := replay.New(replay.Conf{AllowedTopics: []string{allowed}, Timeout: time.Second,
-		Bulk: replay.BulkConf{LeaseTTL: 2 * time.Second, PollInterval: time.Second, CheckInterval: time.Second}},
+		Bulk: replay.BulkConf{LeaseTTL: 2 * time.Second, PollInterval: time.Second, CheckInterval: time.Second,
+			MaxConcurrentJobs: 1}},
 		nil, nil, nil, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -27,7 +28,8 @@ func newResolver(t *testing.T, allowed string) *replay.Resolver {
 
 func TestNewRefusesALeaseShorterThanAProduce(t *testing.T) {
 	_, err := replay.New(replay.Conf{Timeout: 5 * time.Second,
-		Bulk: replay.BulkConf{LeaseTTL: 5 * time.Second, PollInterval: time.Second, CheckInterval: time.Second}},
+		Bulk: replay.BulkConf{LeaseTTL: 5 * time.Second, PollInterval: time.Second, CheckInterval: time.Second,
+			MaxConcurrentJobs: 1}},
 		nil, nil, nil, nil, nil, nil)
 	if err == nil {
 		t.Fatal("a lease no longer than a produce was accepted")

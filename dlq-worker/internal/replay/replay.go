@@ -77,6 +77,7 @@ type BulkConf struct {
 	CheckInterval            time.Duration
 	LeaseTTL                 time.Duration
 	PollInterval             time.Duration
+	MaxConcurrentJobs        int
 }
 
 // Resolver resolves dead letters, the only two ways there are: it replays them (one by one or in bulk jobs)
@@ -100,8 +101,10 @@ type Resolver struct {
 func New(c Conf, dls *store.DeadLetters, reports *store.Reports, audit *store.Audit, jobs *store.Jobs, sender Sender,
 	topic Topic) (*Resolver, error) {
 	b := c.Bulk
-	if c.Timeout <= 0 || b.LeaseTTL <= c.Timeout || b.PollInterval <= 0 || b.CheckInterval <= 0 || b.CheckInterval >= b.LeaseTTL {
-		return nil, errors.New("replay: need Timeout > 0, Bulk.LeaseTTL > Timeout, Bulk.PollInterval > 0 and 0 < Bulk.CheckInterval < Bulk.LeaseTTL")
+	if c.Timeout <= 0 || b.LeaseTTL <= c.Timeout || b.PollInterval <= 0 || b.CheckInterval <= 0 ||
+		b.CheckInterval >= b.LeaseTTL || b.MaxConcurrentJobs <= 0 {
+		return nil, errors.New("replay: need Timeout > 0, Bulk.LeaseTTL > Timeout, Bulk.PollInterval > 0, " +
+			"0 < Bulk.CheckInterval < Bulk.LeaseTTL and Bulk.MaxConcurrentJobs > 0")
 	}
 	r := &Resolver{conf: c, allowed: map[string]bool{}, dls: dls, reports: reports, audit: audit, jobs: jobs,
 		sender: sender, topic: topic}

@@ -84,6 +84,7 @@ func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, e
 			RatePerSecond: b.RatePerSecond, MaxRatePerSecond: b.MaxRatePerSecond, MaxItems: b.MaxItems,
 			PauseAfterFailures: b.PauseAfterFailures, PauseAfterRedeadLettered: b.PauseAfterRedeadLettered,
 			CheckInterval: b.CheckInterval, LeaseTTL: b.LeaseTTL, PollInterval: b.PollInterval,
+			MaxConcurrentJobs: b.MaxConcurrentJobs,
 		},
 	}, s.DeadLetters, s.Reports, s.Audit, s.Jobs, s.Producer, topic)
 	if err != nil {
