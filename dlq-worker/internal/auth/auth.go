@@ -41,6 +41,13 @@ func (p Principal) Audit(action string) store.AuditEntry {
 	return store.AuditEntry{Actor: p.Actor, ActorIssuer: p.Issuer, Role: p.Role, ClientAddr: p.Addr, Action: action}
 }
 
+// AuditOf is Audit with its outcome and reason set.
+func (p Principal) AuditOf(action, outcome, reason string) store.AuditEntry {
+	e := p.Audit(action)
+	e.Outcome, e.Reason = outcome, reason
+	return e
+}
+
 // Can reports whether p holds role or a stronger one.
 func (p Principal) Can(role string) bool {
 	switch role {

@@ -84,8 +84,19 @@ type BulkConf struct {
 	// PauseAfterRedeadLettered pauses a job once this many of its replays came back as new dead letters
 	// (x-replay-of naming one of its dead letters): the cause is not fixed.
 	PauseAfterRedeadLettered int `json:",default=3"`
-	// CheckInterval is how often a running job counts its replays that came back.
+	// CheckInterval is how often a running job renews its lease, sees an operator's pause or cancel while it
+	// waits for its next slot, and counts its replays that came back.
 	CheckInterval time.Duration `json:",default=1s"`
+	// LeaseTTL is how long a replica's hold on a job lasts without renewal: after a crash, another replica (or
+	// the restarted one) continues the job once it expired. It must exceed Replay.Timeout, so a produce
+	// cannot land after another replica looked for it. A graceful stop releases the lease at once.
+	LeaseTTL time.Duration `json:",default=30s"`
+	// PollInterval is how often a replica looks for running jobs without a live lease.
+	PollInterval time.Duration `json:",default=2s"`
+	// MaxConcurrentJobs caps the jobs one replica runs at once; others wait, still running, for a free slot
+	// here or on another replica. A job's replay holds two MySQL connections at a time (the dead letter's
+	// lock and the item's mark), so twice this must stay below MySQL.MaxOpenConns.
+	MaxConcurrentJobs int `json:",default=2"`
 }
 
 // MySQLConf configures the archive database, which also holds epro-mq's reports table.
@@ -145,8 +156,17 @@ func (c Config) Validate() error {
 	if b.RatePerSecond <= 0 || b.MaxRatePerSecond < b.RatePerSecond {
 		errs = append(errs, errors.New("Replay.Bulk: need 0 < RatePerSecond <= MaxRatePerSecond"))
 	}
-	if b.MaxItems <= 0 || b.PauseAfterFailures <= 0 || b.PauseAfterRedeadLettered <= 0 || b.CheckInterval <= 0 {
-		errs = append(errs, errors.New("Replay.Bulk: MaxItems, PauseAfterFailures, PauseAfterRedeadLettered and CheckInterval must be positive"))
+	if b.MaxItems <= 0 || b.PauseAfterFailures <= 0 || b.PauseAfterRedeadLettered <= 0 || b.CheckInterval <= 0 ||
+		b.PollInterval <= 0 {
+		errs = append(errs, errors.New("Replay.Bulk: MaxItems, PauseAfterFailures, PauseAfterRedeadLettered, CheckInterval and PollInterval must be positive"))
+	}
+	if b.MaxConcurrentJobs <= 0 || 2*b.MaxConcurrentJobs >= c.MySQL.MaxOpenConns {
+		errs = append(errs, fmt.Errorf("Replay.Bulk.MaxConcurrentJobs (%d) must be positive and below half of MySQL.MaxOpenConns (%d)",
+			b.MaxConcurrentJobs, c.MySQL.MaxOpenConns))
+	}
+	if b.LeaseTTL <= c.Replay.Timeout || b.LeaseTTL <= b.CheckInterval {
+		errs = append(errs, fmt.Errorf("Replay.Bulk.LeaseTTL (%s) must exceed Replay.Timeout (%s) and Replay.Bulk.CheckInterval (%s)",
+			b.LeaseTTL, c.Replay.Timeout, b.CheckInterval))
 	}
 	if c.List.DefaultLimit <= 0 || c.List.MaxLimit < c.List.DefaultLimit {
 		errs = append(errs, errors.New("List: need 0 < DefaultLimit <= MaxLimit"))

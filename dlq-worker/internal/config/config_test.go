@@ -50,7 +50,8 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("consumer defaults = %+v", d)
 	}
 	b := c.Replay.Bulk
-	if b.RatePerSecond != 10 || b.MaxItems != 10000 || b.PauseAfterFailures != 3 || b.PauseAfterRedeadLettered != 3 || b.CheckInterval != time.Second {
+	if b.RatePerSecond != 10 || b.MaxItems != 10000 || b.PauseAfterFailures != 3 || b.PauseAfterRedeadLettered != 3 || b.CheckInterval != time.Second ||
+		b.LeaseTTL != 30*time.Second || b.PollInterval != 2*time.Second || b.MaxConcurrentJobs != 2 {
 		t.Errorf("bulk defaults = %+v", b)
 	}
 	if len(c.Replay.AllowedTopics) != 1 || c.Replay.AllowedTopics[0] != "epro.reports.v1" || c.Replay.Timeout != 5*time.Second {
@@ -107,6 +108,8 @@ func TestLoadRefuses(t *testing.T) {
 		{"no replay producer", strings.Replace(base, "  Producer:\n    Brokers: [k:9092]\n", "  Timeout: 5s\n", 1), "Producer"},
 		{"zero producer batch", strings.Replace(base, "    Brokers: [k:9092]\n", "    Brokers: [k:9092]\n    BatchSize: 0\n", 1), "Replay.Producer.BatchSize must be positive"},
 		{"zero insert timeout", strings.Replace(base, "  Brokers: [k:9092]\nReplay", "  Brokers: [k:9092]\n  InsertTimeout: 0s\nReplay", 1), "DeadLetters.InsertTimeout must be positive"},
+		{"lease no longer than a produce", strings.Replace(base, "Replay:\n", "Replay:\n  Bulk:\n    LeaseTTL: 5s\n", 1), "Replay.Bulk.LeaseTTL (5s) must exceed Replay.Timeout (5s)"},
+		{"jobs starve the pool", strings.Replace(base, "Replay:\n", "Replay:\n  Bulk:\n    MaxConcurrentJobs: 4\n", 1), "Replay.Bulk.MaxConcurrentJobs (4) must be positive and below half of MySQL.MaxOpenConns (8)"},
 		{"heartbeat not below session", strings.Replace(base, "  Brokers: [k:9092]\nReplay", "  Brokers: [k:9092]\n  HeartbeatInterval: 10s\nReplay", 1), "DeadLetters.HeartbeatInterval (10s) must be below SessionTimeout (10s)"},
 	} {
 		file := filepath.Join(t.TempDir(), "dlq-worker.yaml")

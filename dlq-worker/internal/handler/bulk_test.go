@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,6 +121,9 @@ func TestBulkReplayPausesOnProduceFailures(t *testing.T) {
 	j := w.waitJob(operator, started.Job.ID, "paused", 60*time.Second)
 	if j.Failed != 3 || j.Done != 0 || j.StateReason == "" {
 		t.Fatalf("paused job = %+v; want it paused after 3 failures in a row", j)
+	}
+	if !strings.HasPrefix(j.LastError, "dead letter ") || !strings.HasSuffix(j.LastError, ": kafka did not acknowledge the replay") {
+		t.Errorf("lastError = %q, want the dead letter's id and the kind of failure", j.LastError)
 	}
 	time.Sleep(300 * time.Millisecond)
 	if again := w.job(operator, j.ID); again.Failed != 3 || again.State != "paused" {

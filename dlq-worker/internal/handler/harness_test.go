@@ -88,11 +88,15 @@ type worker struct {
 	source   string // the reports topic replays go to
 	dlq      string
 	dlqWrite *kafka.Writer
+	// stopInstance stops the dlq-worker start started; nil when none runs.
+	stopInstance func()
 }
 
 type workerOptions struct {
 	// extraYAML is appended to the configuration.
 	extraYAML string
+	// bulkYAML is added to the Replay.Bulk block, each line indented by four spaces.
+	bulkYAML string
 	// allowMissing adds a topic that is allowed for replay but does not exist, to make produces fail.
 	allowMissing string
 	// produceAttempts overrides Replay.Producer.MaxAttempts.
@@ -133,39 +137,18 @@ Replay:
   Timeout: 3s
   Bulk:
     CheckInterval: 100ms
+%s
 MySQL:
   DSN: %q
 Auth:
   Secret: %s
 %s`, strings.Join(w.brokers, ","), w.dlq, infratest.UniqueName(t, "group"), strings.Join(w.brokers, ","),
-		o.produceAttempts, allowed, dsn, testSecret, o.extraYAML)
+		o.produceAttempts, allowed, o.bulkYAML, dsn, testSecret, o.extraYAML)
 	if err := conf.LoadFromYamlBytes([]byte(yaml), &w.cfg); err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	sc, err := svc.NewServiceContext(context.Background(), w.cfg)
-	if err != nil {
-		t.Fatalf("service context: %v", err)
-	}
-	w.svc = sc
-	w.db = sc.DB
-	go sc.Consumer.Start()
-	go sc.Resolver.Start()
-	t.Cleanup(func() {
-		sc.Resolver.Stop()
-		sc.Consumer.Stop()
-		_ = sc.Close()
-	})
-
-	server := rest.MustNewServer(w.cfg.ServerConf(), handler.RunOptions()...)
-	server.Use(middleware.AccessLog)
-	handler.RegisterHandlers(server, sc)
-	sl, err := rest.NewServerless(server)
-	if err != nil {
-		t.Fatalf("serverless: %v", err)
-	}
-	ts := httptest.NewServer(http.HandlerFunc(sl.Serve))
-	t.Cleanup(ts.Close)
-	w.url = ts.URL
+	w.start()
+	t.Cleanup(w.stop)
 
 	w.dlqWrite = &kafka.Writer{Addr: kafka.TCP(w.brokers...), Topic: w.dlq, Balancer: &kafka.Hash{},
 		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond,
@@ -173,6 +156,52 @@ Auth:
 		Transport: &kafka.Transport{MetadataTTL: time.Second}}
 	t.Cleanup(func() { _ = w.dlqWrite.Close() })
 	return w
+}
+
+// start builds a dlq-worker on w's configuration, database and topics exactly as main does, starts its
+// consumer and resolver and serves its API at w.url.
+func (w *worker) start() {
+	w.t.Helper()
+	sc, err := svc.NewServiceContext(context.Background(), w.cfg)
+	if err != nil {
+		w.t.Fatalf("service context: %v", err)
+	}
+	w.svc = sc
+	w.db = sc.DB
+	go sc.Consumer.Start()
+	go sc.Resolver.Start()
+
+	server := rest.MustNewServer(w.cfg.ServerConf(), handler.RunOptions()...)
+	server.Use(middleware.AccessLog)
+	handler.RegisterHandlers(server, sc)
+	sl, err := rest.NewServerless(server)
+	if err != nil {
+		w.t.Fatalf("serverless: %v", err)
+	}
+	ts := httptest.NewServer(http.HandlerFunc(sl.Serve))
+	w.url = ts.URL
+	// In the ServiceGroup's order: the server first, then the resolver (jobs), then the consumer.
+	w.stopInstance = func() {
+		ts.Close()
+		sc.Resolver.Stop()
+		sc.Consumer.Stop()
+		_ = sc.Close()
+	}
+}
+
+// stop stops the running dlq-worker as SIGTERM does; a second call does nothing.
+func (w *worker) stop() {
+	if w.stopInstance != nil {
+		w.stopInstance()
+		w.stopInstance = nil
+	}
+}
+
+// restart stops the running dlq-worker and starts a new one on the same database and topics.
+func (w *worker) restart() {
+	w.t.Helper()
+	w.stop()
+	w.start()
 }
 
 func (w *worker) token(sub, role string) string {

@@ -96,6 +96,16 @@ func RegisterHandlers(server *rest.Server, serverCtx *svc.ServiceContext) {
 				},
 				{
 					Method:  http.MethodPost,
+					Path:    "/v1/replay-jobs/:id/cancel",
+					Handler: CancelReplayJobHandler(serverCtx),
+				},
+				{
+					Method:  http.MethodPost,
+					Path:    "/v1/replay-jobs/:id/pause",
+					Handler: PauseReplayJobHandler(serverCtx),
+				},
+				{
+					Method:  http.MethodPost,
 					Path:    "/v1/replay-jobs/:id/resume",
 					Handler: ResumeReplayJobHandler(serverCtx),
 				},

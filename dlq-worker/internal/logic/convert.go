@@ -67,7 +67,7 @@ func auditEntries(es []store.AuditEntry) []types.AuditEntry {
 }
 
 func jobResp(j store.Job) *types.JobResp {
-	return &types.JobResp{ID: j.ID, Actor: j.Actor, State: j.State, StateReason: j.StateReason, Total: j.Total,
+	return &types.JobResp{ID: j.ID, Actor: j.Actor, State: j.State, StateReason: j.StateReason, LastError: j.LastError, Total: j.Total,
 		Done: j.Done, Failed: j.Failed, Skipped: j.Skipped, RedeadLettered: j.RedeadLettered,
 		RatePerSecond: j.RatePerSecond, CreatedAt: formatTime(j.CreatedAt), UpdatedAt: formatTime(j.UpdatedAt)}
 }
@@ -105,8 +105,9 @@ func apiError(ctx context.Context, what string, err error) error {
 		return errcode.New(http.StatusConflict, errcode.Conflict, "this dead letter is already resolved")
 	case errors.Is(err, replay.ErrTopicNotAllowed):
 		return errcode.New(http.StatusConflict, errcode.Conflict, "the dead letter's original topic is missing or not allowed for replay")
-	case errors.Is(err, replay.ErrJobNotPaused):
-		return errcode.New(http.StatusConflict, errcode.Conflict, "only a paused job of this process can be resumed")
+	case errors.Is(err, replay.ErrJobState):
+		return errcode.New(http.StatusConflict, errcode.Conflict,
+			"the job's state does not allow this: pause needs running, resume needs paused, cancel needs running or paused")
 	case errors.Is(err, replay.ErrNothingToReplay):
 		return errcode.New(http.StatusConflict, errcode.Conflict, "no new dead letter matches the filter")
 	case errors.Is(err, replay.ErrProduce):

@@ -34,7 +34,7 @@ func (l *ReplayDeadLetterLogic) ReplayDeadLetter(req *types.IDReq) (*types.Repla
 		l.Errorf("report state of dead letter %d: %v", dl.ID, err)
 		state = replay.ReportUnknown
 	}
-	dl, err = l.svcCtx.Resolver.Replay(l.ctx, p, req.ID, 0)
+	dl, err = l.svcCtx.Resolver.Replay(l.ctx, p, req.ID)
 	if err != nil {
 		return nil, apiError(l.ctx, "dead letter", err)
 	}

@@ -13,7 +13,8 @@ func NewResumeReplayJobLogic(ctx context.Context, svcCtx *svc.ServiceContext) *R
 	return &ResumeReplayJobLogic{newBase(ctx, svcCtx)}
 }
 
-// ResumeReplayJob continues a job that paused itself, once the operator fixed the cause.
+// ResumeReplayJob continues a paused job (paused by an operator, or by itself once the operator fixed the
+// cause) where it stopped.
 func (l *ResumeReplayJobLogic) ResumeReplayJob(req *types.IDReq) (*types.JobResp, error) {
 	p, err := principal(l.ctx)
 	if err != nil {

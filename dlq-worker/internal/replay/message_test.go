@@ -14,8 +14,30 @@ import (
 	"github.com/epro-intake/dlq-worker/internal/store"
 )
 
+func newResolver(t *testing.T, allowed string) *replay.Resolver {
+	t.Helper()
+	r, err := replay.New(replay.Conf{AllowedTopics: []string{allowed}, Timeout: time.Second,
+		Bulk: replay.BulkConf{LeaseTTL: 2 * time.Second, PollInterval: time.Second, CheckInterval: time.Second,
+			MaxConcurrentJobs: 1}},
+		nil, nil, nil, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestNewRefusesALeaseShorterThanAProduce(t *testing.T) {
+	_, err := replay.New(replay.Conf{Timeout: 5 * time.Second,
+		Bulk: replay.BulkConf{LeaseTTL: 5 * time.Second, PollInterval: time.Second, CheckInterval: time.Second,
+			MaxConcurrentJobs: 1}},
+		nil, nil, nil, nil, nil, nil)
+	if err == nil {
+		t.Fatal("a lease no longer than a produce was accepted")
+	}
+}
+
 func TestMessageSendsTheOriginalRecord(t *testing.T) {
-	r := replay.New(replay.Conf{AllowedTopics: []string{"epro.reports.v1"}}, nil, nil, nil, nil, nil)
+	r := newResolver(t, "epro.reports.v1")
 	dl := store.DeadLetter{
 		ID: 77, OriginalTopic: "epro.reports.v1", Key: []byte("P1"), Value: []byte(`{"a":1}`),
 		Headers: []store.Header{
@@ -62,7 +84,7 @@ func TestMessageSendsTheOriginalRecord(t *testing.T) {
 // A replay strips exactly the set epro-mq wrote (through the one writer) and keeps every other header, in
 // order, whatever its name.
 func TestMessageStripsExactlyTheDeadLetterSet(t *testing.T) {
-	r := replay.New(replay.Conf{AllowedTopics: []string{report.Topic}}, nil, nil, nil, nil, nil)
+	r := newResolver(t, report.Topic)
 	original := []kafka.Header{
 		{Key: report.HeaderTraceparent, Value: []byte("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")},
 		{Key: report.HeaderTracestate, Value: []byte("vendor=1")},
@@ -99,7 +121,7 @@ func TestMessageStripsExactlyTheDeadLetterSet(t *testing.T) {
 // A degraded dead letter is replayed from its raw record, to the topic its raw original-topic header names;
 // one without its bytes cannot be.
 func TestMessageOfADegradedDeadLetterIsItsRawRecord(t *testing.T) {
-	r := replay.New(replay.Conf{AllowedTopics: []string{"epro.reports.v1"}}, nil, nil, nil, nil, nil)
+	r := newResolver(t, "epro.reports.v1")
 	key := make([]byte, 2000)
 	raw := store.RawRecord{Key: key, Value: []byte(`{"a":1}`), Headers: []store.RawHeader{
 		{Key: []byte{'x', 0xff}, Value: []byte{0xfe}},

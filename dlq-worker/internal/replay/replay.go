@@ -5,12 +5,14 @@
 // added) plus x-replay-of, with acks=all, to an allowed topic only. The dead letter's status becomes
 // replayed, and its audit row is written, in the same transaction that holds the row lock during the produce,
 // so two concurrent replays of one dead letter produce once. If the process dies after the produce and before
-// the commit, the dead letter stays new and may be replayed again: epro-mq dedupes by request id, so that
-// costs a duplicate record, never a duplicate report. A dead letter of error class conflict is never
-// replayed (ErrConflictNotReplayable): the stored report under its request id stays as it is. A degraded
-// dead letter is replayed from its raw record, byte for byte (its columns hold only what fitted), under the
-// same rules; one whose bytes were not archived is refused (ErrBytesNotKept). Every audit row names the
-// token's subject and issuer, the client's address, and the dead letter's status before and after.
+// the commit, the dead letter stays new and a second single replay sends it again: epro-mq dedupes by request
+// id, so that costs a duplicate record, never a duplicate report. A bulk job does better (bulk.go): it never
+// sends an item twice, because it looks on the topic for a replay whose outcome it did not record. A dead
+// letter of error class conflict is never replayed (ErrConflictNotReplayable): the stored report under its
+// request id stays as it is. A degraded dead letter is replayed from its raw record, byte for byte (its
+// columns hold only what fitted), under the same rules; one whose bytes were not archived is refused
+// (ErrBytesNotKept). Every audit row names the token's subject and issuer, the client's address, and the dead
+// letter's status before and after.
 package replay
 
 import (
@@ -80,6 +82,9 @@ type BulkConf struct {
 	PauseAfterFailures       int
 	PauseAfterRedeadLettered int
 	CheckInterval            time.Duration
+	LeaseTTL                 time.Duration
+	PollInterval             time.Duration
+	MaxConcurrentJobs        int
 }
 
 // Resolver resolves dead letters, the only two ways there are: it replays them (one by one or in bulk jobs)
@@ -92,18 +97,29 @@ type Resolver struct {
 	audit   *store.Audit
 	jobs    *store.Jobs
 	sender  Sender
+	topic   Topic
 
 	bulk bulkState
 }
 
 // New returns a Resolver.
-func New(c Conf, dls *store.DeadLetters, reports *store.Reports, audit *store.Audit, jobs *store.Jobs, sender Sender) *Resolver {
-	r := &Resolver{conf: c, allowed: map[string]bool{}, dls: dls, reports: reports, audit: audit, jobs: jobs, sender: sender}
+// topic is where bulk jobs look for replays whose outcome they did not record. New refuses zero durations in
+// c.Bulk.
+func New(c Conf, dls *store.DeadLetters, reports *store.Reports, audit *store.Audit, jobs *store.Jobs, sender Sender,
+	topic Topic) (*Resolver, error) {
+	b := c.Bulk
+	if c.Timeout <= 0 || b.LeaseTTL <= c.Timeout || b.PollInterval <= 0 || b.CheckInterval <= 0 ||
+		b.CheckInterval >= b.LeaseTTL || b.MaxConcurrentJobs <= 0 {
+		return nil, errors.New("replay: need Timeout > 0, Bulk.LeaseTTL > Timeout, Bulk.PollInterval > 0, " +
+			"0 < Bulk.CheckInterval < Bulk.LeaseTTL and Bulk.MaxConcurrentJobs > 0")
+	}
+	r := &Resolver{conf: c, allowed: map[string]bool{}, dls: dls, reports: reports, audit: audit, jobs: jobs,
+		sender: sender, topic: topic}
 	for _, t := range c.AllowedTopics {
 		r.allowed[t] = true
 	}
 	r.bulk.init()
-	return r
+	return r, nil
 }
 
 // ReportState tells whether dl's request id is stored in reports.
@@ -176,9 +192,25 @@ func (r *Resolver) message(dl store.DeadLetter, headers []kafka.Header) kafka.Me
 	return kafka.Message{Topic: dl.OriginalTopic, Key: dl.Key, Value: dl.Value, Headers: headers}
 }
 
-// Replay re-produces dead letter id for p. jobID is the bulk job doing it, or 0. It returns the dead letter
-// as it was before the replay.
-func (r *Resolver) Replay(ctx context.Context, p auth.Principal, id, jobID uint64) (store.DeadLetter, error) {
+// Replay re-produces dead letter id for p, on its own (not for a bulk job). It returns the dead letter as it
+// was before the replay.
+func (r *Resolver) Replay(ctx context.Context, p auth.Principal, id uint64) (store.DeadLetter, error) {
+	return r.replay(ctx, p, id, nil)
+}
+
+// jobStep is the bulk job item a replay is for.
+type jobStep struct {
+	item store.Item
+	// beforeSend runs with the dead letter locked, right before the produce; an error sends nothing.
+	// store.ErrNotOwner from it means the job was paused or cancelled (or lost its lease) meanwhile.
+	beforeSend func(ctx context.Context, msg kafka.Message) error
+}
+
+// errJobStopped: the job's item was not replayed because the job is no longer running under this
+// replica's lease. Nothing was sent or audited.
+var errJobStopped = errors.New("job stopped before the replay")
+
+func (r *Resolver) replay(ctx context.Context, p auth.Principal, id uint64, step *jobStep) (store.DeadLetter, error) {
 	res, err := r.dls.Lock(ctx, id)
 	if err != nil {
 		return store.DeadLetter{}, err
@@ -186,7 +218,10 @@ func (r *Resolver) Replay(ctx context.Context, p auth.Principal, id, jobID uint6
 	defer res.Rollback()
 	dl := res.DeadLetter
 	entry := p.Audit(store.ActionReplay)
-	entry.DeadLetterID, entry.JobID, entry.StateBefore, entry.StateAfter = id, jobID, dl.Status, dl.Status
+	entry.DeadLetterID, entry.StateBefore, entry.StateAfter = id, dl.Status, dl.Status
+	if step != nil {
+		entry.JobID = step.item.JobID
+	}
 
 	var refusal error
 	switch dl.Status {
@@ -205,6 +240,11 @@ func (r *Resolver) Replay(ctx context.Context, p auth.Principal, id, jobID uint6
 		if err := res.Audit(ctx, entry); err != nil {
 			return dl, err
 		}
+		if step != nil {
+			if err := res.SetJobItem(ctx, step.item, store.ItemSkipped); err != nil {
+				return dl, err
+			}
+		}
 		if err := res.Commit(); err != nil {
 			return dl, err
 		}
@@ -216,6 +256,17 @@ func (r *Resolver) Replay(ctx context.Context, p auth.Principal, id, jobID uint6
 		res.Rollback()
 		entry.Outcome, entry.Reason = store.OutcomeFailed, err.Error()
 		return dl, errors.Join(err, r.audit.Append(ctx, entry))
+	}
+	if step != nil {
+		if err := step.beforeSend(ctx, msg); err != nil {
+			res.Rollback()
+			if errors.Is(err, store.ErrNotOwner) {
+				return dl, errJobStopped
+			}
+			logx.WithContext(ctx).Errorf("replay of dead letter %d (job %d) not started: %v", id, entry.JobID, err)
+			entry.Outcome, entry.Reason = store.OutcomeFailed, "kafka or the database did not answer before the replay"
+			return dl, errors.Join(fmt.Errorf("%w: %w", ErrProduce, err), r.audit.Append(ctx, entry))
+		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, r.conf.Timeout)
 	err = r.sender.Send(pctx, msg)
@@ -233,10 +284,15 @@ func (r *Resolver) Replay(ctx context.Context, p auth.Principal, id, jobID uint6
 	if err := res.Audit(ctx, entry); err != nil {
 		return dl, r.afterProduce(id, err)
 	}
+	if step != nil {
+		if err := res.SetJobItem(ctx, step.item, store.ItemReplayed); err != nil {
+			return dl, r.afterProduce(id, err)
+		}
+	}
 	if err := res.Commit(); err != nil {
 		return dl, r.afterProduce(id, err)
 	}
-	logx.WithContext(ctx).Infof("replayed dead letter %d to %s (job %d)", id, msg.Topic, jobID)
+	logx.WithContext(ctx).Infof("replayed dead letter %d to %s (job %d)", id, msg.Topic, entry.JobID)
 	return dl, nil
 }
 

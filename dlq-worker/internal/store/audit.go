@@ -13,6 +13,10 @@ const (
 	ActionDiscard    = "discard"
 	ActionReveal     = "reveal"
 	ActionBulkReplay = "bulk_replay"
+	// An operator's pause, resume or cancel of a bulk job.
+	ActionJobPause  = "job_pause"
+	ActionJobResume = "job_resume"
+	ActionJobCancel = "job_cancel"
 )
 
 // Audit outcomes.

@@ -62,6 +62,12 @@ func (r *Resolution) Audit(ctx context.Context, e AuditEntry) error {
 	return appendAudit(ctx, r.tx, r.now(), e)
 }
 
+// SetJobItem sets a bulk job's item in the same transaction, so a dead letter's status and its job's record
+// of it commit together: a job never finds its item pending while the dead letter is replayed, or the reverse.
+func (r *Resolution) SetJobItem(ctx context.Context, it Item, state string) error {
+	return setItem(ctx, r.tx, dbTime(r.now()), it, state)
+}
+
 // Commit ends the Resolution, keeping its changes.
 func (r *Resolution) Commit() error {
 	r.done = true

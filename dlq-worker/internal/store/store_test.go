@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"slices"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -268,12 +269,13 @@ func TestJobsCountRedeadLettered(t *testing.T) {
 	jobs := store.NewJobs(db)
 	audit := store.NewAudit(db)
 	ctx := context.Background()
-	j, err := jobs.Create(ctx, store.Job{Actor: "alice", Filter: store.Filter{TrialID: "T"}, RatePerSecond: 5, State: store.JobRunning, Total: 2})
+	a, _, _ := s.Insert(ctx, sample(1, "permanent", "T", "P1", time.Now()))
+	other, _, _ := s.Insert(ctx, sample(2, "permanent", "T", "P2", time.Now()))
+	j, err := jobs.Create(ctx, store.Job{Actor: "alice", Filter: store.Filter{TrialID: "T"}, RatePerSecond: 5},
+		[]uint64{a, other}, store.AuditEntry{Actor: "alice", Role: "operator", Action: store.ActionBulkReplay, Outcome: store.OutcomeOK})
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, _, _ := s.Insert(ctx, sample(1, "permanent", "T", "P1", time.Now()))
-	other, _, _ := s.Insert(ctx, sample(2, "permanent", "T", "P2", time.Now()))
 	_ = audit.Append(ctx, store.AuditEntry{Actor: "alice", Role: "operator", Action: store.ActionReplay, Outcome: store.OutcomeOK, DeadLetterID: a, JobID: j.ID})
 	again := sample(3, "permanent", "T", "P1", time.Now())
 	again.ReplayOf = &a
@@ -284,20 +286,87 @@ func TestJobsCountRedeadLettered(t *testing.T) {
 	if n, err := jobs.CountRedeadLettered(ctx, j.ID); err != nil || n != 1 {
 		t.Fatalf("re-dead-lettered = %d, %v; want 1", n, err)
 	}
-	j.Done, j.State, j.StateReason = 2, store.JobDone, "finished"
-	if err := jobs.Save(ctx, j); err != nil {
-		t.Fatal(err)
-	}
-	running, _ := jobs.Create(ctx, store.Job{Actor: "bob", State: store.JobRunning})
-	if err := jobs.InterruptUnfinished(ctx); err != nil {
-		t.Fatal(err)
-	}
 	got, err := jobs.Get(ctx, j.ID)
-	if err != nil || got.State != store.JobDone || got.Done != 2 || got.Filter.TrialID != "T" || got.RatePerSecond != 5 {
+	if err != nil || got.State != store.JobRunning || got.Total != 2 || got.Done != 0 || got.Filter.TrialID != "T" || got.RatePerSecond != 5 {
 		t.Fatalf("job = %+v, %v", got, err)
 	}
-	if got, _ := jobs.Get(ctx, running.ID); got.State != store.JobInterrupted {
-		t.Fatalf("unfinished job state = %s", got.State)
+	if started, _ := audit.ForJob(ctx, j.ID); len(started) != 2 || started[0].Action != store.ActionBulkReplay {
+		t.Fatalf("the job's start is not audited with it: %+v", started)
+	}
+}
+
+// A job runs under one lease at a time: a second replica cannot claim it while the lease lives, the holder
+// loses it to a pause, and an expired lease is taken over.
+func TestJobsLease(t *testing.T) {
+	db := openDB(t)
+	s := store.NewDeadLetters(db)
+	jobs := store.NewJobs(db)
+	ctx := context.Background()
+	a, _, _ := s.Insert(ctx, sample(1, "permanent", "T", "P1", time.Now()))
+	b, _, _ := s.Insert(ctx, sample(2, "permanent", "T", "P2", time.Now()))
+	op := store.AuditEntry{Actor: "alice", Role: "operator", Action: store.ActionBulkReplay, Outcome: store.OutcomeOK}
+	j, err := jobs.Create(ctx, store.Job{Actor: "alice", RatePerSecond: 5}, []uint64{b, a}, op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := jobs.Claim(ctx, "one", time.Minute)
+	if err != nil || !ok || got.ID != j.ID || got.LeaseOwner != "one" {
+		t.Fatalf("claim = %+v, %v, %v", got, ok, err)
+	}
+	if _, ok, err := jobs.Claim(ctx, "two", time.Minute); err != nil || ok {
+		t.Fatalf("a second replica claimed a leased job: %v, %v", ok, err)
+	}
+	it, ok, err := jobs.Next(ctx, j.ID, "one", time.Minute)
+	if err != nil || !ok || it.Seq != 0 || it.DeadLetterID != b || it.State != store.ItemPending {
+		t.Fatalf("next = %+v, %v, %v", it, ok, err)
+	}
+	if _, _, err := jobs.Next(ctx, j.ID, "two", time.Minute); !errors.Is(err, store.ErrNotOwner) {
+		t.Fatalf("next by a non-owner = %v", err)
+	}
+	if err := jobs.MarkSending(ctx, it, "one", time.Minute, map[int]int64{0: 12, 1: 7}); err != nil {
+		t.Fatal(err)
+	}
+	if again, _, _ := jobs.Next(ctx, j.ID, "one", time.Minute); again.State != store.ItemSending || again.Probe[0] != 12 || again.Probe[1] != 7 {
+		t.Fatalf("sending item = %+v", again)
+	}
+	if err := jobs.Transition(ctx, j.ID, []string{store.JobRunning}, store.JobPaused, "paused by bob", 0,
+		store.AuditEntry{Actor: "bob", Role: "operator", Action: store.ActionJobPause, Outcome: store.OutcomeOK}); err != nil {
+		t.Fatal(err)
+	}
+	if err := jobs.MarkSending(ctx, store.Item{JobID: j.ID, Seq: 1}, "one", time.Minute, map[int]int64{0: 1}); !errors.Is(err, store.ErrNotOwner) {
+		t.Fatalf("mark sending in a paused job = %v", err)
+	}
+	if err := jobs.Transition(ctx, j.ID, []string{store.JobRunning}, store.JobPaused, "", 0, store.AuditEntry{}); !errors.Is(err, store.ErrJobState) {
+		t.Fatalf("pause of a paused job = %v", err)
+	}
+	if err := jobs.Transition(ctx, j.ID, []string{store.JobPaused}, store.JobRunning, "resumed", 0,
+		store.AuditEntry{Actor: "bob", Role: "operator", Action: store.ActionJobResume, Outcome: store.OutcomeOK}); err != nil {
+		t.Fatal(err)
+	}
+	// "one" still holds a live lease; once it has expired, "two" takes the job.
+	if err := jobs.Renew(ctx, j.ID, "one", time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if got, ok, err := jobs.Claim(ctx, "two", time.Minute); err != nil || !ok || got.LeaseOwner != "two" {
+		t.Fatalf("claim of an expired lease = %+v, %v, %v", got, ok, err)
+	}
+	if err := jobs.Renew(ctx, j.ID, "one", time.Minute); !errors.Is(err, store.ErrNotOwner) {
+		t.Fatalf("renew by the old owner = %v", err)
+	}
+	if err := jobs.Stop(ctx, j.ID, "two", store.JobDone, "finished"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := jobs.Get(ctx, j.ID); got.State != store.JobDone || got.LeaseOwner != "" {
+		t.Fatalf("stopped job = %+v", got)
+	}
+	trail, _ := store.NewAudit(db).ForJob(ctx, j.ID)
+	var actions []string
+	for _, e := range trail {
+		actions = append(actions, e.Action)
+	}
+	if want := []string{store.ActionBulkReplay, store.ActionJobPause, store.ActionJobResume}; !slices.Equal(actions, want) {
+		t.Fatalf("job audit = %v, want %v", actions, want)
 	}
 }
 

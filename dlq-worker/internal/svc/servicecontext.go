@@ -41,8 +41,8 @@ type ServiceContext struct {
 	Operator rest.Middleware
 }
 
-// NewServiceContext connects to MySQL, applies migrations when configured, marks jobs of an earlier process
-// interrupted and builds the consumer and the resolver (neither started).
+// NewServiceContext connects to MySQL, applies migrations when configured and builds the consumer and the
+// resolver (neither started; the resolver's Start resumes bulk jobs no live replica holds).
 func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, error) {
 	db, err := OpenMySQL(c.MySQL)
 	if err != nil {
@@ -66,25 +66,31 @@ func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, e
 		_ = db.Close()
 		return nil, err
 	}
-	if err := s.Jobs.InterruptUnfinished(ctx); err != nil {
-		_ = s.Close()
-		return nil, err
-	}
 	s.Metrics = metrics.New(s.DeadLetters, c.MySQL.QueryTimeout)
 	if s.Consumer, err = consumer.New(c.DeadLetters, s.DeadLetters, s.Metrics); err != nil {
 		_ = s.Close()
 		return nil, err
 	}
 	b := c.Replay.Bulk
-	s.Resolver = replay.New(replay.Conf{
+	topic, err := replay.NewKafkaTopic(producer.SplitBrokers(c.Replay.Producer.Brokers))
+	if err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	s.Resolver, err = replay.New(replay.Conf{
 		AllowedTopics: c.Replay.AllowedTopics,
 		Timeout:       c.Replay.Timeout,
 		Bulk: replay.BulkConf{
 			RatePerSecond: b.RatePerSecond, MaxRatePerSecond: b.MaxRatePerSecond, MaxItems: b.MaxItems,
 			PauseAfterFailures: b.PauseAfterFailures, PauseAfterRedeadLettered: b.PauseAfterRedeadLettered,
-			CheckInterval: b.CheckInterval,
+			CheckInterval: b.CheckInterval, LeaseTTL: b.LeaseTTL, PollInterval: b.PollInterval,
+			MaxConcurrentJobs: b.MaxConcurrentJobs,
 		},
-	}, s.DeadLetters, s.Reports, s.Audit, s.Jobs, s.Producer)
+	}, s.DeadLetters, s.Reports, s.Audit, s.Jobs, s.Producer, topic)
+	if err != nil {
+		_ = s.Close()
+		return nil, err
+	}
 	if s.Tokens, err = auth.NewVerifier(c.Auth, nil); err != nil {
 		_ = s.Close()
 		return nil, err

@@ -128,6 +128,7 @@ type JobResp struct {
 	Actor          string  `json:"actor"`
 	State          string  `json:"state"`
 	StateReason    string  `json:"stateReason,omitempty"`
+	LastError      string  `json:"lastError,omitempty"`
 	Total          int     `json:"total"`
 	Done           int     `json:"done"`
 	Failed         int     `json:"failed"`
