@@ -13,6 +13,9 @@ const (
 	ActionDiscard    = "discard"
 	ActionReveal     = "reveal"
 	ActionBulkReplay = "bulk_replay"
+	// ActionReconcile: a reconciliation of the report topic ran (internal/reconcile); one row when it
+	// starts, one with its counts when it ends.
+	ActionReconcile = "reconcile"
 )
 
 // Audit outcomes.
@@ -21,6 +24,9 @@ const (
 	OutcomeAlreadyReplayed = "already_replayed"
 	OutcomeConflict        = "conflict"
 	OutcomeFailed          = "failed"
+	// OutcomeStarted and OutcomeMissing are a reconciliation's: begun, and finished with records missing.
+	OutcomeStarted = "started"
+	OutcomeMissing = "missing"
 )
 
 // AuditEntry is one row of dead_letter_audit. At is set by Append.
