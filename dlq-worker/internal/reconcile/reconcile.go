@@ -155,8 +155,9 @@ func New(c Conf, db *sql.DB) (*Engine, error) {
 		return nil, err
 	}
 	return &Engine{
-		conf:        c,
-		client:      &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: c.QueryTimeout},
+		conf: c,
+		// Its own transport: kafka-go's shared default caches topic metadata for the whole process.
+		client:      &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: c.QueryTimeout, Transport: &kafka.Transport{}},
 		db:          db,
 		deadLetters: store.NewDeadLetters(db),
 	}, nil
@@ -174,7 +175,6 @@ func (e *Engine) Run(ctx context.Context, r Range, onException func(Exception) e
 	}
 	sum.Partitions = parts
 	p := &progress{parts: parts, start: start, report: onProgress}
-	defer func() { sum.Elapsed = time.Since(start) }()
 	for i := range parts {
 		if err := e.readPartition(ctx, &parts[i], &sum, onException, p); err != nil {
 			sum.Elapsed = time.Since(start)
@@ -182,6 +182,7 @@ func (e *Engine) Run(ctx context.Context, r Range, onException func(Exception) e
 		}
 	}
 	p.emit(true)
+	sum.Elapsed = time.Since(start)
 	return sum, nil
 }
 
@@ -285,10 +286,14 @@ func (e *Engine) committed(ctx context.Context, ids []int) (map[int]int64, error
 	if err == nil {
 		err = resp.Error
 	}
+	out := map[int]int64{}
+	if errors.Is(err, kafka.GroupIdNotFound) {
+		// kfake's answer for a group that never committed; Kafka answers offset -1 per partition instead.
+		return out, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reconcile: committed offsets of group %s: %w", e.conf.Group, err)
 	}
-	out := map[int]int64{}
 	for _, p := range resp.Topics[e.conf.Topic] {
 		if p.Error != nil {
 			return nil, fmt.Errorf("reconcile: committed offset of group %s on %s/%d: %w", e.conf.Group, e.conf.Topic, p.Partition, p.Error)
