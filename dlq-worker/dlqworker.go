@@ -56,6 +56,7 @@ func main() {
 	defer group.Stop()
 	group.Add(ctx.Consumer)
 	group.Add(ctx.Resolver)
+	group.Add(ctx.Reconciliations)
 	group.Add(server)
 
 	fmt.Printf("Starting dlq-worker at %s:%d, archiving %s as group %s...\n", c.Host, c.Port, c.DeadLetters.Topic, c.DeadLetters.Group)

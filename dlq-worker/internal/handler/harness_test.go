@@ -137,8 +137,12 @@ MySQL:
   DSN: %q
 Auth:
   Secret: %s
+Reconcile:
+  Topic: %s
+  Group: %s
+  MaxWait: 100ms
 %s`, strings.Join(w.brokers, ","), w.dlq, infratest.UniqueName(t, "group"), strings.Join(w.brokers, ","),
-		o.produceAttempts, allowed, dsn, testSecret, o.extraYAML)
+		o.produceAttempts, allowed, dsn, testSecret, w.source, infratest.UniqueName(t, "mq"), o.extraYAML)
 	if err := conf.LoadFromYamlBytes([]byte(yaml), &w.cfg); err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -151,6 +155,7 @@ Auth:
 	go sc.Consumer.Start()
 	go sc.Resolver.Start()
 	t.Cleanup(func() {
+		sc.Reconciliations.Stop()
 		sc.Resolver.Stop()
 		sc.Consumer.Stop()
 		_ = sc.Close()

@@ -19,12 +19,24 @@ type Actor struct {
 // with the counts when it ends, outcome ok, missing or failed. A run whose first row cannot be written does
 // not start; the last row is written even when ctx has ended.
 func (e *Engine) Audited(ctx context.Context, audit *store.Audit, who Actor, r Range, onException func(Exception) error, onProgress func(Progress)) (Summary, error) {
-	entry := store.AuditEntry{Actor: who.Name, Role: who.Role, Action: store.ActionReconcile, Outcome: store.OutcomeStarted, Reason: r.String()}
-	if err := audit.Append(ctx, entry); err != nil {
+	if err := e.auditStart(ctx, audit, who, r); err != nil {
 		return Summary{}, err
 	}
 	sum, err := e.Run(ctx, r, onException, onProgress)
-	entry.Outcome, entry.Reason = store.OutcomeOK, sum.Text()
+	return sum, e.auditEnd(ctx, audit, who, sum, err)
+}
+
+func (e *Engine) auditStart(ctx context.Context, audit *store.Audit, who Actor, r Range) error {
+	ctx, cancel := context.WithTimeout(ctx, e.conf.QueryTimeout)
+	defer cancel()
+	return audit.Append(ctx, store.AuditEntry{Actor: who.Name, Role: who.Role, Action: store.ActionReconcile,
+		Outcome: store.OutcomeStarted, Reason: r.String()})
+}
+
+// auditEnd writes the closing row of a run that ended with sum and err, and returns err joined with any
+// failure to write it.
+func (e *Engine) auditEnd(ctx context.Context, audit *store.Audit, who Actor, sum Summary, err error) error {
+	entry := store.AuditEntry{Actor: who.Name, Role: who.Role, Action: store.ActionReconcile, Outcome: store.OutcomeOK, Reason: sum.Text()}
 	switch {
 	case err != nil:
 		entry.Outcome, entry.Reason = store.OutcomeFailed, sum.Text()+"; stopped: "+err.Error()
@@ -33,10 +45,7 @@ func (e *Engine) Audited(ctx context.Context, audit *store.Audit, who Actor, r R
 	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.conf.QueryTimeout)
 	defer cancel()
-	if aerr := audit.Append(actx, entry); aerr != nil {
-		return sum, errors.Join(err, aerr)
-	}
-	return sum, err
+	return errors.Join(err, audit.Append(actx, entry))
 }
 
 // String describes r for people and the audit trail.

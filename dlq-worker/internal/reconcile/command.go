@@ -56,6 +56,10 @@ func Command(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return ExitUsage
 	}
+	if *format != FormatCSV && *format != FormatJSON {
+		fmt.Fprintf(stderr, "reconcile: -format %q: want %s or %s\n", *format, FormatCSV, FormatJSON)
+		return ExitUsage
+	}
 	var r Range
 	r.ToEnd = *toEnd
 	if *fromOffset >= 0 {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/epro-intake/common/producer"
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/reportdb"
 	"github.com/epro-intake/dlq-worker/internal/store"
@@ -151,6 +152,7 @@ type Engine struct {
 
 // New returns an engine reading c.Topic and db's reports and dead_letters tables.
 func New(c Conf, db *sql.DB) (*Engine, error) {
+	c.Brokers = producer.SplitBrokers(c.Brokers) // "k1:9092,k2:9092" from one environment variable
 	if err := c.validate(); err != nil {
 		return nil, err
 	}

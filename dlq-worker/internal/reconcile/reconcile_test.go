@@ -256,17 +256,21 @@ func TestReconcileRange(t *testing.T) {
 	}
 }
 
-// The command refuses bad flags with exit 2 before touching anything.
+// The command refuses bad flags with exit 2 before it reads its config or touches anything.
 func TestCommandUsage(t *testing.T) {
-	for _, args := range [][]string{
-		{"-format", "xml"},
-		{"-from-time", "yesterday"},
-		{"-from-offset", "3", "-from-time", "2026-01-01T00:00:00Z"},
-		{"-nope"},
+	for _, c := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"-format", "xml"}, "-format"},
+		{[]string{"-from-time", "yesterday"}, "-from-time"},
+		{[]string{"-from-offset", "3", "-from-time", "2026-01-01T00:00:00Z"}, "-from-time"},
+		{[]string{"-nope"}, "-nope"},
 	} {
 		var stdout, stderr bytes.Buffer
-		if code := reconcile.Command(append([]string{"-f", "/nonexistent.yaml"}, args...), &stdout, &stderr); code != reconcile.ExitUsage {
-			t.Errorf("%v: exit %d, want %d", args, code, reconcile.ExitUsage)
+		code := reconcile.Command(append([]string{"-f", "/nonexistent.yaml"}, c.args...), &stdout, &stderr)
+		if code != reconcile.ExitUsage || !strings.Contains(stderr.String(), c.says) || strings.Contains(stderr.String(), "nonexistent") {
+			t.Errorf("%v: exit %d, stderr %q; want %d naming %s", c.args, code, stderr.String(), reconcile.ExitUsage, c.says)
 		}
 	}
 }
