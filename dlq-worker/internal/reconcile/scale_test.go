@@ -48,7 +48,7 @@ func TestReconcileScale(t *testing.T) {
 	f := newFixture(t, partitions)
 	start := time.Now()
 	f.fill(n, partitions, withRows)
-	t.Logf("filled %d records and rows in %s", n, time.Since(start).Round(time.Second))
+	t.Logf("filled %d records (rows: %v) in %s", n, withRows, time.Since(start).Round(time.Second))
 	f.commitAll()
 
 	cfg, err := json.Marshal(map[string]any{
