@@ -132,7 +132,7 @@ func run(ctx context.Context, engine *Engine, audit *store.Audit, r Range, excep
 		return ExitFailed
 	}
 	if sum.Missing() > 0 {
-		fmt.Fprintf(stderr, "reconcile: %d records missing\n", sum.Missing())
+		fmt.Fprintf(stderr, "reconcile: missing: %d records\n", sum.Missing())
 		return ExitMissing
 	}
 	return ExitClean
