@@ -19,6 +19,7 @@ import (
 	"github.com/epro-intake/dlq-worker/internal/config"
 	"github.com/epro-intake/dlq-worker/internal/handler"
 	"github.com/epro-intake/dlq-worker/internal/middleware"
+	"github.com/epro-intake/dlq-worker/internal/reconcile"
 	"github.com/epro-intake/dlq-worker/internal/svc"
 )
 
@@ -27,6 +28,9 @@ var configFile = flag.String("f", "etc/dlq-worker.yaml", "the config file")
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "token" {
 		os.Exit(auth.TokenCommand(os.Args[2:], os.Stdout, os.Stderr))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "reconcile" {
+		os.Exit(reconcile.Command(os.Args[2:], os.Stdout, os.Stderr))
 	}
 	flag.Parse()
 
@@ -52,6 +56,7 @@ func main() {
 	defer group.Stop()
 	group.Add(ctx.Consumer)
 	group.Add(ctx.Resolver)
+	group.Add(ctx.Reconciliations)
 	group.Add(server)
 
 	fmt.Printf("Starting dlq-worker at %s:%d, archiving %s as group %s...\n", c.Host, c.Port, c.DeadLetters.Topic, c.DeadLetters.Group)

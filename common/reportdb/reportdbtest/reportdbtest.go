@@ -54,6 +54,10 @@ type Row struct {
 	// taken from it. Without it the row holds a stand-in envelope and no content hash, as rows written
 	// before migration 00003 do.
 	Original []byte
+	// Topic, Partition and Offset are where the stored record was read; Topic defaults to report.Topic.
+	Topic     string
+	Partition int
+	Offset    int64
 }
 
 // Insert stores rows as epro-mq would, every column filled.
@@ -68,6 +72,9 @@ func Insert(t testing.TB, db *sql.DB, rows ...Row) {
 		}
 		if r.ReceivedAt.IsZero() {
 			r.ReceivedAt = time.Now().UTC()
+		}
+		if r.Topic == "" {
+			r.Topic = report.Topic
 		}
 		if r.StoredAt.IsZero() {
 			r.StoredAt = r.ReceivedAt
@@ -97,7 +104,7 @@ func Insert(t testing.TB, db *sql.DB, rows ...Row) {
 			"payload_sha256, payload_format, content_sha256, kafka_topic, kafka_partition, kafka_offset, "+
 			"sender_issuer, sender_subject) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 			r.RequestID, r.PatientID, r.TrialID, "phq9", "1.0", r.ReceivedAt.UTC(), 0, r.ReceivedAt.UTC(),
-			r.StoredAt.UTC(), payload, sum[:], format, content, "epro.reports.v1", 0, 0, issuer, subject); err != nil {
+			r.StoredAt.UTC(), payload, sum[:], format, content, r.Topic, r.Partition, r.Offset, issuer, subject); err != nil {
 			t.Fatalf("reportdbtest: insert report %s: %v", r.RequestID, err)
 		}
 	}

@@ -27,6 +27,9 @@ type Config struct {
 	MySQL  MySQLConf
 	Auth   AuthConf
 	List   ListConf
+	// Reconcile configures reconciliations of the report topic (`dlq-worker reconcile`, POST
+	// /v1/reconciliations). They read the brokers of DeadLetters.
+	Reconcile ReconcileConf
 }
 
 // ConsumerConf describes the one consumed topic. dlq-worker reads it with one sequential kafka-go Reader in a
@@ -122,6 +125,33 @@ type AuthConf struct {
 	MaxTTL time.Duration `json:",default=720h"`
 }
 
+// ReconcileConf configures reconciliations (internal/reconcile).
+type ReconcileConf struct {
+	// Topic is the report topic; Group is epro-mq's consumer group, whose committed offsets end a run by
+	// default (only read, never committed).
+	Topic string `json:",default=epro.reports.v1"`
+	Group string `json:",default=epro-mq"`
+	// BatchSize records are looked up in MySQL together; it also bounds the memory of a run.
+	BatchSize int `json:",default=500"`
+	// MaxWait bounds one fetch from a partition (kafka-go's default is 10s).
+	MaxWait time.Duration `json:",default=500ms"`
+	// QueryTimeout bounds each MySQL query and Kafka metadata request of a run.
+	QueryTimeout time.Duration `json:",default=10s"`
+	// Timeout bounds a run started through the API; the command runs until done or interrupted.
+	Timeout time.Duration `json:",default=2h"`
+	// MaxExceptions is how many exceptions a run started through the API keeps for GET; the counts are
+	// always complete. The command writes every exception.
+	MaxExceptions int `json:",default=1000"`
+}
+
+// Validate reports zero values, naming the key.
+func (c ReconcileConf) Validate() error {
+	if c.Topic == "" || c.Group == "" || c.BatchSize <= 0 || c.MaxWait <= 0 || c.QueryTimeout <= 0 || c.Timeout <= 0 || c.MaxExceptions <= 0 {
+		return errors.New("Reconcile: Topic and Group must be set; BatchSize, MaxWait, QueryTimeout, Timeout and MaxExceptions must be positive")
+	}
+	return nil
+}
+
 // ListConf bounds list pages.
 type ListConf struct {
 	DefaultLimit int `json:",default=50"`
@@ -167,6 +197,9 @@ func (c Config) Validate() error {
 	if b.LeaseTTL <= c.Replay.Timeout || b.LeaseTTL <= b.CheckInterval {
 		errs = append(errs, fmt.Errorf("Replay.Bulk.LeaseTTL (%s) must exceed Replay.Timeout (%s) and Replay.Bulk.CheckInterval (%s)",
 			b.LeaseTTL, c.Replay.Timeout, b.CheckInterval))
+	}
+	if err := c.Reconcile.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.List.DefaultLimit <= 0 || c.List.MaxLimit < c.List.DefaultLimit {
 		errs = append(errs, errors.New("List: need 0 < DefaultLimit <= MaxLimit"))

@@ -34,6 +34,9 @@ func TestShippedConfigLoads(t *testing.T) {
 	if c.ServerConf().Middlewares.Log {
 		t.Error("go-zero's log middleware (which logs bodies) is on")
 	}
+	if c.Reconcile.Topic != "epro.reports.v1" || c.Reconcile.Group != "epro-mq" {
+		t.Errorf("reconcile = %+v", c.Reconcile)
+	}
 }
 
 // Every default is in a tag: a config naming only addresses and the key gets them all.
@@ -64,6 +67,10 @@ func TestDefaults(t *testing.T) {
 		len(a.Algorithms) != 2 || a.RefreshInterval != 5*time.Minute {
 		t.Errorf("auth defaults = %+v", a)
 	}
+	if r := c.Reconcile; r.Topic != "epro.reports.v1" || r.Group != "epro-mq" || r.BatchSize != 500 || r.MaxWait != 500*time.Millisecond ||
+		r.QueryTimeout != 10*time.Second || r.Timeout != 2*time.Hour || r.MaxExceptions != 1000 {
+		t.Errorf("reconcile defaults = %+v", r)
+	}
 	if p := c.Replay.Producer; p.BatchTimeout != time.Millisecond || p.BatchSize != 100 || p.WriteTimeout != 2*time.Second || p.MaxAttempts != 5 {
 		t.Errorf("producer defaults = %+v", p)
 	}
@@ -76,6 +83,7 @@ func TestValidate(t *testing.T) {
 		"empty brokers":      strings.Replace(base, "[k:9092]", "[]", 1) + "Auth:\n  Secret: " + strings.Repeat("k", 32) + "\n",
 		"timeouts":           strings.Replace(base, "Timeout: 10000", "Timeout: 3000", 1) + "Auth:\n  Secret: " + strings.Repeat("k", 32) + "\n",
 		"bad start offset":   strings.Replace(base, "[k:9092]", "[k:9092]\n  StartOffset: middle", 1) + "Auth:\n  Secret: " + strings.Repeat("k", 32) + "\n",
+		"reconcile batch":    base + "Reconcile:\n  BatchSize: -1\nAuth:\n  Secret: " + strings.Repeat("k", 32) + "\n",
 		"rate above maximum": strings.Replace(base, "Replay:\n", "Replay:\n  Bulk:\n    RatePerSecond: 500\n", 1) + "Auth:\n  Secret: " + strings.Repeat("k", 32) + "\n",
 	} {
 		var c config.Config

@@ -142,8 +142,12 @@ MySQL:
   DSN: %q
 Auth:
   Secret: %s
+Reconcile:
+  Topic: %s
+  Group: %s
+  MaxWait: 100ms
 %s`, strings.Join(w.brokers, ","), w.dlq, infratest.UniqueName(t, "group"), strings.Join(w.brokers, ","),
-		o.produceAttempts, allowed, o.bulkYAML, dsn, testSecret, o.extraYAML)
+		o.produceAttempts, allowed, o.bulkYAML, dsn, testSecret, w.source, infratest.UniqueName(t, "mq"), o.extraYAML)
 	if err := conf.LoadFromYamlBytes([]byte(yaml), &w.cfg); err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -180,9 +184,10 @@ func (w *worker) start() {
 	}
 	ts := httptest.NewServer(http.HandlerFunc(sl.Serve))
 	w.url = ts.URL
-	// In the ServiceGroup's order: the server first, then the resolver (jobs), then the consumer.
+	// In the ServiceGroup's order: the server first, then reconciliations, the resolver (jobs), the consumer.
 	w.stopInstance = func() {
 		ts.Close()
+		sc.Reconciliations.Stop()
 		sc.Resolver.Stop()
 		sc.Consumer.Stop()
 		_ = sc.Close()

@@ -62,6 +62,21 @@ func RegisterHandlers(server *rest.Server, serverCtx *svc.ServiceContext) {
 					Handler: DiscardReasonsHandler(serverCtx),
 				},
 				{
+					Method:  http.MethodPost,
+					Path:    "/v1/reconciliations",
+					Handler: StartReconciliationHandler(serverCtx),
+				},
+				{
+					Method:  http.MethodGet,
+					Path:    "/v1/reconciliations",
+					Handler: LatestReconciliationHandler(serverCtx),
+				},
+				{
+					Method:  http.MethodGet,
+					Path:    "/v1/reconciliations/:id",
+					Handler: GetReconciliationHandler(serverCtx),
+				},
+				{
 					Method:  http.MethodGet,
 					Path:    "/v1/replay-jobs/:id",
 					Handler: GetReplayJobHandler(serverCtx),

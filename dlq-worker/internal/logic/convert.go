@@ -10,6 +10,7 @@ import (
 
 	"github.com/epro-intake/common/errcode"
 	"github.com/epro-intake/dlq-worker/internal/auth"
+	"github.com/epro-intake/dlq-worker/internal/reconcile"
 	"github.com/epro-intake/dlq-worker/internal/replay"
 	"github.com/epro-intake/dlq-worker/internal/store"
 	"github.com/epro-intake/dlq-worker/internal/types"
@@ -110,6 +111,8 @@ func apiError(ctx context.Context, what string, err error) error {
 			"the job's state does not allow this: pause needs running, resume needs paused, cancel needs running or paused")
 	case errors.Is(err, replay.ErrNothingToReplay):
 		return errcode.New(http.StatusConflict, errcode.Conflict, "no new dead letter matches the filter")
+	case errors.Is(err, reconcile.ErrBusy):
+		return errcode.New(http.StatusConflict, errcode.Conflict, "a reconciliation is running; wait for its result (GET /v1/reconciliations)")
 	case errors.Is(err, replay.ErrProduce):
 		return &errcode.Error{Status: http.StatusServiceUnavailable, Code: CodeReplayUnavailable,
 			Message: "Kafka did not acknowledge the replay; the dead letter is unchanged, try again later", RetryAfter: retryAfterSeconds}

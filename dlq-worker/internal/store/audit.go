@@ -17,6 +17,9 @@ const (
 	ActionJobPause  = "job_pause"
 	ActionJobResume = "job_resume"
 	ActionJobCancel = "job_cancel"
+	// ActionReconcile: a reconciliation of the report topic ran (internal/reconcile); one row when it
+	// starts, one with its counts when it ends.
+	ActionReconcile = "reconcile"
 )
 
 // Audit outcomes.
@@ -25,6 +28,9 @@ const (
 	OutcomeAlreadyReplayed = "already_replayed"
 	OutcomeConflict        = "conflict"
 	OutcomeFailed          = "failed"
+	// OutcomeStarted and OutcomeMissing are a reconciliation's: begun, and finished with records missing.
+	OutcomeStarted = "started"
+	OutcomeMissing = "missing"
 )
 
 // AuditEntry is one row of dead_letter_audit: who (Actor, the token's subject, and ActorIssuer, its issuer;

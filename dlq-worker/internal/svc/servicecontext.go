@@ -1,5 +1,5 @@
 // Package svc builds dlq-worker's dependencies once: MySQL, the replay producer, the consumer, the
-// resolver (replays and discards), metrics and the auth middlewares.
+// resolver (replays and discards), the reconciliation runner, metrics and the auth middlewares.
 package svc
 
 import (
@@ -17,6 +17,7 @@ import (
 	"github.com/epro-intake/dlq-worker/internal/consumer"
 	"github.com/epro-intake/dlq-worker/internal/metrics"
 	"github.com/epro-intake/dlq-worker/internal/middleware"
+	"github.com/epro-intake/dlq-worker/internal/reconcile"
 	"github.com/epro-intake/dlq-worker/internal/replay"
 	"github.com/epro-intake/dlq-worker/internal/store"
 )
@@ -32,7 +33,9 @@ type ServiceContext struct {
 	Producer    *producer.Producer
 	Resolver    *replay.Resolver
 	Consumer    *consumer.DeadLetterConsumer
-	Metrics     *metrics.Metrics
+	// Reconciliations runs the API's reconciliations of the report topic, one at a time.
+	Reconciliations *reconcile.Runs
+	Metrics         *metrics.Metrics
 	// Tokens checks the ops API's bearer tokens; in oidc mode it refreshes the issuer's keys until Close.
 	Tokens *auth.Verifier
 
@@ -87,6 +90,12 @@ func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, e
 			MaxConcurrentJobs: b.MaxConcurrentJobs,
 		},
 	}, s.DeadLetters, s.Reports, s.Audit, s.Jobs, s.Producer, topic)
+	rc := c.Reconcile
+	engine, err := reconcile.New(reconcile.Conf{Brokers: c.DeadLetters.Brokers, Topic: rc.Topic, Group: rc.Group,
+		BatchSize: rc.BatchSize, MaxWait: rc.MaxWait, QueryTimeout: rc.QueryTimeout}, db)
+	if err == nil {
+		s.Reconciliations, err = reconcile.NewRuns(engine, s.Audit, rc.Timeout, rc.MaxExceptions)
+	}
 	if err != nil {
 		_ = s.Close()
 		return nil, err

@@ -156,6 +156,45 @@ type ListResp struct {
 	NextCursor string              `json:"nextCursor,omitempty"`
 }
 
+type ReconcileException struct {
+	RequestID string `json:"requestId,omitempty"`
+	Partition int    `json:"partition"`
+	Offset    int64  `json:"offset"`
+	Class     string `json:"class"`
+	Detail    string `json:"detail,omitempty"`
+}
+
+type ReconcilePartition struct {
+	Partition int   `json:"partition"`
+	From      int64 `json:"from"`
+	Position  int64 `json:"position"`
+	End       int64 `json:"end"`
+}
+
+type ReconcileReq struct {
+	FromOffset *int64 `json:"fromOffset,optional"`
+	FromTime   string `json:"fromTime,optional"`
+	ToEnd      bool   `json:"toEnd,optional"`
+}
+
+type ReconciliationResp struct {
+	ID                  uint64               `json:"id"`
+	State               string               `json:"state"`
+	Actor               string               `json:"actor"`
+	Range               string               `json:"range"`
+	StartedAt           string               `json:"startedAt"`
+	FinishedAt          string               `json:"finishedAt,omitempty"`
+	Error               string               `json:"error,omitempty"`
+	Records             int64                `json:"records"`
+	RatePerSecond       float64              `json:"ratePerSecond"`
+	Partitions          []ReconcilePartition `json:"partitions"`
+	Counts              map[string]int64     `json:"counts"`
+	Missing             int64                `json:"missing"`
+	ExceptionCount      int64                `json:"exceptionCount"`
+	Exceptions          []ReconcileException `json:"exceptions"`
+	ExceptionsTruncated bool                 `json:"exceptionsTruncated"`
+}
+
 type ReplayPreviewResp struct {
 	ID          uint64 `json:"id"`
 	Status      string `json:"status"`

@@ -131,3 +131,19 @@ func ParseTime(s string) time.Time {
 func BadRequest() error {
 	return errcode.New(http.StatusBadRequest, errcode.ValidationFailed, "the request parameters or body could not be read")
 }
+
+// Validate is called by httpx.Parse.
+func (r *ReconcileReq) Validate() error {
+	if r.FromOffset != nil && *r.FromOffset < 0 {
+		return invalid("fromOffset", "must not be negative")
+	}
+	if r.FromTime != "" {
+		if r.FromOffset != nil {
+			return invalid("fromTime", "give fromOffset or fromTime, not both")
+		}
+		if _, ok := parseOptionalTime(r.FromTime); !ok {
+			return invalid("fromTime", "must be an RFC 3339 time")
+		}
+	}
+	return nil
+}
