@@ -57,6 +57,10 @@ func Open(dsn string, p Pool) (*sql.DB, error) {
 	// epro-mq tells a fresh insert from a duplicate by the affected-row count of INSERT … ON DUPLICATE KEY
 	// UPDATE (1 per inserted row, 0 per unchanged duplicate); with CLIENT_FOUND_ROWS a duplicate would count 1.
 	cfg.ClientFoundRows = false
+	// A query with arguments is otherwise prepared, executed and closed: three round trips and a server-side
+	// parse each time. Interpolated, it is one; the driver escapes every argument for the connection's
+	// charset (utf8mb4 here), and refuses to interpolate where that would be unsafe.
+	cfg.InterpolateParams = true
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("mysql connector: %w", err)

@@ -113,6 +113,43 @@ func TestOriginalDifferingFromTheFieldsIsPoison(t *testing.T) {
 	}
 }
 
+// An envelope whose fields say what its original says, spelled otherwise than epro-api writes them (another
+// producer's encoder), is stored with the original's content hash; one whose scalar field differs is poison.
+func TestOriginalSpelledOtherwiseIsStoredAndADifferentFieldIsPoison(t *testing.T) {
+	db := openDB(t)
+	dlq := &fakeDLQ{}
+	in := newIngester(t, ingest.Conf{Group: "g", DLQTopic: report.DLQTopic}, store.NewReports(db), dlq, nil)
+	record := func(id string, edit func(*report.Envelope)) kafka.Message {
+		sub, err := report.ParseSubmission(submitted(id, "p-1", `{"q1": 1, "note": "a <b> & c"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := sub.Envelope(time.Now())
+		edit(&env)
+		value, _ := json.Marshal(env)
+		return kafka.Message{Topic: report.Topic, Key: []byte("p-1"), Value: value}
+	}
+	respelled, other := newID(), newID()
+	msgs := []kafka.Message{
+		// The same answers with keys reordered and the number spelled 1.0: the same content.
+		record(respelled, func(e *report.Envelope) { e.Answers = json.RawMessage(`{"note":"a <b> & c","q1":1.0}`) }),
+		record(other, func(e *report.Envelope) { e.QuestionnaireVersion = "2" }),
+	}
+	msgs[1].Offset = 1
+	if err := in.HandleBatch(context.Background(), msgs); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, db, "WHERE request_id = ?", respelled); n != 1 {
+		t.Fatalf("%d rows for the respelled envelope, want 1", n)
+	}
+	if n := count(t, db, "WHERE request_id = ?", other); n != 0 {
+		t.Fatal("stored a record whose questionnaireVersion differs from its original's")
+	}
+	if d := dlq.sent(); len(d) != 1 || header(d[0], report.HeaderDLTErrorClass) != report.ErrorClassPoison {
+		t.Fatalf("dead letters: %d", len(d))
+	}
+}
+
 // Two different reports under one request id reach the topic (they raced past the API, or it could not
 // check): the first stays stored, unchanged; the second is dead-lettered as a conflict, once, and its status
 // reads conflict. The same content again stays a silent success.

@@ -1,8 +1,10 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -57,16 +59,15 @@ func decode(m kafka.Message) (store.Report, error) {
 	if err != nil {
 		return store.Report{}, errors.New("invalid submittedAt")
 	}
-	content, err := env.Submission().ContentHash()
-	if err != nil {
-		return store.Report{}, errors.New("answers cannot be hashed")
-	}
 	payload, format := m.Value, reportdb.FormatEnvelope
+	var content [sha256.Size]byte
 	if len(env.Original) > 0 {
-		if err := matchesOriginal(env.Original, content); err != nil {
+		if content, err = originalContent(env); err != nil {
 			return store.Report{}, err
 		}
 		payload, format = env.Original, reportdb.FormatSubmission
+	} else if content, err = env.Submission().ContentHash(); err != nil {
+		return store.Report{}, errors.New("answers cannot be hashed")
 	}
 	_, offset := at.Zone()
 	return store.Report{
@@ -88,19 +89,40 @@ func decode(m kafka.Message) (store.Report, error) {
 	}, nil
 }
 
-// matchesOriginal checks that the submission the app sent, kept in the envelope, says what the envelope's
-// fields say: the row stores the fields in columns and the original as the payload, and the two must never
-// disagree.
-func matchesOriginal(original []byte, content [sha256.Size]byte) error {
-	sub, err := report.ParseSubmission(original)
+// originalContent checks that the submission the app sent, kept in the envelope, says what the envelope's
+// fields say, and returns its content hash. epro-api writes the fields from those very bytes, so their
+// answers are the original's as encoding/json writes a RawMessage (compacted, HTML-escaped): when every field
+// is spelled so, one content hash serves. Otherwise (a record from another producer) both are hashed and
+// must agree.
+func originalContent(env report.Envelope) ([sha256.Size]byte, error) {
+	sub, err := report.ParseSubmission(env.Original)
 	if err == nil {
 		err = sub.Validate(time.Time{}, report.Limits{})
 	}
 	if err != nil {
-		return errors.New("invalid original: the submission kept in the envelope is not a valid report")
+		return [sha256.Size]byte{}, errors.New("invalid original: the submission kept in the envelope is not a valid report")
 	}
-	if h, err := sub.ContentHash(); err != nil || h != content {
-		return errors.New("invalid original: the submission kept in the envelope differs from the envelope's fields")
+	content, err := sub.ContentHash()
+	if err != nil {
+		return [sha256.Size]byte{}, errors.New("invalid original: its answers cannot be hashed")
 	}
-	return nil
+	if spelledAsWritten(sub, env) {
+		return content, nil
+	}
+	if fields, err := env.Submission().ContentHash(); err != nil || fields != content {
+		return [sha256.Size]byte{}, errors.New("invalid original: the submission kept in the envelope differs from the envelope's fields")
+	}
+	return content, nil
+}
+
+// spelledAsWritten reports whether env's fields are sub's, written as epro-api writes them.
+func spelledAsWritten(sub report.Submission, env report.Envelope) bool {
+	if sub.RequestID != env.RequestID || sub.PatientID != env.PatientID || sub.TrialID != env.TrialID ||
+		sub.QuestionnaireID != env.QuestionnaireID || sub.QuestionnaireVersion != env.QuestionnaireVersion ||
+		sub.SubmittedAt != env.SubmittedAt || sub.DeviceID != env.DeviceID || sub.AppVersion != env.AppVersion ||
+		sub.Locale != env.Locale {
+		return false
+	}
+	written, err := json.Marshal(sub.Answers)
+	return err == nil && bytes.Equal(written, env.Answers)
 }
