@@ -117,34 +117,54 @@ func TestRequestIDFromTheRedisReceipt(t *testing.T) {
 	a.conflictRefused(t, a.post("/v1/reports", "application/json", other.body()), records, "another patient")
 }
 
-// With Redis flushed, the API knows from the reports table: its content hash and received time.
+// The stored row decides where Redis cannot: while Redis is unavailable, and for a receipt cached before
+// content hashes. An id Redis answers without a receipt is fresh (a receipt outlives any retry window), so a
+// repeat whose receipt is gone is produced again, for epro-mq to store once.
 func TestRequestIDFromTheStoredRow(t *testing.T) {
 	db, dsn := reportdbtest.Open(t)
-	a := newAPI(t, apiOptions{mysqlDSN: dsn})
 	s := newSpelled("PAT-1")
 	receivedAt := time.Date(2026, 3, 1, 19, 5, 0, 123456000, time.UTC)
 	reportdbtest.Insert(t, db, reportdbtest.Row{Original: s.body(), ReceivedAt: receivedAt})
-	records := a.recordCount()
-
-	got := a.receipt(t, a.post("/v1/reports", "application/json", s.respelled()), http.StatusOK)
-	want := types.AcceptedResp{RequestID: s.id, Status: "duplicate", ReceivedAt: "2026-03-01T19:05:00.123456Z", SubmissionSHA256: sha(s.body())}
-	if got != want {
-		t.Errorf("retry answered %+v, want the stored receipt %+v", got, want)
-	}
 	changed := s
 	changed.mobility = "3"
-	a.conflictRefused(t, a.post("/v1/reports", "application/json", changed.body()), records, "changed answer")
 	other := s
 	other.patient = "PAT-2"
-	a.conflictRefused(t, a.post("/v1/reports", "application/json", other.body()), records, "another patient")
-	if n := a.recordCount(); n != records {
-		t.Fatalf("%d records, want %d", n, records)
-	}
 
-	// A receipt cached without a content hash (written before hashes) does not settle it; the row does.
-	a.rdb.Set(t.Context(), status.ReceiptKey(s.id), status.Receipt{PatientID: "PAT-1", ReceivedAt: receivedAt}.Marshal(), time.Minute)
-	a.conflictRefused(t, a.post("/v1/reports", "application/json", changed.body()), records, "changed answer, old receipt")
-	a.receipt(t, a.post("/v1/reports", "application/json", s.body()), http.StatusOK)
+	t.Run("redis unavailable", func(t *testing.T) {
+		a := newAPI(t, apiOptions{mysqlDSN: dsn, redisAddr: closedAddr(t)})
+		records := a.recordCount()
+		got := a.receipt(t, a.post("/v1/reports", "application/json", s.respelled()), http.StatusOK)
+		want := types.AcceptedResp{RequestID: s.id, Status: "duplicate", ReceivedAt: "2026-03-01T19:05:00.123456Z", SubmissionSHA256: sha(s.body())}
+		if got != want {
+			t.Errorf("retry answered %+v, want the stored receipt %+v", got, want)
+		}
+		a.conflictRefused(t, a.post("/v1/reports", "application/json", changed.body()), records, "changed answer")
+		a.conflictRefused(t, a.post("/v1/reports", "application/json", other.body()), records, "another patient")
+		if n := a.recordCount(); n != records {
+			t.Fatalf("%d records, want %d", n, records)
+		}
+	})
+
+	t.Run("receipt without a content hash", func(t *testing.T) {
+		a := newAPI(t, apiOptions{mysqlDSN: dsn})
+		records := a.recordCount()
+		a.rdb.Set(t.Context(), status.ReceiptKey(s.id), status.Receipt{PatientID: "PAT-1", ReceivedAt: receivedAt}.Marshal(), time.Minute)
+		a.conflictRefused(t, a.post("/v1/reports", "application/json", changed.body()), records, "changed answer, old receipt")
+		a.receipt(t, a.post("/v1/reports", "application/json", s.body()), http.StatusOK)
+		if n := a.recordCount(); n != records {
+			t.Fatalf("%d records, want %d", n, records)
+		}
+	})
+
+	t.Run("no receipt in redis", func(t *testing.T) {
+		a := newAPI(t, apiOptions{mysqlDSN: dsn})
+		a.rdb.Del(t.Context(), status.ReceiptKey(s.id))
+		records := a.recordCount()
+		a.receipt(t, a.post("/v1/reports", "application/json", s.body()), http.StatusAccepted)
+		if n := a.recordCount(); n != records+1 {
+			t.Fatalf("%d records, want %d: a repeat whose receipt is gone is produced for epro-mq to judge", n, records+1)
+		}
+	})
 }
 
 // The bytes the app sent travel in the envelope unchanged, whatever encoding/json would make of them, and

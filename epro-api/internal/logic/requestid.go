@@ -70,9 +70,12 @@ func errRequestIDConflict() *errcode.Error {
 }
 
 // checkRequestIDs judges cs (distinct request ids) by what the API can know: the receipts cached in Redis,
-// in one MGET, and for the ids Redis did not settle, the reports table, in one query. Neither being asked
-// is an error: the verdict is then fresh, the report is produced, and epro-mq, which finds the unique key
-// taken by a row with another hash, dead-letters a conflict. Logs carry request ids and counts only.
+// in one MGET, and, for ids Redis cannot settle (Redis unavailable, or a receipt written before content
+// hashes), the reports table, in one query. An id Redis answers without a receipt is fresh: receipts outlive
+// any retry window (status.TTL), so asking MySQL for every new report would buy nothing but a round trip and
+// the database's CPU per report; where the receipt is gone (expired, evicted, flushed) epro-mq is the
+// backstop, as it is when neither store can be asked: a true repeat is stored once, silently, and other
+// content under a stored id is dead-lettered as a conflict. Logs carry request ids and counts only.
 func checkRequestIDs(ctx context.Context, svcCtx *svc.ServiceContext, cs []candidate) []known {
 	out := make([]known, len(cs))
 	if len(cs) == 0 {
@@ -99,8 +102,9 @@ func checkRequestIDs(ctx context.Context, svcCtx *svc.ServiceContext, cs []candi
 			}
 		}
 		switch {
-		case !cached:
+		case !cached && err != nil:
 			unsettled = append(unsettled, i)
+		case !cached: // fresh
 		case r.PatientID != c.sub.PatientID:
 			out[i] = known{verdict: conflict}
 		case r.ContentSHA256 == "": // a receipt that predates content hashes
