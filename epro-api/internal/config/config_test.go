@@ -241,7 +241,7 @@ func TestLoadRefusesKeysWithoutEffect(t *testing.T) {
 		{base + "Middlewares:\n  Prometheus: true\n", "Middlewares.Prometheus has no effect"},
 		{base + "Middlewares:\n  Metrics: true\n", "Middlewares.Metrics has no effect"},
 		{base + "Log:\n  Stat: true\n", "Log.Stat has no effect"},
-		{base + "StatLog: true\n", ""}, // the switch that replaces them
+		{base + "StatLog: true\n", ""},                            // the switch that replaces them
 		{base + "MaxConns: 500\nHTTP:\n  IdleTimeout: 10s\n", ""}, // honoured: the connection cap and the server limits
 		{base + "Middlewares:\n  Trace: false\n", ""},             // honoured: not refused
 	} {
