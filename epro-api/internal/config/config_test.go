@@ -82,7 +82,7 @@ func TestStatLogSwitch(t *testing.T) {
 		if c.StatLog != on || sc.Log.Stat != on || sc.Middlewares.Metrics != on {
 			t.Errorf("StatLog %v: Log.Stat %v, Middlewares.Metrics %v", c.StatLog, sc.Log.Stat, sc.Middlewares.Metrics)
 		}
-		if !c.RestConf.Log.Stat {
+		if !c.Log.Stat {
 			t.Error("go-zero's own Log.Stat default changed; the switch may no longer be needed")
 		}
 	}
