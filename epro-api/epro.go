@@ -50,15 +50,15 @@ func main() {
 
 	group := service.NewServiceGroup()
 	defer group.Stop()
-	group.Add(limitedServer{Server: server, opts: []rest.StartOption{handler.ServerLimits(c), handler.CORS(c)}})
+	group.Add(limitedServer{Server: server, opts: handler.StartOptions(ctx)})
 	group.Add(ctx.Readiness)
 
 	fmt.Printf("Starting epro-api at %s:%d...\n", c.Host, c.Port)
 	group.Start()
 }
 
-// limitedServer starts the REST server with the http.Server limits of the config, which go-zero's Start does
-// not set, and the CORS policy around the whole handler.
+// limitedServer starts the REST server with handler.StartOptions: the http.Server limits of the config, which
+// go-zero's Start does not set, and the CORS policy and the request metrics around the whole handler.
 type limitedServer struct {
 	*rest.Server
 	opts []rest.StartOption

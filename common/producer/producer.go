@@ -119,8 +119,13 @@ func (p *Producer) Send(ctx context.Context, msgs ...kafka.Message) error {
 	return nil
 }
 
-// Ping checks that the cluster answers a metadata request for topic and that every partition of it has a
-// leader, which is what a Send to that topic needs.
+// Ping checks that every partition of topic has a leader and that each leader answers now, which is what a
+// Send to that topic needs.
+//
+// kafka-go answers a metadata request from its transport's cache and keeps the last layout it saw while the
+// brokers are unreachable (transport.go, connPool.update), so the metadata alone went on looking healthy
+// after the broker stopped. The ListOffsets request that follows is never cached: it goes to each partition's
+// leader, so it fails while a leader is down and succeeds as soon as it is back.
 func (p *Producer) Ping(ctx context.Context, topic string) error {
 	resp, err := p.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
@@ -137,9 +142,24 @@ func (p *Producer) Ping(ctx context.Context, topic string) error {
 	if len(t.Partitions) == 0 {
 		return fmt.Errorf("kafka topic %s has no partitions", topic)
 	}
+	asks := make([]kafka.OffsetRequest, 0, len(t.Partitions))
 	for _, part := range t.Partitions {
 		if part.Error != nil {
 			return fmt.Errorf("kafka topic %s partition %d: %w", topic, part.ID, part.Error)
+		}
+		asks = append(asks, kafka.LastOffsetOf(part.ID))
+	}
+	offsets, err := p.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: asks}})
+	if err != nil {
+		return fmt.Errorf("kafka partition leaders: %w", err)
+	}
+	got := offsets.Topics[topic]
+	if len(got) != len(asks) {
+		return fmt.Errorf("kafka topic %s: %d of %d partition leaders answered", topic, len(got), len(asks))
+	}
+	for _, o := range got {
+		if o.Error != nil {
+			return fmt.Errorf("kafka topic %s partition %d leader: %w", topic, o.Partition, o.Error)
 		}
 	}
 	return nil

@@ -52,6 +52,11 @@ type Config struct {
 	RateLimit RateLimitConf
 	// CORS lets listed web origins call the API from a browser; off when no origin is listed.
 	CORS CORSConf
+
+	// StatLog turns on go-zero's periodic stat log lines: the minutely "CPU: …, MEMORY: …" line and the
+	// "(epro-api) - qps: …" line of its request statistics. Off by default: /metrics has the same figures
+	// and more. It replaces go-zero's Log.Stat and Middlewares.Metrics (see ServerConf).
+	StatLog bool `json:",default=false"`
 }
 
 // AuthConf configures patients' bearer tokens (common/bearer): JWTs whose PatientClaim names the patient
@@ -225,14 +230,17 @@ func Load(file string) (Config, error) {
 	return c, nil
 }
 
-// ineffectiveKeys load but do nothing in epro-api: the middlewares ServerConf turns off, and the limit only one
-// of them reads. Load refuses them whatever their value.
+// ineffectiveKeys load but do nothing in epro-api: the middlewares ServerConf turns off or sets, the limit only
+// one of them reads, and the stat switch StatLog replaces. Load refuses them whatever their value.
 var ineffectiveKeys = []conffile.Ineffective{
 	{Key: "Middlewares.Log", Why: "the middleware is always off, see config.ServerConf"},
 	{Key: "Middlewares.MaxBytes", Why: "the middleware is always off, see config.ServerConf"},
 	{Key: "Middlewares.Breaker", Why: "the middleware is always off, see config.ServerConf"},
 	{Key: "Middlewares.MaxConns", Why: "the middleware is always off, see config.ServerConf; MaxConns caps open connections instead"},
 	{Key: "Middlewares.Gunzip", Why: "the middleware is always off, see config.ServerConf; the handlers decode gzip"},
+	{Key: "Middlewares.Prometheus", Why: "the middleware is always off, see config.ServerConf; /metrics serves epro-api's own metrics"},
+	{Key: "Middlewares.Metrics", Why: "StatLog switches it, see config.ServerConf"},
+	{Key: "Log.Stat", Why: "StatLog switches it, see config.ServerConf"},
 	{Key: "MaxBytes", Why: "only go-zero's MaxBytes middleware reads it, which is off; body limits are Limits.BodyBytes and Limits.BatchBodyBytes"},
 }
 
@@ -370,6 +378,12 @@ func isOrigin(o string) bool {
 //     caps open connections at MaxConns instead.
 //   - Gunzip: a body that is not gzip gets a bare 400 with no error code; the handlers decode gzip themselves
 //     (handler/body.go), with the size limit on the decoded body.
+//
+// And go-zero's Prometheus middleware: it counts every route in the global registry under its own names
+// (http_server_requests_*), which nothing serves; internal/metrics counts the same requests once, on /metrics.
+//
+// StatLog sets go-zero's Log.Stat (logx turns its stat lines off when false) and its Metrics middleware, whose
+// only use with the breaker and the shedder off is the minutely qps line.
 func (c Config) ServerConf() rest.RestConf {
 	rc := c.RestConf
 	rc.Middlewares.Log = false
@@ -377,6 +391,9 @@ func (c Config) ServerConf() rest.RestConf {
 	rc.Middlewares.Breaker = false
 	rc.Middlewares.Gunzip = false
 	rc.Middlewares.MaxConns = false
+	rc.Middlewares.Prometheus = false
+	rc.Middlewares.Metrics = c.StatLog
+	rc.Log.Stat = c.StatLog
 	return rc
 }
 

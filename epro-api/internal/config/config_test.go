@@ -52,8 +52,39 @@ func TestShippedConfig(t *testing.T) {
 		t.Errorf("auth %+v in Mode %s", c.Auth, c.Mode)
 	}
 	sc := c.ServerConf()
-	if sc.Middlewares.Log || sc.Middlewares.MaxBytes || sc.Middlewares.Breaker || sc.Middlewares.Gunzip || sc.Middlewares.MaxConns || !sc.Middlewares.Timeout || !sc.Middlewares.Trace {
+	if sc.Middlewares.Log || sc.Middlewares.MaxBytes || sc.Middlewares.Breaker || sc.Middlewares.Gunzip || sc.Middlewares.MaxConns ||
+		sc.Middlewares.Prometheus || sc.Middlewares.Metrics || !sc.Middlewares.Timeout || !sc.Middlewares.Trace {
 		t.Errorf("middlewares %+v", sc.Middlewares)
+	}
+	// go-zero's stat lines stay off unless StatLog says otherwise.
+	if c.StatLog || sc.Log.Stat {
+		t.Errorf("StatLog %v, Log.Stat %v: the stat lines must be off by default", c.StatLog, sc.Log.Stat)
+	}
+}
+
+// StatLog switches go-zero's stat lines (Log.Stat) and the request statistics they print (Middlewares.Metrics)
+// together; go-zero's own default for Log.Stat is on.
+func TestStatLogSwitch(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		yaml := minimal
+		if on {
+			yaml += "StatLog: true\n"
+		}
+		file := filepath.Join(t.TempDir(), "epro-api.yaml")
+		if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := config.Load(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := c.ServerConf()
+		if c.StatLog != on || sc.Log.Stat != on || sc.Middlewares.Metrics != on {
+			t.Errorf("StatLog %v: Log.Stat %v, Middlewares.Metrics %v", c.StatLog, sc.Log.Stat, sc.Middlewares.Metrics)
+		}
+		if !c.Log.Stat {
+			t.Error("go-zero's own Log.Stat default changed; the switch may no longer be needed")
+		}
 	}
 }
 
@@ -207,6 +238,10 @@ func TestLoadRefusesKeysWithoutEffect(t *testing.T) {
 		{base + "Middlewares:\n  Gunzip: false\n", "Middlewares.Gunzip has no effect"},
 		{base + "MaxBytes: 1048576\n", "MaxBytes has no effect"},
 		{base + "Middlewares:\n  MaxConns: true\n", "Middlewares.MaxConns has no effect"},
+		{base + "Middlewares:\n  Prometheus: true\n", "Middlewares.Prometheus has no effect"},
+		{base + "Middlewares:\n  Metrics: true\n", "Middlewares.Metrics has no effect"},
+		{base + "Log:\n  Stat: true\n", "Log.Stat has no effect"},
+		{base + "StatLog: true\n", ""},                            // the switch that replaces them
 		{base + "MaxConns: 500\nHTTP:\n  IdleTimeout: 10s\n", ""}, // honoured: the connection cap and the server limits
 		{base + "Middlewares:\n  Trace: false\n", ""},             // honoured: not refused
 	} {

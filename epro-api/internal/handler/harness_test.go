@@ -217,8 +217,9 @@ Ready:
 		t.Fatalf("serverless: %v", err)
 	}
 	ts := httptest.NewUnstartedServer(http.HandlerFunc(sl.Serve))
-	handler.ServerLimits(a.cfg)(ts.Config)
-	handler.CORS(a.cfg)(ts.Config)
+	for _, opt := range handler.StartOptions(sc) {
+		opt(ts.Config)
+	}
 	ts.Start()
 	t.Cleanup(ts.Close)
 	a.url = ts.URL

@@ -16,12 +16,12 @@ func ReportStatusHandler(svcCtx *svc.ServiceContext) http.HandlerFunc {
 		var req types.ReportStatusReq
 		// Path only: httpx.Parse would also read the query and body, which this route does not take.
 		if err := httpx.ParsePath(r, &req); err != nil {
-			errcode.Write(r.Context(), w, errcode.Field(errcode.InvalidRequestID, "requestId", "must be a UUID"))
+			writeError(svcCtx, w, r, errcode.Field(errcode.InvalidRequestID, "requestId", "must be a UUID"))
 			return
 		}
 		resp, err := logic.NewReportStatusLogic(r.Context(), svcCtx).ReportStatus(&req)
 		if err != nil {
-			errcode.Write(r.Context(), w, err)
+			writeError(svcCtx, w, r, err)
 			return
 		}
 		httpx.OkJsonCtx(r.Context(), w, resp)

@@ -44,6 +44,11 @@ func RegisterHandlers(server *rest.Server, serverCtx *svc.ServiceContext) {
 			},
 			{
 				Method:  http.MethodGet,
+				Path:    "/metrics",
+				Handler: MetricsHandler(serverCtx),
+			},
+			{
+				Method:  http.MethodGet,
 				Path:    "/readyz",
 				Handler: ReadyzHandler(serverCtx),
 			},

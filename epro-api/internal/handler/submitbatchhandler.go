@@ -1,8 +1,6 @@
 package handler
 
 import (
-	"github.com/epro-intake/common/errcode"
-
 	"net/http"
 
 	"github.com/zeromicro/go-zero/rest/httpx"
@@ -16,17 +14,17 @@ func SubmitBatchHandler(svcCtx *svc.ServiceContext) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		body, err := readJSONBody(w, r, svcCtx.Config.Limits.BatchBodyBytes)
 		if err != nil {
-			errcode.Write(r.Context(), w, err)
+			writeError(svcCtx, w, r, err)
 			return
 		}
 		items, err := report.ParseBatch(body, svcCtx.Config.Limits.BatchItems)
 		if err != nil {
-			errcode.Write(r.Context(), w, err)
+			writeError(svcCtx, w, r, err)
 			return
 		}
 		resp, err := logic.NewSubmitBatchLogic(r.Context(), svcCtx).SubmitBatch(items)
 		if err != nil {
-			errcode.Write(r.Context(), w, err)
+			writeError(svcCtx, w, r, err)
 			return
 		}
 		httpx.WriteJsonCtx(r.Context(), w, http.StatusOK, resp)

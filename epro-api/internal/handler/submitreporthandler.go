@@ -1,8 +1,6 @@
 package handler
 
 import (
-	"github.com/epro-intake/common/errcode"
-
 	"net/http"
 
 	"github.com/zeromicro/go-zero/rest/httpx"
@@ -16,17 +14,17 @@ func SubmitReportHandler(svcCtx *svc.ServiceContext) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		body, err := readJSONBody(w, r, svcCtx.Config.Limits.BodyBytes)
 		if err != nil {
-			errcode.Write(r.Context(), w, err)
+			writeError(svcCtx, w, r, err)
 			return
 		}
 		sub, err := report.ParseSubmission(body)
 		if err != nil {
-			errcode.Write(r.Context(), w, err)
+			writeError(svcCtx, w, r, err)
 			return
 		}
 		resp, err := logic.NewSubmitReportLogic(r.Context(), svcCtx).SubmitReport(sub)
 		if err != nil {
-			errcode.Write(r.Context(), w, err)
+			writeError(svcCtx, w, r, err)
 			return
 		}
 		code := http.StatusAccepted

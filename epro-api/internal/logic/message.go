@@ -14,6 +14,7 @@ import (
 	"github.com/epro-intake/common/errcode"
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/status"
+	"github.com/epro-intake/epro-api/internal/metrics"
 	"github.com/epro-intake/epro-api/internal/svc"
 )
 
@@ -57,6 +58,23 @@ func reportMessage(ctx context.Context, topic string, env report.Envelope) (kafk
 // agree to the nanosecond.
 func formatTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// produce sends msgs and observes how long the Send took (epro_api_produce_duration_seconds).
+func produce(ctx context.Context, svcCtx *svc.ServiceContext, msgs ...kafka.Message) error {
+	start := time.Now()
+	err := svcCtx.Producer.Send(ctx, msgs...)
+	svcCtx.Metrics.Produced(time.Since(start), err)
+	return err
+}
+
+// countAccepted counts env as accepted and observes its upload delay, submittedAt to receivedAt.
+func countAccepted(svcCtx *svc.ServiceContext, env report.Envelope) {
+	svcCtx.Metrics.Report(metrics.OutcomeAccepted)
+	// Validate parsed it before; a failure here cannot happen, and would only cost the observation.
+	if at, err := report.ParseSubmittedAt(env.SubmittedAt); err == nil {
+		svcCtx.Metrics.UploadDelay(at, env.ReceivedAt)
+	}
 }
 
 func unavailable(svcCtx *svc.ServiceContext, message string) *errcode.Error {

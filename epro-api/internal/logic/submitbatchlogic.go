@@ -14,6 +14,7 @@ import (
 	"github.com/epro-intake/common/errcode"
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/status"
+	"github.com/epro-intake/epro-api/internal/metrics"
 	"github.com/epro-intake/epro-api/internal/middleware"
 	"github.com/epro-intake/epro-api/internal/ratelimit"
 	"github.com/epro-intake/epro-api/internal/svc"
@@ -87,6 +88,7 @@ func (l *SubmitBatchLogic) SubmitBatch(items []json.RawMessage) (*types.BatchRes
 			envs[j] = c.env
 		}
 		if err := l.takeTokens(envs); err != nil {
+			l.svcCtx.Metrics.RateLimited(len(envs))
 			return nil, err
 		}
 	}
@@ -133,6 +135,7 @@ func (l *SubmitBatchLogic) SubmitBatch(items []json.RawMessage) (*types.BatchRes
 			res.ReceivedAt = formatTime(now)
 			res.SubmissionSHA256 = r.SubmissionSHA256
 			resp.Accepted++
+			countAccepted(l.svcCtx, envs[k])
 			receipts[envs[k].RequestID] = r
 		}
 	}
@@ -153,8 +156,27 @@ func (l *SubmitBatchLogic) SubmitBatch(items []json.RawMessage) (*types.BatchRes
 	if resp.Unavailable > 0 && resp.Accepted == 0 && len(msgs) > 0 {
 		return nil, unavailable(l.svcCtx, "no report of the batch could be stored right now; send the batch again later")
 	}
+	l.countItems(resp.Results)
 	markAccepted(l.ctx, l.svcCtx, receipts)
 	return resp, nil
+}
+
+// countItems counts each item's outcome and each refused item's error code (accepted ones were counted as
+// they were acknowledged, with their upload delay).
+func (l *SubmitBatchLogic) countItems(results []types.BatchItemResult) {
+	m := l.svcCtx.Metrics
+	for i := range results {
+		res := &results[i]
+		switch res.Status {
+		case StatusDuplicate:
+			m.Report(metrics.OutcomeDuplicate)
+		case statusConflict:
+			m.Report(metrics.OutcomeConflict)
+		}
+		if res.Error != nil {
+			m.Rejected(res.Error.Code)
+		}
+	}
 }
 
 func setDuplicate(res *types.BatchItemResult, receivedAt, submissionSHA256 string) {
@@ -224,7 +246,7 @@ func (l *SubmitBatchLogic) send(msgs []kafka.Message) []bool {
 	failed := make([]bool, len(msgs))
 	ctx, cancel := context.WithTimeout(l.ctx, l.svcCtx.Config.ProduceTimeout)
 	defer cancel()
-	err := l.svcCtx.Producer.Send(ctx, msgs...)
+	err := produce(ctx, l.svcCtx, msgs...)
 	if err == nil {
 		return failed
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/status"
+	"github.com/epro-intake/epro-api/internal/metrics"
 	"github.com/epro-intake/epro-api/internal/middleware"
 	"github.com/epro-intake/epro-api/internal/ratelimit"
 	"github.com/epro-intake/epro-api/internal/svc"
@@ -46,6 +47,7 @@ func (l *SubmitReportLogic) SubmitReport(sub report.Submission) (*types.Accepted
 		return nil, err
 	}
 	if err := l.svcCtx.RateLimit.Take(l.ctx, ratelimit.Client(l.ctx), 1, map[string]int{sub.PatientID: 1}); err != nil {
+		l.svcCtx.Metrics.RateLimited(1)
 		return nil, err
 	}
 	c, err := newCandidate(env)
@@ -54,11 +56,13 @@ func (l *SubmitReportLogic) SubmitReport(sub report.Submission) (*types.Accepted
 	}
 	switch k := checkRequestIDs(l.ctx, l.svcCtx, []candidate{c})[0]; k.verdict {
 	case duplicate:
+		l.svcCtx.Metrics.Report(metrics.OutcomeDuplicate)
 		return &types.AcceptedResp{
 			RequestID: sub.RequestID, Status: StatusDuplicate,
 			ReceivedAt: formatTime(k.receipt.ReceivedAt), SubmissionSHA256: k.receipt.SubmissionSHA256,
 		}, nil
 	case conflict:
+		l.svcCtx.Metrics.Report(metrics.OutcomeConflict)
 		return nil, errRequestIDConflict()
 	}
 	msg, err := reportMessage(l.ctx, l.svcCtx.Config.Topic, env)
@@ -67,11 +71,12 @@ func (l *SubmitReportLogic) SubmitReport(sub report.Submission) (*types.Accepted
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, l.svcCtx.Config.ProduceTimeout)
 	defer cancel()
-	if err := l.svcCtx.Producer.Send(ctx, msg); err != nil {
+	if err := produce(ctx, l.svcCtx, msg); err != nil {
 		l.Errorw("produce report", logx.Field("requestId", env.RequestID), logx.Field("error", err.Error()))
 		return nil, unavailable(l.svcCtx, "the report could not be stored right now; send it again later")
 	}
 
+	countAccepted(l.svcCtx, env)
 	receipt := c.receipt(env)
 	markAccepted(l.ctx, l.svcCtx, map[string]status.Receipt{env.RequestID: receipt})
 	return &types.AcceptedResp{

@@ -19,11 +19,14 @@ type TokenVerifier interface {
 // token nor the reason it was refused (which may quote a client-chosen key id) reaches a log or the client.
 type AuthMiddleware struct {
 	tokens TokenVerifier
+	// refused is told of each 401 (the metrics' rejection count).
+	refused func(code string)
 }
 
-// NewAuthMiddleware returns the middleware of the /v1/reports routes.
-func NewAuthMiddleware(tokens TokenVerifier) *AuthMiddleware {
-	return &AuthMiddleware{tokens: tokens}
+// NewAuthMiddleware returns the middleware of the /v1/reports routes; refused is called with the errcode code
+// of each request it refuses.
+func NewAuthMiddleware(tokens TokenVerifier, refused func(code string)) *AuthMiddleware {
+	return &AuthMiddleware{tokens: tokens, refused: refused}
 }
 
 // Handle answers 401 UNAUTHORIZED with WWW-Authenticate: Bearer when the request has no bearer token, and
@@ -32,6 +35,7 @@ func (m *AuthMiddleware) Handle(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		token, ok := bearerToken(r.Header.Get("Authorization"))
 		if !ok {
+			m.refused(errcode.Unauthorized)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="epro-api"`)
 			errcode.Write(r.Context(), w, errcode.New(http.StatusUnauthorized, errcode.Unauthorized,
 				"a bearer token is required (Authorization: Bearer <token>)"))
@@ -39,6 +43,7 @@ func (m *AuthMiddleware) Handle(next http.HandlerFunc) http.HandlerFunc {
 		}
 		p, err := m.tokens.Verify(r.Context(), token)
 		if err != nil {
+			m.refused(errcode.Unauthorized)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="epro-api", error="invalid_token"`)
 			errcode.Write(r.Context(), w, errcode.New(http.StatusUnauthorized, errcode.Unauthorized,
 				"the bearer token is invalid or expired"))

@@ -14,6 +14,7 @@ import (
 	"github.com/epro-intake/common/producer"
 	"github.com/epro-intake/epro-api/internal/auth"
 	"github.com/epro-intake/epro-api/internal/config"
+	"github.com/epro-intake/epro-api/internal/metrics"
 	"github.com/epro-intake/epro-api/internal/middleware"
 	"github.com/epro-intake/epro-api/internal/ratelimit"
 	"github.com/epro-intake/epro-api/internal/readiness"
@@ -41,6 +42,8 @@ type ServiceContext struct {
 	Auth rest.Middleware
 	// RateLimit is checked before anything is produced.
 	RateLimit *ratelimit.Limiter
+	// Metrics are served on /metrics.
+	Metrics *metrics.Metrics
 }
 
 func NewServiceContext(c config.Config) (*ServiceContext, error) {
@@ -67,9 +70,11 @@ func NewServiceContext(c config.Config) (*ServiceContext, error) {
 		_ = p.Close()
 		return nil, err
 	}
+	m := metrics.New()
 	return &ServiceContext{
 		Tokens:   tokens,
-		Auth:     middleware.NewAuthMiddleware(tokens).Handle,
+		Auth:     middleware.NewAuthMiddleware(tokens, m.Rejected).Handle,
+		Metrics:  m,
 		Config:   c,
 		Producer: p,
 		DB:       db,
