@@ -35,6 +35,9 @@ const (
 	Stored Class = "stored"
 	// StoredFromReplay: as Stored, and the record is a replay of a dead letter (header x-replay-of).
 	StoredFromReplay Class = "stored_from_replay"
+	// StoredFromRedrive: as Stored, and the record is a re-drive of a record a reconciliation found missing
+	// (header x-redrive-of, naming it; that record now counts as a duplicate of this one).
+	StoredFromRedrive Class = "stored_from_redrive"
 	// Duplicate: the request id is stored with the same content from another record (a retry).
 	Duplicate Class = "duplicate"
 	// DeadLettered: the record has a dead letter in the archive (any status, any class but conflict).
@@ -47,7 +50,7 @@ const (
 )
 
 // Classes lists every class in summary order.
-var Classes = []Class{Stored, StoredFromReplay, Duplicate, DeadLettered, Conflict, Missing}
+var Classes = []Class{Stored, StoredFromReplay, StoredFromRedrive, Duplicate, DeadLettered, Conflict, Missing}
 
 // Exceptional reports whether records of class c are listed as exceptions: all but plainly stored ones and
 // duplicates.
@@ -455,6 +458,8 @@ func verdict(r record, s reportdb.Stored, stored, here bool, letters map[int64]s
 	switch {
 	case here && r.poison == "" && s.ContentKnown && !sameContent:
 		return Conflict, "the row written from this record holds other content"
+	case here && r.redriveOf != "":
+		return StoredFromRedrive, "re-drive of " + r.redriveOf
 	case here && r.replayOf != "":
 		return StoredFromReplay, "replay of dead letter " + r.replayOf
 	case here:
