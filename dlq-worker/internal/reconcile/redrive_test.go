@@ -132,7 +132,9 @@ func TestRedriveGuards(t *testing.T) {
 	}
 	outcomes := map[string]reconcile.RedriveOutcome{}
 	rs, err := rd.Redrive(t.Context(), reconcile.Actor{Name: "alice", Role: "operator"}, append([]reconcile.Exception{notMissing}, missing...), 2,
-		func(x reconcile.Exception, o reconcile.RedriveOutcome, _ string) { outcomes[pos(placed{Message: kafka.Message{Partition: x.Partition, Offset: x.Offset}})] = o })
+		func(x reconcile.Exception, o reconcile.RedriveOutcome, _ string) {
+			outcomes[pos(placed{Message: kafka.Message{Partition: x.Partition, Offset: x.Offset}})] = o
+		})
 	if err != nil {
 		t.Fatal(err)
 	}
