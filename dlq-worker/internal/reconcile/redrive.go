@@ -66,6 +66,20 @@ type RedriveSummary struct {
 // Remaining is how many records are still missing and were not re-driven.
 func (s RedriveSummary) Remaining() int64 { return s.Refused + s.Failed + s.NotTried }
 
+// Add counts one outcome.
+func (s *RedriveSummary) Add(o RedriveOutcome) {
+	switch o {
+	case Redriven:
+		s.Redriven++
+	case Resolved:
+		s.Resolved++
+	case Refused:
+		s.Refused++
+	case Failed:
+		s.Failed++
+	}
+}
+
 // Text is the summary in one line.
 func (s RedriveSummary) Text() string {
 	return fmt.Sprintf("re-drive of %d missing records: redriven=%d resolved=%d refused=%d failed=%d not_tried=%d",
@@ -108,16 +122,7 @@ func (d *Redriver) Redrive(ctx context.Context, who Actor, missing []Exception, 
 		if sent {
 			next = time.Now().Add(interval)
 		}
-		switch outcome {
-		case Redriven:
-			sum.Redriven++
-		case Resolved:
-			sum.Resolved++
-		case Refused:
-			sum.Refused++
-		case Failed:
-			sum.Failed++
-		}
+		sum.Add(outcome)
 		if onItem != nil {
 			onItem(x, outcome, detail)
 		}

@@ -38,7 +38,11 @@ func TestRunsOneAtATime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runs, err := reconcile.NewRuns(engine, store.NewAudit(db), time.Hour, 10)
+	rd, err := reconcile.NewRedriver(engine, &recordingSender{}, store.NewAudit(db), reconcile.RedriveConf{RatePerSecond: 1, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := reconcile.NewRuns(engine, store.NewAudit(db), rd, reconcile.RunsConf{Timeout: time.Hour, MaxExceptions: 10, MaxRedrive: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
