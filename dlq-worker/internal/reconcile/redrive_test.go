@@ -126,7 +126,7 @@ func TestRedriveGuards(t *testing.T) {
 	f.deadLetter(recs[2], report.ErrorClassPermanent, store.StatusNew)
 	notMissing := reconcile.Exception{RequestID: recs[0].requestID, Partition: 0, Offset: recs[0].Offset, Class: reconcile.Stored}
 	sender := &recordingSender{refuse: recs[4].requestID}
-	rd, err := reconcile.NewRedriver(engine, sender, store.NewAudit(f.db), reconcile.RedriveConf{RatePerSecond: 100, Timeout: 10 * time.Second})
+	rd, err := reconcile.NewRedriver(engine, sender, store.NewAudit(f.db), reconcile.RedriveConf{RatePerSecond: 4, Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,6 +152,9 @@ func TestRedriveGuards(t *testing.T) {
 	}
 	if len(sender.sent) != 2 || string(sender.sent[1].Value) != string(recs[5].Value) {
 		t.Fatalf("sent %d records, want the refused try and the one re-drive", len(sender.sent))
+	}
+	if gap := sender.at[1].Sub(sender.at[0]); gap < 240*time.Millisecond {
+		t.Errorf("two produces %s apart at 4 a second", gap)
 	}
 	byOutcome := map[string]int{}
 	for _, r := range f.audit(store.ActionRedrive) {
@@ -186,10 +189,12 @@ func maps(a, b map[string]int) bool {
 type recordingSender struct {
 	refuse string
 	sent   []kafka.Message
+	at     []time.Time
 }
 
 func (s *recordingSender) Send(_ context.Context, msgs ...kafka.Message) error {
 	s.sent = append(s.sent, msgs...)
+	s.at = append(s.at, time.Now())
 	for _, m := range msgs {
 		for _, h := range m.Headers {
 			if h.Key == report.HeaderRequestID && string(h.Value) == s.refuse {
