@@ -3,8 +3,9 @@
 // stored report; and lists what is neither (missing).
 //
 // Guarantees: a run only reads; only a re-drive (redrive.go), asked for separately, writes, and only records
-// the same run found missing, produced again to the report topic for epro-mq to store. A run reads the topic partition by partition without a consumer group, so it never
-// moves any group's offsets, and by default stops at epro-mq's committed offsets, where every earlier record
+// the same run found missing, produced again to the report topic for epro-mq to store. A run reads the topic
+// partition by partition without a consumer group, so it never moves any group's offsets, and by default
+// stops at epro-mq's committed offsets, where every earlier record
 // is finished. Memory is bounded by one batch (Conf.BatchSize records, their ids and hashes; the values are
 // dropped once judged), whatever the number of records. Exceptions are handed to a callback as they are
 // found, never collected here, and carry ids and positions only, never report content.
