@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/epro-intake/common/infratest"
@@ -34,7 +35,10 @@ type reconcileException struct {
 // The reconciliation against what the real binaries wrote: reports stored by epro-mq (one of them twice on
 // the topic), a report of a version epro-mq does not know and a poison record, both dead-lettered and
 // archived by dlq-worker. Up to epro-mq's committed offsets the command finds nothing missing (exit 0) and
-// lists exactly the two dead letters; after a stored row is deleted it lists that report as missing (exit 1).
+// lists exactly the two dead letters; after a stored row is deleted (its Redis marker left in place) it lists
+// that report as missing (exit 1). `reconcile -redrive` then produces that record again (exit 4), epro-mq
+// stores it despite the marker, byte for byte as before, and the next run is clean again (exit 0), listing
+// the re-drive as stored_from_redrive. Every run and the re-drive are audited.
 func TestReconcileThePipeline(t *testing.T) {
 	e := newRoundTripEnv(t)
 	e.startMQ(roundTripKnownVersion)
@@ -99,9 +103,14 @@ func TestReconcileThePipeline(t *testing.T) {
 		t.Errorf("the dead-lettered report %s is not listed: %+v", unknownVersion, exceptions)
 	}
 
+	original := e.reportRow(good[1])
 	if _, err := e.db.Exec("DELETE FROM reports WHERE request_id = ?", good[1]); err != nil {
 		t.Fatal(err)
 	}
+	// Redis still says stored: the re-drive below must be stored all the same.
+	rdb := redis.NewClient(&redis.Options{Addr: e.st.Infra.RedisAddr})
+	defer rdb.Close()
+	e.checkMarkedStored(rdb, good[1:2])
 	code, exceptions = e.reconcile(dlqCfg)
 	var missing []string
 	for _, x := range exceptions {
@@ -115,15 +124,58 @@ func TestReconcileThePipeline(t *testing.T) {
 	if n := e.count("SELECT COUNT(*) FROM dead_letter_audit WHERE action = 'reconcile'"); n != 4 {
 		t.Errorf("%d reconcile audit rows, want 4 (two runs, start and end)", n)
 	}
+
+	// The repair: -redrive produces the missing record again; epro-mq stores it although Redis says stored.
+	if code, _ = e.reconcile(dlqCfg, "-redrive"); code != 4 {
+		t.Fatalf("reconcile -redrive: exit %d, want 4 (re-driven, to be confirmed)", code)
+	}
+	e.waitSettled(len(good)+1, 2, 90*time.Second)
+	if got := e.reportRow(good[1]); got != original {
+		t.Errorf("the re-driven row differs from the original in payload or hashes:\n got %+v\nwant %+v", got, original)
+	}
+	code, exceptions = e.reconcile(dlqCfg)
+	var redriven []reconcileException
+	for _, x := range exceptions {
+		if x.Class == "stored_from_redrive" {
+			redriven = append(redriven, x)
+		}
+	}
+	if code != 0 || len(exceptions) != 3 || len(redriven) != 1 || redriven[0].RequestID != good[1] {
+		t.Fatalf("after the re-drive: exit %d, exceptions %+v; want exit 0, the two dead letters and the re-drive", code, exceptions)
+	}
+	if n := e.count("SELECT COUNT(*) FROM reports WHERE request_id = ?", good[1]); n != 1 {
+		t.Errorf("%d rows for %s, want 1", n, good[1])
+	}
+	e.expectCount(2, "redrive audit rows (started, ok)", "SELECT COUNT(*) FROM dead_letter_audit WHERE action = 'redrive' AND outcome IN ('started', 'ok')")
+	e.expectCount(8, "reconcile audit rows (four runs)", "SELECT COUNT(*) FROM dead_letter_audit WHERE action = 'reconcile'")
+}
+
+// storedRow is what must survive a re-drive unchanged: the payload as stored and its hashes.
+type storedRow struct {
+	Format                       string
+	Payload                      string
+	PayloadSHA256, ContentSHA256 string
+}
+
+func (e *roundTripEnv) reportRow(requestID string) storedRow {
+	e.t.Helper()
+	var r storedRow
+	var payload, ph, ch []byte
+	if err := e.db.QueryRow("SELECT payload_format, payload, payload_sha256, content_sha256 FROM reports WHERE request_id = ?", requestID).
+		Scan(&r.Format, &payload, &ph, &ch); err != nil {
+		e.t.Fatalf("row of %s: %v", requestID, err)
+	}
+	r.Payload, r.PayloadSHA256, r.ContentSHA256 = string(payload), fmt.Sprintf("%x", ph), fmt.Sprintf("%x", ch)
+	return r
 }
 
 // reconcile runs `dlq-worker reconcile` as an operator would and returns its exit code and exceptions.
-func (e *roundTripEnv) reconcile(cfg string) (int, []reconcileException) {
+func (e *roundTripEnv) reconcile(cfg string, extra ...string) (int, []reconcileException) {
 	e.t.Helper()
 	out := filepath.Join(e.t.TempDir(), "exceptions.json")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := e.st.Command(ctx, "dlq-worker", "reconcile", "-f", cfg, "-format", "json", "-out", out)
+	cmd := e.st.Command(ctx, "dlq-worker", append([]string{"reconcile", "-f", cfg, "-format", "json", "-out", out}, extra...)...)
 	stderr, err := cmd.CombinedOutput()
 	code := 0
 	var exit *exec.ExitError

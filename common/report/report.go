@@ -29,6 +29,11 @@ const (
 	HeaderTracestate    = "tracestate"
 	// HeaderReplayOf is set by dlq-worker when it re-produces a dead letter: the dead letter's id.
 	HeaderReplayOf = "x-replay-of"
+	// HeaderRedriveOf is set by dlq-worker's reconciliation when it re-produces a record of Topic that was
+	// found missing (neither stored nor dead-lettered): the original record's position, "topic/partition/offset".
+	// The record is otherwise the original, value and headers byte for byte, so epro-mq stores it (or dedupes
+	// it) like any other.
+	HeaderRedriveOf = "x-redrive-of"
 )
 
 // Header keys added on records of DLQTopic. Where Spring for Apache Kafka has a name for the fact we use it, so

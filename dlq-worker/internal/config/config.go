@@ -142,12 +142,22 @@ type ReconcileConf struct {
 	// MaxExceptions is how many exceptions a run started through the API keeps for GET; the counts are
 	// always complete. The command writes every exception.
 	MaxExceptions int `json:",default=1000"`
+	// MaxRedrive is how many missing records one run keeps for a re-drive (`reconcile -redrive`, POST
+	// /v1/reconciliations/:id/redrive): positions and request ids only. Those beyond it are counted as not
+	// tried, and a later run finds them again.
+	MaxRedrive int `json:",default=10000"`
+	// RedriveRatePerSecond caps re-drives, so a long missing list cannot flood epro-mq.
+	RedriveRatePerSecond float64 `json:",default=10"`
+	// RedriveTimeout bounds reading one missing record back from Kafka and producing its re-drive.
+	RedriveTimeout time.Duration `json:",default=10s"`
 }
 
 // Validate reports zero values, naming the key.
 func (c ReconcileConf) Validate() error {
-	if c.Topic == "" || c.Group == "" || c.BatchSize <= 0 || c.MaxWait <= 0 || c.QueryTimeout <= 0 || c.Timeout <= 0 || c.MaxExceptions <= 0 {
-		return errors.New("Reconcile: Topic and Group must be set; BatchSize, MaxWait, QueryTimeout, Timeout and MaxExceptions must be positive")
+	if c.Topic == "" || c.Group == "" || c.BatchSize <= 0 || c.MaxWait <= 0 || c.QueryTimeout <= 0 || c.Timeout <= 0 || c.MaxExceptions <= 0 ||
+		c.MaxRedrive <= 0 || c.RedriveRatePerSecond <= 0 || c.RedriveTimeout <= 0 {
+		return errors.New("Reconcile: Topic and Group must be set; BatchSize, MaxWait, QueryTimeout, Timeout, MaxExceptions, " +
+			"MaxRedrive, RedriveRatePerSecond and RedriveTimeout must be positive")
 	}
 	return nil
 }

@@ -106,6 +106,11 @@ func RegisterHandlers(server *rest.Server, serverCtx *svc.ServiceContext) {
 				},
 				{
 					Method:  http.MethodPost,
+					Path:    "/v1/reconciliations/:id/redrive",
+					Handler: RedriveReconciliationHandler(serverCtx),
+				},
+				{
+					Method:  http.MethodPost,
 					Path:    "/v1/replay-jobs",
 					Handler: BulkReplayHandler(serverCtx),
 				},

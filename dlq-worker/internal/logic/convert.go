@@ -112,7 +112,10 @@ func apiError(ctx context.Context, what string, err error) error {
 	case errors.Is(err, replay.ErrNothingToReplay):
 		return errcode.New(http.StatusConflict, errcode.Conflict, "no new dead letter matches the filter")
 	case errors.Is(err, reconcile.ErrBusy):
-		return errcode.New(http.StatusConflict, errcode.Conflict, "a reconciliation is running; wait for its result (GET /v1/reconciliations)")
+		return errcode.New(http.StatusConflict, errcode.Conflict, "a reconciliation or re-drive is running; wait for its result (GET /v1/reconciliations)")
+	case errors.Is(err, reconcile.ErrNotRedrivable):
+		return errcode.New(http.StatusConflict, errcode.Conflict, "only a finished run's missing records are re-driven, once; "+
+			"start a new reconciliation to find what is still missing")
 	case errors.Is(err, replay.ErrProduce):
 		return &errcode.Error{Status: http.StatusServiceUnavailable, Code: CodeReplayUnavailable,
 			Message: "Kafka did not acknowledge the replay; the dead letter is unchanged, try again later", RetryAfter: retryAfterSeconds}

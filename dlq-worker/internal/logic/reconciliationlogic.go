@@ -31,6 +31,15 @@ func reconciliationResp(st reconcile.RunState) *types.ReconciliationResp {
 	for _, p := range parts {
 		resp.Partitions = append(resp.Partitions, types.ReconcilePartition{Partition: p.Partition, From: p.From, Position: p.Position, End: p.End})
 	}
+	if rd := st.Redrive; rd != nil {
+		s := rd.Summary
+		resp.Redrive = &types.ReconcileRedrive{State: rd.State, Actor: rd.Actor.Name, StartedAt: rd.StartedAt.Format(time.RFC3339Nano),
+			Error: rd.Error, Missing: s.Missing, Redriven: s.Redriven, Resolved: s.Resolved, Refused: s.Refused, Failed: s.Failed,
+			NotTried: s.NotTried}
+		if rd.State != reconcile.StateRunning {
+			resp.Redrive.FinishedAt = rd.FinishedAt.Format(time.RFC3339Nano)
+		}
+	}
 	for _, x := range st.Exceptions {
 		resp.Exceptions = append(resp.Exceptions, types.ReconcileException{RequestID: x.RequestID, Partition: x.Partition,
 			Offset: x.Offset, Class: string(x.Class), Detail: x.Detail})

@@ -16,6 +16,7 @@ type record struct {
 	offset    int64
 	requestID string
 	replayOf  string
+	redriveOf string
 	// poison says why epro-mq would dead-letter the record at once; empty when it would store it.
 	poison  string
 	content [sha256.Size]byte
@@ -28,8 +29,11 @@ type record struct {
 func judge(m kafka.Message) record {
 	r := record{offset: m.Offset}
 	for _, h := range m.Headers {
-		if h.Key == report.HeaderReplayOf {
+		switch h.Key {
+		case report.HeaderReplayOf:
 			r.replayOf = string(h.Value)
+		case report.HeaderRedriveOf:
+			r.redriveOf = string(h.Value)
 		}
 	}
 	env, err := report.ParseEnvelope(m.Value)

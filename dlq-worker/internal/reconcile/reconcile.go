@@ -2,8 +2,10 @@
 // MySQL: stored in epro-mq's reports table, dead-lettered in dlq-worker's archive, or a known duplicate of a
 // stored report; and lists what is neither (missing).
 //
-// Guarantees: it only reads. It reads the topic partition by partition without a consumer group, so it never
-// moves any group's offsets, and by default stops at epro-mq's committed offsets, where every earlier record
+// Guarantees: a run only reads; only a re-drive (redrive.go), asked for separately, writes, and only records
+// the same run found missing, produced again to the report topic for epro-mq to store. A run reads the topic
+// partition by partition without a consumer group, so it never moves any group's offsets, and by default
+// stops at epro-mq's committed offsets, where every earlier record
 // is finished. Memory is bounded by one batch (Conf.BatchSize records, their ids and hashes; the values are
 // dropped once judged), whatever the number of records. Exceptions are handed to a callback as they are
 // found, never collected here, and carry ids and positions only, never report content.
@@ -35,6 +37,9 @@ const (
 	Stored Class = "stored"
 	// StoredFromReplay: as Stored, and the record is a replay of a dead letter (header x-replay-of).
 	StoredFromReplay Class = "stored_from_replay"
+	// StoredFromRedrive: as Stored, and the record is a re-drive of a record a reconciliation found missing
+	// (header x-redrive-of, naming it; that record now counts as a duplicate of this one).
+	StoredFromRedrive Class = "stored_from_redrive"
 	// Duplicate: the request id is stored with the same content from another record (a retry).
 	Duplicate Class = "duplicate"
 	// DeadLettered: the record has a dead letter in the archive (any status, any class but conflict).
@@ -47,7 +52,7 @@ const (
 )
 
 // Classes lists every class in summary order.
-var Classes = []Class{Stored, StoredFromReplay, Duplicate, DeadLettered, Conflict, Missing}
+var Classes = []Class{Stored, StoredFromReplay, StoredFromRedrive, Duplicate, DeadLettered, Conflict, Missing}
 
 // Exceptional reports whether records of class c are listed as exceptions: all but plainly stored ones and
 // duplicates.
@@ -455,6 +460,8 @@ func verdict(r record, s reportdb.Stored, stored, here bool, letters map[int64]s
 	switch {
 	case here && r.poison == "" && s.ContentKnown && !sameContent:
 		return Conflict, "the row written from this record holds other content"
+	case here && r.redriveOf != "":
+		return StoredFromRedrive, "re-drive of " + r.redriveOf
 	case here && r.replayOf != "":
 		return StoredFromReplay, "replay of dead letter " + r.replayOf
 	case here:

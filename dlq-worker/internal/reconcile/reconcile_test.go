@@ -154,7 +154,8 @@ func (f *fixture) command(t *testing.T, format string, extra ...string) (int, []
 	cfg, err := json.Marshal(map[string]any{
 		"DeadLetters": map[string]any{"Brokers": f.brokers},
 		"MySQL":       map[string]any{"DSN": f.dsn},
-		"Reconcile":   map[string]any{"Topic": f.topic, "Group": f.group, "BatchSize": 4, "MaxWait": "200ms"},
+		"Reconcile":   map[string]any{"Topic": f.topic, "Group": f.group, "BatchSize": 4, "MaxWait": "200ms", "RedriveRatePerSecond": 50},
+		"Replay":      map[string]any{"Producer": map[string]any{"Brokers": f.brokers}},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -38,7 +38,11 @@ func TestRunsOneAtATime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runs, err := reconcile.NewRuns(engine, store.NewAudit(db), time.Hour, 10)
+	rd, err := reconcile.NewRedriver(engine, &recordingSender{}, store.NewAudit(db), reconcile.RedriveConf{RatePerSecond: 1, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := reconcile.NewRuns(engine, store.NewAudit(db), rd, reconcile.RunsConf{Timeout: time.Hour, MaxExceptions: 10, MaxRedrive: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +54,17 @@ func TestRunsOneAtATime(t *testing.T) {
 	if _, err := runs.Begin(who, reconcile.Range{}); !errors.Is(err, reconcile.ErrBusy) {
 		t.Fatalf("second run while the first runs: %v, want ErrBusy", err)
 	}
+	if _, err := runs.Redrive(who, first.ID); !errors.Is(err, reconcile.ErrBusy) {
+		t.Fatalf("re-drive while the run runs: %v, want ErrBusy", err)
+	}
 	runs.Stop()
+	// A failed run's missing list may be partial: it is not re-driven.
+	if _, err := runs.Redrive(who, first.ID); !errors.Is(err, reconcile.ErrNotRedrivable) {
+		t.Fatalf("re-drive of the stopped run: %v, want ErrNotRedrivable", err)
+	}
+	if _, err := runs.Redrive(who, first.ID+1); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("re-drive of no such run: %v, want ErrNotFound", err)
+	}
 	got, err := runs.Get(first.ID)
 	if err != nil || got.State != reconcile.StateFailed || got.Error == "" || got.FinishedAt.IsZero() {
 		t.Fatalf("stopped run: %+v %v", got, err)

@@ -20,6 +20,10 @@ const (
 	// ActionReconcile: a reconciliation of the report topic ran (internal/reconcile); one row when it
 	// starts, one with its counts when it ends.
 	ActionReconcile = "reconcile"
+	// ActionRedrive: a record a reconciliation found missing was re-produced to the report topic (or was
+	// skipped, having come back meanwhile). The reason names the record's position and request id, never
+	// its content.
+	ActionRedrive = "redrive"
 )
 
 // Audit outcomes.
@@ -31,6 +35,9 @@ const (
 	// OutcomeStarted and OutcomeMissing are a reconciliation's: begun, and finished with records missing.
 	OutcomeStarted = "started"
 	OutcomeMissing = "missing"
+	// OutcomeSkipped: a re-drive that was not sent, because the record was no longer missing (or could not
+	// be re-driven); the reason says which.
+	OutcomeSkipped = "skipped"
 )
 
 // AuditEntry is one row of dead_letter_audit: who (Actor, the token's subject, and ActorIssuer, its issuer;

@@ -90,11 +90,21 @@ func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, e
 			MaxConcurrentJobs: b.MaxConcurrentJobs,
 		},
 	}, s.DeadLetters, s.Reports, s.Audit, s.Jobs, s.Producer, topic)
+	if err != nil {
+		_ = s.Close()
+		return nil, err
+	}
 	rc := c.Reconcile
 	engine, err := reconcile.New(reconcile.Conf{Brokers: c.DeadLetters.Brokers, Topic: rc.Topic, Group: rc.Group,
 		BatchSize: rc.BatchSize, MaxWait: rc.MaxWait, QueryTimeout: rc.QueryTimeout}, db)
+	var redriver *reconcile.Redriver
 	if err == nil {
-		s.Reconciliations, err = reconcile.NewRuns(engine, s.Audit, rc.Timeout, rc.MaxExceptions)
+		// Re-drives go through the replay producer (acks=all, murmur2 by key: the original's partition).
+		redriver, err = reconcile.NewRedriver(engine, s.Producer, s.Audit, reconcile.RedriveConf{RatePerSecond: rc.RedriveRatePerSecond,
+			Timeout: rc.RedriveTimeout})
+	}
+	if err == nil {
+		s.Reconciliations, err = reconcile.NewRuns(engine, s.Audit, redriver, reconcile.RunsConf{Timeout: rc.Timeout, MaxExceptions: rc.MaxExceptions, MaxRedrive: rc.MaxRedrive})
 	}
 	if err != nil {
 		_ = s.Close()

@@ -171,6 +171,20 @@ type ReconcilePartition struct {
 	End       int64 `json:"end"`
 }
 
+type ReconcileRedrive struct {
+	State      string `json:"state"`
+	Actor      string `json:"actor"`
+	StartedAt  string `json:"startedAt"`
+	FinishedAt string `json:"finishedAt,omitempty"`
+	Error      string `json:"error,omitempty"`
+	Missing    int64  `json:"missing"`
+	Redriven   int64  `json:"redriven"`
+	Resolved   int64  `json:"resolved"`
+	Refused    int64  `json:"refused"`
+	Failed     int64  `json:"failed"`
+	NotTried   int64  `json:"notTried"`
+}
+
 type ReconcileReq struct {
 	FromOffset *int64 `json:"fromOffset,optional"`
 	FromTime   string `json:"fromTime,optional"`
@@ -193,6 +207,7 @@ type ReconciliationResp struct {
 	ExceptionCount      int64                `json:"exceptionCount"`
 	Exceptions          []ReconcileException `json:"exceptions"`
 	ExceptionsTruncated bool                 `json:"exceptionsTruncated"`
+	Redrive             *ReconcileRedrive    `json:"redrive,omitempty"`
 }
 
 type ReplayPreviewResp struct {
