@@ -338,6 +338,8 @@ func TestWebPageOpsInBrowser(t *testing.T) {
 	pg.filter(map[string]string{"f-degraded": ""})
 	pg.waitJS("the whole list", `document.querySelectorAll("#list tbody tr").length === 7`)
 
+	shot(t, pg.ctx, "wide")
+
 	// A phone-size window: nothing scrolls sideways, and the key controls are on screen.
 	pg.run("narrow the window", chromedp.EmulateViewport(375, 812))
 	pg.waitJS("the narrow layout", `document.documentElement.clientWidth <= 375 &&
