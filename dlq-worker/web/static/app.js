@@ -386,10 +386,15 @@ function confirmDialog(title, text, okLabel) {
   dlg.returnValue = "";
   const back = document.activeElement;
   return new Promise((resolve) => {
-    dlg.addEventListener("close", () => {
+    const onClose = () => {
+      // The close event is dispatched after the dialog closed: one from an earlier opening can arrive
+      // while this one is open, and is not this one's answer.
+      if (dlg.open) return;
+      dlg.removeEventListener("close", onClose);
       if (back && back.focus) back.focus();
       resolve(dlg.returnValue === "ok");
-    }, { once: true });
+    };
+    dlg.addEventListener("close", onClose);
     dlg.showModal();
     $("confirm-cancel").focus();
   });
