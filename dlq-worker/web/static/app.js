@@ -69,11 +69,6 @@ function showWho() {
   for (const id of ["job-pause", "job-resume", "job-cancel"]) $(id).hidden = !operator;
 }
 
-function isOperator() {
-  const c = claims();
-  return !!c && c.role === "operator";
-}
-
 function say(text, kind) {
   const m = $("message");
   m.textContent = text;
