@@ -46,85 +46,19 @@ func chromium(t *testing.T) string {
 // open a dead letter and replay it, open another, reveal its payload and discard it; then checks the page
 // and MySQL.
 func TestWebPageInBrowser(t *testing.T) {
-	bin := chromium(t)
+	chromium(t) // without a browser, skip before starting anything
 	w := newWorker(t, workerOptions{})
 	perm := w.seed(2, "T-UI-A", report.ErrorClassPermanent)
 	poison := w.seed(1, "T-UI-B", report.ErrorClassPoison)[0]
 	w.createReports() // reports table present, nothing stored: the preview says "not stored yet"
 	token := w.token("alice", auth.RoleOperator)
 
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(bin),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(browserProfile(t)),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.WindowSize(1400, 1000),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancelCtx := chromedp.NewContext(actx)
-	defer cancelCtx()
-	// Close the browser properly before the allocator kills what is left of it.
-	defer func() { _ = chromedp.Cancel(ctx) }()
-	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	defer cancel()
-
-	var (
-		jsErrMu sync.Mutex
-		jsErrs  []string
-	)
-	chromedp.ListenTarget(ctx, func(ev any) {
-		if e, ok := ev.(*runtime.EventExceptionThrown); ok {
-			jsErrMu.Lock()
-			jsErrs = append(jsErrs, e.ExceptionDetails.Error())
-			jsErrMu.Unlock()
-		}
-	})
-
-	run := func(what string, actions ...chromedp.Action) {
-		t.Helper()
-		if err := chromedp.Run(ctx, actions...); err != nil {
-			shot(t, ctx, what)
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	// waitJS polls a JavaScript condition, as the page updates asynchronously.
-	waitJS := func(what, cond string) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			var ok bool
-			if err := chromedp.Run(ctx, chromedp.Evaluate(cond, &ok)); err != nil {
-				t.Fatalf("%s: %v", what, err)
-			}
-			if ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				var msg string
-				_ = chromedp.Run(ctx, chromedp.Text("#message", &msg, chromedp.ByID))
-				shot(t, ctx, what)
-				t.Fatalf("timed out waiting for %s (page message: %q)", what, msg)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	pg := openBrowser(t, 1400, 1000)
+	ctx, run, waitJS, text := pg.ctx, pg.run, pg.waitJS, pg.text
 	rowCount := func(n int) string {
 		return fmt.Sprintf(`document.querySelectorAll("#list tbody tr").length === %d`, n)
 	}
 	row := func(id uint64) string { return `#list tbody tr[data-id="` + strconv.FormatUint(id, 10) + `"]` }
-	text := func(sel string) string {
-		var s string
-		run("read "+sel, chromedp.Text(sel, &s, chromedp.ByQuery))
-		return s
-	}
 
 	run("open the page", chromedp.Navigate(w.url+"/"), chromedp.WaitVisible("#token", chromedp.ByID))
 	if who := text("#whoami"); who != "no token" {
@@ -217,10 +151,101 @@ func TestWebPageInBrowser(t *testing.T) {
 	if a := w.audit(target.id); len(a) != 1 || a[0].action != "replay" || a[0].actor != "alice" || a[0].outcome != "ok" {
 		t.Errorf("audit of the replayed one = %+v", a)
 	}
-	jsErrMu.Lock()
-	defer jsErrMu.Unlock()
-	if len(jsErrs) > 0 {
-		t.Errorf("the page threw: %v", jsErrs)
+	pg.checkNoJSErrors()
+}
+
+// page is a headless Chromium showing the ops page, with helpers that fail the test on errors.
+type page struct {
+	t   *testing.T
+	ctx context.Context
+
+	jsErrMu sync.Mutex
+	jsErrs  []string
+}
+
+// openBrowser starts headless Chromium with a window of width×height; it is closed when the test ends.
+func openBrowser(t *testing.T, width, height int) *page {
+	t.Helper()
+	bin := chromium(t)
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(bin),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.UserDataDir(browserProfile(t)),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.WindowSize(width, height),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	ctx, cancel := context.WithTimeout(ctx, 150*time.Second)
+	// Close the browser properly before the allocator kills what is left of it.
+	t.Cleanup(func() {
+		_ = chromedp.Cancel(ctx)
+		cancel()
+		cancelCtx()
+		cancelAlloc()
+	})
+	p := &page{t: t, ctx: ctx}
+	chromedp.ListenTarget(ctx, func(ev any) {
+		if e, ok := ev.(*runtime.EventExceptionThrown); ok {
+			p.jsErrMu.Lock()
+			p.jsErrs = append(p.jsErrs, e.ExceptionDetails.Error())
+			p.jsErrMu.Unlock()
+		}
+	})
+	return p
+}
+
+func (p *page) run(what string, actions ...chromedp.Action) {
+	p.t.Helper()
+	if err := chromedp.Run(p.ctx, actions...); err != nil {
+		shot(p.t, p.ctx, what)
+		p.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// waitJS polls a JavaScript condition, as the page updates asynchronously.
+func (p *page) waitJS(what, cond string) {
+	p.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var ok bool
+		if err := chromedp.Run(p.ctx, chromedp.Evaluate(cond, &ok)); err != nil {
+			p.t.Fatalf("%s: %v", what, err)
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			var msg string
+			_ = chromedp.Run(p.ctx, chromedp.Text("#message", &msg, chromedp.ByID))
+			shot(p.t, p.ctx, what)
+			p.t.Fatalf("timed out waiting for %s (page message: %q)", what, msg)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// text is the visible text of the first element sel matches.
+func (p *page) text(sel string) string {
+	p.t.Helper()
+	var s string
+	p.run("read "+sel, chromedp.Text(sel, &s, chromedp.ByQuery))
+	return s
+}
+
+func (p *page) checkNoJSErrors() {
+	p.t.Helper()
+	p.jsErrMu.Lock()
+	defer p.jsErrMu.Unlock()
+	if len(p.jsErrs) > 0 {
+		p.t.Errorf("the page threw: %v", p.jsErrs)
 	}
 }
 

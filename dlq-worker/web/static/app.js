@@ -5,7 +5,18 @@
 const TOKEN_KEY = "dlq-worker.token";
 const $ = (id) => document.getElementById(id);
 
-const state = { token: "", cursor: "", selected: null, filterQuery: "" };
+const state = {
+  token: "", cursor: "", selected: null, filterQuery: "",
+  // dry is the last dry run and the filter it was for: a bulk replay starts only after a dry run of the same
+  // filter and rate.
+  dry: null,
+  jobId: 0, jobTimer: 0,
+  runId: 0, runTimer: 0,
+};
+const JOB_POLL_MS = 500;
+const RUN_POLL_MS = 700;
+const JOB_FINAL = ["done", "cancelled", "interrupted"];
+const CLASS_ORDER = ["stored", "duplicate", "stored_from_replay", "dead_lettered", "conflict", "missing"];
 
 function loadToken() {
   state.token = sessionStorage.getItem(TOKEN_KEY) || localStorage.getItem(TOKEN_KEY) || "";
@@ -32,6 +43,8 @@ function forgetToken() {
   localStorage.removeItem(TOKEN_KEY);
   state.token = "";
   $("token").value = "";
+  stopJob();
+  stopRun();
   showWho();
 }
 
@@ -48,9 +61,12 @@ function claims() {
 function showWho() {
   const c = claims();
   $("whoami").textContent = c ? `${c.sub} (${c.role})` : "no token";
-  const operator = c && c.role === "operator";
+  const operator = !!c && c.role === "operator";
   $("actions").hidden = !operator;
   $("btn-reveal").hidden = !operator;
+  // Bulk replays (dry run included) and job control are for operators; anyone may follow a job.
+  $("bulk-form").hidden = !operator;
+  for (const id of ["job-pause", "job-resume", "job-cancel"]) $(id).hidden = !operator;
 }
 
 function say(text, kind) {
@@ -76,13 +92,15 @@ async function api(method, path, body) {
     const err = new Error((data && data.message) || resp.statusText);
     err.status = resp.status;
     err.code = data && data.code;
+    err.field = data && data.field;
     throw err;
   }
   return data;
 }
 
+// fail shows an error with its stable code (and the field a validation error names); no error is dropped.
 function fail(err) {
-  say(`${err.code || "ERROR"}: ${err.message}`, "error");
+  say(`${err.code || "ERROR"}: ${err.message}` + (err.field ? ` (field ${err.field})` : ""), "error");
 }
 
 // toUTC turns a datetime-local value, read as UTC, into RFC 3339.
@@ -100,14 +118,25 @@ function filterQuery() {
   add("patientId", $("f-patient").value.trim());
   add("from", toUTC($("f-from").value));
   add("to", toUTC($("f-to").value));
+  add("degraded", $("f-degraded").value);
   return q;
 }
 
+// cell appends a cell holding text; data-label names its column for the narrow layout, where each row is
+// shown as a card (style.css).
 function cell(tr, text) {
   const td = document.createElement("td");
   td.textContent = text === undefined || text === null ? "" : String(text);
   tr.appendChild(td);
   return td;
+}
+
+// labelRows copies each column's heading onto the cells of tbody as data-label.
+function labelRows(table) {
+  const heads = [...table.querySelectorAll("thead th")].map((th) => th.textContent);
+  for (const tr of table.querySelectorAll("tbody tr")) {
+    [...tr.children].forEach((td, i) => { td.dataset.label = heads[i] || ""; });
+  }
 }
 
 async function loadList(reset) {
@@ -124,17 +153,31 @@ async function loadList(reset) {
   for (const it of data.items) {
     const tr = document.createElement("tr");
     tr.dataset.id = it.id;
-    cell(tr, it.id);
+    // A real button, so the row can be opened from the keyboard; its click bubbles to the row.
+    const open = document.createElement("button");
+    open.type = "button";
+    open.className = "open";
+    open.textContent = String(it.id);
+    open.setAttribute("aria-label", `Open dead letter ${it.id}`);
+    cell(tr, "").appendChild(open);
     const st = cell(tr, it.status);
     st.className = "status-" + it.status;
-    cell(tr, it.degraded ? `${it.errorClass} (degraded)` : it.errorClass);
+    const cls = cell(tr, it.errorClass);
+    if (it.degraded) {
+      const b = document.createElement("span");
+      b.className = "badge degraded";
+      b.textContent = "degraded";
+      b.title = it.degradedReason || "";
+      cls.append(" ", b);
+    }
     cell(tr, it.trialId);
     cell(tr, it.patientId);
     cell(tr, it.deadLetteredAt);
     cell(tr, it.errorMessage);
-    tr.addEventListener("click", () => openDetail(it.id).catch(fail));
+    tr.addEventListener("click", () => openDetail(it.id, false, true).catch(fail));
     tbody.appendChild(tr);
   }
+  labelRows($("list"));
   state.cursor = data.nextCursor || "";
   $("more").hidden = !state.cursor;
   $("list-empty").hidden = tbody.children.length > 0;
@@ -166,7 +209,8 @@ function metaRow(dl, label, value) {
   dl.append(dt, dd);
 }
 
-async function openDetail(id, reveal) {
+// openDetail shows dead letter id; focus moves to its heading when the user opened it.
+async function openDetail(id, reveal, focus) {
   const d = await api("GET", `/v1/dead-letters/${id}` + (reveal ? "?reveal=true" : ""));
   state.selected = d;
   for (const tr of $("list").querySelectorAll("tbody tr")) {
@@ -176,6 +220,7 @@ async function openDetail(id, reveal) {
   $("d-id").textContent = d.id;
   $("d-status").textContent = d.status;
   $("d-status").className = "badge status-" + d.status;
+  $("d-degraded").hidden = !d.degraded;
   const meta = $("d-meta");
   meta.replaceChildren();
   metaRow(meta, "Request", d.requestId);
@@ -205,6 +250,7 @@ async function openDetail(id, reveal) {
     cell(tr, h.base64 ? `(base64) ${h.value}` : h.value);
     hb.appendChild(tr);
   }
+  labelRows($("d-headers"));
   $("d-payload-bytes").textContent = `${d.payloadBytes} bytes`;
   const pre = $("payload");
   if (d.revealed) {
@@ -217,21 +263,26 @@ async function openDetail(id, reveal) {
 
   const hist = $("d-history").querySelector("tbody");
   hist.replaceChildren();
+  // The detail carries the dead letter's audit rows (the same rows as GET /v1/audit/export).
   for (const e of d.history) {
     const tr = document.createElement("tr");
     cell(tr, e.at);
-    cell(tr, `${e.actor} (${e.role})` + (e.actorIssuer ? ` · ${e.actorIssuer}` : "") + (e.clientAddr ? ` from ${e.clientAddr}` : ""));
+    cell(tr, `${e.actor} (${e.role})` + (e.actorIssuer ? ` · ${e.actorIssuer}` : ""));
+    cell(tr, e.clientAddr);
     cell(tr, e.action + (e.jobId ? ` (job ${e.jobId})` : ""));
-    cell(tr, e.outcome + (e.stateBefore && e.stateBefore !== e.stateAfter ? ` (${e.stateBefore} → ${e.stateAfter})` : ""));
+    cell(tr, e.outcome);
+    cell(tr, e.stateBefore || e.stateAfter ? `${e.stateBefore || "?"} → ${e.stateAfter || "?"}` : "");
     cell(tr, [e.reasonCode, e.reason].filter(Boolean).join(": "));
     hist.appendChild(tr);
   }
+  labelRows($("d-history"));
   $("replay-preview").textContent = "";
   $("btn-replay-confirm").hidden = true;
   const resolved = d.status !== "new";
   $("btn-replay").disabled = resolved;
   $("btn-discard").disabled = resolved;
   $("detail").dataset.loaded = String(Date.now());
+  if (focus) $("d-title").focus();
 }
 
 function decodePayload(b64) {
@@ -296,13 +347,315 @@ async function loadReasons() {
   }
 }
 
+// downloadAudit fetches the selected dead letter's audit export with the token (a plain link could not send
+// it) and saves it as a file.
+async function downloadAudit(format) {
+  const id = state.selected.id;
+  const resp = await fetch(`/v1/audit/export?deadLetterId=${encodeURIComponent(id)}&format=${format}`,
+    { headers: { Authorization: "Bearer " + state.token } });
+  if (!resp.ok) {
+    let data = null;
+    try { data = await resp.json(); } catch (e) { data = null; }
+    const err = new Error((data && data.message) || resp.statusText);
+    err.code = data && data.code;
+    throw err;
+  }
+  const url = URL.createObjectURL(await resp.blob());
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = `dead-letter-${id}-audit.${format}`;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+  say(`Audit history of dead letter ${id} downloaded as ${format.toUpperCase()}.`, "ok");
+}
+
+// confirmDialog asks before a destructive or large action; it resolves true only on the confirm button.
+// Escape or Cancel resolve false. Focus starts on Cancel and returns to where it was.
+function confirmDialog(title, text, okLabel) {
+  const dlg = $("confirm");
+  $("confirm-title").textContent = title;
+  $("confirm-text").textContent = text;
+  $("confirm-ok").textContent = okLabel;
+  dlg.returnValue = "";
+  const back = document.activeElement;
+  return new Promise((resolve) => {
+    const onClose = () => {
+      // The close event is dispatched after the dialog closed: one from an earlier opening can arrive
+      // while this one is open, and is not this one's answer.
+      if (dlg.open) return;
+      dlg.removeEventListener("close", onClose);
+      if (back && back.focus) back.focus();
+      resolve(dlg.returnValue === "ok");
+    };
+    dlg.addEventListener("close", onClose);
+    dlg.showModal();
+    $("confirm-cancel").focus();
+  });
+}
+
+// bulkBody is the bulk replay request for the filter on the page and the rate asked for.
+function bulkBody(dryRun) {
+  const q = filterQuery();
+  const body = { dryRun };
+  for (const [k, v] of [["errorClass", "errorClass"], ["trialId", "trialId"], ["patientId", "patientId"], ["from", "from"], ["to", "to"]]) {
+    if (q.get(k)) body[v] = q.get(k);
+  }
+  const rate = parseFloat($("bulk-rate").value);
+  if (!dryRun && rate > 0) body.ratePerSecond = rate;
+  return body;
+}
+
+function describeFilter(b) {
+  const parts = ["status new"];
+  if (b.errorClass) parts.push(`class ${b.errorClass}`);
+  if (b.trialId) parts.push(`trial ${b.trialId}`);
+  if (b.patientId) parts.push(`patient ${b.patientId}`);
+  if (b.from) parts.push(`from ${b.from}`);
+  if (b.to) parts.push(`before ${b.to}`);
+  return parts.join(", ");
+}
+
+function bulkKey() {
+  return JSON.stringify(bulkBody(false));
+}
+
+// dryRun counts what a bulk replay of the filter would take, and what it would skip: dead letters of class
+// conflict (counted by a second dry run restricted to that class) are skipped by the job, never replayed.
+async function dryRun() {
+  state.dry = null;
+  $("bulk-start").disabled = true;
+  const body = bulkBody(true);
+  const r = await api("POST", "/v1/replay-jobs", body);
+  let conflicts = 0;
+  if (body.errorClass === "conflict") {
+    conflicts = r.count;
+  } else if (!body.errorClass && r.count > 0) {
+    conflicts = (await api("POST", "/v1/replay-jobs", { ...body, errorClass: "conflict" })).count;
+  }
+  const rate = parseFloat($("bulk-rate").value);
+  const lines = [`Dry run for ${describeFilter(body)}: ${r.count} dead letter${r.count === 1 ? "" : "s"} would be taken, oldest first.`];
+  if (conflicts > 0) {
+    lines.push(`${conflicts} would be skipped: class conflict (a request id stored with other content is never replayed).`);
+  }
+  if (!r.storedKnown) {
+    lines.push("Whether any is already stored is unknown: the reports table is not readable.");
+  } else if (r.alreadyStored > 0) {
+    lines.push(`${r.alreadyStored} already stored in reports: sent again, epro-mq deduplicates them by request id.`);
+  }
+  lines.push("Degraded dead letters whose bytes were not archived are never taken.");
+  lines.push(rate > 0 ? `Rate asked: ${rate} per second (the server caps it at its maximum).` : "Rate: the server's default.");
+  const out = $("bulk-dry");
+  out.replaceChildren(...lines.map((l) => { const p = document.createElement("p"); p.textContent = l; return p; }));
+  out.dataset.count = String(r.count);
+  if (r.count > 0) {
+    state.dry = { key: bulkKey(), count: r.count, conflicts };
+    $("bulk-start").disabled = false;
+  }
+}
+
+async function startBulk() {
+  if (!state.dry || state.dry.key !== bulkKey()) {
+    $("bulk-start").disabled = true;
+    say("The filter or the rate changed since the dry run: run the dry run again.", "error");
+    return;
+  }
+  const body = bulkBody(false);
+  const n = state.dry.count;
+  const ok = await confirmDialog("Start a bulk replay?",
+    `Replays up to ${n} dead letter${n === 1 ? "" : "s"} (${describeFilter(body)}) to their original topics` +
+    (body.ratePerSecond ? ` at ${body.ratePerSecond} per second` : " at the default rate") +
+    ". Each is sent once; you can pause or cancel the job.", `Replay ${n}`);
+  if (!ok) {
+    say("Bulk replay not started.", "");
+    return;
+  }
+  const r = await api("POST", "/v1/replay-jobs", body);
+  state.dry = null;
+  $("bulk-start").disabled = true;
+  say(`Bulk replay job ${r.job.id} started: ${r.job.total} dead letters.`, "ok");
+  showJob(r.job);
+}
+
+function stopJob() {
+  clearTimeout(state.jobTimer);
+  state.jobTimer = 0;
+}
+
+function stopRun() {
+  clearTimeout(state.runTimer);
+  state.runTimer = 0;
+}
+
+// showJob renders a job and keeps polling it until it ends.
+function showJob(j) {
+  stopJob();
+  state.jobId = j.id;
+  $("job").hidden = false;
+  $("job-title").textContent = `${j.id} by ${j.actor}`;
+  $("job-state").textContent = j.state;
+  $("job-state").className = "badge job-" + j.state;
+  const p = $("job-progress");
+  p.max = Math.max(j.total, 1);
+  p.value = j.done;
+  $("job-text").textContent =
+    `${j.done} of ${j.total} handled (replayed or skipped) · skipped ${j.skipped} · failed ${j.failed}` +
+    ` · came back as dead letters ${j.redeadLettered} · ${j.ratePerSecond} per second` +
+    (j.stateReason ? ` · ${j.stateReason}` : "") + ` · updated ${j.updatedAt}`;
+  $("job-error").textContent = j.lastError ? `Last error: ${j.lastError}` : "";
+  $("job-pause").disabled = j.state !== "running";
+  $("job-resume").disabled = j.state !== "paused";
+  $("job-cancel").disabled = !(j.state === "running" || j.state === "paused");
+  $("job").dataset.state = j.state;
+  if (!JOB_FINAL.includes(j.state)) {
+    state.jobTimer = setTimeout(() => pollJob(j.id), JOB_POLL_MS);
+  } else {
+    loadList(true).then(loadStats).catch(fail);
+  }
+}
+
+async function pollJob(id) {
+  try {
+    showJob(await api("GET", `/v1/replay-jobs/${id}`));
+  } catch (err) {
+    fail(err);
+  }
+}
+
+async function jobAction(action) {
+  const id = state.jobId;
+  if (action === "cancel") {
+    const ok = await confirmDialog(`Cancel job ${id}?`,
+      "The job ends for good; the dead letters it has not replayed stay new (a new job can take them).", "Cancel the job");
+    if (!ok) return;
+  }
+  stopJob();
+  try {
+    const j = await api("POST", `/v1/replay-jobs/${id}/${action}`);
+    say(`Job ${id}: ${j.state}.`, "ok");
+    showJob(j);
+  } catch (err) {
+    fail(err);
+    pollJob(id);
+  }
+}
+
+// reconcileBody reads the reconciliation form.
+function reconcileBody() {
+  const body = {};
+  const off = $("rc-from-offset").value.trim();
+  if (off !== "") body.fromOffset = Number(off);
+  const t = toUTC($("rc-from-time").value);
+  if (t) body.fromTime = t;
+  if ($("rc-to-end").checked) body.toEnd = true;
+  return body;
+}
+
+async function startReconcile(ev) {
+  ev.preventDefault();
+  const r = await api("POST", "/v1/reconciliations", reconcileBody());
+  say(`Reconciliation ${r.id} started.`, "ok");
+  showRun(r);
+}
+
+async function loadLatestRun() {
+  try {
+    showRun(await api("GET", "/v1/reconciliations"));
+  } catch (err) {
+    if (err.status === 404) {
+      $("rc-run").hidden = true;
+      return;
+    }
+    throw err;
+  }
+}
+
+// showRun renders a reconciliation run and polls it while it runs.
+function showRun(r) {
+  stopRun();
+  state.runId = r.id;
+  $("rc-run").hidden = false;
+  $("rc-id").textContent = `${r.id} by ${r.actor}`;
+  $("rc-state").textContent = r.state;
+  $("rc-state").className = "badge run-" + r.state;
+  $("rc-run").dataset.state = r.state;
+  const missing = r.missing || 0;
+  const verdict = $("rc-verdict");
+  verdict.className = "";
+  if (r.state === "running") {
+    verdict.textContent = "Running: the counts are partial until it is done.";
+  } else if (r.state === "failed") {
+    verdict.textContent = `The run failed (${r.error || "no reason given"}); the counts are partial, as the command's exit status 3.`;
+    verdict.className = "alarm";
+  } else if (missing > 0) {
+    verdict.textContent = `${missing} record${missing === 1 ? " is" : "s are"} MISSING: on the topic, but neither stored nor dead-lettered (the command would exit 1).`;
+    verdict.className = "alarm";
+  } else {
+    verdict.textContent = "Nothing missing: every record read is accounted for (the command would exit 0).";
+    verdict.className = "ok-text";
+  }
+  const parts = (r.partitions || []).map((p) => `partition ${p.partition}: ${p.position - p.from} of ${p.end - p.from}`);
+  $("rc-progress").textContent = `${r.records} records read` + (r.ratePerSecond ? ` at ${Math.round(r.ratePerSecond)} per second` : "") +
+    (parts.length ? ` · ${parts.join(" · ")}` : "");
+  const meta = $("rc-meta");
+  meta.replaceChildren();
+  metaRow(meta, "Range", r.range);
+  metaRow(meta, "Started", r.startedAt);
+  metaRow(meta, "Finished", r.finishedAt);
+
+  const counts = r.counts || {};
+  const classes = [...CLASS_ORDER, ...Object.keys(counts).filter((c) => !CLASS_ORDER.includes(c))];
+  const cb = $("rc-counts").querySelector("tbody");
+  cb.replaceChildren();
+  for (const c of classes) {
+    const tr = document.createElement("tr");
+    tr.dataset.class = c;
+    cell(tr, c.replace(/_/g, " "));
+    cell(tr, counts[c] || 0);
+    if (c === "missing" && (counts[c] || 0) > 0) tr.className = "alarm";
+    cb.appendChild(tr);
+  }
+  labelRows($("rc-counts"));
+
+  const eb = $("rc-exceptions").querySelector("tbody");
+  eb.replaceChildren();
+  for (const e of r.exceptions || []) {
+    const tr = document.createElement("tr");
+    tr.dataset.class = e.class;
+    if (e.class === "missing") tr.className = "alarm";
+    cell(tr, e.requestId);
+    cell(tr, e.partition);
+    cell(tr, e.offset);
+    cell(tr, e.class.replace(/_/g, " "));
+    cell(tr, e.detail);
+    eb.appendChild(tr);
+  }
+  labelRows($("rc-exceptions"));
+  const shown = (r.exceptions || []).length;
+  $("rc-exceptions-note").textContent = r.state === "running" ? "Listed once the run is done." :
+    r.exceptionsTruncated ? `The first ${shown} of ${r.exceptionCount}: run \`dlq-worker reconcile\` for the full list.` :
+    `${r.exceptionCount} exception${r.exceptionCount === 1 ? "" : "s"}.`;
+  if (r.state === "running") {
+    state.runTimer = setTimeout(() => pollRun(r.id), RUN_POLL_MS);
+  }
+}
+
+async function pollRun(id) {
+  try {
+    showRun(await api("GET", `/v1/reconciliations/${id}`));
+  } catch (err) {
+    fail(err);
+  }
+}
+
 async function refresh() {
   if (!state.token) {
     say("Paste a token to start.", "");
     return;
   }
   try {
-    await Promise.all([loadList(true), loadStats(), loadReasons()]);
+    await Promise.all([loadList(true), loadStats(), loadReasons(), loadLatestRun()]);
     say("", "");
   } catch (err) {
     fail(err);
@@ -314,10 +667,32 @@ document.addEventListener("DOMContentLoaded", () => {
   $("forget-token").addEventListener("click", forgetToken);
   $("filters").addEventListener("submit", (ev) => { ev.preventDefault(); loadList(true).then(() => say("", "")).catch(fail); });
   $("more").addEventListener("click", () => loadList(false).catch(fail));
-  $("btn-reveal").addEventListener("click", () => openDetail(state.selected.id, true).then(() => say("Payload revealed; this was recorded in the audit trail.", "ok")).catch(fail));
+  $("btn-reveal").addEventListener("click", () => openDetail(state.selected.id, true, false).then(() => say("Payload revealed; this was recorded in the audit trail.", "ok")).catch(fail));
   $("btn-replay").addEventListener("click", () => previewReplay().catch(fail));
   $("btn-replay-confirm").addEventListener("click", () => replay().catch(fail));
   $("discard-form").addEventListener("submit", (ev) => discard(ev).catch(fail));
+  $("audit-csv").addEventListener("click", () => downloadAudit("csv").catch(fail));
+  $("audit-json").addEventListener("click", () => downloadAudit("json").catch(fail));
+  $("bulk-dry-run").addEventListener("click", () => dryRun().catch(fail));
+  $("bulk-start").addEventListener("click", () => startBulk().catch(fail));
+  $("bulk-form").addEventListener("submit", (ev) => { ev.preventDefault(); dryRun().catch(fail); });
+  $("job-open").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const id = $("job-id").value.trim();
+    if (!/^[0-9]+$/.test(id)) {
+      say("A job id is a number.", "error");
+      return;
+    }
+    pollJob(id);
+  });
+  $("job-pause").addEventListener("click", () => jobAction("pause").catch(fail));
+  $("job-resume").addEventListener("click", () => jobAction("resume").catch(fail));
+  $("job-cancel").addEventListener("click", () => jobAction("cancel").catch(fail));
+  $("rc-form").addEventListener("submit", (ev) => startReconcile(ev).catch(fail));
+  // A dry run is for one filter and rate: changing either asks for a new one.
+  for (const id of ["f-class", "f-trial", "f-patient", "f-from", "f-to", "bulk-rate"]) {
+    $(id).addEventListener("input", () => { if (state.dry && state.dry.key !== bulkKey()) $("bulk-start").disabled = true; });
+  }
   loadToken();
   refresh();
 });
