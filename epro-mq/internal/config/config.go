@@ -57,7 +57,7 @@ type Config struct {
 // benchmark also uses DevServer for pprof, which must stay off in production.
 type HealthConf struct {
 	Host string `json:",default=0.0.0.0"`
-	// Port is beside epro-api's 8888 and dlq-worker's 8890.
+	// Port is beside epro-api's 8888 and dlq-worker's 8890; 0 takes any free port (tests).
 	Port int `json:",default=8889"`
 	// StallTimeout: /healthz fails when records are in flight and for this long no batch finished, no work
 	// arrived at an idle pool and no retry began. Above Retry.TransientMaxBackoff and MaxBackoff, so an
@@ -150,8 +150,8 @@ func (c Config) Validate() error {
 		errs = append(errs, conffile.Prefixed("DeadLetter.Producer", err))
 	}
 	h := c.Health
-	if h.Port <= 0 || h.Port > 65535 || h.PingTimeout <= 0 || h.LagTimeout <= 0 {
-		errs = append(errs, errors.New("Health: need 0 < Port <= 65535 and positive PingTimeout and LagTimeout"))
+	if h.Port < 0 || h.Port > 65535 || h.PingTimeout <= 0 || h.LagTimeout <= 0 {
+		errs = append(errs, errors.New("Health: need 0 <= Port <= 65535 and positive PingTimeout and LagTimeout"))
 	}
 	if h.StallTimeout <= max(r.MaxBackoff, r.TransientMaxBackoff) {
 		errs = append(errs, fmt.Errorf("Health.StallTimeout (%s) must exceed Retry.MaxBackoff and "+
