@@ -25,6 +25,9 @@ func newTracker() *tracker {
 
 // add records a fetched offset, whose record carries timestamp at, that is about to be handed to the pool.
 func (t *tracker) add(offset int64, at time.Time) {
+	if at.IsZero() { // a record without a timestamp: its age counts from its fetch
+		at = time.Now()
+	}
 	t.mu.Lock()
 	t.pending = append(t.pending, offset)
 	t.times = append(t.times, at.UnixNano())
