@@ -23,7 +23,9 @@ type fakeConsumer struct {
 	err  error
 }
 
-func (f fakeConsumer) Stats() consumer.Stats { return consumer.Stats{Generations: 2, Assigned: []int{3, 7}} }
+func (f fakeConsumer) Stats() consumer.Stats {
+	return consumer.Stats{Generations: 2, Assigned: []int{3, 7}}
+}
 func (f fakeConsumer) Lag(context.Context) ([]consumer.PartitionLag, error) {
 	return f.lags, f.err
 }
