@@ -29,11 +29,15 @@ func main() {
 	logx.Must(err)
 	defer ctx.Close()
 
+	logx.Must(ctx.Health.Listen())
 	group := service.NewServiceGroup()
 	defer group.Stop()
+	// go-zero stops a group's services all at once: the listener closes while the consumer drains, which
+	// an orchestrator that sent SIGTERM no longer probes.
+	group.Add(ctx.Health)
 	group.Add(ctx.Consumer)
 	group.Add(svc.NewProgressLog(ctx, c.ProgressInterval))
 
-	logx.Infof("epro-mq consuming %s as group %s", c.Reports.Topic, c.Reports.Group)
+	logx.Infof("epro-mq consuming %s as group %s; health and metrics on %s", c.Reports.Topic, c.Reports.Group, ctx.Health.Addr())
 	group.Start()
 }

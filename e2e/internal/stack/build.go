@@ -23,10 +23,11 @@ import (
 // report the API accepts already has a group waiting for it.
 var Services = []string{"epro-mq", "dlq-worker", "epro-api"}
 
-// ReadyPaths are the HTTP paths that answer 200 once a service is ready. epro-mq serves no HTTP; its
-// readiness is its consumer group (see WaitGroup) or, for the suite, epro-api's status answers.
+// ReadyPaths are the HTTP paths that answer 200 once a service is ready. epro-mq's is on its Health
+// listener (Proc.URL under Stack.Start, port 8889 by default): a member of its group with MySQL reachable.
 var ReadyPaths = map[string]string{
 	"epro-api":   "/readyz",
+	"epro-mq":    "/readyz",
 	"dlq-worker": "/healthz",
 }
 

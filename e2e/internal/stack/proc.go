@@ -31,8 +31,10 @@ type Spec struct {
 
 // Proc is one running service.
 type Proc struct {
-	Name  string
-	Log   string // "" when the output went to writers
+	Name string
+	Log  string // "" when the output went to writers
+	// URL is the base URL of the listener Stack.Start chose a port for (see ListenerKeys); "" otherwise.
+	URL   string
 	cmd   *exec.Cmd
 	done  chan struct{} // closed once the process has been reaped
 	err   error         // Wait's result, readable after done

@@ -3,9 +3,11 @@ package stack
 import (
 	"context"
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 
 	"github.com/segmentio/kafka-go"
 )
@@ -45,9 +47,47 @@ func (s *Stack) Spec(name, service, config string, env ...string) Spec {
 	}
 }
 
-// Start starts service as name on config (see Spec).
+// ListenerKeys name, per service whose HTTP listener is set in its config file rather than through an
+// environment variable, the config block holding that listener's Host and Port.
+var ListenerKeys = map[string]string{"epro-mq": "Health"}
+
+// Start starts service as name on config (see Spec). A service in ListenerKeys whose config leaves the
+// listener's port to its default gets a free port on 127.0.0.1 of its own, in a copy of config rendered as
+// Dir/<name>.listener.yaml, so that replicas started from one config and tests running side by side never
+// share a port; Proc.URL is then its base URL.
 func (s *Stack) Start(name, service, config string, env ...string) (*Proc, error) {
-	return s.Group.Start(s.Spec(name, service, config, env...))
+	config, url, err := s.listenerConfig(name, service, config)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.Group.Start(s.Spec(name, service, config, env...))
+	if p != nil {
+		p.URL = url
+	}
+	return p, err
+}
+
+// listenerConfig renders config with a free listener port for name when service needs one (see Start).
+func (s *Stack) listenerConfig(name, service, config string) (string, string, error) {
+	block, ok := ListenerKeys[service]
+	if !ok {
+		return config, "", nil
+	}
+	if port, err := ConfigValue(config, block+".Port"); err == nil {
+		if host, err := ConfigValue(config, block+".Host"); err == nil && host != "0.0.0.0" {
+			return config, "http://" + net.JoinHostPort(host, port), nil
+		}
+		return config, "http://" + net.JoinHostPort("127.0.0.1", port), nil
+	}
+	port, err := FreePort()
+	if err != nil {
+		return "", "", err
+	}
+	dst := filepath.Join(s.Dir, name+".listener.yaml")
+	if err := RenderConfig(config, dst, map[string]any{block + ".Host": "127.0.0.1", block + ".Port": port}); err != nil {
+		return "", "", err
+	}
+	return dst, "http://127.0.0.1:" + strconv.Itoa(port), nil
 }
 
 // Command is a built service's binary with args, in the services' directory and environment, for its
@@ -65,8 +105,8 @@ type GroupState struct {
 	Partitions []int // of topic, over all members, sorted
 }
 
-// DescribeGroup reads group's state. epro-mq serves no HTTP; a stable group that holds every partition of
-// its topic is how its replicas show they are ready.
+// DescribeGroup reads group's state. Each epro-mq replica answers /readyz for itself; a stable group that
+// holds every partition of its topic is how the replicas show, together, that the group is complete.
 func DescribeGroup(ctx context.Context, client *kafka.Client, group, topic string) (GroupState, error) {
 	resp, err := client.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{group}})
 	if err != nil {

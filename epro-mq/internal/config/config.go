@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/zeromicro/go-queue/kq"
+	"github.com/zeromicro/go-zero/core/logx"
 	"github.com/zeromicro/go-zero/core/service"
 
 	"github.com/epro-intake/common/conffile"
@@ -40,9 +41,32 @@ type Config struct {
 	// Questionnaires, when set, is the catalogue of "questionnaireId@version" pairs epro-mq stores; other
 	// versions fail permanently and are dead-lettered, to be replayed once the catalogue has them.
 	Questionnaires []string `json:",optional"`
+	// Health is epro-mq's own HTTP listener for /healthz, /readyz and /metrics.
+	Health HealthConf
+	// StatLog turns on go-zero's periodic CPU and memory log lines (core/stat), which say less than
+	// /metrics. It replaces go-zero's Log.Stat, whose default is on; Log.Stat is refused.
+	StatLog bool `json:",default=false"`
 	// ProgressInterval is how often a line with counters (stored, skipped, dead-lettered, retries, commits)
 	// is logged, so an operator sees a backlog drain or a stall.
 	ProgressInterval time.Duration `json:",default=30s"`
+}
+
+// HealthConf configures the HTTP listener for probes and scrapes. It is epro-mq's own rather than go-zero's
+// DevServer: DevServer's /healthz answers from go-zero's process-wide probe (up once started), it cannot serve
+// a /readyz that asks the consumer and MySQL, and its /metrics serves Prometheus' global registry; the
+// benchmark also uses DevServer for pprof, which must stay off in production.
+type HealthConf struct {
+	Host string `json:",default=0.0.0.0"`
+	// Port is beside epro-api's 8888 and dlq-worker's 8890; 0 takes any free port (tests).
+	Port int `json:",default=8889"`
+	// StallTimeout: /healthz fails when records are in flight and for this long no batch finished, no work
+	// arrived at an idle pool and no retry began. Above Retry.TransientMaxBackoff and MaxBackoff, so an
+	// outage being retried is not a stall.
+	StallTimeout time.Duration `json:",default=2m"`
+	// PingTimeout bounds /readyz's MySQL ping.
+	PingTimeout time.Duration `json:",default=1s"`
+	// LagTimeout bounds the broker request a /metrics scrape makes for the partitions' log ends.
+	LagTimeout time.Duration `json:",default=2s"`
 }
 
 // RetryConf: see ingest.Conf.
@@ -75,6 +99,15 @@ type RedisConf struct {
 	Timeout  time.Duration `json:",default=200ms"`
 	PoolSize int           `json:",default=32"`
 }
+
+// SetUp applies StatLog to the log settings and sets go-zero up (logs, DevServer) as ServiceConf.SetUp does.
+func (c *Config) SetUp() error {
+	c.Log.Stat = c.StatLog
+	return c.ServiceConf.SetUp()
+}
+
+// MustSetUp is SetUp that exits on an error; for main.
+func (c *Config) MustSetUp() { logx.Must(c.SetUp()) }
 
 // Load reads file as epro-mq's main does: ${VAR} references are expanded from the environment (as
 // conf.UseEnv does), keys that would have no effect are refused, tag defaults are filled in and Validate runs.
@@ -116,6 +149,14 @@ func (c Config) Validate() error {
 	if err := c.DeadLetter.Producer.Validate(); err != nil {
 		errs = append(errs, conffile.Prefixed("DeadLetter.Producer", err))
 	}
+	h := c.Health
+	if h.Port < 0 || h.Port > 65535 || h.PingTimeout <= 0 || h.LagTimeout <= 0 {
+		errs = append(errs, errors.New("Health: need 0 <= Port <= 65535 and positive PingTimeout and LagTimeout"))
+	}
+	if h.StallTimeout <= max(r.MaxBackoff, r.TransientMaxBackoff) {
+		errs = append(errs, fmt.Errorf("Health.StallTimeout (%s) must exceed Retry.MaxBackoff and "+
+			"Retry.TransientMaxBackoff, or a retried outage looks stuck", h.StallTimeout))
+	}
 	if c.MySQL.DSN == "" {
 		errs = append(errs, errors.New("MySQL.DSN is empty (EPRO_MYSQL_DSN)"))
 	}
@@ -135,6 +176,7 @@ var ineffectiveKeys = func() []conffile.Ineffective {
 		{Key: "Reports.Conns", Why: loop},
 		{Key: "Reports.Consumers", Why: loop},
 		{Key: "Reports.CommitInOrder", Why: "epro-mq always commits a partition in order, up to its lowest unfinished offset"},
+		{Key: "Log.Stat", Why: "StatLog (default false) turns go-zero's stat log lines on"},
 	}
 	for _, k := range []string{"Log", "Mode", "MetricsUrl", "Prometheus", "Telemetry", "DevServer", "Shutdown", "Profiling"} {
 		keys = append(keys, conffile.Ineffective{Key: "Reports." + k, Why: "only the top-level service settings apply"})

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zeromicro/go-zero/core/logx"
+
 	"github.com/epro-intake/epro-mq/internal/config"
 )
 
@@ -50,6 +52,33 @@ func TestShippedConfigStatesTheDeliveryContract(t *testing.T) {
 		c.DeadLetter.Producer.BatchTimeout != time.Millisecond || c.DeadLetter.Producer.WriteTimeout != 2*time.Second ||
 		c.MySQL.MaxOpenConns != 16 || !c.MySQL.Migrate || c.Redis.Timeout != 200*time.Millisecond {
 		t.Errorf("tag defaults not applied: %+v %+v %+v %+v %+v", c.Pipeline, c.Retry, c.DeadLetter, c.MySQL, c.Redis)
+	}
+}
+
+// go-zero's periodic CPU and memory lines are off unless StatLog turns them on, and the health listener has
+// its own port.
+func TestStatLogIsOffByDefaultAndHealthHasItsDefaults(t *testing.T) {
+	shippedEnv(t)
+	c, err := config.Load("../../etc/epro-mq.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StatLog {
+		t.Error("StatLog is on by default")
+	}
+	h := c.Health
+	if h.Host != "0.0.0.0" || h.Port != 8889 || h.StallTimeout != 2*time.Minute || h.PingTimeout != time.Second || h.LagTimeout != 2*time.Second {
+		t.Errorf("Health = %+v", h)
+	}
+	if err := c.SetUp(); err != nil {
+		t.Fatal(err)
+	}
+	var buf strings.Builder
+	logx.SetWriter(logx.NewWriter(&buf))
+	logx.Statf("CPU: %dm", 5)
+	logx.Info("after the stat line")
+	if strings.Contains(buf.String(), "CPU") || !strings.Contains(buf.String(), "after the stat line") {
+		t.Errorf("stat line written with StatLog off:\n%s", buf.String())
 	}
 }
 
@@ -117,6 +146,13 @@ func TestRefusesKeysWithoutEffect(t *testing.T) {
 			t.Errorf("%q: Load() = %v, want it refused naming %s", tc.lines, err, tc.key)
 		}
 	}
+	// go-zero's stat switch is replaced by StatLog.
+	for _, lines := range []string{"Log:\n  Stat: true\n", "Log:\n  Stat: false\n"} {
+		err := load(t, lines+minimal)
+		if err == nil || !strings.Contains(err.Error(), "Log.Stat has no effect") {
+			t.Errorf("%q: Load() = %v, want it refused", lines, err)
+		}
+	}
 }
 
 // Zero values are refused rather than replaced, and settings that only work relative to each other are
@@ -137,6 +173,8 @@ func TestValidate(t *testing.T) {
 		{"zero retries", "Retry:\n  MaxAttempts: 0\n" + minimal, "Retry"},
 		{"dead letters to the source topic", with("DeadLetter", "  Topic: t\n"), "DeadLetter.Topic"},
 		{"no dsn", strings.Replace(minimal, "DSN: d", "DSN: ''", 1), "MySQL.DSN"},
+		{"negative health port", "Health:\n  Port: -1\n" + minimal, "Health: need 0 <= Port"},
+		{"stall within a retry backoff", "Health:\n  StallTimeout: 5s\n" + minimal, "Health.StallTimeout (5s) must exceed"},
 	} {
 		err := load(t, tc.yaml)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

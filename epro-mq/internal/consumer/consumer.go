@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -120,6 +121,36 @@ type ReportConsumer struct {
 
 	mu    sync.Mutex
 	stats Stats
+	// current holds the partitions of the running generation, for Lag; nil between generations.
+	current map[int]partition
+
+	offsets  *kafka.Client // reads log ends for Lag
+	observer Observer      // nil: nothing observes
+	joined   atomic.Bool   // a generation has been joined
+	ended    atomic.Bool   // Start has returned
+	// genEnded is when this member's last generation ended (Unix nanoseconds), 0 before the first: the
+	// moment its partitions stopped making progress for the rebalance.
+	genEnded atomic.Int64
+}
+
+// partition is an assigned partition of the running generation.
+type partition struct {
+	tracker *tracker
+	// base is the group's committed offset when the generation began, negative if none.
+	base int64
+}
+
+// Observer is told how long each partition made no progress during a rebalance, for metrics.
+type Observer interface {
+	// RebalancePause is called when a partition's reader starts in a new generation, with the time since
+	// this member's previous generation ended. The first generation after start reports nothing.
+	RebalancePause(d time.Duration)
+}
+
+// Activity is implemented by handlers that can show they are working while they finish nothing (retrying a
+// MySQL outage); Alive asks it before calling a pool with work in flight stuck.
+type Activity interface {
+	LastActivity() time.Time
 }
 
 // Stats are counters for monitoring and tests.
@@ -145,8 +176,15 @@ func New(c kq.KqConf, conf Conf, h BatchHandler) (*ReportConsumer, error) {
 	}
 	c.Brokers = producer.SplitBrokers(c.Brokers)
 	ctx, cancel := context.WithCancel(context.Background())
-	return &ReportConsumer{kq: c, conf: conf, handler: h, ctx: ctx, cancel: cancel, done: make(chan struct{})}, nil
+	// Its own transport: kafka-go's default one is shared by the process.
+	offsets := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 5 * time.Second,
+		Transport: &kafka.Transport{DialTimeout: 5 * time.Second, MetadataTTL: 5 * time.Second}}
+	return &ReportConsumer{kq: c, conf: conf, handler: h, ctx: ctx, cancel: cancel, done: make(chan struct{}),
+		offsets: offsets}, nil
 }
+
+// Observe has o told of rebalance pauses from now on. Call it before Start.
+func (c *ReportConsumer) Observe(o Observer) { c.observer = o }
 
 func (c *ReportConsumer) startOffset() int64 {
 	if c.kq.Offset == "last" {
@@ -158,6 +196,7 @@ func (c *ReportConsumer) startOffset() int64 {
 // Start joins the group and consumes until Stop. It blocks.
 func (c *ReportConsumer) Start() {
 	defer close(c.done)
+	defer c.ended.Store(true)
 	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID:      c.kq.Group,
 		Brokers: c.kq.Brokers,
@@ -215,6 +254,9 @@ func (c *ReportConsumer) Stop() {
 		}
 		c.cancel()
 		<-c.done
+		if t, ok := c.offsets.Transport.(*kafka.Transport); ok {
+			t.CloseIdleConnections()
+		}
 	})
 }
 
@@ -235,15 +277,19 @@ func (c *ReportConsumer) Stats() Stats {
 func (c *ReportConsumer) runGeneration(gen *kafka.Generation) {
 	assigned := gen.Assignments[c.kq.Topic]
 	parts := make(map[int]*tracker, len(assigned))
+	current := make(map[int]partition, len(assigned))
 	ids := make([]int, 0, len(assigned))
 	for _, a := range assigned {
 		parts[a.ID] = newTracker()
+		current[a.ID] = partition{tracker: parts[a.ID], base: a.Offset}
 		ids = append(ids, a.ID)
 	}
 	c.mu.Lock()
 	c.stats.Generations++
 	c.stats.Assigned = ids
+	c.current = current
 	c.mu.Unlock()
+	c.joined.Store(true)
 	logx.Infof("consumer group %s generation %d: assigned partitions %v", gen.GroupID, gen.ID, ids)
 
 	c.recover(assigned)
@@ -264,8 +310,12 @@ func (c *ReportConsumer) runGeneration(gen *kafka.Generation) {
 			case <-ticker.C:
 				c.commit(gen, parts)
 			case <-gctx.Done():
+				c.genEnded.Store(time.Now().UnixNano())
 				drained.Wait()
 				c.commit(gen, parts)
+				c.mu.Lock()
+				c.current = nil
+				c.mu.Unlock()
 				return
 			}
 		}
@@ -360,6 +410,9 @@ func (c *ReportConsumer) consumePartition(gctx context.Context, a kafka.Partitio
 		logx.Errorf("partition %d: set offset %d: %v", a.ID, offset, err)
 		return
 	}
+	if ended := c.genEnded.Load(); ended != 0 && c.observer != nil {
+		c.observer.RebalancePause(time.Since(time.Unix(0, ended)))
+	}
 	fetchCtx, stopFetch := context.WithCancel(context.Background())
 	defer stopFetch()
 	gone := make(chan struct{})
@@ -379,7 +432,7 @@ func (c *ReportConsumer) consumePartition(gctx context.Context, a kafka.Partitio
 			logx.Errorf("partition %d: fetch: %v", a.ID, err)
 			continue
 		}
-		t.add(m.Offset)
+		t.add(m.Offset, m.Time)
 		if err := c.pool.submit(fetchCtx, &item{msg: m, tracker: t, gone: gone}); err != nil {
 			t.abandon(m.Offset)
 			break

@@ -110,18 +110,27 @@ func (f fixture) consumer(t *testing.T, h consumer.BatchHandler, drain time.Dura
 
 func (f fixture) consumerWithBatch(t *testing.T, h consumer.BatchHandler, drain time.Duration, batch int) *consumer.ReportConsumer {
 	t.Helper()
-	c, err := consumer.New(kq.KqConf{
+	c, err := newConsumerWithBatch(f, h, drain, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go c.Start()
+	return c
+}
+
+// newConsumer is the fixture's consumer, not started.
+func newConsumer(f fixture, h consumer.BatchHandler, drain time.Duration) (*consumer.ReportConsumer, error) {
+	return newConsumerWithBatch(f, h, drain, 20)
+}
+
+func newConsumerWithBatch(f fixture, h consumer.BatchHandler, drain time.Duration, batch int) (*consumer.ReportConsumer, error) {
+	return consumer.New(kq.KqConf{
 		Brokers: f.brokers, Topic: f.topic, Group: f.group, Offset: "first", Processors: 4,
 		MinBytes: 1, MaxBytes: 1 << 20,
 	}, consumer.Conf{
 		QueueSize: 16, BatchSize: batch, BatchWait: 2 * time.Millisecond, CommitInterval: 50 * time.Millisecond,
 		DrainTimeout: drain, SessionTimeout: 6 * time.Second, RebalanceTimeout: 10 * time.Second,
 	}, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go c.Start()
-	return c
 }
 
 // committed returns the group's committed offset per partition (-1 when none).

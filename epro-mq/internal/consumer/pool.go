@@ -41,10 +41,14 @@ type pool struct {
 	// inFlight counts records submitted and not yet finished or abandoned; peak is its high-water mark.
 	// Both are bounded by workers × (queue + batch), which is what keeps memory flat when storing slows.
 	inFlight, peak atomic.Int64
+	// busy counts workers inside the handler; progress is when a batch last finished or work arrived at an
+	// idle pool (Unix nanoseconds), which is what liveness watches.
+	busy, progress atomic.Int64
 }
 
 func newPool(ctx context.Context, h BatchHandler, workers, queueSize, batchSize int, batchWait time.Duration) *pool {
 	p := &pool{handler: h, batchSize: batchSize, batchWait: batchWait, ctx: ctx}
+	p.progress.Store(time.Now().UnixNano())
 	for i := 0; i < workers; i++ {
 		q := make(chan *item, queueSize)
 		p.queues = append(p.queues, q)
@@ -66,6 +70,9 @@ func (p *pool) submit(ctx context.Context, it *item) error {
 	select {
 	case p.shard(it.msg.Key) <- it:
 		n := p.inFlight.Add(1)
+		if n == 1 { // an idle pool gets work: the time without progress starts now
+			p.progress.Store(time.Now().UnixNano())
+		}
 		for old := p.peak.Load(); n > old && !p.peak.CompareAndSwap(old, n); old = p.peak.Load() {
 		}
 		return nil
@@ -133,7 +140,10 @@ func (p *pool) handle(batch []*item) {
 	if len(live) == 0 {
 		return
 	}
+	p.busy.Add(1)
 	err := p.handler.HandleBatch(p.ctx, msgs)
+	p.busy.Add(-1)
+	p.progress.Store(time.Now().UnixNano())
 	for _, it := range live {
 		if err == nil {
 			it.tracker.finish(it.msg.Offset)

@@ -40,7 +40,7 @@ func TestPoolKeepsPerKeyOrderAcrossWorkers(t *testing.T) {
 	tr := newTracker()
 	const n = 2000
 	for off := int64(0); off < n; off++ {
-		tr.add(off)
+		tr.add(off, time.Time{})
 		key := fmt.Sprintf("patient-%d", off%37)
 		if err := p.submit(context.Background(), &item{msg: kafka.Message{Key: []byte(key), Offset: off}, tracker: tr}); err != nil {
 			t.Fatal(err)
@@ -79,7 +79,7 @@ func TestPoolBackpressureBlocksSubmit(t *testing.T) {
 	submitted := 0
 	for off := int64(0); off < 100; off++ {
 		sctx, scancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		tr.add(off)
+		tr.add(off, time.Time{})
 		err := p.submit(sctx, &item{msg: kafka.Message{Key: []byte("k"), Offset: off}, tracker: tr})
 		scancel()
 		if err != nil {
@@ -108,7 +108,7 @@ func TestPoolAbandonsItemsOfAGonePartition(t *testing.T) {
 	tr := newTracker()
 	gone := make(chan struct{})
 	close(gone)
-	tr.add(0)
+	tr.add(0, time.Time{})
 	if err := p.submit(context.Background(), &item{msg: kafka.Message{Key: []byte("k"), Offset: 0}, tracker: tr, gone: gone}); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 type tracker struct {
 	mu        sync.Mutex
 	pending   []int64        // fetched offsets in fetch order, from the lowest unfinished one on
+	times     []int64        // the record timestamps of pending (Unix nanoseconds), index for index
 	done      map[int64]bool // finished offsets still behind an unfinished one
 	next      int64          // the offset after the last one fetched; -1 before the first fetch
 	inflight  int            // handed to the pool and neither finished nor abandoned
@@ -22,10 +23,14 @@ func newTracker() *tracker {
 	return &tracker{done: map[int64]bool{}, next: -1, committed: -1, idle: make(chan struct{})}
 }
 
-// add records a fetched offset that is about to be handed to the pool.
-func (t *tracker) add(offset int64) {
+// add records a fetched offset, whose record carries timestamp at, that is about to be handed to the pool.
+func (t *tracker) add(offset int64, at time.Time) {
+	if at.IsZero() { // a record without a timestamp: its age counts from its fetch
+		at = time.Now()
+	}
 	t.mu.Lock()
 	t.pending = append(t.pending, offset)
+	t.times = append(t.times, at.UnixNano())
 	t.next = offset + 1
 	t.inflight++
 	t.mu.Unlock()
@@ -38,7 +43,7 @@ func (t *tracker) finish(offset int64) {
 	t.done[offset] = true
 	for len(t.pending) > 0 && t.done[t.pending[0]] {
 		delete(t.done, t.pending[0])
-		t.pending = t.pending[1:]
+		t.pending, t.times = t.pending[1:], t.times[1:]
 	}
 	t.release()
 }
@@ -98,6 +103,23 @@ func (t *tracker) waitIdle(timeout time.Duration) bool {
 			return false
 		}
 	}
+}
+
+// oldest returns the record timestamp of the lowest unfinished offset; ok is false when none is unfinished.
+func (t *tracker) oldest() (at time.Time, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.times) == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, t.times[0]), true
+}
+
+// lastCommitted returns the last offset committed in this generation, -1 if none yet.
+func (t *tracker) lastCommitted() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.committed
 }
 
 // lag returns how many fetched offsets are unfinished.

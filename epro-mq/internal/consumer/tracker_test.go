@@ -11,7 +11,7 @@ func TestTrackerCommitsOnlyUpToLowestUnfinished(t *testing.T) {
 		t.Fatal("nothing fetched yet, but position says there is something to commit")
 	}
 	for off := int64(10); off < 15; off++ {
-		tr.add(off)
+		tr.add(off, time.Time{})
 	}
 	// Later offsets finish first, as they do when several workers share a partition.
 	tr.finish(12)
@@ -39,9 +39,9 @@ func TestTrackerCommitsOnlyUpToLowestUnfinished(t *testing.T) {
 
 func TestTrackerPositionAfterEverythingFinished(t *testing.T) {
 	tr := newTracker()
-	tr.add(0)
-	tr.add(1)
-	tr.add(5) // offsets may have gaps (compaction, transaction markers)
+	tr.add(0, time.Time{})
+	tr.add(1, time.Time{})
+	tr.add(5, time.Time{}) // offsets may have gaps (compaction, transaction markers)
 	tr.finish(0)
 	tr.finish(1)
 	tr.finish(5)
@@ -52,8 +52,8 @@ func TestTrackerPositionAfterEverythingFinished(t *testing.T) {
 
 func TestTrackerWaitIdle(t *testing.T) {
 	tr := newTracker()
-	tr.add(1)
-	tr.add(2)
+	tr.add(1, time.Time{})
+	tr.add(2, time.Time{})
 	if tr.waitIdle(20 * time.Millisecond) {
 		t.Fatal("waitIdle returned true with two offsets in flight")
 	}

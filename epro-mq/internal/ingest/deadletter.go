@@ -57,12 +57,18 @@ func (in *Ingester) deadLetter(ctx context.Context, m kafka.Message, f deadlette
 		if ctx.Err() != nil {
 			return fmt.Errorf("dead-letter %s/%d@%d: %w", m.Topic, m.Partition, m.Offset, ctx.Err())
 		}
+		in.active()
 		in.logEvery("dlq", "dead-letter write failed (attempt %d, retrying; offset not committed): %v", attempt, err)
 		if err := backoff.Sleep(ctx, backoff.Delay(100*time.Millisecond, in.conf.TransientMaxBackoff, attempt)); err != nil {
 			return err
 		}
 	}
 	in.deadLettered.Add(1)
+	for i, class := range deadLetterClasses {
+		if class == f.Class {
+			in.deadLetteredByClass[i].Add(1)
+		}
+	}
 	logx.Infof("dead-lettered %s/%d@%d class=%s attempts=%d reason=%q", m.Topic, m.Partition, m.Offset, f.Class, f.Attempts, deadletter.Truncate(f.Message))
 	in.markDeadLettered(ctx, requestID)
 	return nil

@@ -22,6 +22,7 @@ import (
 	"github.com/zeromicro/go-zero/core/logx"
 
 	"github.com/epro-intake/common/backoff"
+	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/reportdb"
 	"github.com/epro-intake/epro-mq/internal/store"
 )
@@ -76,7 +77,26 @@ type Stats struct {
 	// permanently and had attempts left; one wait retries all such rows of the batch together. It counts
 	// neither failed rows nor dead letters.
 	PermanentRetryRounds int64
+	// Duplicates counts records the insert found stored already with the same content (a re-sent report, or
+	// a re-read after a restart): finished without a new row. SkippedByRedis are duplicates too, found earlier.
+	Duplicates int64
+	// DeadLetteredByClass splits DeadLettered by error class (report.ErrorClass*); every class is present.
+	DeadLetteredByClass map[string]int64
 }
+
+// Observer is told what storing costs, for metrics. It runs on the storing path, so its methods must be
+// cheap and must not block: they are called once per batch or statement, and Stored once per written row.
+type Observer interface {
+	// Batch is called once per HandleBatch with the number of records handed over.
+	Batch(records int)
+	// Inserted is called after each successful insert statement of rows rows, which took d.
+	Inserted(rows int, d time.Duration)
+	// Stored is called for each row written, with the time from the envelope's receivedAt to now.
+	Stored(delay time.Duration)
+}
+
+// deadLetterClasses are the error classes a dead letter can carry, in the order of deadLetteredByClass.
+var deadLetterClasses = [...]string{report.ErrorClassPoison, report.ErrorClassPermanent, report.ErrorClassConflict}
 
 // Ingester is the consumer's BatchHandler.
 type Ingester struct {
@@ -88,8 +108,14 @@ type Ingester struct {
 	now     func() time.Time
 
 	stored, skipped, staleMarkers, deadLettered, transient, permanentRetryRounds, conflicts atomic.Int64
-	logMu                                                                                   sync.Mutex
-	lastLog                                                                                 map[string]time.Time
+	duplicates                                                                              atomic.Int64
+	deadLetteredByClass                                                                     [len(deadLetterClasses)]atomic.Int64
+	// activity is when a retry (transient, permanent round or dead-letter write) last began, in Unix
+	// nanoseconds: a batch that is retrying is working, not stuck (see LastActivity).
+	activity atomic.Int64
+	observer Observer // nil: nothing observes
+	logMu    sync.Mutex
+	lastLog  map[string]time.Time
 
 	deadMu sync.Mutex
 	dead   map[topicPartitionOffset]bool // found by Recover: dead-lettered, offset not yet committed
@@ -127,9 +153,33 @@ func (in *Ingester) Stats() Stats {
 	return Stats{
 		Stored: in.stored.Load(), SkippedByRedis: in.skipped.Load(), DeadLettered: in.deadLettered.Load(),
 		TransientRetries: in.transient.Load(), PermanentRetryRounds: in.permanentRetryRounds.Load(),
-		Conflicts: in.conflicts.Load(), StaleMarkers: in.staleMarkers.Load(),
+		Conflicts: in.conflicts.Load(), StaleMarkers: in.staleMarkers.Load(), Duplicates: in.duplicates.Load(),
+		DeadLetteredByClass: in.deadLettersByClass(),
 	}
 }
+
+func (in *Ingester) deadLettersByClass() map[string]int64 {
+	m := make(map[string]int64, len(deadLetterClasses))
+	for i, class := range deadLetterClasses {
+		m[class] = in.deadLetteredByClass[i].Load()
+	}
+	return m
+}
+
+// Observe has o told of batches, statements and stored rows from now on. Call it before the first
+// HandleBatch.
+func (in *Ingester) Observe(o Observer) { in.observer = o }
+
+// LastActivity is when a retry last began (zero if none has): while a batch retries a MySQL outage or a
+// dead-letter write it finishes nothing, yet it is not stuck.
+func (in *Ingester) LastActivity() time.Time {
+	if ns := in.activity.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+func (in *Ingester) active() { in.activity.Store(time.Now().UnixNano()) }
 
 // HandleBatch implements consumer.BatchHandler. It returns nil once every record of msgs is finished:
 // stored (or found stored already) or acknowledged on the dead-letter topic. It returns an error only when
@@ -156,6 +206,9 @@ func (in *Ingester) Stats() Stats {
 // the whole batch waits one backoff (sized by the most-tried record) and the next round retries all of them
 // together, rather than running a timer per record.
 func (in *Ingester) HandleBatch(ctx context.Context, msgs []kafka.Message) error {
+	if in.observer != nil {
+		in.observer.Batch(len(msgs))
+	}
 	entries, err := in.decodeAll(ctx, msgs)
 	if err != nil {
 		return err
@@ -175,6 +228,7 @@ func (in *Ingester) HandleBatch(ctx context.Context, msgs []kafka.Message) error
 		}
 		if retry > 0 {
 			in.permanentRetryRounds.Add(1)
+			in.active()
 			if err := backoff.Sleep(ctx, backoff.Delay(in.conf.InitialBackoff, in.conf.MaxBackoff, retry)); err != nil {
 				return err
 			}

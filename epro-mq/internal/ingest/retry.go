@@ -130,8 +130,12 @@ func (in *Ingester) insert(ctx context.Context, batch []*entry) (allInserted boo
 		}
 	}
 	for attempt := 1; ; attempt++ {
+		start := time.Now()
 		n, err := in.rows.Insert(ctx, rows)
 		if err == nil {
+			if in.observer != nil {
+				in.observer.Inserted(len(rows), time.Since(start))
+			}
 			in.stored.Add(n)
 			return n == int64(len(batch)), nil
 		}
@@ -151,6 +155,7 @@ func (in *Ingester) transientPause(ctx context.Context, what string, err error, 
 		return err
 	}
 	in.transient.Add(1)
+	in.active()
 	in.logEvery(what, "%s failed (transient, attempt %d, retrying): %v", what, attempt, err)
 	return backoff.Sleep(ctx, backoff.Delay(50*time.Millisecond, in.conf.TransientMaxBackoff, attempt))
 }
@@ -166,6 +171,7 @@ func (in *Ingester) settle(ctx context.Context, batch []*entry, allInserted bool
 		for _, e := range batch {
 			e.done = true
 		}
+		in.observeStored(batch)
 		in.markStored(ctx, batch)
 		return nil
 	}
@@ -197,10 +203,13 @@ func (in *Ingester) settle(ctx context.Context, batch []*entry, allInserted bool
 			continue
 		case s.Topic == e.row.Topic && s.Partition == e.row.Partition && s.Offset == e.row.Offset:
 			wrote = append(wrote, e)
+		default:
+			in.duplicates.Add(1)
 		}
 		// Same content, or a row from before content hashes whose envelope no longer parses: a duplicate.
 		e.done = true
 	}
+	in.observeStored(wrote)
 	// Stored first, so that a conflict in the same batch is what the status cache says last.
 	in.markStored(ctx, wrote)
 	for _, e := range conflicts {
@@ -212,6 +221,17 @@ func (in *Ingester) settle(ctx context.Context, batch []*entry, allInserted bool
 		in.markConflict(ctx, e.row.RequestID)
 	}
 	return nil
+}
+
+// observeStored tells the observer the end-to-end delay of each row entries wrote, with one clock read.
+func (in *Ingester) observeStored(entries []*entry) {
+	if in.observer == nil || len(entries) == 0 {
+		return
+	}
+	now := time.Now()
+	for _, e := range entries {
+		in.observer.Stored(now.Sub(e.row.ReceivedAt))
+	}
 }
 
 // uniq returns the distinct values of ids.

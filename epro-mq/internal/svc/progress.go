@@ -34,7 +34,7 @@ func (p *ProgressLog) Start() {
 			in, cs := p.svc.Ingester.Stats(), p.svc.Consumer.Stats()
 			logx.Infow("progress",
 				logx.Field("stored", in.Stored), logx.Field("skippedByRedis", in.SkippedByRedis),
-				logx.Field("staleMarkers", in.StaleMarkers),
+				logx.Field("duplicates", in.Duplicates), logx.Field("staleMarkers", in.StaleMarkers),
 				logx.Field("deadLettered", in.DeadLettered), logx.Field("transientRetries", in.TransientRetries),
 				logx.Field("permanentRetryRounds", in.PermanentRetryRounds), logx.Field("partitions", cs.Assigned),
 				logx.Field("generations", cs.Generations), logx.Field("commits", cs.Commits),

@@ -14,7 +14,9 @@ import (
 	"github.com/epro-intake/common/reportdb"
 	"github.com/epro-intake/epro-mq/internal/config"
 	"github.com/epro-intake/epro-mq/internal/consumer"
+	"github.com/epro-intake/epro-mq/internal/health"
 	"github.com/epro-intake/epro-mq/internal/ingest"
+	"github.com/epro-intake/epro-mq/internal/metrics"
 	"github.com/epro-intake/epro-mq/internal/store"
 )
 
@@ -26,6 +28,9 @@ type ServiceContext struct {
 	DLQ      *producer.Producer
 	Ingester *ingest.Ingester
 	Consumer *consumer.ReportConsumer
+	Metrics  *metrics.Metrics
+	// Health serves /healthz, /readyz and /metrics; main binds it with Listen before starting it.
+	Health *health.Server
 }
 
 // NewServiceContext connects to MySQL (applying migrations when configured) and builds the consumer.
@@ -76,7 +81,11 @@ func NewServiceContext(ctx context.Context, c config.Config) (*ServiceContext, e
 		_ = db.Close()
 		return nil, fmt.Errorf("consumer config: %w", err)
 	}
-	return &ServiceContext{Config: c, DB: db, Redis: rdb, DLQ: dlq, Ingester: in, Consumer: cons}, nil
+	m := metrics.New(in, cons, c.Health.LagTimeout)
+	in.Observe(m)
+	cons.Observe(m)
+	return &ServiceContext{Config: c, DB: db, Redis: rdb, DLQ: dlq, Ingester: in, Consumer: cons, Metrics: m,
+		Health: health.New(c.Health, cons, db, m.Handler())}, nil
 }
 
 func redisOrNil(rdb *redis.Client) redis.UniversalClient {
