@@ -273,7 +273,7 @@ func checkConfig(t *testing.T, m manifests, s serviceSpec, spec corev1.PodSpec, 
 func checkEnvSource(t *testing.T, e corev1.EnvVar) {
 	switch {
 	case secretEnv.MatchString(e.Name):
-		if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
+		if e.Value != "" || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
 			t.Errorf("env %s holds a credential: it must come from a secretKeyRef", e.Name)
 		} else if ref := e.ValueFrom.SecretKeyRef; ref.Name != "epro-secrets" || ref.Key != e.Name {
 			t.Errorf("env %s comes from secret %s key %s, want epro-secrets key %s", e.Name, ref.Name, ref.Key, e.Name)
