@@ -352,7 +352,7 @@ func checkProbes(t *testing.T, s serviceSpec, c corev1.Container) {
 	if c.ReadinessProbe == nil || c.LivenessProbe == nil {
 		t.Errorf("want a readiness and a liveness probe")
 	}
-	var served map[string]bool
+	var served map[string]route
 	if s.routes != "" {
 		served = routes(t, s.routes)
 	}
@@ -370,8 +370,16 @@ func checkProbes(t *testing.T, s serviceSpec, c corev1.Container) {
 		switch {
 		case s.routes == "":
 			t.Errorf("%s probe asks %s, but %s has no route table in this tree; set serviceSpec.routes", kind, p.HTTPGet.Path, s.name)
-		case !served[p.HTTPGet.Path]:
-			t.Errorf("%s probe asks %s, which %s does not route (%s)", kind, p.HTTPGet.Path, s.name, s.routes)
+		default:
+			r, ok := served[p.HTTPGet.Path]
+			switch {
+			case !ok:
+				t.Errorf("%s probe asks %s, which %s does not route (%s)", kind, p.HTTPGet.Path, s.name, s.routes)
+			case r.method != "" && r.method != "GET":
+				t.Errorf("%s probe GETs %s, which %s serves for %s only", kind, p.HTTPGet.Path, s.name, r.method)
+			case r.guarded:
+				t.Errorf("%s probe asks %s, which sits behind middleware (a token check) a probe cannot pass", kind, p.HTTPGet.Path)
+			}
 		}
 	}
 }

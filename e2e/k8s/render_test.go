@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -126,34 +127,100 @@ var kafkaTriggerKeys = map[string]bool{
 	"scaleToZeroOnInvalidOffset": true, "version": true,
 }
 
-var goRoutePath = regexp.MustCompile(`^"(/[^"]*)"$`)
+// route is one entry of a service's route table.
+type route struct {
+	method string // "GET", ...; "" when any method is served
+	// guarded: the route sits behind a middleware group (rest.WithMiddlewares, WithJwt, ...), such as the
+	// bearer-token check, which a kubelet's probe cannot pass.
+	guarded bool
+}
 
-// routes returns the paths of a goctl-generated routes.go: every `Path: "..."` of its rest.Route literals.
-func routes(t *testing.T, file string) map[string]bool {
+// guardOptions are go-zero's route-group options that put middleware or token checks in front of routes.
+var guardOptions = map[string]bool{"WithMiddlewares": true, "WithMiddleware": true, "WithJwt": true,
+	"WithJwtTransition": true, "WithSignature": true}
+
+// routes reads a route table from Go source: the rest.Route literals of a goctl-generated routes.go (Method
+// and Path), and net/http's Handle and HandleFunc patterns ("GET /readyz" or "/readyz").
+func routes(t *testing.T, file string) map[string]route {
 	t.Helper()
 	f, err := parser.ParseFile(token.NewFileSet(), filepath.Join(repoRoot, file), nil, 0)
 	if err != nil {
 		t.Fatalf("parse route table: %v", err)
 	}
-	paths := map[string]bool{}
-	ast.Inspect(f, func(n ast.Node) bool {
-		kv, ok := n.(*ast.KeyValueExpr)
-		if !ok {
-			return true
-		}
-		if key, ok := kv.Key.(*ast.Ident); ok && key.Name == "Path" {
-			if lit, ok := kv.Value.(*ast.BasicLit); ok {
-				if m := goRoutePath.FindStringSubmatch(lit.Value); m != nil {
-					paths[m[1]] = true
+	out := map[string]route{}
+	var walk func(n ast.Node, guarded bool)
+	walk = func(n ast.Node, guarded bool) {
+		ast.Inspect(n, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.CallExpr:
+				name := calleeName(n.Fun)
+				if guardOptions[name] && !guarded {
+					for _, arg := range n.Args {
+						walk(arg, true)
+					}
+					return false
+				}
+				if (name == "Handle" || name == "HandleFunc") && len(n.Args) > 0 {
+					if pattern, ok := stringLit(n.Args[0]); ok {
+						method, p, found := strings.Cut(pattern, " ")
+						if !found {
+							method, p = "", pattern
+						}
+						out[strings.TrimSpace(p)] = route{method: method, guarded: guarded}
+					}
+				}
+			case *ast.CompositeLit:
+				var r route
+				var p string
+				for _, e := range n.Elts {
+					kv, ok := e.(*ast.KeyValueExpr)
+					if !ok {
+						continue
+					}
+					switch calleeName(kv.Key) {
+					case "Path":
+						p, _ = stringLit(kv.Value)
+					case "Method":
+						if m, ok := kv.Value.(*ast.SelectorExpr); ok {
+							r.method = strings.ToUpper(strings.TrimPrefix(m.Sel.Name, "Method"))
+						} else if lit, ok := stringLit(kv.Value); ok {
+							r.method = lit
+						}
+					}
+				}
+				if strings.HasPrefix(p, "/") {
+					r.guarded = guarded
+					out[p] = r
 				}
 			}
-		}
-		return true
-	})
-	if len(paths) == 0 {
-		t.Fatalf("%s: no Path in any route", file)
+			return true
+		})
 	}
-	return paths
+	walk(f, false)
+	if len(out) == 0 {
+		t.Fatalf("%s: no route found", file)
+	}
+	return out
+}
+
+// calleeName is the last name of an identifier or selector (rest.WithMiddlewares: WithMiddlewares).
+func calleeName(e ast.Expr) string {
+	switch e := e.(type) {
+	case *ast.Ident:
+		return e.Name
+	case *ast.SelectorExpr:
+		return e.Sel.Name
+	}
+	return ""
+}
+
+func stringLit(e ast.Expr) (string, bool) {
+	lit, ok := e.(*ast.BasicLit)
+	if !ok || lit.Kind != token.STRING {
+		return "", false
+	}
+	s, err := strconv.Unquote(lit.Value)
+	return s, err == nil
 }
 
 var composePartitions = regexp.MustCompile(`--topic (\S+) --partitions (\d+)`)
