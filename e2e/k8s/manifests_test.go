@@ -90,6 +90,10 @@ func checkKustomization(t *testing.T, dir string, production bool) {
 		t.Run(s.name, func(t *testing.T) {
 			cfg := checkService(t, m, s, production)
 			if s.name == "epro-mq" {
+				keys := newConfigKeys(t)
+				for _, key := range []string{"Reports.Topic", "Reports.Group", "Reports.Offset", "Reports.Brokers"} {
+					keys.mustHave(s.name, key)
+				}
 				checkScaledObject(t, m, cfg)
 			}
 		})
@@ -178,7 +182,9 @@ func checkService(t *testing.T, m manifests, s serviceSpec, production bool) ser
 	c := pod.Spec.Containers[0]
 
 	cfg := checkConfig(t, m, s, pod.Spec, c, production)
-	checkPorts(t, s, c, cfg)
+	keys := newConfigKeys(t)
+	keys.checkTree(s.name, cfg.tree)
+	checkPorts(t, s, c, cfg, keys)
 	checkProbes(t, s, c)
 	checkResources(t, c.Resources)
 	checkGrace(t, pod.Spec, c, cfg)
@@ -321,7 +327,7 @@ func checkProductionAPIConfig(t *testing.T, etc, prod string) {
 	}
 }
 
-func checkPorts(t *testing.T, s serviceSpec, c corev1.Container, cfg serviceConfig) {
+func checkPorts(t *testing.T, s serviceSpec, c corev1.Container, cfg serviceConfig, keys *configKeys) {
 	names := map[string]bool{}
 	for _, p := range c.Ports {
 		names[p.Name] = true
@@ -333,6 +339,7 @@ func checkPorts(t *testing.T, s serviceSpec, c corev1.Container, cfg serviceConf
 			t.Errorf("container port %q (%d): %s has no config key for it in this tree; set serviceSpec.ports[%q]",
 				p.Name, p.ContainerPort, s.name, p.Name)
 		default:
+			keys.mustHave(s.name, key)
 			v, ok := cfg.value(key)
 			if !ok {
 				t.Errorf("container port %q: config key %s is not set in %s nor defaulted by go-zero", p.Name, key, s.etc)
