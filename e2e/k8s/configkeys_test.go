@@ -4,7 +4,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
-	"io/fs"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -43,10 +43,9 @@ type srcStruct struct {
 	imports map[string]string // the declaring file's imports: name -> path
 }
 
+// srcPackage holds the struct types a package declares; its other types are leaves.
 type srcPackage struct {
 	types map[string]*srcStruct
-	// other names the package declares (non-struct types), which are leaves
-	leaves map[string]bool
 }
 
 // configKeys resolves config keys against the services' config structs as go-zero maps them: a key names
@@ -76,36 +75,41 @@ func (k *configKeys) pkg(importPath string) *srcPackage {
 		return p
 	}
 	dir := filepath.Join(repoRoot, strings.TrimPrefix(importPath, modulePrefix))
-	pkgs, err := parser.ParseDir(token.NewFileSet(), dir, func(fi fs.FileInfo) bool {
-		return !strings.HasSuffix(fi.Name(), "_test.go")
-	}, 0)
+	entries, err := os.ReadDir(dir)
 	if err != nil {
-		k.t.Fatalf("parse %s: %v", importPath, err)
+		k.t.Fatalf("read %s: %v", importPath, err)
 	}
-	p := &srcPackage{types: map[string]*srcStruct{}, leaves: map[string]bool{}}
-	for _, astPkg := range pkgs {
-		for _, f := range astPkg.Files {
-			imports := map[string]string{}
-			for _, im := range f.Imports {
-				path, _ := strconv.Unquote(im.Path.Value)
-				name := path[strings.LastIndex(path, "/")+1:]
-				if im.Name != nil {
-					name = im.Name.Name
-				}
-				imports[name] = path
+	var files []*ast.File
+	for _, e := range entries {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".go") || strings.HasSuffix(e.Name(), "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), filepath.Join(dir, e.Name()), nil, 0)
+		if err != nil {
+			k.t.Fatalf("parse %s: %v", importPath, err)
+		}
+		files = append(files, f)
+	}
+	p := &srcPackage{types: map[string]*srcStruct{}}
+	for _, f := range files {
+		imports := map[string]string{}
+		for _, im := range f.Imports {
+			path, _ := strconv.Unquote(im.Path.Value)
+			name := path[strings.LastIndex(path, "/")+1:]
+			if im.Name != nil {
+				name = im.Name.Name
 			}
-			for _, decl := range f.Decls {
-				gd, ok := decl.(*ast.GenDecl)
-				if !ok || gd.Tok != token.TYPE {
-					continue
-				}
-				for _, spec := range gd.Specs {
-					ts := spec.(*ast.TypeSpec)
-					if st, ok := ts.Type.(*ast.StructType); ok {
-						p.types[ts.Name.Name] = &srcStruct{st: st, pkg: p, imports: imports}
-					} else {
-						p.leaves[ts.Name.Name] = true
-					}
+			imports[name] = path
+		}
+		for _, decl := range f.Decls {
+			gd, ok := decl.(*ast.GenDecl)
+			if !ok || gd.Tok != token.TYPE {
+				continue
+			}
+			for _, spec := range gd.Specs {
+				ts := spec.(*ast.TypeSpec)
+				if st, ok := ts.Type.(*ast.StructType); ok {
+					p.types[ts.Name.Name] = &srcStruct{st: st, pkg: p, imports: imports}
 				}
 			}
 		}

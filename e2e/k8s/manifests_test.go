@@ -374,19 +374,18 @@ func checkProbes(t *testing.T, s serviceSpec, c corev1.Container) {
 		if _, named := s.ports[p.HTTPGet.Port.StrVal]; p.HTTPGet.Port.Type != intstr.String || !named {
 			t.Errorf("%s probe: port %s is not a named container port", kind, p.HTTPGet.Port.String())
 		}
-		switch {
-		case s.routes == "":
+		if s.routes == "" {
 			t.Errorf("%s probe asks %s, but %s has no route table in this tree; set serviceSpec.routes", kind, p.HTTPGet.Path, s.name)
-		default:
-			r, ok := served[p.HTTPGet.Path]
-			switch {
-			case !ok:
-				t.Errorf("%s probe asks %s, which %s does not route (%s)", kind, p.HTTPGet.Path, s.name, s.routes)
-			case r.method != "" && r.method != "GET":
-				t.Errorf("%s probe GETs %s, which %s serves for %s only", kind, p.HTTPGet.Path, s.name, r.method)
-			case r.guarded:
-				t.Errorf("%s probe asks %s, which sits behind middleware (a token check) a probe cannot pass", kind, p.HTTPGet.Path)
-			}
+			continue
+		}
+		r, ok := served[p.HTTPGet.Path]
+		switch {
+		case !ok:
+			t.Errorf("%s probe asks %s, which %s does not route (%s)", kind, p.HTTPGet.Path, s.name, s.routes)
+		case r.method != "" && r.method != "GET":
+			t.Errorf("%s probe GETs %s, which %s serves for %s only", kind, p.HTTPGet.Path, s.name, r.method)
+		case r.guarded:
+			t.Errorf("%s probe asks %s, which sits behind middleware (a token check) a probe cannot pass", kind, p.HTTPGet.Path)
 		}
 	}
 }
