@@ -518,6 +518,11 @@ func checkScaledObject(t *testing.T, m manifests, cfg serviceConfig) {
 	if n, err := strconv.Atoi(md["lagThreshold"]); err != nil || n < 1 {
 		t.Errorf("lagThreshold %q, want a positive integer", md["lagThreshold"])
 	}
+	// Kafka 4 brokers answer no protocol version older than Kafka 2.1's (KIP-896); KEDA's client defaults to
+	// 1.0.0.
+	if v := strings.Split(md["version"], "."); len(v) != 3 || !atLeast21(v[0], v[1]) {
+		t.Errorf("kafka trigger version %q, want x.y.z of at least 2.1.0", md["version"])
+	}
 	if md["allowIdleConsumers"] == "true" {
 		t.Errorf("allowIdleConsumers true would scale past the partitions")
 	}
@@ -534,4 +539,10 @@ func checkScaledObject(t *testing.T, m manifests, cfg serviceConfig) {
 	default:
 		t.Errorf("bootstrapServers %q is stated apart from epro-mq's Reports.Brokers; use bootstrapServersFromEnv", md["bootstrapServers"])
 	}
+}
+
+func atLeast21(major, minor string) bool {
+	ma, err1 := strconv.Atoi(major)
+	mi, err2 := strconv.Atoi(minor)
+	return err1 == nil && err2 == nil && (ma > 2 || ma == 2 && mi >= 1)
 }
