@@ -671,6 +671,7 @@ function showRun(r) {
     `${r.exceptionCount} exception${r.exceptionCount === 1 ? "" : "s"}.`;
   showRedrive(r.redrive);
   offerRedrive();
+  $("rc-run").dataset.loaded = String(Date.now());
   if (r.state === "running" || (r.redrive && r.redrive.state === "running")) {
     state.runTimer = setTimeout(() => pollRun(r.id), RUN_POLL_MS);
   }
