@@ -2,6 +2,8 @@ package handler_test
 
 import (
 	"context"
+	"encoding/csv"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,6 +21,7 @@ import (
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/reportdb/reportdbtest"
 	"github.com/epro-intake/dlq-worker/internal/auth"
+	"github.com/epro-intake/dlq-worker/internal/store"
 )
 
 // focused is a JavaScript expression naming the focused element: its id, else its aria-label.
@@ -68,10 +71,12 @@ func (p *page) focusIs(want string) {
 
 // TestWebPageOpsInBrowser drives the rest of the ops API from the page in headless Chromium, by keyboard
 // only where a person could: every control is reachable with Tab and shows its focus; a reconciliation
-// started from the page lists the one report whose row was deleted behind the suite's back as missing; a
-// bulk replay is dry-run, refused once with Escape, started, paused, resumed and followed to done; the
-// audit history of one of its dead letters is shown and downloaded; degraded dead letters are filtered and
-// badged; and in a phone-size window nothing scrolls sideways and the key controls are on screen.
+// started from the page lists the one report whose row was deleted behind the suite's back as missing, and
+// its re-drive (offered to operators only, refused once with Escape) produces that record again with
+// x-redrive-of and shows its counts; a bulk replay is dry-run, refused once with Escape, started, paused,
+// resumed and followed to done; the audit history of one of its dead letters is shown and downloaded, and
+// so is its patient's; degraded dead letters are filtered and badged; and in a phone-size window nothing
+// scrolls sideways and the key controls are on screen.
 func TestWebPageOpsInBrowser(t *testing.T) {
 	chromium(t) // without a browser, skip before starting anything
 	w := newWorker(t, workerOptions{})
@@ -123,7 +128,7 @@ func TestWebPageOpsInBrowser(t *testing.T) {
 		browser.SetDownloadBehavior(browser.SetDownloadBehaviorBehaviorAllow).WithDownloadPath(downloads),
 		chromedp.Evaluate(`document.activeElement.blur(), true`, &notFocused))
 
-	// Keyboard only from here to the end of the bulk replay.
+	// Keyboard only from here to the end of the bulk replay (a reviewer's token is pasted in between).
 	pg.tabUntil("token")
 	pg.key("type the token", operator)
 	pg.key("submit it", kb.Enter)
@@ -133,7 +138,7 @@ func TestWebPageOpsInBrowser(t *testing.T) {
 	want := []string{"token", "remember", "save-token", "forget-token", "f-status", "f-class", "f-degraded", "f-trial",
 		"f-patient", "f-from", "f-to", "apply", "bulk-rate", "bulk-dry-run", "job-id", "job-show",
 		"Open dead letter " + strconv.FormatUint(conflict.id, 10), "Open dead letter " + strconv.FormatUint(degraded, 10),
-		"rc-from-offset", "rc-from-time", "rc-to-end", "rc-start"}
+		"rc-from-offset", "rc-from-time", "rc-to-end", "rc-start", "pa-patient", "pa-csv", "pa-json"}
 	seen := map[string]bool{}
 	for i := 0; i < 60; i++ {
 		pg.key("press Tab", kb.Tab)
@@ -172,7 +177,8 @@ func TestWebPageOpsInBrowser(t *testing.T) {
 	var counts map[string]string
 	pg.run("read the summary", chromedp.Evaluate(`Object.fromEntries([...document.querySelectorAll("#rc-counts tbody tr")]
 		.map((tr) => [tr.dataset.class + (tr.classList.contains("alarm") ? "!" : ""), tr.children[1].textContent]))`, &counts))
-	if counts["missing!"] != "1" || counts["stored"] != "1" || counts["dead_lettered"] != "0" || counts["conflict"] != "0" {
+	if counts["missing!"] != "1" || counts["stored"] != "1" || counts["dead_lettered"] != "0" || counts["conflict"] != "0" ||
+		counts["stored_from_redrive"] != "0" {
 		t.Errorf("summary by class = %v (\"!\": highlighted)", counts)
 	}
 	var exc [][]string
@@ -181,6 +187,92 @@ func TestWebPageOpsInBrowser(t *testing.T) {
 	if len(exc) != 1 || exc[0][0] != "alarm" || exc[0][1] != lostRID || exc[0][2] != strconv.Itoa(lost.Partition) ||
 		exc[0][3] != strconv.FormatInt(lost.Offset, 10) || exc[0][4] != "missing" {
 		t.Errorf("exceptions = %v, want only %s at %d@%d, missing and highlighted", exc, lostRID, lost.Partition, lost.Offset)
+	}
+
+	// The re-drive is offered to the operator, for the one missing record.
+	if b := pg.text("#rc-redrive"); b != "Re-drive 1 missing…" {
+		t.Errorf("re-drive button = %q", b)
+	}
+	// A reviewer, shown the same run, is not offered it.
+	useToken := func(token, who string) {
+		t.Helper()
+		var before string
+		pg.run("read when the run was shown", chromedp.Evaluate(`document.getElementById("rc-run").dataset.loaded`, &before))
+		pg.run("paste a token", chromedp.SetValue("#token", token, chromedp.ByID))
+		pg.tabUntil("token")
+		pg.key("submit it", kb.Enter)
+		pg.waitJS("the page for "+who, fmt.Sprintf(`document.getElementById("whoami").textContent === %q &&
+			document.getElementById("rc-run").dataset.loaded !== %q && document.getElementById("rc-run").dataset.state === "done"`, who, before))
+	}
+	useToken(w.token("rita", auth.RoleReviewer), "rita (reviewer)")
+	var offered bool
+	pg.run("look for the re-drive", chromedp.Evaluate(`document.getElementById("rc-redrive").getClientRects().length > 0`, &offered))
+	if offered {
+		t.Errorf("a reviewer is offered the re-drive")
+	}
+	if v := pg.text("#rc-verdict"); !strings.Contains(v, "1 record is MISSING") {
+		t.Errorf("the reviewer's verdict = %q", v)
+	}
+	useToken(operator, "otto (operator)")
+
+	// Re-drive: Escape first, then confirmed from the keyboard.
+	redriveAudit := func() int {
+		var n int
+		if err := w.db.QueryRow("SELECT COUNT(*) FROM dead_letter_audit WHERE action = ?", store.ActionRedrive).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	pg.tabUntil("rc-redrive")
+	pg.key("re-drive", kb.Enter)
+	pg.waitJS("the re-drive confirmation", `document.getElementById("confirm").open`)
+	pg.focusIs("confirm-cancel")
+	if c := pg.text("#confirm-text"); !strings.Contains(c, "1 record that run") || !strings.Contains(c, "x-redrive-of") {
+		t.Errorf("re-drive confirmation = %q", c)
+	}
+	pg.key("escape", kb.Escape)
+	pg.waitJS("the re-drive confirmation closed", `!document.getElementById("confirm").open`)
+	pg.focusIs("rc-redrive")
+	if n := redriveAudit(); n != 0 || len(w.sourceRecordsNow()) != 2 {
+		t.Fatalf("after Escape: %d re-drive audit rows, %d records on the topic", n, len(w.sourceRecordsNow()))
+	}
+	pg.key("re-drive again", kb.Enter)
+	pg.waitJS("the re-drive confirmation again", `document.getElementById("confirm").open`)
+	pg.key("to the confirm button", kb.Tab)
+	pg.focusIs("confirm-ok")
+	pg.key("confirm with Enter", kb.Enter)
+	pg.waitJS("the re-drive done", `document.getElementById("rc-run").dataset.redrive === "done"`)
+	pg.focusIs("rc-redrive-title")
+	// Nobody stores it here (no epro-mq in these tests): it is redriven, and the run is to be repeated.
+	if s := pg.text("#rc-redrive-text"); !strings.Contains(s, "1 of 1 missing handled") || !strings.Contains(s, "redriven 1 ·") ||
+		!strings.Contains(s, "resolved 0") || !strings.Contains(s, "refused 0") || !strings.Contains(s, "failed 0") ||
+		!strings.Contains(s, "not tried 0") {
+		t.Errorf("re-drive counts = %q", s)
+	}
+	if h := pg.text("#rc-redrive-hint"); !strings.Contains(h, "exit 4") || !strings.Contains(h, "run the reconciliation again") {
+		t.Errorf("re-drive hint = %q", h)
+	}
+	pg.run("look for the re-drive", chromedp.Evaluate(`document.getElementById("rc-redrive").getClientRects().length > 0`, &offered))
+	if offered {
+		t.Errorf("the re-drive is still offered once done")
+	}
+	var redriven []kafka.Message
+	for _, m := range w.sourceRecords(3, 10*time.Second) {
+		if _, ok := header(m, report.HeaderRedriveOf); ok {
+			redriven = append(redriven, m)
+		}
+	}
+	wantOf := w.source + "/" + strconv.Itoa(lost.Partition) + "/" + strconv.FormatInt(lost.Offset, 10)
+	if len(redriven) != 1 {
+		t.Fatalf("%d re-driven records on the topic, want 1", len(redriven))
+	}
+	if of, _ := header(redriven[0], report.HeaderRedriveOf); of != wantOf || string(redriven[0].Key) != string(lost.Key) ||
+		string(redriven[0].Value) != string(lost.Value) {
+		t.Errorf("re-driven record: key %q, x-redrive-of %q (want %q), same value %v", redriven[0].Key, of, wantOf,
+			string(redriven[0].Value) == string(lost.Value))
+	}
+	if n := redriveAudit(); n != 2 {
+		t.Errorf("%d re-drive audit rows, want started and ok", n)
 	}
 
 	// Bulk replay of trial T-BULK at 1 per second: the dry run first.
@@ -199,8 +291,8 @@ func TestWebPageOpsInBrowser(t *testing.T) {
 			t.Errorf("dry run says %q, missing %q", dry, s)
 		}
 	}
-	if n := len(w.sourceRecordsNow()); n != 2 {
-		t.Fatalf("the dry run produced: %d records on the topic, want the 2 written", n)
+	if n := len(w.sourceRecordsNow()); n != 3 {
+		t.Fatalf("the dry run produced: %d records on the topic, want the 2 written and the re-drive", n)
 	}
 
 	// Start: the confirmation opens with Cancel focused, and Escape closes it without starting anything.
@@ -275,8 +367,8 @@ func TestWebPageOpsInBrowser(t *testing.T) {
 	if s := w.status(conflict.id); s != "new" {
 		t.Errorf("the conflict is %s; a job must skip it", s)
 	}
-	if n := len(w.sourceRecords(7, 10*time.Second)); n != 7 {
-		t.Errorf("the topic has %d records, want the 2 written and 5 replays", n)
+	if n := len(w.sourceRecords(8, 10*time.Second)); n != 8 {
+		t.Errorf("the topic has %d records, want the 2 written, the re-drive and 5 replays", n)
 	}
 	var actions []string
 	rows, err := w.db.Query("SELECT action FROM dead_letter_audit WHERE job_id = ? AND dead_letter_id IS NULL ORDER BY id", jobID)
@@ -323,14 +415,63 @@ func TestWebPageOpsInBrowser(t *testing.T) {
 		b, err := os.ReadFile(csvPath)
 		return err == nil && strings.Count(string(b), "\n") >= 3
 	})
-	csv, _ := os.ReadFile(csvPath)
-	lines := strings.Split(strings.TrimSpace(string(csv)), "\n")
+	auditCSV, _ := os.ReadFile(csvPath)
+	lines := strings.Split(strings.TrimSpace(string(auditCSV)), "\n")
 	if len(lines) != 3 || !strings.HasPrefix(lines[0], "id,at,actor,actorIssuer,role,clientAddr,action,outcome") ||
 		!strings.Contains(lines[1], ",otto,") || !strings.Contains(lines[1], ",replay,ok,") || !strings.Contains(lines[2], ",reveal,ok,") {
-		t.Errorf("downloaded CSV = %q", csv)
+		t.Errorf("downloaded CSV = %q", auditCSV)
 	}
-	if strings.Contains(string(csv), privateNote) {
+	if strings.Contains(string(auditCSV), privateNote) {
 		t.Errorf("the audit CSV holds report content")
+	}
+
+	// The audit history of its patient, typed into the form: the same two rows, and no other dead letter's.
+	patient := dls[1].patient
+	pg.tabUntil("pa-patient")
+	pg.key("type the patient", patient)
+	pg.key("download the patient's CSV", kb.Enter)
+	patientCSV := filepath.Join(downloads, "patient-"+patient+"-audit.csv")
+	waitFor(t, 10*time.Second, "the patient's CSV download", func() bool {
+		b, err := os.ReadFile(patientCSV)
+		return err == nil && strings.Count(string(b), "\n") >= 3
+	})
+	b, _ := os.ReadFile(patientCSV)
+	recs, err := csv.NewReader(strings.NewReader(string(b))).ReadAll()
+	if err != nil {
+		t.Fatalf("patient CSV %q: %v", b, err)
+	}
+	wantHead := "id,at,actor,actorIssuer,role,clientAddr,action,outcome,deadLetterId,jobId,stateBefore,stateAfter,reasonCode,reason"
+	if len(recs) != 3 || strings.Join(recs[0], ",") != wantHead {
+		t.Fatalf("patient CSV = %q", b)
+	}
+	for i, want := range []struct{ action, jobID string }{{"replay", strconv.FormatUint(jobID, 10)}, {"reveal", ""}} {
+		r := recs[i+1]
+		if r[2] != "otto" || r[4] != "operator" || r[6] != want.action || r[7] != "ok" || r[8] != strconv.FormatUint(target, 10) || r[9] != want.jobID {
+			t.Errorf("patient CSV row %d = %q, want %s of dead letter %d", i+1, r, want.action, target)
+		}
+	}
+	if strings.Contains(string(b), privateNote) {
+		t.Errorf("the patient's audit CSV holds report content")
+	}
+	if m := pg.text("#message"); m != "Audit history of patient "+patient+" downloaded as CSV." {
+		t.Errorf("message after the patient's CSV = %q", m)
+	}
+	pg.tabUntil("pa-json")
+	pg.key("download the patient's JSON", kb.Enter)
+	var entries []struct {
+		Action       string `json:"action"`
+		DeadLetterID uint64 `json:"deadLetterId"`
+	}
+	waitFor(t, 10*time.Second, "the patient's JSON download", func() bool {
+		b, err := os.ReadFile(filepath.Join(downloads, "patient-"+patient+"-audit.json"))
+		return err == nil && json.Unmarshal(b, &entries) == nil
+	})
+	if len(entries) != 2 || entries[0].Action != "replay" || entries[1].Action != "reveal" ||
+		entries[0].DeadLetterID != target || entries[1].DeadLetterID != target {
+		t.Errorf("patient JSON = %+v", entries)
+	}
+	if c := pg.consoleHolds(patient); len(c) > 0 {
+		t.Errorf("the page wrote the patient id to the console: %q", c)
 	}
 
 	// Degraded: filtered and badged.
@@ -354,7 +495,7 @@ func TestWebPageOpsInBrowser(t *testing.T) {
 		if (de.scrollWidth > de.clientWidth) out.push("page " + de.scrollWidth + " > " + de.clientWidth);
 		for (const sel of ["#token", "#save-token", "#f-trial", "#apply", "#bulk-dry-run", "#bulk-start", "#job-pause",
 			"#job-resume", "#job-cancel", "#job-progress", "#list button.open", "#d-title", "#audit-csv", "#rc-start",
-			"#rc-exceptions tbody tr"]) {
+			"#rc-exceptions tbody tr", "#rc-redrive-progress", "#rc-redrive-text", "#pa-patient", "#pa-csv", "#pa-json"]) {
 			const el = document.querySelector(sel);
 			const r = el && el.getBoundingClientRect();
 			if (!r || r.width === 0 || r.height === 0) out.push(sel + " not shown");
@@ -372,10 +513,10 @@ func TestWebPageOpsInBrowser(t *testing.T) {
 	pg.waitJS("the reviewer", `document.getElementById("whoami").textContent === "rita (reviewer)"`)
 	var shown []string
 	pg.run("read what is shown", chromedp.Evaluate(`["bulk-dry-run", "bulk-start", "bulk-rate", "job-pause", "job-resume",
-		"job-cancel", "btn-reveal", "btn-replay", "btn-discard", "job-show", "rc-start", "job-progress"]
+		"job-cancel", "btn-reveal", "btn-replay", "btn-discard", "job-show", "rc-start", "job-progress", "rc-redrive", "pa-csv"]
 		.filter((id) => document.getElementById(id).getClientRects().length > 0)`, &shown))
-	if strings.Join(shown, ",") != "job-show,rc-start,job-progress" {
-		t.Errorf("a reviewer is shown %v, want only job-show, rc-start and job-progress", shown)
+	if strings.Join(shown, ",") != "job-show,rc-start,job-progress,pa-csv" {
+		t.Errorf("a reviewer is shown %v, want only job-show, rc-start, job-progress and pa-csv", shown)
 	}
 	pg.checkNoJSErrors()
 }

@@ -161,6 +161,7 @@ type page struct {
 
 	jsErrMu sync.Mutex
 	jsErrs  []string
+	console []string // what the page wrote with console.*, each call's arguments as text
 }
 
 // openBrowser starts headless Chromium with a window of width×height; it is closed when the test ends.
@@ -193,9 +194,18 @@ func openBrowser(t *testing.T, width, height int) *page {
 	})
 	p := &page{t: t, ctx: ctx}
 	chromedp.ListenTarget(ctx, func(ev any) {
-		if e, ok := ev.(*runtime.EventExceptionThrown); ok {
+		switch e := ev.(type) {
+		case *runtime.EventExceptionThrown:
 			p.jsErrMu.Lock()
 			p.jsErrs = append(p.jsErrs, e.ExceptionDetails.Error())
+			p.jsErrMu.Unlock()
+		case *runtime.EventConsoleAPICalled:
+			var parts []string
+			for _, a := range e.Args {
+				parts = append(parts, string(a.Value), a.Description)
+			}
+			p.jsErrMu.Lock()
+			p.console = append(p.console, string(e.Type)+": "+strings.Join(parts, " "))
 			p.jsErrMu.Unlock()
 		}
 	})
@@ -238,6 +248,19 @@ func (p *page) text(sel string) string {
 	var s string
 	p.run("read "+sel, chromedp.Text(sel, &s, chromedp.ByQuery))
 	return s
+}
+
+// consoleHolds returns the console messages of the page that contain s.
+func (p *page) consoleHolds(s string) []string {
+	p.jsErrMu.Lock()
+	defer p.jsErrMu.Unlock()
+	var out []string
+	for _, m := range p.console {
+		if strings.Contains(m, s) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func (p *page) checkNoJSErrors() {

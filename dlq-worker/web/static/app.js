@@ -12,11 +12,14 @@ const state = {
   dry: null,
   jobId: 0, jobTimer: 0,
   runId: 0, runTimer: 0,
+  // run is the reconciliation run shown, as last read: whether it may be re-driven depends on it and on the
+  // role.
+  run: null,
 };
 const JOB_POLL_MS = 500;
 const RUN_POLL_MS = 700;
 const JOB_FINAL = ["done", "cancelled", "interrupted"];
-const CLASS_ORDER = ["stored", "duplicate", "stored_from_replay", "dead_lettered", "conflict", "missing"];
+const CLASS_ORDER = ["stored", "duplicate", "stored_from_replay", "stored_from_redrive", "dead_lettered", "conflict", "missing"];
 
 function loadToken() {
   state.token = sessionStorage.getItem(TOKEN_KEY) || localStorage.getItem(TOKEN_KEY) || "";
@@ -45,6 +48,7 @@ function forgetToken() {
   $("token").value = "";
   stopJob();
   stopRun();
+  state.run = null;
   showWho();
 }
 
@@ -67,6 +71,12 @@ function showWho() {
   // Bulk replays (dry run included) and job control are for operators; anyone may follow a job.
   $("bulk-form").hidden = !operator;
   for (const id of ["job-pause", "job-resume", "job-cancel"]) $(id).hidden = !operator;
+  offerRedrive();
+}
+
+function isOperator() {
+  const c = claims();
+  return !!c && c.role === "operator";
 }
 
 function say(text, kind) {
@@ -347,28 +357,48 @@ async function loadReasons() {
   }
 }
 
-// downloadAudit fetches the selected dead letter's audit export with the token (a plain link could not send
-// it) and saves it as a file.
+// downloadAudit fetches the selected dead letter's audit export and saves it as a file.
 async function downloadAudit(format) {
   const id = state.selected.id;
-  const resp = await fetch(`/v1/audit/export?deadLetterId=${encodeURIComponent(id)}&format=${format}`,
-    { headers: { Authorization: "Bearer " + state.token } });
+  await saveExport(new URLSearchParams({ deadLetterId: String(id), format }), `dead-letter-${id}-audit.${format}`);
+  say(`Audit history of dead letter ${id} downloaded as ${format.toUpperCase()}.`, "ok");
+}
+
+// downloadPatientAudit saves the audit history of the patient typed in the form. The id is the operator's
+// own input: it goes to the server and into the message, never to the console.
+async function downloadPatientAudit(format) {
+  const patient = $("pa-patient").value.trim();
+  if (!patient) {
+    say("Type a patient id first.", "error");
+    $("pa-patient").focus();
+    return;
+  }
+  const file = `patient-${patient.replace(/[^A-Za-z0-9._-]/g, "_")}-audit.${format}`;
+  await saveExport(new URLSearchParams({ patientId: patient, format }), file);
+  say(`Audit history of patient ${patient} downloaded as ${format.toUpperCase()}.`, "ok");
+}
+
+// saveExport fetches GET /v1/audit/export?query with the token (a plain link could not send it) and saves
+// the answer as filename.
+async function saveExport(query, filename) {
+  const resp = await fetch("/v1/audit/export?" + query.toString(), { headers: { Authorization: "Bearer " + state.token } });
   if (!resp.ok) {
     let data = null;
     try { data = await resp.json(); } catch (e) { data = null; }
     const err = new Error((data && data.message) || resp.statusText);
+    err.status = resp.status;
     err.code = data && data.code;
+    err.field = data && data.field;
     throw err;
   }
   const url = URL.createObjectURL(await resp.blob());
   const a = document.createElement("a");
   a.href = url;
-  a.download = `dead-letter-${id}-audit.${format}`;
+  a.download = filename;
   document.body.appendChild(a);
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 10000);
-  say(`Audit history of dead letter ${id} downloaded as ${format.toUpperCase()}.`, "ok");
 }
 
 // confirmDialog asks before a destructive or large action; it resolves true only on the confirm button.
@@ -565,6 +595,8 @@ async function loadLatestRun() {
   } catch (err) {
     if (err.status === 404) {
       $("rc-run").hidden = true;
+      state.run = null;
+      offerRedrive();
       return;
     }
     throw err;
@@ -575,6 +607,7 @@ async function loadLatestRun() {
 function showRun(r) {
   stopRun();
   state.runId = r.id;
+  state.run = r;
   $("rc-run").hidden = false;
   $("rc-id").textContent = `${r.id} by ${r.actor}`;
   $("rc-state").textContent = r.state;
@@ -636,8 +669,83 @@ function showRun(r) {
   $("rc-exceptions-note").textContent = r.state === "running" ? "Listed once the run is done." :
     r.exceptionsTruncated ? `The first ${shown} of ${r.exceptionCount}: run \`dlq-worker reconcile\` for the full list.` :
     `${r.exceptionCount} exception${r.exceptionCount === 1 ? "" : "s"}.`;
-  if (r.state === "running") {
+  showRedrive(r.redrive);
+  offerRedrive();
+  $("rc-run").dataset.loaded = String(Date.now());
+  if (r.state === "running" || (r.redrive && r.redrive.state === "running")) {
     state.runTimer = setTimeout(() => pollRun(r.id), RUN_POLL_MS);
+  }
+}
+
+// offerRedrive shows "Re-drive N missing" to operators when the run shown is done, has missing records and
+// was not re-driven yet (the server checks all of it again).
+function offerRedrive() {
+  const r = state.run;
+  const offer = isOperator() && !!r && r.state === "done" && (r.missing || 0) > 0 && !r.redrive;
+  $("rc-redrive-offer").hidden = !offer;
+  if (offer) $("rc-redrive").textContent = `Re-drive ${r.missing} missing…`;
+}
+
+// showRedrive renders the re-drive of the run shown: its counts and what they mean, as the command's exit
+// status with -redrive.
+function showRedrive(rd) {
+  $("rc-redrive-run").hidden = !rd;
+  $("rc-run").dataset.redrive = rd ? rd.state : "";
+  if (!rd) return;
+  $("rc-redrive-by").textContent = `by ${rd.actor}`;
+  $("rc-redrive-state").textContent = rd.state;
+  $("rc-redrive-state").className = "badge run-" + rd.state;
+  const handled = rd.redriven + rd.resolved + rd.refused + rd.failed;
+  const p = $("rc-redrive-progress");
+  p.max = Math.max(rd.missing, 1);
+  p.value = handled;
+  $("rc-redrive-text").textContent = `${handled} of ${rd.missing} missing handled · redriven ${rd.redriven} · ` +
+    `resolved ${rd.resolved} · refused ${rd.refused} · failed ${rd.failed} · not tried ${rd.notTried}` +
+    (rd.finishedAt ? ` · finished ${rd.finishedAt}` : "");
+  const hint = $("rc-redrive-hint");
+  const left = rd.refused + rd.failed + rd.notTried;
+  hint.className = "";
+  if (rd.state === "running") {
+    hint.textContent = "Running: each record is checked again, produced to the report topic and audited.";
+  } else if (rd.state === "failed") {
+    hint.textContent = `The re-drive stopped (${rd.error || "no reason given"}); the counts are partial, as the command's exit status 3.`;
+    hint.className = "alarm";
+  } else if (left > 0) {
+    hint.textContent = `${left} stay${left === 1 ? "s" : ""} missing (refused, failed or not tried; the command would exit 1): ` +
+      "the audit trail (action redrive) names them; run the reconciliation again to list them.";
+    hint.className = "alarm";
+  } else if (rd.redriven === 0) {
+    hint.textContent = "Every missing record came back meanwhile; nothing was sent (the command would exit 0).";
+    hint.className = "ok-text";
+  } else {
+    hint.textContent = "Every missing record was re-driven (the command would exit 4): run the reconciliation again " +
+      "once epro-mq has read them, to confirm the repair.";
+    hint.className = "ok-text";
+  }
+}
+
+// startRedrive asks, then re-drives the missing records of the run shown; the run is polled for the counts.
+async function startRedrive() {
+  const r = state.run;
+  if (!r) return;
+  const n = r.missing;
+  const ok = await confirmDialog(`Re-drive ${n} missing record${n === 1 ? "" : "s"}?`,
+    `Produces the ${n} record${n === 1 ? "" : "s"} that run ${r.id} found missing again to the report topic, ` +
+    "byte for byte with x-redrive-of, so that epro-mq stores them. Each is checked again first (nothing is sent " +
+    "for one stored or dead-lettered meanwhile) and audited. A run is re-driven once.", `Re-drive ${n}`);
+  if (!ok) {
+    say("Re-drive not started.", "");
+    return;
+  }
+  stopRun();
+  try {
+    const run = await api("POST", `/v1/reconciliations/${r.id}/redrive`);
+    say(`Re-drive of run ${r.id} started: ${n} missing.`, "ok");
+    showRun(run);
+    $("rc-redrive-title").focus();
+  } catch (err) {
+    fail(err);
+    pollRun(r.id);
   }
 }
 
@@ -689,6 +797,9 @@ document.addEventListener("DOMContentLoaded", () => {
   $("job-resume").addEventListener("click", () => jobAction("resume").catch(fail));
   $("job-cancel").addEventListener("click", () => jobAction("cancel").catch(fail));
   $("rc-form").addEventListener("submit", (ev) => startReconcile(ev).catch(fail));
+  $("rc-redrive").addEventListener("click", () => startRedrive().catch(fail));
+  $("pa-form").addEventListener("submit", (ev) => { ev.preventDefault(); downloadPatientAudit("csv").catch(fail); });
+  $("pa-json").addEventListener("click", () => downloadPatientAudit("json").catch(fail));
   // A dry run is for one filter and rate: changing either asks for a new one.
   for (const id of ["f-class", "f-trial", "f-patient", "f-from", "f-to", "bulk-rate"]) {
     $(id).addEventListener("input", () => { if (state.dry && state.dry.key !== bulkKey()) $("bulk-start").disabled = true; });
