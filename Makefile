@@ -24,13 +24,16 @@ GOLANGCI_LINT := $(CURDIR)/bin/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # Tests
 # ---------------------------------------------------------------------------
 
-# Lints and runs every module's tests even after a failure, so one run reports all broken
-# modules, then fails if any did. A module without Go files yet is skipped.
+# Checks the alert rules (check-monitoring), lints and runs every module's tests even after a failure, so one
+# run reports all broken modules, then fails if any did. A module without Go files yet is skipped.
 # Real services are used when EPRO_TEST_* is set (see common/infratest):
 #   make services-up && eval "$$(deploy/scripts/services.sh env)" && make test
 .PHONY: test
 test: $(GOLANGCI_LINT)
 	@failed=""; \
+	if ! $(MAKE) --no-print-directory check-monitoring; then \
+	  failed="$$failed monitoring"; \
+	fi; \
 	for m in $(MODULES); do \
 	  if [ -z "$$(find "$$m" -name '*.go' -not -path '*/testdata/*' -print -quit 2>/dev/null)" ]; then \
 	    echo "=== $$m: no Go files yet, skipped"; \
@@ -155,3 +158,24 @@ check-modules:
 	    || failed="$$failed $$m"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "=== not self-contained:$$failed"; exit 1; fi
+
+# ---------------------------------------------------------------------------
+# Monitoring: Prometheus alert rules (deploy/prometheus)
+# ---------------------------------------------------------------------------
+
+MONITORING := deploy/prometheus
+PROMTOOL ?= promtool
+
+# Checks the alert rules and runs their unit tests with promtool (Debian's prometheus package). Without
+# promtool it skips with a note, unless CI=true or EPRO_TEST_REQUIRE_REAL=1, where a check that did not run fails.
+.PHONY: check-monitoring
+check-monitoring:
+	@if ! command -v $(PROMTOOL) >/dev/null 2>&1; then \
+	  if [ "$${CI:-}" = true ] || [ "$${EPRO_TEST_REQUIRE_REAL:-}" = 1 ]; then \
+	    echo "=== monitoring: $(PROMTOOL) not found; CI requires it (apt-get install prometheus)" >&2; exit 1; \
+	  fi; \
+	  echo "=== monitoring: SKIPPED, $(PROMTOOL) not found (apt-get install prometheus to check the alert rules)"; \
+	  exit 0; \
+	fi; \
+	echo "=== monitoring: promtool check rules, test rules"; \
+	cd $(MONITORING) && $(PROMTOOL) check rules epro.rules.yml && $(PROMTOOL) test rules epro.rules.test.yml
