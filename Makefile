@@ -116,6 +116,16 @@ bench:
 bench-go:
 	eval "$$($(SERVICES) env)" && cd common && $(GO) test -run '^$$' -bench . -benchtime 20000x ./report ./producer
 
+# The reconciliation over RECONCILE_SCALE records (dlq-worker/internal/reconcile/scale_test.go, behind a build
+# tag so that make test never sees it skip): peak RSS, time and rate of `dlq-worker reconcile`, on the real
+# local services (make services-up). RECONCILE_ROWS=none leaves MySQL empty, so every record is missing.
+RECONCILE_SCALE ?= 1000000
+RECONCILE_ROWS ?= stored
+.PHONY: bench-reconcile
+bench-reconcile:
+	eval "$$($(SERVICES) env)" && cd dlq-worker && EPRO_RECONCILE_SCALE=$(RECONCILE_SCALE) EPRO_RECONCILE_SCALE_ROWS=$(RECONCILE_ROWS) \
+	  $(GO) test -tags reconcilescale -run 'TestReconcileScale$$' -v -timeout 3h ./internal/reconcile
+
 # ---------------------------------------------------------------------------
 # Code generation (goctl, pinned as a tool dependency of each REST service)
 # ---------------------------------------------------------------------------

@@ -1,3 +1,5 @@
+//go:build reconcilescale
+
 package reconcile_test
 
 import (
@@ -21,7 +23,8 @@ import (
 	"github.com/epro-intake/dlq-worker/internal/reconcile"
 )
 
-// EPRO_RECONCILE_SCALE=1000000 go test -run 'TestReconcileScale$' -v -timeout 3h ./internal/reconcile
+// EPRO_RECONCILE_SCALE=1000000 go test -tags reconcilescale -run 'TestReconcileScale$' -v -timeout 3h ./internal/reconcile
+// (make bench-reconcile). The build tag keeps it out of make test, where a skipped test fails CI.
 //
 // fills a 12-partition topic with that many reports and runs `dlq-worker reconcile` on it in a child
 // process, so the figures are the command's alone, not those of the embedded Kafka and MySQL that hold the
