@@ -1,0 +1,61 @@
+// Package tracing carries W3C Trace Context across Kafka: from a context into a record's headers and back.
+//
+// Guarantees: Inject writes exactly the traceparent and tracestate headers of ctx's span in place of any the
+// record carried, and keeps every other header in order; Extract reads only those two headers (never
+// baggage, which has no business on the topics).
+//
+// Span attributes across the suite name topics, partitions, offsets, counts and outcomes, never a patient id,
+// a request id, report content or a token.
+package tracing
+
+import (
+	"context"
+
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	oteltrace "go.opentelemetry.io/otel/trace"
+
+	"github.com/epro-intake/common/report"
+)
+
+// Name is the instrumentation name of the suite's own spans.
+const Name = "github.com/epro-intake"
+
+// traceContext is W3C Trace Context rather than the global propagator: the record headers are part of the
+// wire contract (report.HeaderTraceparent, report.HeaderTracestate).
+var traceContext = propagation.TraceContext{}
+
+// Tracer is the suite's tracer from the global provider: go-zero's when its agent runs, a no-op otherwise.
+func Tracer() oteltrace.Tracer { return otel.Tracer(Name) }
+
+// Extract returns ctx with the remote span context of headers' traceparent and tracestate, or ctx itself
+// when they carry none that is valid.
+func Extract(ctx context.Context, headers []kafka.Header) context.Context {
+	carrier := propagation.MapCarrier{}
+	for _, h := range headers {
+		if h.Key == report.HeaderTraceparent || h.Key == report.HeaderTracestate {
+			carrier[h.Key] = string(h.Value)
+		}
+	}
+	return traceContext.Extract(ctx, carrier)
+}
+
+// Inject returns headers, in a new slice, without their traceparent and tracestate and followed by those of
+// ctx's span, if it has a valid one.
+func Inject(ctx context.Context, headers []kafka.Header) []kafka.Header {
+	carrier := propagation.MapCarrier{}
+	traceContext.Inject(ctx, carrier)
+	out := make([]kafka.Header, 0, len(headers)+2)
+	for _, h := range headers {
+		if h.Key != report.HeaderTraceparent && h.Key != report.HeaderTracestate {
+			out = append(out, h)
+		}
+	}
+	for _, k := range []string{report.HeaderTraceparent, report.HeaderTracestate} {
+		if v := carrier.Get(k); v != "" {
+			out = append(out, kafka.Header{Key: k, Value: []byte(v)})
+		}
+	}
+	return out
+}
