@@ -14,7 +14,10 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	oteltrace "go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/embedded"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/epro-intake/common/report"
 )
@@ -59,3 +62,43 @@ func Inject(ctx context.Context, headers []kafka.Header) []kafka.Header {
 	}
 	return out
 }
+
+// goZero is the instrumentation name of go-zero's own spans (core/trace.TraceName).
+const goZero = "go-zero"
+
+// OwnSpansOnly makes go-zero's own instrumentation silent once go-zero's agent has installed an SDK provider;
+// it does nothing otherwise. go-zero's REST middleware names a span after the raw URL path of a request no
+// route matched and records the path, the client's address and its user agent; its Redis and SQL hooks
+// record statements. The suite's spans (Tracer) carry only what package tracing promises. A silenced span
+// keeps the caller's context, so the suite's spans around it stay parent and child.
+func OwnSpansOnly() {
+	if p, ok := otel.GetTracerProvider().(*sdktrace.TracerProvider); ok {
+		otel.SetTracerProvider(ownOnly{sdk: p})
+	}
+}
+
+type ownOnly struct {
+	embedded.TracerProvider
+	sdk *sdktrace.TracerProvider
+}
+
+func (o ownOnly) Tracer(name string, opts ...oteltrace.TracerOption) oteltrace.Tracer {
+	if name == goZero {
+		return silentTracer{}
+	}
+	return o.sdk.Tracer(name, opts...)
+}
+
+type silentTracer struct{ embedded.Tracer }
+
+// Start returns ctx as it is and a span that records nothing.
+func (silentTracer) Start(ctx context.Context, _ string, _ ...oteltrace.SpanStartOption) (context.Context, oteltrace.Span) {
+	return ctx, silentSpan{sc: oteltrace.SpanContextFromContext(ctx)}
+}
+
+type silentSpan struct {
+	noop.Span
+	sc oteltrace.SpanContext
+}
+
+func (s silentSpan) SpanContext() oteltrace.SpanContext { return s.sc }

@@ -5,7 +5,9 @@ import (
 	"testing"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	oteltrace "go.opentelemetry.io/otel/trace"
 
 	"github.com/epro-intake/common/report"
@@ -53,5 +55,34 @@ func TestExtractIgnoresInvalid(t *testing.T) {
 	ctx := Extract(context.Background(), []kafka.Header{{Key: report.HeaderTraceparent, Value: []byte("garbage")}})
 	if oteltrace.SpanContextFromContext(ctx).IsValid() {
 		t.Fatal("an invalid traceparent gave a span context")
+	}
+}
+
+func TestOwnSpansOnlySilencesGoZero(t *testing.T) {
+	prev := otel.GetTracerProvider()
+	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+	rec := tracetest.NewSpanRecorder()
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
+	OwnSpansOnly()
+
+	ctx, own := Tracer().Start(context.Background(), "own")
+	gzCtx, gz := otel.Tracer("go-zero").Start(ctx, "/raw/path/with/an/id")
+	if !gz.SpanContext().Equal(own.SpanContext()) || oteltrace.SpanFromContext(gzCtx) != own {
+		t.Error("go-zero's span did not keep the caller's context")
+	}
+	_, child := Tracer().Start(gzCtx, "child")
+	gz.End()
+	child.End()
+	own.End()
+
+	var names []string
+	for _, s := range rec.Ended() {
+		names = append(names, s.Name())
+		if s.Name() == "child" && s.Parent().SpanID() != own.SpanContext().SpanID() {
+			t.Error("child's parent is not the own span")
+		}
+	}
+	if len(names) != 2 || names[0] != "child" || names[1] != "own" {
+		t.Errorf("recorded %v, want [child own]", names)
 	}
 }
