@@ -73,6 +73,10 @@ func TestStatLogIsOffByDefaultAndHealthHasItsDefaults(t *testing.T) {
 	if err := c.SetUp(); err != nil {
 		t.Fatal(err)
 	}
+	// No Telemetry.Endpoint: go-zero's trace agent stays off.
+	if !c.Telemetry.Disabled {
+		t.Error("tracing is on without a Telemetry.Endpoint")
+	}
 	var buf strings.Builder
 	logx.SetWriter(logx.NewWriter(&buf))
 	logx.Statf("CPU: %dm", 5)
