@@ -44,8 +44,8 @@ func Extract(ctx context.Context, headers []kafka.Header) context.Context {
 	return traceContext.Extract(ctx, carrier)
 }
 
-// Inject returns headers, in a new slice, without their traceparent and tracestate and followed by those of
-// ctx's span, if it has a valid one.
+// Inject returns headers, in a new slice, with the traceparent and tracestate of ctx's span in place of any
+// they carried (at the same position) or after them, and without those ctx has none of.
 func Inject(ctx context.Context, headers []kafka.Header) []kafka.Header {
 	carrier := propagation.MapCarrier{}
 	traceContext.Inject(ctx, carrier)
@@ -53,10 +53,15 @@ func Inject(ctx context.Context, headers []kafka.Header) []kafka.Header {
 	for _, h := range headers {
 		if h.Key != report.HeaderTraceparent && h.Key != report.HeaderTracestate {
 			out = append(out, h)
+			continue
+		}
+		if v, ok := carrier[h.Key]; ok {
+			out = append(out, kafka.Header{Key: h.Key, Value: []byte(v)})
+			delete(carrier, h.Key)
 		}
 	}
 	for _, k := range []string{report.HeaderTraceparent, report.HeaderTracestate} {
-		if v := carrier.Get(k); v != "" {
+		if v, ok := carrier[k]; ok && v != "" {
 			out = append(out, kafka.Header{Key: k, Value: []byte(v)})
 		}
 	}

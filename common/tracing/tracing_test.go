@@ -28,9 +28,12 @@ func TestInjectExtractRoundTrip(t *testing.T) {
 	for _, h := range out {
 		keys = append(keys, h.Key)
 	}
-	if want := []string{report.HeaderRequestID, "x-other", report.HeaderTraceparent}; len(keys) != len(want) ||
+	if want := []string{report.HeaderRequestID, report.HeaderTraceparent, "x-other"}; len(keys) != len(want) ||
 		keys[0] != want[0] || keys[1] != want[1] || keys[2] != want[2] {
 		t.Fatalf("headers %v, want %v", keys, want)
+	}
+	if string(out[1].Value) == string(in[1].Value) {
+		t.Error("traceparent not replaced")
 	}
 	if string(in[1].Value) != "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" {
 		t.Fatal("Inject changed its input")
