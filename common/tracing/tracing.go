@@ -71,11 +71,12 @@ func Inject(ctx context.Context, headers []kafka.Header) []kafka.Header {
 // goZero is the instrumentation name of go-zero's own spans (core/trace.TraceName).
 const goZero = "go-zero"
 
-// OwnSpansOnly makes go-zero's own instrumentation silent once go-zero's agent has installed an SDK provider;
-// it does nothing otherwise. go-zero's REST middleware names a span after the raw URL path of a request no
-// route matched and records the path, the client's address and its user agent; its Redis and SQL hooks
-// record statements. The suite's spans (Tracer) carry only what package tracing promises. A silenced span
-// keeps the caller's context, so the suite's spans around it stay parent and child.
+// OwnSpansOnly makes the spans go-zero starts from the global provider silent once go-zero's agent has
+// installed an SDK provider; it does nothing otherwise. That is go-zero's REST trace middleware, which names a
+// span after the raw URL path of a request no route matched and records the path (a status lookup's request
+// id), the client's address and its user agent. A silenced span keeps the caller's context, so the suite's
+// spans around it stay parent and child. go-zero's store hooks (Redis, sqlx) take their tracer from the
+// parent span instead and still record, under the suite's spans, with command names only.
 func OwnSpansOnly() {
 	if p, ok := otel.GetTracerProvider().(*sdktrace.TracerProvider); ok {
 		otel.SetTracerProvider(ownOnly{sdk: p})
