@@ -34,6 +34,10 @@ func TestShippedConfigLoads(t *testing.T) {
 	if c.ServerConf().Middlewares.Log {
 		t.Error("go-zero's log middleware (which logs bodies) is on")
 	}
+	// The shipped file picks OTLP; tracing stays off until Telemetry.Endpoint is set.
+	if c.Telemetry.Batcher != "otlpgrpc" || c.Telemetry.Sampler != 1 || c.Telemetry.Endpoint != "" {
+		t.Errorf("Telemetry = %+v", c.Telemetry)
+	}
 	// Tracing is off until Telemetry.Endpoint names a collector, and then on.
 	if !c.ServerConf().Telemetry.Disabled {
 		t.Error("go-zero's trace agent would start without an endpoint")

@@ -60,6 +60,10 @@ func TestShippedConfig(t *testing.T) {
 	if c.StatLog || sc.Log.Stat {
 		t.Errorf("StatLog %v, Log.Stat %v: the stat lines must be off by default", c.StatLog, sc.Log.Stat)
 	}
+	// The shipped file picks OTLP; tracing stays off until Telemetry.Endpoint is set.
+	if c.Telemetry.Batcher != "otlpgrpc" || c.Telemetry.Sampler != 1 || c.Telemetry.Endpoint != "" {
+		t.Errorf("Telemetry = %+v", c.Telemetry)
+	}
 	// Tracing is off until Telemetry.Endpoint names a collector, and then on.
 	if !sc.Telemetry.Disabled {
 		t.Error("go-zero's trace agent would start without an endpoint")
