@@ -15,6 +15,7 @@ import (
 	"github.com/zeromicro/go-zero/rest/httpx"
 
 	"github.com/epro-intake/common/errcode"
+	"github.com/epro-intake/common/tracing"
 	"github.com/epro-intake/dlq-worker/internal/auth"
 	"github.com/epro-intake/dlq-worker/internal/config"
 	"github.com/epro-intake/dlq-worker/internal/handler"
@@ -43,6 +44,8 @@ func main() {
 	// go-zero's default error handler writes err.Error() as text, and its parse errors quote the input.
 	httpx.SetErrorHandlerCtx(errcode.Handler)
 	server := rest.MustNewServer(c.ServerConf(), handler.RunOptions()...)
+	// After MustNewServer, which starts go-zero's trace agent when Telemetry.Endpoint is set.
+	tracing.OwnSpansOnly()
 
 	ctx, err := svc.NewServiceContext(context.Background(), c)
 	logx.Must(err)

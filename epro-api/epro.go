@@ -14,6 +14,7 @@ import (
 	"github.com/zeromicro/go-zero/rest/httpx"
 
 	"github.com/epro-intake/common/errcode"
+	"github.com/epro-intake/common/tracing"
 	"github.com/epro-intake/epro-api/internal/auth"
 	"github.com/epro-intake/epro-api/internal/config"
 	"github.com/epro-intake/epro-api/internal/handler"
@@ -39,6 +40,8 @@ func main() {
 	// go-zero's default error handler writes err.Error() as text, and its parse errors quote the body.
 	httpx.SetErrorHandlerCtx(errcode.Handler)
 	server := rest.MustNewServer(c.ServerConf(), handler.RunOptions()...)
+	// After MustNewServer, which starts go-zero's trace agent when Telemetry.Endpoint is set.
+	tracing.OwnSpansOnly()
 
 	ctx, err := svc.NewServiceContext(c)
 	logx.Must(err)

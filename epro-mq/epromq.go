@@ -9,6 +9,7 @@ import (
 	"github.com/zeromicro/go-zero/core/logx"
 	"github.com/zeromicro/go-zero/core/service"
 
+	"github.com/epro-intake/common/tracing"
 	"github.com/epro-intake/epro-mq/internal/config"
 	"github.com/epro-intake/epro-mq/internal/svc"
 )
@@ -24,6 +25,8 @@ func main() {
 		log.Fatalf("error: config file %s: %v", *configFile, err)
 	}
 	c.MustSetUp()
+	// After MustSetUp, which starts go-zero's trace agent when Telemetry.Endpoint is set.
+	tracing.OwnSpansOnly()
 
 	ctx, err := svc.NewServiceContext(context.Background(), c)
 	logx.Must(err)

@@ -293,9 +293,11 @@ var ineffectiveKeys = []conffile.Ineffective{
 
 // ServerConf is the RestConf to build the server with. go-zero's Log middleware dumps the first KiB of the
 // request body into the error log on any 5xx; bodies here hold discard notes that may quote patients, so it is
-// off and internal/middleware.AccessLog logs instead.
+// off and internal/middleware.AccessLog logs instead. Tracing is off unless Telemetry.Endpoint names a
+// collector: go-zero would otherwise record every span and export none.
 func (c Config) ServerConf() rest.RestConf {
 	rc := c.RestConf
 	rc.Middlewares.Log = false
+	rc.Telemetry.Disabled = rc.Telemetry.Disabled || rc.Telemetry.Endpoint == ""
 	return rc
 }

@@ -34,6 +34,19 @@ func TestShippedConfigLoads(t *testing.T) {
 	if c.ServerConf().Middlewares.Log {
 		t.Error("go-zero's log middleware (which logs bodies) is on")
 	}
+	// The shipped file picks OTLP; tracing stays off until Telemetry.Endpoint is set.
+	if c.Telemetry.Batcher != "otlpgrpc" || c.Telemetry.Sampler != 1 || c.Telemetry.Endpoint != "" {
+		t.Errorf("Telemetry = %+v", c.Telemetry)
+	}
+	// Tracing is off until Telemetry.Endpoint names a collector, and then on.
+	if !c.ServerConf().Telemetry.Disabled {
+		t.Error("go-zero's trace agent would start without an endpoint")
+	}
+	withEndpoint := c
+	withEndpoint.Telemetry.Endpoint = "collector:4317"
+	if withEndpoint.ServerConf().Telemetry.Disabled {
+		t.Error("Telemetry.Endpoint set, tracing still off")
+	}
 	if c.Reconcile.Topic != "epro.reports.v1" || c.Reconcile.Group != "epro-mq" {
 		t.Errorf("reconcile = %+v", c.Reconcile)
 	}

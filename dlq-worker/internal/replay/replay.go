@@ -24,6 +24,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/zeromicro/go-zero/core/logx"
+	"go.opentelemetry.io/otel/codes"
 
 	"github.com/epro-intake/common/deadletter"
 	"github.com/epro-intake/common/report"
@@ -257,6 +258,8 @@ func (r *Resolver) replay(ctx context.Context, p auth.Principal, id uint64, step
 		entry.Outcome, entry.Reason = store.OutcomeFailed, err.Error()
 		return dl, errors.Join(err, r.audit.Append(ctx, entry))
 	}
+	span := sendSpan(ctx, &msg)
+	defer span.End()
 	if step != nil {
 		if err := step.beforeSend(ctx, msg); err != nil {
 			res.Rollback()
@@ -272,6 +275,7 @@ func (r *Resolver) replay(ctx context.Context, p auth.Principal, id uint64, step
 	err = r.sender.Send(pctx, msg)
 	cancel()
 	if err != nil {
+		span.SetStatus(codes.Error, "kafka did not acknowledge the replay")
 		res.Rollback()
 		logx.WithContext(ctx).Errorf("replay of dead letter %d to %s failed: %v", id, msg.Topic, err)
 		entry.Outcome, entry.Reason = store.OutcomeFailed, "kafka did not acknowledge the replay"

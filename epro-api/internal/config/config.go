@@ -394,6 +394,9 @@ func (c Config) ServerConf() rest.RestConf {
 	rc.Middlewares.Prometheus = false
 	rc.Middlewares.Metrics = c.StatLog
 	rc.Log.Stat = c.StatLog
+	// Tracing is off unless Telemetry.Endpoint names an exporter's collector; go-zero would otherwise record
+	// every span and export none.
+	rc.Telemetry.Disabled = rc.Telemetry.Disabled || rc.Telemetry.Endpoint == ""
 	return rc
 }
 

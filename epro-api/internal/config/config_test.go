@@ -60,6 +60,18 @@ func TestShippedConfig(t *testing.T) {
 	if c.StatLog || sc.Log.Stat {
 		t.Errorf("StatLog %v, Log.Stat %v: the stat lines must be off by default", c.StatLog, sc.Log.Stat)
 	}
+	// The shipped file picks OTLP; tracing stays off until Telemetry.Endpoint is set.
+	if c.Telemetry.Batcher != "otlpgrpc" || c.Telemetry.Sampler != 1 || c.Telemetry.Endpoint != "" {
+		t.Errorf("Telemetry = %+v", c.Telemetry)
+	}
+	// Tracing is off until Telemetry.Endpoint names a collector, and then on.
+	if !sc.Telemetry.Disabled {
+		t.Error("go-zero's trace agent would start without an endpoint")
+	}
+	c.Telemetry.Endpoint = "collector:4317"
+	if c.ServerConf().Telemetry.Disabled {
+		t.Error("Telemetry.Endpoint set, tracing still off")
+	}
 }
 
 // StatLog switches go-zero's stat lines (Log.Stat) and the request statistics they print (Middlewares.Metrics)

@@ -9,11 +9,14 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/zeromicro/go-zero/core/logx"
-	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	oteltrace "go.opentelemetry.io/otel/trace"
 
 	"github.com/epro-intake/common/errcode"
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/status"
+	"github.com/epro-intake/common/tracing"
 	"github.com/epro-intake/epro-api/internal/metrics"
 	"github.com/epro-intake/epro-api/internal/svc"
 )
@@ -29,10 +32,6 @@ const (
 	statusUnavailable = "unavailable"
 )
 
-// traceContext is W3C Trace Context on purpose rather than the global propagator: the record headers are part
-// of the wire contract (traceparent, tracestate), and client-sent baggage has no business on the topic.
-var traceContext = propagation.TraceContext{}
-
 // reportMessage is the Kafka record for env: keyed by patient so that one patient's reports stay in order on
 // one partition, and carrying the request id, schema version and the caller's trace context as headers.
 func reportMessage(ctx context.Context, topic string, env report.Envelope) (kafka.Message, error) {
@@ -44,14 +43,7 @@ func reportMessage(ctx context.Context, topic string, env report.Envelope) (kafk
 		{Key: report.HeaderRequestID, Value: []byte(env.RequestID)},
 		{Key: report.HeaderSchemaVersion, Value: []byte(strconv.Itoa(env.SchemaVersion))},
 	}
-	carrier := propagation.MapCarrier{}
-	traceContext.Inject(ctx, carrier)
-	for _, k := range []string{report.HeaderTraceparent, report.HeaderTracestate} {
-		if v := carrier.Get(k); v != "" {
-			headers = append(headers, kafka.Header{Key: k, Value: []byte(v)})
-		}
-	}
-	return kafka.Message{Topic: topic, Key: []byte(env.PatientID), Value: value, Headers: headers}, nil
+	return kafka.Message{Topic: topic, Key: []byte(env.PatientID), Value: value, Headers: tracing.Inject(ctx, headers)}, nil
 }
 
 // formatTime writes times the way encoding/json writes the envelope's receivedAt, so the 202 and the record
@@ -60,11 +52,26 @@ func formatTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339Nano)
 }
 
-// produce sends msgs and observes how long the Send took (epro_api_produce_duration_seconds).
+// produce sends msgs in a producer span, whose context replaces the trace headers of each record, and
+// observes how long the Send took (epro_api_produce_duration_seconds).
 func produce(ctx context.Context, svcCtx *svc.ServiceContext, msgs ...kafka.Message) error {
+	ctx, span := tracing.Tracer().Start(ctx, "send "+svcCtx.Config.Topic, oteltrace.WithSpanKind(oteltrace.SpanKindProducer),
+		oteltrace.WithAttributes(
+			attribute.String("messaging.system", "kafka"),
+			attribute.String("messaging.operation.type", "send"),
+			attribute.String("messaging.destination.name", svcCtx.Config.Topic),
+			attribute.Int("messaging.batch.message_count", len(msgs)),
+		))
+	defer span.End()
+	for i := range msgs {
+		msgs[i].Headers = tracing.Inject(ctx, msgs[i].Headers)
+	}
 	start := time.Now()
 	err := svcCtx.Producer.Send(ctx, msgs...)
 	svcCtx.Metrics.Produced(time.Since(start), err)
+	if err != nil {
+		span.SetStatus(codes.Error, "produce failed")
+	}
 	return err
 }
 

@@ -100,9 +100,12 @@ type RedisConf struct {
 	PoolSize int           `json:",default=32"`
 }
 
-// SetUp applies StatLog to the log settings and sets go-zero up (logs, DevServer) as ServiceConf.SetUp does.
+// SetUp applies StatLog to the log settings and sets go-zero up (logs, DevServer, tracing) as
+// ServiceConf.SetUp does. Tracing is off unless Telemetry.Endpoint names a collector: go-zero would otherwise
+// record every span and export none.
 func (c *Config) SetUp() error {
 	c.Log.Stat = c.StatLog
+	c.Telemetry.Disabled = c.Telemetry.Disabled || c.Telemetry.Endpoint == ""
 	return c.ServiceConf.SetUp()
 }
 

@@ -73,6 +73,14 @@ func TestStatLogIsOffByDefaultAndHealthHasItsDefaults(t *testing.T) {
 	if err := c.SetUp(); err != nil {
 		t.Fatal(err)
 	}
+	// The shipped file picks OTLP; tracing stays off until Telemetry.Endpoint is set.
+	if c.Telemetry.Batcher != "otlpgrpc" || c.Telemetry.Sampler != 1 || c.Telemetry.Endpoint != "" {
+		t.Errorf("Telemetry = %+v", c.Telemetry)
+	}
+	// No Telemetry.Endpoint: go-zero's trace agent stays off.
+	if !c.Telemetry.Disabled {
+		t.Error("tracing is on without a Telemetry.Endpoint")
+	}
 	var buf strings.Builder
 	logx.SetWriter(logx.NewWriter(&buf))
 	logx.Statf("CPU: %dm", 5)

@@ -7,10 +7,14 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/zeromicro/go-zero/core/logx"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	oteltrace "go.opentelemetry.io/otel/trace"
 
 	"github.com/epro-intake/common/backoff"
 	"github.com/epro-intake/common/deadletter"
 	"github.com/epro-intake/common/report"
+	"github.com/epro-intake/common/tracing"
 )
 
 // poison describes a record that can never be stored as it is: dead-lettered at once, its first and only
@@ -44,17 +48,24 @@ func (in *Ingester) failure(m kafka.Message, class, reason string, attempts int,
 // retrying until it is acknowledged or ctx ends. The caller counts m as finished only when this returns nil.
 // requestID, when known, is marked dead-lettered in the Redis status cache afterwards.
 func (in *Ingester) deadLetter(ctx context.Context, m kafka.Message, f deadletter.Failure, requestID string) error {
+	oteltrace.SpanFromContext(ctx).SetAttributes(outcomeAttr(outcomeDeadLettered), attribute.String("epro.dead_letter.class", f.Class))
 	if in.deadLetteredBefore(m) {
 		logx.Infof("%s/%d@%d was dead-lettered before a restart or rebalance; not writing it again", m.Topic, m.Partition, m.Offset)
 		return nil
 	}
-	dl := kafka.Message{Topic: in.conf.DLQTopic, Key: m.Key, Value: m.Value, Headers: deadletter.Headers(m.Headers, f)}
+	ctx, span := sendSpan(ctx, in.conf.DLQTopic)
+	defer span.End()
+	// The dead letter continues the record's trace as a child of the send span; dlq-worker's replay
+	// continues it from there.
+	headers := deadletter.Headers(tracing.Inject(ctx, m.Headers), f)
+	dl := kafka.Message{Topic: in.conf.DLQTopic, Key: m.Key, Value: m.Value, Headers: headers}
 	for attempt := 1; ; attempt++ {
 		err := in.dlq.Send(ctx, dl)
 		if err == nil {
 			break
 		}
 		if ctx.Err() != nil {
+			span.SetStatus(codes.Error, "dead-letter write not acknowledged")
 			return fmt.Errorf("dead-letter %s/%d@%d: %w", m.Topic, m.Partition, m.Offset, ctx.Err())
 		}
 		in.active()

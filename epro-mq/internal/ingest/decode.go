@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	oteltrace "go.opentelemetry.io/otel/trace"
 
 	"github.com/epro-intake/common/errcode"
 	"github.com/epro-intake/common/report"
@@ -22,14 +23,18 @@ import (
 func (in *Ingester) decodeAll(ctx context.Context, msgs []kafka.Message) ([]*entry, error) {
 	entries := make([]*entry, 0, len(msgs))
 	for _, m := range msgs {
+		span := processSpan(ctx, m)
 		row, err := decode(m)
 		if err != nil {
-			if err := in.deadLetter(ctx, m, in.poison(m, err.Error()), ""); err != nil {
+			err = in.deadLetter(oteltrace.ContextWithSpan(ctx, span), m, in.poison(m, err.Error()), "")
+			endSpan(span, err == nil)
+			if err != nil {
+				endSpans(entries)
 				return nil, err
 			}
 			continue
 		}
-		entries = append(entries, &entry{msg: m, row: row})
+		entries = append(entries, &entry{msg: m, row: row, span: span})
 	}
 	return entries, nil
 }

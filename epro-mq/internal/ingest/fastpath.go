@@ -42,6 +42,7 @@ func (in *Ingester) skipStored(ctx context.Context, entries []*entry) {
 	for _, e := range candidates {
 		if s, ok := stored[e.row.RequestID]; ok && s.ContentKnown && s.ContentSHA256 == e.row.ContentSHA256 {
 			e.done = true
+			e.outcome(outcomeDuplicate)
 			in.skipped.Add(1)
 		}
 	}

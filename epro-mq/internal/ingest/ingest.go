@@ -213,6 +213,7 @@ func (in *Ingester) HandleBatch(ctx context.Context, msgs []kafka.Message) error
 	if err != nil {
 		return err
 	}
+	defer endSpans(entries)
 	in.skipStored(ctx, entries)
 	for {
 		batch, blocked, pending := in.nextRound(entries)

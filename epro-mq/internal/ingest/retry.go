@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/codes"
+	oteltrace "go.opentelemetry.io/otel/trace"
 
 	"github.com/epro-intake/common/backoff"
 	"github.com/epro-intake/common/reportdb"
@@ -21,6 +23,8 @@ type entry struct {
 	first, last time.Time
 	lastErr     *PermanentError
 	done        bool
+	// span is the record's process span (processSpan), ended when HandleBatch returns.
+	span oteltrace.Span
 }
 
 func (e *entry) fail(err *PermanentError, now time.Time) {
@@ -64,7 +68,7 @@ func (in *Ingester) deadLetterExhausted(ctx context.Context, entries []*entry) (
 			continue
 		}
 		if e.attempts >= in.conf.MaxAttempts {
-			if err := in.deadLetter(ctx, e.msg, in.exhausted(e), e.row.RequestID); err != nil {
+			if err := in.deadLetter(e.traced(ctx), e.msg, in.exhausted(e), e.row.RequestID); err != nil {
 				return 0, err
 			}
 			e.done = true
@@ -129,6 +133,8 @@ func (in *Ingester) insert(ctx context.Context, batch []*entry) (allInserted boo
 			rows = append(rows, e.row)
 		}
 	}
+	ctx, span := insertSpan(ctx, batch, len(rows))
+	defer span.End()
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		n, err := in.rows.Insert(ctx, rows)
@@ -140,6 +146,7 @@ func (in *Ingester) insert(ctx context.Context, batch []*entry) (allInserted boo
 			return n == int64(len(batch)), nil
 		}
 		if err := in.transientPause(ctx, "insert", err, attempt); err != nil {
+			span.SetStatus(codes.Error, "insert failed")
 			return false, err
 		}
 	}
@@ -170,6 +177,7 @@ func (in *Ingester) settle(ctx context.Context, batch []*entry, allInserted bool
 	if allInserted {
 		for _, e := range batch {
 			e.done = true
+			e.outcome(outcomeStored)
 		}
 		in.observeStored(batch)
 		in.markStored(ctx, batch)
@@ -203,8 +211,10 @@ func (in *Ingester) settle(ctx context.Context, batch []*entry, allInserted bool
 			continue
 		case s.Topic == e.row.Topic && s.Partition == e.row.Partition && s.Offset == e.row.Offset:
 			wrote = append(wrote, e)
+			e.outcome(outcomeStored)
 		default:
 			in.duplicates.Add(1)
+			e.outcome(outcomeDuplicate)
 		}
 		// Same content, or a row from before content hashes whose envelope no longer parses: a duplicate.
 		e.done = true
@@ -213,7 +223,7 @@ func (in *Ingester) settle(ctx context.Context, batch []*entry, allInserted bool
 	// Stored first, so that a conflict in the same batch is what the status cache says last.
 	in.markStored(ctx, wrote)
 	for _, e := range conflicts {
-		if err := in.deadLetter(ctx, e.msg, in.conflict(e.msg), ""); err != nil {
+		if err := in.deadLetter(e.traced(ctx), e.msg, in.conflict(e.msg), ""); err != nil {
 			return err
 		}
 		e.done = true
