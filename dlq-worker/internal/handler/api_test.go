@@ -68,7 +68,7 @@ func TestAuthentication(t *testing.T) {
 		t.Errorf("operator list = %d", r.status)
 	}
 	// Unauthenticated endpoints.
-	for _, path := range []string{"/healthz", "/metrics", "/ui/", "/ui/app.js"} {
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/ui/", "/ui/app.js"} {
 		if r := w.do(http.MethodGet, path, "", nil); r.status != http.StatusOK {
 			t.Errorf("GET %s = %d", path, r.status)
 		}
@@ -486,5 +486,23 @@ func TestWebPageIsServed(t *testing.T) {
 	}
 	if r := w.do(http.MethodGet, "/ui/app.js", "", nil); !strings.Contains(r.header.Get("Content-Type"), "javascript") {
 		t.Errorf("app.js Content-Type = %q", r.header.Get("Content-Type"))
+	}
+}
+
+// Readiness follows MySQL: ready while it answers, 503 NOT_READY once it does not; liveness stays 200.
+func TestReadyzFollowsMySQL(t *testing.T) {
+	w := newWorker(t, workerOptions{})
+	if r := w.do(http.MethodGet, "/readyz", "", nil); r.status != http.StatusOK {
+		t.Fatalf("readyz with MySQL up = %d %s", r.status, r.body)
+	}
+	if err := w.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := w.do(http.MethodGet, "/readyz", "", nil)
+	if r.status != http.StatusServiceUnavailable || r.errorCode(t) != logic.CodeNotReady || r.header.Get("Retry-After") == "" {
+		t.Fatalf("readyz with MySQL closed = %d %s (Retry-After %q)", r.status, r.body, r.header.Get("Retry-After"))
+	}
+	if r := w.do(http.MethodGet, "/healthz", "", nil); r.status != http.StatusOK {
+		t.Fatalf("healthz with MySQL closed = %d", r.status)
 	}
 }

@@ -29,6 +29,11 @@ func RegisterHandlers(server *rest.Server, serverCtx *svc.ServiceContext) {
 				Path:    "/metrics",
 				Handler: MetricsHandler(serverCtx),
 			},
+			{
+				Method:  http.MethodGet,
+				Path:    "/readyz",
+				Handler: ReadyzHandler(serverCtx),
+			},
 		},
 	)
 

@@ -24,6 +24,8 @@ const (
 	CodeConflictNotReplayable = "CONFLICT_NOT_REPLAYABLE"
 	// CodeReplayUnavailable answers a replay Kafka did not acknowledge (503); the dead letter stays new.
 	CodeReplayUnavailable = "REPLAY_UNAVAILABLE"
+	// CodeNotReady answers /readyz while MySQL does not answer (503).
+	CodeNotReady = "NOT_READY"
 )
 
 // retryAfterSeconds is sent with REPLAY_UNAVAILABLE.
