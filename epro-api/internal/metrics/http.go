@@ -11,10 +11,10 @@ import (
 func (m *Metrics) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m.inFlight.Inc()
-		rec := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		rec := NewStatusRecorder(w)
 		defer func() {
 			m.inFlight.Dec()
-			m.Request(RouteOf(r.URL.Path), rec.status)
+			m.Request(RouteOf(r.URL.Path), rec.Status)
 		}()
 		next.ServeHTTP(rec, r)
 	})
@@ -41,31 +41,41 @@ func RouteOf(path string) int {
 	return len(Routes) - 1
 }
 
-type statusWriter struct {
+// StatusRecorder wraps a ResponseWriter and records the status and body bytes written through it; the metrics
+// handler, the access log and the trace middleware each read one.
+type StatusRecorder struct {
 	http.ResponseWriter
-	status      int
+	Status      int
+	Bytes       int
 	wroteHeader bool
 }
 
-func (s *statusWriter) WriteHeader(code int) {
+// NewStatusRecorder returns a recorder for w; the status is 200 until a handler writes another.
+func NewStatusRecorder(w http.ResponseWriter) *StatusRecorder {
+	return &StatusRecorder{ResponseWriter: w, Status: http.StatusOK}
+}
+
+func (s *StatusRecorder) WriteHeader(code int) {
 	if !s.wroteHeader {
-		s.status = code
+		s.Status = code
 		s.wroteHeader = true
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
 
-func (s *statusWriter) Write(b []byte) (int, error) {
+func (s *StatusRecorder) Write(b []byte) (int, error) {
 	s.wroteHeader = true
-	return s.ResponseWriter.Write(b)
+	n, err := s.ResponseWriter.Write(b)
+	s.Bytes += n
+	return n, err
 }
 
 // Flush passes a flush on, for the writers that support it.
-func (s *statusWriter) Flush() {
+func (s *StatusRecorder) Flush() {
 	if f, ok := s.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
 }
 
 // Unwrap lets http.ResponseController reach the connection.
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+func (s *StatusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -2,6 +2,8 @@
 package middleware
 
 import (
+	"github.com/epro-intake/epro-api/internal/metrics"
+
 	"context"
 	"io"
 	"net/http"
@@ -46,7 +48,7 @@ func AccessLog(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		e := &entry{}
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		rec := metrics.NewStatusRecorder(w)
 		// Counted rather than taken from Content-Length, which chunked bodies do not have.
 		body := &countingBody{ReadCloser: r.Body}
 		r.Body = body
@@ -57,16 +59,16 @@ func AccessLog(next http.HandlerFunc) http.HandlerFunc {
 		fields := []logx.LogField{
 			logx.Field("method", r.Method),
 			logx.Field("path", path),
-			logx.Field("status", rec.status),
+			logx.Field("status", rec.Status),
 			logx.Field("reqBytes", body.n),
-			logx.Field("respBytes", rec.bytes),
+			logx.Field("respBytes", rec.Bytes),
 		}
 		if len(e.requestIDs) > 0 {
 			fields = append(fields, logx.Field("requestIds", e.requestIDs))
 		}
 		e.mu.Unlock()
 		logger := logx.WithContext(r.Context()).WithDuration(time.Since(start))
-		if rec.status >= http.StatusInternalServerError {
+		if rec.Status >= http.StatusInternalServerError {
 			logger.Errorw("http", fields...)
 		} else {
 			logger.Infow("http", fields...)
@@ -84,31 +86,6 @@ func (c *countingBody) Read(p []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status      int
-	bytes       int
-	wroteHeader bool
-}
-
-func (s *statusRecorder) WriteHeader(code int) {
-	if !s.wroteHeader {
-		s.status = code
-		s.wroteHeader = true
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusRecorder) Write(b []byte) (int, error) {
-	s.wroteHeader = true
-	n, err := s.ResponseWriter.Write(b)
-	s.bytes += n
-	return n, err
-}
-
-// Unwrap lets http.ResponseController reach the connection.
-func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // logPath is path with every segment that is not a route word replaced (see routeWords).
 func logPath(path string) string {

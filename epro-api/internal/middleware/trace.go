@@ -26,11 +26,11 @@ func Trace(next http.Handler) http.Handler {
 		ctx := propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 		ctx, span := tracing.Tracer().Start(ctx, r.Method+" "+route, oteltrace.WithSpanKind(oteltrace.SpanKindServer),
 			oteltrace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("http.route", route)))
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		rec := metrics.NewStatusRecorder(w)
 		defer func() {
-			span.SetAttributes(attribute.Int("http.response.status_code", rec.status))
-			if rec.status >= http.StatusInternalServerError {
-				span.SetStatus(codes.Error, http.StatusText(rec.status))
+			span.SetAttributes(attribute.Int("http.response.status_code", rec.Status))
+			if rec.Status >= http.StatusInternalServerError {
+				span.SetStatus(codes.Error, http.StatusText(rec.Status))
 			}
 			span.End()
 		}()
