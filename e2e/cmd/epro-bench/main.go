@@ -69,6 +69,7 @@ type options struct {
 	out          string
 	keep         bool
 	profile      string
+	stock        bool
 	// overrides are "service:Key.Path=value" settings applied to the generated service configs.
 	overrides map[string]map[string]any
 }
@@ -130,6 +131,7 @@ func run() int {
 	flag.StringVar(&o.out, "out", "", "also write the figures as JSON to this file")
 	flag.BoolVar(&o.keep, "keep", false, "keep the database, topics and service logs afterwards")
 	flag.Var(setFlag{&o}, "set", "override one setting of a service's etc/*.yaml for this run, e.g. -set epro-mq:Pipeline.BatchWait=20ms (repeatable; the output names every override)")
+	flag.BoolVar(&o.stock, "stock", true, "after the other phases, stop the suite and run the closed loop against the stock go-zero + go-queue API (e2e/cmd/stock-api), then count what it acknowledged in Kafka")
 	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of epro-api, epro-mq and the generator during the closed-loop phase, and of epro-mq during the drain, into this directory")
 	flag.Parse()
 
