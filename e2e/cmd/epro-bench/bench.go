@@ -169,7 +169,10 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 	default:
 		pr, err := b.stockPhase(ctx, client, answers)
 		if err != nil {
-			return nil, err
+			// The suite's figures stand without the baseline: they are printed, and the run fails.
+			b.res.Stock = &StockResult{Skipped: "failed (the error follows the figures)"}
+			b.res.judge()
+			return b.res, fmt.Errorf("stock phase: %w", err)
 		}
 		p := newPhaseResult(pr)
 		p.Load += " (stock go-zero + go-queue API alone: epro-api and epro-mq stopped)"

@@ -64,7 +64,7 @@ func (b *bench) stockPhase(ctx context.Context, client *http.Client, answers loa
 	err := topic.Ensure(tctx, b.brokers, topic.Spec{Name: res.Topic, Partitions: o.partitions, Replication: 1})
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("stock: create topic: %w", err)
+		return nil, fmt.Errorf("create topic: %w", err)
 	}
 	b.topics = append(b.topics, res.Topic)
 
@@ -107,18 +107,20 @@ func (b *bench) stockPhase(ctx context.Context, client *http.Client, answers loa
 		return nil, fmt.Errorf("%w%s", err, b.logHint())
 	}
 
-	kc := &kafka.Client{Addr: kafka.TCP(b.brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	kc := &kafka.Client{Addr: kafka.TCP(b.brokers...), Timeout: 10 * time.Second, Transport: tr}
 	if o.warmup > 0 {
 		b.progress("stock: warm-up: %d reports on 8 connections", o.warmup)
 		spec := load.Spec{Name: "stock warm-up", Concurrency: 8, N: o.warmup, Duration: time.Minute, Tokens: b.st.Tokens}
 		lr := load.Run(ctx, client, postURL, load.Fresh{Answers: answers, Patients: o.patients}, spec)
 		if len(lr.Accepted) == 0 {
-			return nil, fmt.Errorf("stock warm-up: no 2xx in %d requests (statuses %v, %d connection errors)%s", lr.Sent, lr.Codes, lr.NetErrs, b.logHint())
+			return nil, fmt.Errorf("warm-up: no 2xx in %d requests (statuses %v, %d connection errors)%s", lr.Sent, lr.Codes, lr.NetErrs, b.logHint())
 		}
 		// Its records first, so that the phase's count starts from a still topic.
 		w := watchArrivals(ctx, kc, res.Topic, o.partitions, 0, len(lr.Accepted), lr.Sent, nil)
 		if w.err != nil {
-			return nil, fmt.Errorf("stock warm-up: %w", w.err)
+			return nil, fmt.Errorf("warm-up: %w", w.err)
 		}
 	}
 	start, err := topicRecords(ctx, kc, res.Topic, o.partitions)
@@ -133,7 +135,7 @@ func (b *bench) stockPhase(ctx context.Context, client *http.Client, answers loa
 	b.progress("%s: watching the topic for what it acknowledged (at most %s)", res.Phase, stockArrivalLimit)
 	w := watchArrivals(ctx, kc, res.Topic, o.partitions, start, res.Acknowledged, pr.load.Sent, b.cpu)
 	if w.err != nil {
-		return nil, fmt.Errorf("stock: %w", w.err)
+		return nil, w.err
 	}
 	res.RecordsAtLoadEnd, res.Records = w.atEnd, w.records
 	res.LastArrivalSeconds, res.WaitedSeconds = w.lastGrowth.Seconds(), w.waited.Seconds()
@@ -147,7 +149,7 @@ func (b *bench) stockPhase(ctx context.Context, client *http.Client, answers loa
 	res.InKafka, res.WrongKey, err = findReports(rctx, b.brokers, res.Topic, o.partitions, sent)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("stock: read back: %w", err)
+		return nil, fmt.Errorf("read back: %w", err)
 	}
 	b.progress("%s: acknowledged %d, in Kafka %d after %.1fs", res.Phase, res.Acknowledged, res.InKafka, res.LastArrivalSeconds)
 	if err := stopService(b.stock); err != nil {
@@ -236,7 +238,9 @@ func topicRecords(ctx context.Context, kc *kafka.Client, topic string, partition
 // findReports reads the topic from the start and counts the request ids of sent (id → patient) it holds
 // under their patient's key, and those it holds under another key. An id found twice counts once.
 func findReports(ctx context.Context, brokers []string, topic string, partitions int, sent map[string]string) (found, wrongKey int, err error) {
-	kc := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	kc := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}
 	seen := map[string]bool{}
 	for p := range partitions {
 		offs, err := kc.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.LastOffsetOf(p)}}})
