@@ -170,7 +170,7 @@ type arrivals struct {
 
 // watchArrivals polls the topic's end offsets from now on: the records added since start (the sum of the
 // end offsets at some earlier moment). It stops once want records are there and nothing has come for 3 s,
-// once max are there (every request sent), or after stockArrivalLimit. With cpu it samples the processes
+// once most are there (every request sent), or after stockArrivalLimit. With cpu it samples the processes
 // at each poll and keeps the sample taken when the topic last grew.
 func watchArrivals(ctx context.Context, kc *kafka.Client, topic string, partitions int, start int64, want, most int, cpu *cpuWatch) arrivals {
 	var a arrivals
