@@ -34,6 +34,7 @@ type bench struct {
 	st       *stack.Stack // nil with -api
 	mqCfg    string
 	api, mq  *stack.Proc
+	stock    *stack.Proc // the stock go-zero + go-queue API, during its phase
 	devPorts map[string]int
 
 	brokers []string
@@ -155,6 +156,27 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 		if err := b.rawMySQL(ctx); err != nil {
 			return nil, err
 		}
+	}
+
+	// Last, so that nothing before it runs without the suite.
+	switch {
+	case !o.stock:
+		b.res.Stock = &StockResult{Skipped: "-stock=false"}
+	case !b.managed:
+		b.res.Stock = &StockResult{Skipped: "the services of an already running suite cannot be stopped from here"}
+	case o.concurrency == 0:
+		b.res.Stock = &StockResult{Skipped: "no closed-loop phase to compare it with"}
+	default:
+		pr, err := b.stockPhase(ctx, client, answers)
+		if err != nil {
+			// The suite's figures stand without the baseline: they are printed, and the run fails.
+			b.res.Stock = &StockResult{Skipped: "failed (the error follows the figures)"}
+			b.res.judge()
+			return b.res, fmt.Errorf("stock phase: %w", err)
+		}
+		p := newPhaseResult(pr)
+		p.Load += " (stock go-zero + go-queue API alone: epro-api and epro-mq stopped)"
+		b.res.Phases = append(b.res.Phases, p)
 	}
 	b.res.judge()
 	failed = false

@@ -49,6 +49,17 @@ func newCPUWatch() *cpuWatch {
 
 func (w *cpuWatch) set(name string, pid int) { w.pids[name] = []int{pid} }
 
+// drop stops watching name, once its process has ended.
+func (w *cpuWatch) drop(name string) { delete(w.pids, name) }
+
+// micros is name's CPU time per item in µs, 0 when it was not measured.
+func (u CPUUse) micros(name string, items int) float64 {
+	if items == 0 {
+		return 0
+	}
+	return u.Procs[name] / 100 * u.Seconds / float64(items) * 1e6
+}
+
 type cpuSample struct {
 	at          time.Time
 	busy, total uint64
@@ -145,7 +156,7 @@ func (u CPUUse) perItem(items int, unit string) string {
 	var b strings.Builder
 	total := 0.0
 	for _, n := range u.busiest() {
-		us := u.Procs[n] / 100 * u.Seconds / float64(items) * 1e6
+		us := u.micros(n, items)
 		if us < 0.5 {
 			continue
 		}

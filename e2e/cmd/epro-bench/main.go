@@ -1,8 +1,12 @@
 // epro-bench measures the ePRO intake suite under load on one machine and holds it to two raw limits taken
 // in the same run on the same servers: a plain kafka-go Writer (what the API's produce path could reach) and
-// plain batched INSERTs into MariaDB (what the consumer's writes could reach).
+// plain batched INSERTs into MariaDB (what the consumer's writes could reach). Last, with epro-api and epro-mq
+// stopped, it runs the same closed loop against what a user would deploy instead, the stock go-zero +
+// go-queue API (e2e/cmd/stock-api: 202 once kq.Pusher has buffered the report, before Kafka has it), counts
+// how many of its acknowledged reports reach Kafka and when, and holds the suite to its accepted/s, its CPU
+// per report and its p99 (-stock=false skips it).
 //
-// By default it builds epro-api and epro-mq from this checkout and runs them against the real Kafka, MariaDB
+// By default it builds epro-api, epro-mq and stock-api from this checkout and runs them against the real Kafka, MariaDB
 // and Redis named by EPRO_KAFKA_BROKERS, EPRO_MYSQL_DSN and EPRO_REDIS_ADDR (the local servers of
 // deploy/scripts/services.sh when unset), in a database and on topics of its own that it removes afterwards.
 // -embedded uses in-process stand-ins instead, whose figures mean nothing. -api and -mysql-dsn point it at
@@ -69,6 +73,7 @@ type options struct {
 	out          string
 	keep         bool
 	profile      string
+	stock        bool
 	// overrides are "service:Key.Path=value" settings applied to the generated service configs.
 	overrides map[string]map[string]any
 }
@@ -130,6 +135,7 @@ func run() int {
 	flag.StringVar(&o.out, "out", "", "also write the figures as JSON to this file")
 	flag.BoolVar(&o.keep, "keep", false, "keep the database, topics and service logs afterwards")
 	flag.Var(setFlag{&o}, "set", "override one setting of a service's etc/*.yaml for this run, e.g. -set epro-mq:Pipeline.BatchWait=20ms (repeatable; the output names every override)")
+	flag.BoolVar(&o.stock, "stock", true, "after the other phases, stop the suite and run the closed loop against the stock go-zero + go-queue API (e2e/cmd/stock-api), then count what it acknowledged in Kafka")
 	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of epro-api, epro-mq and the generator during the closed-loop phase, and of epro-mq during the drain, into this directory")
 	flag.Parse()
 

@@ -20,6 +20,11 @@ const (
 	targetDrainRatio   = 0.60 // drain rows/s ÷ raw INSERT rows/s
 	targetE2EP99Ms     = 50.0 // open loop at 1000/s
 	targetAPIP99Ms     = 10.0
+	// Against the stock go-zero + go-queue API on the same machine in the same run: at least its accepted/s,
+	// less CPU per report, a p99 no worse, while keeping acks=all before the 2xx.
+	targetStockAccepted = 1.0 // closed loop accepted/s ÷ stock accepted/s, at least
+	targetStockCPU      = 1.0 // epro-api µs CPU per report ÷ stock API's, below
+	targetStockP99      = 1.0 // closed loop API p99 ÷ stock API p99, at most
 )
 
 // Result is everything one run measured; -out writes it as JSON.
@@ -43,6 +48,7 @@ type Result struct {
 	DrainCPU  CPUUse        `json:"-"`
 	RawKafka  *RawKafka     `json:"rawKafka,omitempty"`
 	RawMySQL  []RawMySQL    `json:"rawMySQL,omitempty"`
+	Stock     *StockResult  `json:"stock,omitempty"`
 	Integrity Integrity     `json:"integrity"`
 	Targets   []Target      `json:"targets"`
 }
@@ -141,7 +147,7 @@ func newResult(o options) *Result {
 			"rateDuration": o.rateDuration.String(), "rateN": o.rateN, "maxInflight": o.maxInflight,
 			"patients": o.patients, "partitions": o.partitions, "backlog": o.backlog, "warmup": o.warmup,
 			"rawDuration": o.rawDuration.String(), "rawWriters": o.rawWriters, "rawBatch": o.rawBatches,
-			"rawConns": o.rawConns, "rawRows": o.rawRows,
+			"rawConns": o.rawConns, "rawRows": o.rawRows, "stock": o.stock,
 		},
 		Overrides: o.overrides,
 	}
@@ -167,8 +173,9 @@ func newPhaseResult(p *phaseRun) PhaseResult {
 // judge fills Targets from the figures.
 func (r *Result) judge() {
 	r.Meaningful = r.Infra != "embedded"
-	ratio := func(name string, num, den float64, numText, denText string, goal float64) Target {
-		t := Target{Name: name, Goal: fmt.Sprintf("≥ %.0f%%", goal*100), Status: "n/a"}
+	// ratioOp is num ÷ den held to goal by op: "≥", "≤" or "<".
+	ratioOp := func(name string, num, den float64, numText, denText, op string, goal float64) Target {
+		t := Target{Name: name, Goal: fmt.Sprintf("%s %.0f%%", op, goal*100), Status: "n/a"}
 		if num <= 0 || den <= 0 {
 			t.Measured = "not measured"
 			return t
@@ -176,13 +183,27 @@ func (r *Result) judge() {
 		v := num / den
 		t.Ratio = &v
 		t.Measured = fmt.Sprintf("%s ÷ %s = %.0f%%", numText, denText, v*100)
-		t.Status = passMiss(v >= goal)
+		switch op {
+		case "≥":
+			t.Status = passMiss(v >= goal)
+		case "≤":
+			t.Status = passMiss(v <= goal)
+		default:
+			t.Status = passMiss(v < goal)
+		}
 		return t
 	}
+	ratio := func(name string, num, den float64, numText, denText string, goal float64) Target {
+		return ratioOp(name, num, den, numText, denText, "≥", goal)
+	}
 
-	var closed, open *PhaseResult
+	var closed, open, stock *PhaseResult
 	for i := range r.Phases {
 		p := &r.Phases[i]
+		if r.Stock != nil && r.Stock.Skipped == "" && p.Name == r.Stock.Phase {
+			stock = p
+			continue
+		}
 		if p.Name == "backlog" {
 			continue
 		}
@@ -233,6 +254,24 @@ func (r *Result) judge() {
 	r.Targets = append(r.Targets,
 		limit(openName+" end-to-end p99 (202 → stored_at)", e2e, haveE2E, targetE2EP99Ms),
 		limit(openName+" API p99 (from scheduled send)", apiP99, haveAPI, targetAPIP99Ms))
+
+	// The stock API: its accepted/s and p99 from its phase; its CPU per report until its last record reached
+	// Kafka, since it answers before it writes.
+	closedName, stockAcc, stockP99, stockCPU, closedP99, apiCPU := "closed loop", 0.0, 0.0, 0.0, 0.0, 0.0
+	if closed != nil {
+		closedName, closedP99, apiCPU = closed.Name, closed.API.P99, closed.CPU.micros("epro-api", closed.Accepted)
+	}
+	if stock != nil {
+		stockAcc, stockP99 = stock.AcceptedPerSec, stock.API.P99
+		stockCPU = r.Stock.CPU.micros("stock-api", r.Stock.Acknowledged)
+	}
+	r.Targets = append(r.Targets,
+		ratioOp(closedName+" accepted/s ÷ stock go-zero+kq accepted/s", acc, stockAcc,
+			fmtRate(acc)+"/s", fmtRate(stockAcc)+"/s", "≥", targetStockAccepted),
+		ratioOp("epro-api µs CPU/report ÷ stock API µs CPU/report", apiCPU, stockCPU,
+			fmt.Sprintf("%.0f µs", apiCPU), fmt.Sprintf("%.0f µs", stockCPU), "<", targetStockCPU),
+		ratioOp(closedName+" API p99 ÷ stock p99", closedP99, stockP99,
+			fmtMs(closedP99)+" ms", fmtMs(stockP99)+" ms", "≤", targetStockP99))
 
 	in := r.Integrity
 	r.Targets = append(r.Targets, Target{
@@ -383,6 +422,22 @@ func (r *Result) print(w io.Writer) {
 		fmt.Fprintf(w, "\ndrain: %s rows/s over %d rows in %.2fs (%.1f rows per INSERT); restart → first row %.1fs, restart → all rows %.1fs\n",
 			fmtRate(d.RowsPerSec), d.Rows, d.Seconds, d.RowsPerInsert, d.StartupSeconds, d.WallSeconds)
 		fmt.Fprintf(w, "  method: %s\n", d.Method)
+	}
+	if s := r.Stock; s != nil && s.Skipped != "" {
+		fmt.Fprintf(w, "\nstock go-zero + go-queue API: not measured (%s)\n", s.Skipped)
+	} else if s != nil {
+		fmt.Fprintf(w, "\nstock go-zero + go-queue API (%s, topic %s): acknowledged %d, in Kafka %d after %.1f s\n",
+			s.Phase, s.Topic, s.Acknowledged, s.InKafka, s.LastArrivalSeconds)
+		fmt.Fprintf(w, "  when the load ended the topic held %d records of the phase; %d when the wait ended (%.1f s)", s.RecordsAtLoadEnd, s.Records, s.WaitedSeconds)
+		if s.WrongKey > 0 {
+			fmt.Fprintf(w, "; %d acknowledged reports under another key than their patient", s.WrongKey)
+		}
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "  CPU from its first request to its last record in Kafka: %s\n", s.CPU)
+		if per := s.CPU.perItem(s.Acknowledged, "report"); per != "" {
+			fmt.Fprintf(w, "    %s\n", per)
+		}
+		fmt.Fprintf(w, "  setup: %s\n", s.Setup)
 	}
 	in := r.Integrity
 	fmt.Fprintf(w, "\nintegrity (%s): accepted %d, rows %d, lost %d, duplicated %d, unexpected %d (%d answered non-202 but stored, %d never sent)\n",

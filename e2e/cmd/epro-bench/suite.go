@@ -87,8 +87,12 @@ func (b *bench) startSuite(ctx context.Context) error {
 		return err
 	}
 	b.st = &stack.Stack{Root: root, Bin: filepath.Join(dir, "bin"), Dir: dir, Tokens: tokens}
-	b.progress("building epro-api and epro-mq")
-	if err := stack.Build(ctx, root, b.st.Bin, "epro-api", "epro-mq"); err != nil {
+	services := []string{"epro-api", "epro-mq"}
+	if o.stock {
+		services = append(services, "stock-api")
+	}
+	b.progress("building %s", strings.Join(services, ", "))
+	if err := stack.Build(ctx, root, b.st.Bin, services...); err != nil {
 		return err
 	}
 
@@ -264,7 +268,7 @@ func (b *bench) startEmbedded() (*stack.Infra, error) {
 // cleanup stops the services, then removes what the run created, newest first. The run directory with the
 // service logs stays when the run failed or -keep was given.
 func (b *bench) cleanup(failed bool) {
-	for _, p := range []*stack.Proc{b.api, b.mq} {
+	for _, p := range []*stack.Proc{b.stock, b.api, b.mq} {
 		if p != nil {
 			if err := stopService(p); err != nil {
 				b.progress("%v", err)

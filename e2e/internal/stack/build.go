@@ -57,17 +57,30 @@ func Root(ctx context.Context) (string, error) {
 	}
 }
 
-// Build builds each module's main package (root/<module>) into outDir/<module>. Each module is built on its
-// own go.mod (GOWORK=off), as its Docker image is, so the binaries are what a release would ship. No -race:
-// the binaries are the system under test, not code under the race detector. A module that does not build
-// is an error that carries the compiler's output.
-func Build(ctx context.Context, root, outDir string, modules ...string) error {
+// serviceDirs are the main packages that are not a module of their own, by binary name. stock-api is the
+// stock go-zero + go-queue intake epro-bench measures the suite against; it lives in the e2e module.
+var serviceDirs = map[string]string{"stock-api": "e2e/cmd/stock-api"}
+
+// ServiceDir is where service's main package and its etc/ directory are, relative to the repository root:
+// the module of that name for the suite's services.
+func ServiceDir(service string) string {
+	if d, ok := serviceDirs[service]; ok {
+		return d
+	}
+	return service
+}
+
+// Build builds each service's main package (root/ServiceDir) into outDir/<service>. Each is built on its
+// module's own go.mod (GOWORK=off), as its Docker image is, so the binaries are what a release would ship.
+// No -race: the binaries are the system under test, not code under the race detector. A service that does
+// not build is an error that carries the compiler's output.
+func Build(ctx context.Context, root, outDir string, services ...string) error {
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", outDir, err)
 	}
-	for _, m := range modules {
+	for _, m := range services {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(outDir, m), ".")
-		cmd.Dir = filepath.Join(root, m)
+		cmd.Dir = filepath.Join(root, ServiceDir(m))
 		cmd.Env = append(os.Environ(), "GOWORK=off")
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out

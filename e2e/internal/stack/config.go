@@ -12,7 +12,7 @@ import (
 )
 
 // ConfigPath is a service's own config, relative to the repository root.
-func ConfigPath(service string) string { return service + "/etc/" + service + ".yaml" }
+func ConfigPath(service string) string { return ServiceDir(service) + "/etc/" + service + ".yaml" }
 
 var (
 	envRef         = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
