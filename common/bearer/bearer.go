@@ -262,7 +262,14 @@ func (v *Verifier) reuse(ctx context.Context, sum [sha256.Size]byte, e *verified
 		v.cache.drop(sum)
 		return Identity{}, true, fmt.Errorf("%w: %w: %w", ErrInvalidToken, jwt.ErrTokenUnverifiable, err)
 	}
-	if !sameKey(key, e.key) {
+	switch same, material := sameKey(key, e.key); {
+	case material:
+		// The key set was fetched again and still has the key: remember the new copy, which the next use
+		// finds the same at once.
+		fresh := *e
+		fresh.key = key
+		v.cache.put(sum, &fresh)
+	case !same:
 		v.cache.drop(sum)
 		return Identity{}, false, nil
 	}

@@ -3,6 +3,8 @@ package bearer
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
 	"crypto/sha256"
 	"maps"
 	"slices"
@@ -93,16 +95,28 @@ func reusable(key any) bool {
 	return false
 }
 
-// sameKey reports whether the key set's answer now, a, is the key material that verified a token, b.
-func sameKey(a, b any) bool {
+// sameKey reports whether the key set's answer now, a, is the key material that verified a token, b. same
+// is true when a is the very key b (the key set has not been fetched since), material when a is another copy
+// of b's material (a refresh that kept the key): comparing that costs more than the rest of a cached
+// verification.
+func sameKey(a, b any) (same, material bool) {
 	switch a := a.(type) {
 	case []byte:
 		b, ok := b.([]byte)
-		return ok && bytes.Equal(a, b)
-	case interface{ Equal(crypto.PublicKey) bool }:
-		return a.Equal(b)
+		return ok && bytes.Equal(a, b), false
+	case *rsa.PublicKey:
+		if b, ok := b.(*rsa.PublicKey); ok && a == b {
+			return true, false
+		}
+	case *ecdsa.PublicKey:
+		if b, ok := b.(*ecdsa.PublicKey); ok && a == b {
+			return true, false
+		}
 	}
-	return false
+	if a, ok := a.(interface{ Equal(crypto.PublicKey) bool }); ok {
+		return false, a.Equal(b)
+	}
+	return false, false
 }
 
 // clone returns id with its own slice and map, so a caller changing its Identity cannot change the cache's.
