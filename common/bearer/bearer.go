@@ -258,7 +258,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
 func (v *Verifier) reuse(ctx context.Context, sum [sha256.Size]byte, e *verified) (id Identity, hit bool, err error) {
 	key, err := v.keys(ctx)(e.header)
 	if err != nil {
-		// The key was withdrawn: a full verification fails at the same step.
+		// The key set has no such key now (or could not be asked): a full verification fails at this step too.
 		v.cache.drop(sum)
 		return Identity{}, true, fmt.Errorf("%w: %w: %w", ErrInvalidToken, jwt.ErrTokenUnverifiable, err)
 	}
