@@ -8,14 +8,25 @@
 // fetched at start, refreshed periodically and, rate-limited, when a token names an unknown key id, so a
 // rotated key is picked up without a restart and a removed key is refused after the next refresh. hs256
 // checks tokens signed with one shared secret, for development.
+//
+// A Verifier remembers up to cacheTokens tokens that passed (by their SHA-256, never the token itself), since
+// a patient's app sends the same token on every request: a repeated token is not parsed or its signature
+// checked again, but every decision is still the one a full verification would give at that moment. exp,
+// nbf and iat are checked against the clock on each use, and the key that verified the token must still be
+// what the key set gives for its kid (same material), so a withdrawn key refuses its tokens after the same
+// refresh as without the cache, and a kid reused for other material makes the token be verified again.
+// Refused tokens are not remembered: a refusal can turn into an acceptance (nbf reached, a key published),
+// and tokens nobody trusted signed cannot fill the cache.
 package bearer
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
@@ -140,9 +151,15 @@ type Verifier struct {
 	conf  Conf
 	rules Rules
 	// keys returns the keyfunc for one verification; ctx bounds a key set fetch it may cause.
-	keys    func(ctx context.Context) jwt.Keyfunc
-	methods []string
-	stop    context.CancelFunc
+	keys func(ctx context.Context) jwt.Keyfunc
+	// parser checks a token in full; validator, built from the same options, checks the claims of a token
+	// verified before.
+	parser    *jwt.Parser
+	validator *jwt.Validator
+	cache     *tokenCache
+	// full counts full verifications (parse and signature check), for the package's tests.
+	full atomic.Int64
+	stop context.CancelFunc
 }
 
 // New returns a Verifier for c. In oidc mode it fetches the key set first and fails with a clear error if
@@ -154,11 +171,11 @@ func New(c Conf, r Rules) (*Verifier, error) {
 	if r.Claim != "" && len(r.Values) == 0 {
 		return nil, fmt.Errorf("bearer: claim %q has no allowed values", r.Claim)
 	}
-	v := &Verifier{conf: c, rules: r, stop: func() {}}
+	v := &Verifier{conf: c, rules: r, cache: newTokenCache(cacheTokens), stop: func() {}}
 	if c.Mode == ModeHS256 {
 		secret := []byte(c.Secret)
 		v.keys = func(context.Context) jwt.Keyfunc { return func(*jwt.Token) (any, error) { return secret, nil } }
-		v.methods = []string{jwt.SigningMethodHS256.Alg()}
+		v.checks([]string{jwt.SigningMethodHS256.Alg()})
 		return v, nil
 	}
 	// The refresh goroutine lives until Close; keyfunc ties it to this context.
@@ -182,23 +199,20 @@ func New(c Conf, r Rules) (*Verifier, error) {
 		return nil, fmt.Errorf("bearer: fetch key set %s: %w", url, err)
 	}
 	v.keys = kf.KeyfuncCtx
-	v.methods = c.Algorithms
+	v.checks(c.Algorithms)
 	v.stop = cancel
 	return v, nil
 }
 
-// Close stops the key refresh. The Verifier must not be used afterwards.
-func (v *Verifier) Close() { v.stop() }
-
-// Verify checks token and returns whom it names. A key set fetch it causes (a token naming an unknown key
-// id) ends with ctx or after FetchTimeout.
-func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
+// checks builds the parser and the claims validator: one set of options, so a token verified before is held
+// to exactly the rules of a full verification.
+func (v *Verifier) checks(methods []string) {
 	now := time.Now
 	if v.rules.Now != nil {
 		now = v.rules.Now
 	}
 	opts := []jwt.ParserOption{
-		jwt.WithValidMethods(v.methods),
+		jwt.WithValidMethods(methods),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(v.conf.Leeway),
@@ -210,10 +224,92 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
 	if v.conf.Audience != "" {
 		opts = append(opts, jwt.WithAudience(v.conf.Audience))
 	}
-	var c claims
-	if _, err := jwt.ParseWithClaims(token, &c, v.keys(ctx), opts...); err != nil {
-		return Identity{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	v.parser = jwt.NewParser(opts...)
+	v.validator = jwt.NewValidator(opts...)
+}
+
+// Close stops the key refresh. The Verifier must not be used afterwards.
+func (v *Verifier) Close() { v.stop() }
+
+// Verify checks token and returns whom it names. A key set fetch it causes (a token naming an unknown key
+// id) ends with ctx or after FetchTimeout.
+//
+// A token verified before is not parsed or its signature checked again: its exp, nbf and iat are checked
+// against the clock on every use, and the key set is asked again for the token's key, which must still be
+// the key (same kid, same material) that verified it; a key set that no longer has it refuses the token, one
+// that has other material under its kid makes Verify check the token in full.
+func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
+	sum := sha256.Sum256([]byte(token))
+	if e := v.cache.get(sum); e != nil {
+		id, hit, err := v.reuse(ctx, sum, e)
+		if hit {
+			return id, err
+		}
 	}
+	id, e, err := v.verify(ctx, token)
+	if e != nil {
+		v.cache.put(sum, e)
+	}
+	return id, err
+}
+
+// reuse decides on a token whose signature e.key verified before, as a full verification would now. hit is
+// false when the key set now gives other material for the token's key id: the token must be verified again.
+func (v *Verifier) reuse(ctx context.Context, sum [sha256.Size]byte, e *verified) (id Identity, hit bool, err error) {
+	key, err := v.keys(ctx)(e.header)
+	if err != nil {
+		// The key set has no such key now (or could not be asked): a full verification fails at this step too.
+		v.cache.drop(sum)
+		return Identity{}, true, fmt.Errorf("%w: %w: %w", ErrInvalidToken, jwt.ErrTokenUnverifiable, err)
+	}
+	switch same, material := sameKey(key, e.key); {
+	case material:
+		// The key set was fetched again and still has the key: remember the new copy, which the next use
+		// finds the same at once.
+		fresh := *e
+		fresh.key = key
+		v.cache.put(sum, &fresh)
+	case !same:
+		v.cache.drop(sum)
+		return Identity{}, false, nil
+	}
+	if err := v.validator.Validate(e.claims); err != nil {
+		if errors.Is(err, jwt.ErrTokenExpired) {
+			v.cache.drop(sum) // for good, as long as the clock does not go back
+		}
+		return Identity{}, true, fmt.Errorf("%w: %w: %w", ErrInvalidToken, jwt.ErrTokenInvalidClaims, err)
+	}
+	return e.id.clone(), true, nil
+}
+
+// verify parses token and checks its signature, claims and Rules. For a token that passes it also returns
+// what a later use must check again, unless the key that verified it cannot be compared (a key set).
+func (v *Verifier) verify(ctx context.Context, token string) (Identity, *verified, error) {
+	v.full.Add(1)
+	keys := v.keys(ctx)
+	var key any // what the key set gave for the token
+	var c claims
+	tok, err := v.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
+		k, err := keys(t)
+		key = k
+		return k, err
+	})
+	if err != nil {
+		return Identity{}, nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
+	id, err := v.identify(c)
+	if err != nil {
+		return Identity{}, nil, err
+	}
+	if !reusable(key) {
+		return id, nil, nil
+	}
+	return id, &verified{header: &jwt.Token{Header: tok.Header, Method: tok.Method}, key: key,
+		claims: c.RegisteredClaims, id: id.clone()}, nil
+}
+
+// identify reads whom the verified claims c name, under the Rules.
+func (v *Verifier) identify(c claims) (Identity, error) {
 	id := Identity{Issuer: c.Issuer}
 	if err := c.string(v.conf.SubjectClaim, &id.Subject); err != nil || id.Subject == "" {
 		return Identity{}, fmt.Errorf("%w: subject claim %q missing or not a string", ErrInvalidToken, v.conf.SubjectClaim)

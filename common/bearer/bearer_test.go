@@ -37,7 +37,7 @@ type jwks struct {
 	srv     *httptest.Server
 }
 
-func newJWKS(t *testing.T) *jwks {
+func newJWKS(t testing.TB) *jwks {
 	t.Helper()
 	j := &jwks{keys: map[string]any{}}
 	j.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -82,7 +82,7 @@ func (j *jwks) remove(kid string) {
 	delete(j.keys, kid)
 }
 
-func rsaKey(t *testing.T) *rsa.PrivateKey {
+func rsaKey(t testing.TB) *rsa.PrivateKey {
 	t.Helper()
 	k, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
