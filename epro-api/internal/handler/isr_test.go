@@ -19,8 +19,8 @@ import (
 // a leader does when the in-sync replicas have shrunk below min.insync.replicas (NOT_ENOUGH_REPLICAS), when
 // they shrank after the leader appended (NOT_ENOUGH_REPLICAS_AFTER_APPEND), during an election
 // (LEADER_NOT_AVAILABLE) or when the followers did not confirm within the request's timeout
-// (REQUEST_TIMED_OUT). A real cluster answers these only with replication, so the embedded broker stands in
-// for it on every run; e2e's cluster tests take a real one down to two and one replicas.
+// (REQUEST_TIMED_OUT). A real broker answers these only in a replicated cluster with brokers down, so this
+// test uses a broker of its own, embedded, whatever EPRO_TEST_KAFKA_BROKERS says.
 type refusingBroker struct {
 	brokers  []string
 	produces atomic.Int64 // produce requests refused
