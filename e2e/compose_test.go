@@ -50,6 +50,7 @@ type composeService struct {
 	Command     any   `yaml:"command"`
 	Environment any   `yaml:"environment"`
 	Ports       []any `yaml:"ports"`
+	Volumes     []any `yaml:"volumes"`
 	DependsOn   any   `yaml:"depends_on"`
 	Healthcheck *struct {
 		Test    any  `yaml:"test"`
@@ -270,12 +271,18 @@ func topicValues(v any) []string {
 	return out
 }
 
-type createdTopic struct{ partitions, replication int }
+// createdTopic is what a kafka-topics.sh --create call asks for; configs holds its --config key=value pairs.
+type createdTopic struct {
+	partitions, replication int
+	configs                 map[string]string
+}
 
 var (
 	topicFlag       = regexp.MustCompile(`--topic[= ]+'?([^\s']+)'?`)
 	partitionsFlag  = regexp.MustCompile(`--partitions[= ]+(\d+)`)
 	replicationFlag = regexp.MustCompile(`--replication-factor[= ]+(\d+)`)
+	configFlag      = regexp.MustCompile(`--config[= ]+([^\s=]+)=(\S+)`)
+	bootstrapFlag   = regexp.MustCompile(`--bootstrap-server[= ]+(\S+)`)
 )
 
 // createdTopics reads the kafka-topics.sh --create calls of the topics service.
@@ -293,10 +300,13 @@ func createdTopics(t *testing.T, svc composeService) map[string]createdTopic {
 			t.Errorf("topics: cannot read --topic and --partitions from %q", strings.TrimSpace(call))
 			continue
 		}
-		ct := createdTopic{replication: 1}
+		ct := createdTopic{replication: 1, configs: map[string]string{}}
 		ct.partitions, _ = strconv.Atoi(parts[1])
 		if rf := replicationFlag.FindStringSubmatch(call); rf != nil {
 			ct.replication, _ = strconv.Atoi(rf[1])
+		}
+		for _, kv := range configFlag.FindAllStringSubmatch(call, -1) {
+			ct.configs[kv[1]] = kv[2]
 		}
 		created[name[1]] = ct
 	}
@@ -317,29 +327,35 @@ func TestComposeTopics(t *testing.T) {
 	})
 }
 
-// checkTopicsService checks that the topics service creates exactly common/report's topics, as the broker's
-// image, and returns them.
+// checkTopicsService checks that the topics service creates exactly common/report's topics, with the
+// production settings, as the brokers' image, and returns them.
 func checkTopicsService(t *testing.T, c composeFile) map[string]createdTopic {
 	t.Helper()
 	topics, ok := c.Services["topics"]
 	if !ok {
 		t.Fatal("docker-compose.yml has no topics service")
 	}
-	if kafka, ok := c.Services["kafka"]; !ok || topics.Image != kafka.Image {
-		t.Errorf("topics runs image %q, want the broker's %q so the tools match it", topics.Image, kafka.Image)
+	for _, name := range kafkaNodes(c) {
+		if node := c.Services[name]; topics.Image != node.Image {
+			t.Errorf("topics runs image %q, want the broker's %q (%s) so the tools match it", topics.Image, node.Image, name)
+		}
 	}
 	created := createdTopics(t, topics)
-	want := map[string]createdTopic{
-		report.Topic:    {partitions: 12, replication: 1},
-		report.DLQTopic: {partitions: 3, replication: 1},
-	}
-	for name, w := range want {
-		switch got, ok := created[name]; {
-		case !ok:
+	want := map[string]int{report.Topic: 12, report.DLQTopic: 3}
+	for name, partitions := range want {
+		got, ok := created[name]
+		if !ok {
 			t.Errorf("topics does not create %s (common/report)", name)
-		case got != w:
+			continue
+		}
+		if got.partitions != partitions || got.replication != productionReplication {
 			t.Errorf("topics creates %s with %d partitions, replication %d; want %d, %d",
-				name, got.partitions, got.replication, w.partitions, w.replication)
+				name, got.partitions, got.replication, partitions, productionReplication)
+		}
+		for key, value := range productionTopicConfigs {
+			if got.configs[key] != value {
+				t.Errorf("topics creates %s with --config %s=%q; want %s", name, key, got.configs[key], value)
+			}
 		}
 	}
 	for name := range created {

@@ -129,7 +129,8 @@ type api struct {
 
 type apiOptions struct {
 	partitions int
-	// brokers overrides the Kafka brokers (an unreachable address for outage tests); no topic is created.
+	// brokers overrides the Kafka brokers (an unreachable address for outage tests, a broker of the test's
+	// own); the topic is created on them only when partitions is set.
 	brokers []string
 	// mysqlDSN overrides the MySQL DSN; "" means a fresh infratest database.
 	mysqlDSN string
@@ -151,6 +152,9 @@ func newAPI(t *testing.T, o apiOptions) *api {
 	if o.brokers != nil {
 		a.brokers = o.brokers
 		a.topic = infratest.UniqueName(t, "epro_reports")
+		if o.partitions > 0 {
+			infratest.CreateTopic(t, a.brokers, a.topic, o.partitions)
+		}
 	} else {
 		a.brokers = infratest.Kafka(t)
 		a.topic = infratest.UniqueName(t, "epro_reports")

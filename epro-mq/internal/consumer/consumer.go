@@ -302,6 +302,10 @@ func (c *ReportConsumer) runGeneration(gen *kafka.Generation) {
 			c.consumePartition(gctx, a, parts[a.ID])
 		})
 	}
+	// The committer commits through gen the trackers of gen's own assignment, and returns before the member
+	// rejoins. A record finished later (a store that completed after the drain timed out) lands in a tracker
+	// nobody commits, so no commit ever names a partition this member no longer owns (kafka-go #1308: its
+	// Reader commits such an offset under the member's next generation, moving the new owner's offset back).
 	gen.Start(func(gctx context.Context) {
 		ticker := time.NewTicker(c.conf.CommitInterval)
 		defer ticker.Stop()
@@ -415,7 +419,10 @@ func (c *ReportConsumer) consumePartition(gctx context.Context, a kafka.Partitio
 	}
 	fetchCtx, stopFetch := context.WithCancel(context.Background())
 	defer stopFetch()
-	gone := make(chan struct{})
+	// The partition's records may be stored only while this generation holds it: after a drain that finished
+	// nothing is in flight, and after one that timed out the rest is left to the next owner.
+	lease, endLease := context.WithCancel(context.Background())
+	defer endLease()
 	go func() {
 		select {
 		case <-gctx.Done():
@@ -433,7 +440,7 @@ func (c *ReportConsumer) consumePartition(gctx context.Context, a kafka.Partitio
 			continue
 		}
 		t.add(m.Offset, m.Time)
-		if err := c.pool.submit(fetchCtx, &item{msg: m, tracker: t, gone: gone}); err != nil {
+		if err := c.pool.submit(fetchCtx, &item{msg: m, tracker: t, lease: lease}); err != nil {
 			t.abandon(m.Offset)
 			break
 		}
@@ -441,6 +448,5 @@ func (c *ReportConsumer) consumePartition(gctx context.Context, a kafka.Partitio
 	if !t.waitIdle(c.conf.DrainTimeout) {
 		logx.Errorf("partition %d: %d records still in flight after %s; leaving them uncommitted for the next owner",
 			a.ID, t.lag(), c.conf.DrainTimeout)
-		close(gone)
 	}
 }

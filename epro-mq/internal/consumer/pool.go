@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"hash/fnv"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,10 +22,12 @@ type BatchHandler interface {
 type item struct {
 	msg     kafka.Message
 	tracker *tracker
-	// gone is closed when the partition was handed to another consumer and this one stopped waiting for it:
-	// the item must then not be stored, or it could land after a later report of the same patient that the
-	// new owner already stored.
-	gone <-chan struct{}
+	// lease ends when the generation that fetched the item is over for its partition and stopped waiting for
+	// it (the drain timed out): the partition may belong to another member now, which reads the item again.
+	// The item must then not be stored, or it could land after a later report of the same patient that the
+	// new owner already stored (kafka-go #1398: records fetched in a generation that ended are processed
+	// after it). A handler already working on it is told to stop through its ctx.
+	lease context.Context
 }
 
 // pool is a fixed set of workers, each owning the keys that hash to it, so one patient's reports are always
@@ -128,11 +131,9 @@ func (p *pool) handle(batch []*item) {
 	live := make([]*item, 0, len(batch))
 	msgs := make([]kafka.Message, 0, len(batch))
 	for _, it := range batch {
-		select {
-		case <-it.gone:
+		if it.lease.Err() != nil {
 			it.tracker.abandon(it.msg.Offset)
 			continue
-		default:
 		}
 		live = append(live, it)
 		msgs = append(msgs, it.msg)
@@ -140,9 +141,11 @@ func (p *pool) handle(batch []*item) {
 	if len(live) == 0 {
 		return
 	}
+	ctx, stop := p.leased(live)
 	p.busy.Add(1)
-	err := p.handler.HandleBatch(p.ctx, msgs)
+	err := p.handler.HandleBatch(ctx, msgs)
 	p.busy.Add(-1)
+	stop()
 	p.progress.Store(time.Now().UnixNano())
 	for _, it := range live {
 		if err == nil {
@@ -150,5 +153,27 @@ func (p *pool) handle(batch []*item) {
 		} else {
 			it.tracker.abandon(it.msg.Offset)
 		}
+	}
+}
+
+// leased returns the context a batch of items is handled in: it ends on a hard stop and as soon as the lease
+// of any item ends. All items of a batch belong to one generation (a new one starts only after every lease of
+// the last one ended, and handle drops items whose lease ended), so when one lease ends, the drain of the
+// whole generation has timed out. stop releases the context.
+func (p *pool) leased(items []*item) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(p.ctx)
+	var leases []context.Context
+	var unwatch []func() bool
+	for _, it := range items {
+		if !slices.Contains(leases, it.lease) { // a batch holds the leases of a few partitions
+			leases = append(leases, it.lease)
+			unwatch = append(unwatch, context.AfterFunc(it.lease, cancel))
+		}
+	}
+	return ctx, func() {
+		for _, u := range unwatch {
+			u()
+		}
+		cancel()
 	}
 }

@@ -42,7 +42,7 @@ func TestPoolKeepsPerKeyOrderAcrossWorkers(t *testing.T) {
 	for off := int64(0); off < n; off++ {
 		tr.add(off, time.Time{})
 		key := fmt.Sprintf("patient-%d", off%37)
-		if err := p.submit(context.Background(), &item{msg: kafka.Message{Key: []byte(key), Offset: off}, tracker: tr}); err != nil {
+		if err := p.submit(context.Background(), &item{msg: kafka.Message{Key: []byte(key), Offset: off}, tracker: tr, lease: context.Background()}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -80,7 +80,7 @@ func TestPoolBackpressureBlocksSubmit(t *testing.T) {
 	for off := int64(0); off < 100; off++ {
 		sctx, scancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		tr.add(off, time.Time{})
-		err := p.submit(sctx, &item{msg: kafka.Message{Key: []byte("k"), Offset: off}, tracker: tr})
+		err := p.submit(sctx, &item{msg: kafka.Message{Key: []byte("k"), Offset: off}, tracker: tr, lease: context.Background()})
 		scancel()
 		if err != nil {
 			tr.abandon(off)
@@ -106,10 +106,10 @@ func TestPoolAbandonsItemsOfAGonePartition(t *testing.T) {
 	h := &recordingHandler{byKey: map[string][]int64{}}
 	p := newPool(context.Background(), h, 1, 4, 10, time.Millisecond)
 	tr := newTracker()
-	gone := make(chan struct{})
-	close(gone)
+	lease, endLease := context.WithCancel(context.Background())
+	endLease()
 	tr.add(0, time.Time{})
-	if err := p.submit(context.Background(), &item{msg: kafka.Message{Key: []byte("k"), Offset: 0}, tracker: tr, gone: gone}); err != nil {
+	if err := p.submit(context.Background(), &item{msg: kafka.Message{Key: []byte("k"), Offset: 0}, tracker: tr, lease: lease}); err != nil {
 		t.Fatal(err)
 	}
 	if !tr.waitIdle(5 * time.Second) {
@@ -121,5 +121,46 @@ func TestPoolAbandonsItemsOfAGonePartition(t *testing.T) {
 	}
 	if off, _ := tr.position(); off != 0 {
 		t.Fatalf("position = %d; the abandoned offset 0 must stay uncommitted", off)
+	}
+}
+
+// A batch the handler is working on when its partition's lease ends (the generation's drain timed out) is
+// told to stop through its ctx, and is left unfinished for the next owner; a batch of another lease goes on.
+func TestPoolStopsTheHandlerWhenTheLeaseEnds(t *testing.T) {
+	h := &recordingHandler{byKey: map[string][]int64{}, block: make(chan struct{})}
+	p := newPool(context.Background(), h, 1, 4, 10, time.Millisecond)
+	tr := newTracker()
+	lease, endLease := context.WithCancel(context.Background())
+	tr.add(0, time.Time{})
+	if err := p.submit(context.Background(), &item{msg: kafka.Message{Key: []byte("k"), Offset: 0}, tracker: tr, lease: lease}); err != nil {
+		t.Fatal(err)
+	}
+	if tr.waitIdle(100 * time.Millisecond) {
+		t.Fatal("the blocked handler finished before its lease ended")
+	}
+	endLease()
+	if !tr.waitIdle(5 * time.Second) {
+		t.Fatal("the handler was not stopped when the lease ended")
+	}
+	if off, _ := tr.position(); off != 0 {
+		t.Fatalf("position = %d; the stopped offset 0 must stay uncommitted", off)
+	}
+
+	// The next generation's items, under a lease of their own, are handled once the store answers.
+	next := newTracker()
+	next.add(0, time.Time{})
+	if err := p.submit(context.Background(), &item{msg: kafka.Message{Key: []byte("k"), Offset: 0}, tracker: next, lease: context.Background()}); err != nil {
+		t.Fatal(err)
+	}
+	close(h.block)
+	if !next.waitIdle(5 * time.Second) {
+		t.Fatal("the next generation's item was not handled")
+	}
+	p.close()
+	if got := h.byKey["k"]; len(got) != 1 {
+		t.Fatalf("stored %v; want the next generation's offset 0 once", got)
+	}
+	if off, _ := next.position(); off != 1 {
+		t.Fatalf("next generation position = %d; want 1", off)
 	}
 }
