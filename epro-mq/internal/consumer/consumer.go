@@ -37,6 +37,11 @@ type Conf struct {
 	// for a batch to fill.
 	BatchSize int           `json:",default=100"`
 	BatchWait time.Duration `json:",default=5ms"`
+	// FetchWait is how long the broker may hold a partition fetch while fewer than kq's MinBytes are there.
+	// With MinBytes 1 every fetch returned as soon as one record arrived: at a few thousand reports/s over
+	// twelve partitions the fetches carried one or two records each and cost Kafka more CPU than the produce
+	// requests did. It is also the most a record waits on a quiet partition before epro-mq sees it.
+	FetchWait time.Duration `json:",default=20ms"`
 	// CommitInterval is how often finished offsets are committed. A crash re-reads at most this much,
 	// which dedupe absorbs.
 	CommitInterval time.Duration `json:",default=500ms"`
@@ -62,6 +67,9 @@ func (c Conf) Validate() error {
 	positive("QueueSize", c.QueueSize > 0)
 	positive("BatchSize", c.BatchSize > 0)
 	positive("BatchWait", c.BatchWait > 0)
+	if c.FetchWait <= 0 || c.FetchWait > time.Second {
+		errs = append(errs, fmt.Errorf("FetchWait (%s) must be positive and at most 1s: a stop or rebalance waits for the fetch in flight", c.FetchWait))
+	}
 	positive("CommitInterval", c.CommitInterval > 0)
 	positive("DrainTimeout", c.DrainTimeout > 0)
 	positive("SessionTimeout", c.SessionTimeout > 0)
@@ -379,13 +387,16 @@ func (c *ReportConsumer) commit(gen *kafka.Generation, parts map[int]*tracker) {
 	}
 }
 
-// fetchMaxWait is the partition readers' MaxWait. With MinBytes 1 a fetch returns as soon as a record
-// arrives, so it only bounds idle polls. kafka-go's partition reader uses MaxWait as its socket deadline and
-// asks the broker to hold the fetch for MaxWait less min(1s, MaxWait/4) (adjustDeadlineForRTT). Below 1s that
-// leaves a quarter of MaxWait for the broker to be late, and every miss closes the connection and re-dials:
-// at 50ms idle partitions on the embedded broker did so several times a second, and 500ms still left only
-// 125ms. At 1.5s the broker answers an idle poll after 500ms with a full second to spare.
-const fetchMaxWait = 1500 * time.Millisecond
+// fetchSlack is what kafka-go's partition reader keeps between the broker's hold and its socket deadline:
+// it sets the deadline to MaxWait and asks the broker to hold the fetch for MaxWait less min(1s, MaxWait/4)
+// (adjustDeadlineForRTT). A MaxWait below 1s leaves only a quarter of it for the broker to be late, and every
+// miss closes the connection and re-dials (at 50ms, idle partitions on the embedded broker did so several
+// times a second). So MaxWait is FetchWait plus this second: the broker holds a fetch for exactly FetchWait,
+// and has a full second to spare.
+const fetchSlack = time.Second
+
+// fetchMaxWait is the partition readers' MaxWait for a broker hold of wait.
+func fetchMaxWait(wait time.Duration) time.Duration { return wait + fetchSlack }
 
 func (c *ReportConsumer) consumePartition(gctx context.Context, a kafka.PartitionAssignment, t *tracker) {
 	r := kafka.NewReader(kafka.ReaderConfig{
@@ -394,7 +405,7 @@ func (c *ReportConsumer) consumePartition(gctx context.Context, a kafka.Partitio
 		Partition:      a.ID,
 		MinBytes:       c.kq.MinBytes,
 		MaxBytes:       c.kq.MaxBytes,
-		MaxWait:        fetchMaxWait,
+		MaxWait:        fetchMaxWait(c.conf.FetchWait),
 		QueueCapacity:  c.conf.BatchSize,
 		ReadBackoffMin: 50 * time.Millisecond,
 		ReadBackoffMax: time.Second,

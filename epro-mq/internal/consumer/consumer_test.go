@@ -128,7 +128,7 @@ func newConsumerWithBatch(f fixture, h consumer.BatchHandler, drain time.Duratio
 		Brokers: f.brokers, Topic: f.topic, Group: f.group, Offset: "first", Processors: 4,
 		MinBytes: 1, MaxBytes: 1 << 20,
 	}, consumer.Conf{
-		QueueSize: 16, BatchSize: batch, BatchWait: 2 * time.Millisecond, CommitInterval: 50 * time.Millisecond,
+		QueueSize: 16, BatchSize: batch, BatchWait: 2 * time.Millisecond, FetchWait: 5 * time.Millisecond, CommitInterval: 50 * time.Millisecond,
 		DrainTimeout: drain, SessionTimeout: 6 * time.Second, RebalanceTimeout: 10 * time.Second,
 	}, h)
 }
@@ -285,7 +285,7 @@ func validKq() kq.KqConf {
 }
 
 func validConf() consumer.Conf {
-	return consumer.Conf{QueueSize: 16, BatchSize: 10, BatchWait: time.Millisecond, CommitInterval: time.Second,
+	return consumer.Conf{QueueSize: 16, BatchSize: 10, BatchWait: time.Millisecond, FetchWait: 5 * time.Millisecond, CommitInterval: time.Second,
 		DrainTimeout: time.Second, SessionTimeout: 6 * time.Second, RebalanceTimeout: 2 * time.Second}
 }
 
