@@ -28,7 +28,7 @@ func (f fixture) trapConsumer(t *testing.T, h consumer.BatchHandler) *consumer.R
 		Brokers: f.brokers, Topic: f.topic, Group: f.group, Offset: "first", Processors: 1,
 		MinBytes: 1, MaxBytes: 1 << 20,
 	}, consumer.Conf{
-		QueueSize: trapQueue, BatchSize: 1, BatchWait: time.Millisecond, CommitInterval: 50 * time.Millisecond,
+		QueueSize: trapQueue, BatchSize: 1, BatchWait: time.Millisecond, FetchWait: 5 * time.Millisecond, CommitInterval: 50 * time.Millisecond,
 		DrainTimeout: time.Second, SessionTimeout: 6 * time.Second, RebalanceTimeout: 10 * time.Second,
 	}, h)
 	if err != nil {
