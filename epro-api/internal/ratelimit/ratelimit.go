@@ -57,20 +57,14 @@ type Limiter struct {
 	client  *buckets
 	patient *buckets
 	guard   *guard
-	rdb     *red.Client
 	pipe    *redispipe.Pipe
 	budget  time.Duration
 }
 
-// New returns a Limiter whose buckets live in the Redis r names (the status cache's, whose receipts Take
-// reads). It does not connect: the client dials on first use, and the first failure switches the buckets to
-// their in-process fallback.
-func New(c config.RateLimitConf, r config.RedisConf) (*Limiter, error) {
-	if c.PatientRate <= 0 || c.PatientBurst <= 0 || c.ClientRate <= 0 || c.ClientBurst <= 0 ||
-		c.RedisTimeout <= 0 || c.MaxKeys <= 0 || c.KeyPrefix == "" || r.Addr == "" {
-		return nil, fmt.Errorf("ratelimit: incomplete configuration %+v (Redis address %q)", c, r.Addr)
-	}
-	rdb := red.NewClient(&red.Options{
+// NewRedis returns the client a Limiter needs for c: the Redis r names (the status cache's, whose receipts
+// Take reads), with RedisTimeout for every timeout. It does not connect.
+func NewRedis(c config.RateLimitConf, r config.RedisConf) *red.Client {
+	return red.NewClient(&red.Options{
 		Addr: r.Addr, Password: r.Password, DB: r.DB,
 		// A call has RedisTimeout in all; go-redis's defaults (5 s dial, 3 s read) would hold a connection
 		// to a silent Redis long after the request moved on, and it ignores context deadlines unless told.
@@ -80,24 +74,32 @@ func New(c config.RateLimitConf, r config.RedisConf) (*Limiter, error) {
 		MaxRetries: -1,
 		PoolSize:   poolSize,
 	})
+}
+
+// New returns a Limiter whose buckets live in the Redis of rdb (made by NewRedis; the caller closes it after
+// the Limiter). It does not connect: the client dials on first use, and the first failure switches the
+// buckets to their in-process fallback.
+func New(c config.RateLimitConf, rdb *red.Client) (*Limiter, error) {
+	if c.PatientRate <= 0 || c.PatientBurst <= 0 || c.ClientRate <= 0 || c.ClientBurst <= 0 ||
+		c.RedisTimeout <= 0 || c.MaxKeys <= 0 || c.KeyPrefix == "" || rdb == nil {
+		return nil, fmt.Errorf("ratelimit: incomplete configuration %+v (or no Redis client)", c)
+	}
 	pipe, err := redispipe.New(rdb, maxCallsPerPipeline, queuedCalls, c.RedisTimeout, admitSource)
 	if err != nil {
-		_ = rdb.Close()
 		return nil, err
 	}
 	g := newGuard(c.RedisTimeout, func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 	return &Limiter{
 		client:  newBuckets(c.KeyPrefix, kindClient, c.ClientRate, c.ClientBurst, c.MaxKeys),
 		patient: newBuckets(c.KeyPrefix, kindPatient, c.PatientRate, c.PatientBurst, c.MaxKeys),
-		guard:   g, rdb: rdb, pipe: pipe, budget: c.RedisTimeout,
+		guard:   g, pipe: pipe, budget: c.RedisTimeout,
 	}, nil
 }
 
-// Close stops the prober, lets the calls under way finish, and closes the limiter's client.
-func (l *Limiter) Close() error {
+// Close stops the prober and lets the calls under way finish. It does not close the client.
+func (l *Limiter) Close() {
 	l.guard.close()
 	l.pipe.Close()
-	return l.rdb.Close()
 }
 
 // Admission is what Take read besides the buckets.

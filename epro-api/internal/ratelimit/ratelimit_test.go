@@ -23,6 +23,22 @@ func conf(t *testing.T) config.RateLimitConf {
 		RedisTimeout: 50 * time.Millisecond, KeyPrefix: infratest.UniqueName(t, "rl"), MaxKeys: 1000}
 }
 
+// newLimiter returns a Limiter on the Redis at addr, closed with the test.
+func newLimiter(t *testing.T, c config.RateLimitConf, addr string) (*ratelimit.Limiter, error) {
+	t.Helper()
+	rdb := ratelimit.NewRedis(c, config.RedisConf{Addr: addr})
+	l, err := ratelimit.New(c, rdb)
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	t.Cleanup(func() {
+		l.Close()
+		_ = rdb.Close()
+	})
+	return l, nil
+}
+
 func refusal(t *testing.T, err error) *errcode.Error {
 	t.Helper()
 	var e *errcode.Error
@@ -40,12 +56,11 @@ func TestTakeAllOrNothingAndRetryAfter(t *testing.T) {
 	// This test is about counting: a Redis answer slower than usual (a busy host, -race) must not hand the
 	// decision to the in-process buckets halfway.
 	c.RedisTimeout = time.Second
-	l, err := ratelimit.New(c, config.RedisConf{Addr: infratest.Redis(t)})
+	l, err := newLimiter(t, c, infratest.Redis(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = l.Close() })
-	ctx := context.Background()
+		ctx := context.Background()
 	if _, err := l.Take(ctx, "ip:a", 10, map[string]int{"P1": 10}); err != nil {
 		t.Fatal(err)
 	}
@@ -77,12 +92,11 @@ func TestTakeReadsKeys(t *testing.T) {
 	c := conf(t)
 	c.RedisTimeout = time.Second
 	addr := infratest.Redis(t)
-	l, err := ratelimit.New(c, config.RedisConf{Addr: addr})
+	l, err := newLimiter(t, c, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = l.Close() })
-	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+		rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 	t.Cleanup(func() { _ = rdb.Close() })
 	set, unset := c.KeyPrefix+":read:set", c.KeyPrefix+":read:unset"
 	if err := rdb.Set(t.Context(), set, "value", time.Minute).Err(); err != nil {
@@ -103,11 +117,11 @@ func TestTakeReadsKeys(t *testing.T) {
 func TestNewRefusesZeroValues(t *testing.T) {
 	c := conf(t)
 	c.RedisTimeout = 0
-	if _, err := ratelimit.New(c, config.RedisConf{Addr: "127.0.0.1:1"}); err == nil {
+	if _, err := newLimiter(t, c, "127.0.0.1:1"); err == nil {
 		t.Fatal("New accepted a zero RedisTimeout")
 	}
-	if _, err := ratelimit.New(conf(t), config.RedisConf{Addr: ""}); err == nil {
-		t.Fatal("New accepted no Redis address")
+	if _, err := ratelimit.New(conf(t), nil); err == nil {
+		t.Fatal("New accepted no Redis client")
 	}
 }
 
@@ -119,12 +133,11 @@ func TestRedisDownAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := conf(t)
-	l, err := ratelimit.New(c, config.RedisConf{Addr: addr})
+	l, err := newLimiter(t, c, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = l.Close() })
-	ctx := context.Background()
+		ctx := context.Background()
 	if _, err := l.Take(ctx, "ip:a", 1, map[string]int{"P": 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -191,8 +204,7 @@ func TestSilentRedisBounded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = l.Close() })
-		go func() {
+				go func() {
 			var held []net.Conn
 			defer func() {
 				for _, c := range held {
@@ -207,12 +219,11 @@ func TestSilentRedisBounded(t *testing.T) {
 				held = append(held, c)
 			}
 		}()
-		lim, err := ratelimit.New(conf(t), config.RedisConf{Addr: l.Addr().String()})
+		lim, err := newLimiter(t, conf(t), l.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = lim.Close() })
-		for j := range 3 {
+				for j := range 3 {
 			start := time.Now()
 			if _, err := lim.Take(context.Background(), "ip:a", 1, map[string]int{"P": 1}); err != nil {
 				t.Fatalf("address %d, take %d: %v", i, j, err)

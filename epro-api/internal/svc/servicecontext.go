@@ -43,6 +43,9 @@ type ServiceContext struct {
 	Auth rest.Middleware
 	// RateLimit is checked before anything is produced; its one Redis call also reads the receipts.
 	RateLimit *ratelimit.Limiter
+	// RateLimitRedis is RateLimit's client: the same Redis as Redis, with RateLimit.RedisTimeout for every
+	// timeout.
+	RateLimitRedis *redis.Client
 	// StatusWrites sends the status cache's writes after a 202 (logic.markAccepted), queued off the
 	// request's path and pipelined across requests.
 	StatusWrites *redispipe.Pipe
@@ -68,11 +71,13 @@ func NewServiceContext(c config.Config) (*ServiceContext, error) {
 	}
 	// The limiter's buckets live in the status cache's Redis, whose receipts its script reads; it has a client
 	// of its own, with RateLimit.RedisTimeout for every timeout.
-	limiter, err := ratelimit.New(c.RateLimit, c.Redis)
+	limiterRedis := ratelimit.NewRedis(c.RateLimit, c.Redis)
+	limiter, err := ratelimit.New(c.RateLimit, limiterRedis)
 	if err != nil {
 		tokens.Close()
 		_ = db.Close()
 		_ = p.Close()
+		_ = limiterRedis.Close()
 		return nil, err
 	}
 	rdb := redis.NewClient(&redis.Options{
@@ -91,22 +96,24 @@ func NewServiceContext(c config.Config) (*ServiceContext, error) {
 		tokens.Close()
 		_ = db.Close()
 		_ = p.Close()
-		_ = limiter.Close()
+		limiter.Close()
+		_ = limiterRedis.Close()
 		_ = rdb.Close()
 		return nil, err
 	}
 	m := metrics.New()
 	return &ServiceContext{
-		Tokens:       tokens,
-		Auth:         middleware.NewAuthMiddleware(tokens, m.Rejected).Handle,
-		Metrics:      m,
-		Config:       c,
-		Producer:     p,
-		DB:           db,
-		Redis:        rdb,
-		Readiness:    readiness.New(p, c.Topic, c.Ready.Interval, c.Ready.MaxAge),
-		RateLimit:    limiter,
-		StatusWrites: writes,
+		Tokens:         tokens,
+		Auth:           middleware.NewAuthMiddleware(tokens, m.Rejected).Handle,
+		Metrics:        m,
+		Config:         c,
+		Producer:       p,
+		DB:             db,
+		Redis:          rdb,
+		RateLimitRedis: limiterRedis,
+		Readiness:      readiness.New(p, c.Topic, c.Ready.Interval, c.Ready.MaxAge),
+		RateLimit:      limiter,
+		StatusWrites:   writes,
 	}, nil
 }
 
@@ -133,6 +140,7 @@ func OpenMySQL(c config.MySQLConf) (*sql.DB, error) {
 // Close releases every client, after the status writes still queued are sent.
 func (s *ServiceContext) Close() error {
 	s.Tokens.Close()
+	s.RateLimit.Close()
 	s.StatusWrites.Close()
-	return errors.Join(s.Producer.Close(), s.DB.Close(), s.Redis.Close(), s.RateLimit.Close())
+	return errors.Join(s.Producer.Close(), s.DB.Close(), s.Redis.Close(), s.RateLimitRedis.Close())
 }
