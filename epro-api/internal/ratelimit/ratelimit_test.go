@@ -60,7 +60,7 @@ func TestTakeAllOrNothingAndRetryAfter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-		ctx := context.Background()
+	ctx := context.Background()
 	if _, err := l.Take(ctx, "ip:a", 10, map[string]int{"P1": 10}); err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestTakeReadsKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-		rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 	t.Cleanup(func() { _ = rdb.Close() })
 	set, unset := c.KeyPrefix+":read:set", c.KeyPrefix+":read:unset"
 	if err := rdb.Set(t.Context(), set, "value", time.Minute).Err(); err != nil {
@@ -137,7 +137,7 @@ func TestRedisDownAndBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-		ctx := context.Background()
+	ctx := context.Background()
 	if _, err := l.Take(ctx, "ip:a", 1, map[string]int{"P": 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func TestSilentRedisBounded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-				go func() {
+		go func() {
 			var held []net.Conn
 			defer func() {
 				for _, c := range held {
@@ -223,7 +223,7 @@ func TestSilentRedisBounded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-				for j := range 3 {
+		for j := range 3 {
 			start := time.Now()
 			if _, err := lim.Take(context.Background(), "ip:a", 1, map[string]int{"P": 1}); err != nil {
 				t.Fatalf("address %d, take %d: %v", i, j, err)
