@@ -59,6 +59,7 @@ type Limiter struct {
 	guard   *guard
 	pipe    *redispipe.Pipe
 	budget  time.Duration
+	localMu sync.Mutex // serializes takeLocal
 }
 
 // NewRedis returns the client a Limiter needs for c: the Redis r names (the status cache's, whose receipts
@@ -151,7 +152,7 @@ func (l *Limiter) Take(ctx context.Context, client string, n int, perPatient map
 	}
 	if a.Unread != nil {
 		a.Values = nil
-		refusedAt = takeLocal(now, wants)
+		refusedAt = l.takeLocal(now, wants)
 	}
 	if refusedAt > 0 {
 		return a, wants[refusedAt-1].refused()
@@ -202,20 +203,20 @@ func (l *Limiter) admit(ctx context.Context, now time.Time, wants []want, reads 
 }
 
 // takeLocal is admit's bucket arithmetic on the in-process buckets: all of wants or none, returning the
-// number of the refusing want (0: all taken). A refused request gives back what it reserved; x/time/rate
-// gives back less when others reserved from the same bucket meanwhile, which errs on the strict side.
-func takeLocal(now time.Time, wants []want) int {
-	taken := make([]*rate.Reservation, 0, len(wants))
+// number of the refusing want (0: all taken). Every in-process take goes through here under localMu, so the
+// check and the take are one step, as the script's are.
+func (l *Limiter) takeLocal(now time.Time, wants []want) int {
+	l.localMu.Lock()
+	defer l.localMu.Unlock()
+	limiters := make([]*rate.Limiter, len(wants))
 	for i, w := range wants {
-		r := w.of.entry(w.key).local.ReserveN(now, w.n)
-		if !r.OK() || r.DelayFrom(now) > 0 {
-			r.CancelAt(now)
-			for _, t := range taken {
-				t.CancelAt(now)
-			}
+		limiters[i] = w.of.entry(w.key).local
+		if limiters[i].TokensAt(now) < float64(w.n) {
 			return i + 1
 		}
-		taken = append(taken, r)
+	}
+	for i, lim := range limiters {
+		lim.AllowN(now, wants[i].n)
 	}
 	return 0
 }

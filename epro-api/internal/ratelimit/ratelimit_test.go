@@ -86,6 +86,39 @@ func TestTakeAllOrNothingAndRetryAfter(t *testing.T) {
 	}
 }
 
+// With Redis unreachable the in-process buckets keep the same rule: all of a request's tokens or none.
+func TestTakeAllOrNothingInProcess(t *testing.T) {
+	l, err := newLimiter(t, conf(t), closedAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if a, err := l.Take(ctx, "ip:x", 10, map[string]int{"P1": 10}, "k"); err != nil || a.Unread == nil {
+		t.Fatalf("first take: %+v, %v; want allowed, keys unread", a, err)
+	}
+	if _, err := l.Take(ctx, "ip:x", 5, map[string]int{"P1": 5}); err == nil {
+		t.Fatal("a spent patient bucket allowed 5 more")
+	} else if e := refusal(t, err); e.RetryAfter != 5 {
+		t.Fatalf("patient refusal %+v, want Retry-After 5", e)
+	}
+	// The client's 10 remaining tokens are all there: the refused request took none.
+	if _, err := l.Take(ctx, "ip:x", 10, map[string]int{"P2": 10}); err != nil {
+		t.Fatalf("client x after a refused request: %v", err)
+	}
+}
+
+// closedAddr returns an address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
 // Take reads the keys it is given in the same call, "" for an absent key, whether the buckets allow the
 // request or refuse it.
 func TestTakeReadsKeys(t *testing.T) {
