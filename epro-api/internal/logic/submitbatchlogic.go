@@ -37,10 +37,10 @@ func NewSubmitBatchLogic(ctx context.Context, svcCtx *svc.ServiceContext) *Submi
 }
 
 // SubmitBatch judges each item on its own, takes the valid ones' tokens from the rate limits and produces the
-// new ones in one Send. It answers 200 with a result per item whatever happened to the items
-// (207 Multi-Status is WebDAV's, with an XML body clients do not expect), except when Kafka took none of the
-// items it was given: then the whole request is a 503 with Retry-After, so that a client that only looks at
-// the status code sends the batch again.
+// new ones in one Send. It answers 200 with a result per item whatever happened to the items (207
+// Multi-Status is WebDAV's, with an XML body clients do not expect), except when Kafka took none of the items
+// it was given: then the whole request is a 503 with Retry-After, so that a client that only looks at the
+// status code sends the batch again.
 //
 // The batch is limited as a whole (admit, one Redis round trip for the batch, which also reads the receipts):
 // one token per valid item from the client's bucket and from the patient's, all or none; when a bucket has
@@ -51,9 +51,9 @@ func NewSubmitBatchLogic(ctx context.Context, svcCtx *svc.ServiceContext) *Submi
 // no token.
 //
 // Request ids are judged as for one report (checkRequestIDs, on the receipts admit read, and at most one
-// MySQL query for the batch): a retry of a report accepted before is a duplicate with its original receipt, other content
-// under a used id a conflict. An item repeating an earlier item's request id shares that item's outcome when
-// its content is the same (a duplicate of it once accepted), and is a conflict when it differs.
+// MySQL query for the batch): a retry of a report accepted before is a duplicate with its original receipt,
+// other content under a used id a conflict. An item repeating an earlier item's request id shares that item's
+// outcome when its content is the same (a duplicate of it once accepted), and is a conflict when it differs.
 func (l *SubmitBatchLogic) SubmitBatch(items []json.RawMessage) (*types.BatchResp, error) {
 	now := l.now()
 	resp := &types.BatchResp{Results: make([]types.BatchItemResult, len(items))}

@@ -32,10 +32,10 @@ func NewSubmitReportLogic(ctx context.Context, svcCtx *svc.ServiceContext) *Subm
 
 // SubmitReport validates sub, takes its token from the client's and the patient's rate limits (429 and nothing
 // produced when either is spent; one Redis round trip, which also reads the request id's receipt) and returns
-// only once Kafka acknowledged it with acks=all. Any produce failure,
-// the timeout included, is a 503: the client keeps the report and sends it again with the same requestId.
-// A retry of a report accepted before returns that report's receipt (status duplicate) without producing; a
-// different report under a used requestId is a 409 (see checkRequestIDs).
+// only once Kafka acknowledged it with acks=all. Any produce failure, the timeout included, is a 503: the
+// client keeps the report and sends it again with the same requestId. A retry of a report accepted before
+// returns that report's receipt (status duplicate) without producing; a different report under a used
+// requestId is a 409 (see checkRequestIDs).
 func (l *SubmitReportLogic) SubmitReport(sub report.Submission) (*types.AcceptedResp, error) {
 	now := l.now()
 	if err := sub.Validate(now, l.svcCtx.Config.Limits.Report()); err != nil {
