@@ -107,10 +107,10 @@ func (a AuthConf) Validate(mode string) error {
 }
 
 // RateLimitConf sizes the token buckets of internal/ratelimit: a report takes one token, a batch one per
-// valid report it holds. A bucket holds Burst tokens and refills Rate tokens per second (go-zero's
-// TokenLimiter counts whole tokens per second, so 1 is the slowest refill). The buckets live in Redis
-// (Redis.Addr) and are shared by every replica; while Redis is down each replica keeps its own, so the limits
-// then apply per replica.
+// valid report it holds. A bucket holds Burst tokens and refills Rate tokens per second (counted in whole
+// seconds, as go-zero's TokenLimiter counts them, so 1 is the slowest refill). The buckets live in Redis
+// (Redis.Addr, Redis.DB: the status cache's, whose receipts the same call reads) and are shared by every
+// replica; while Redis is down each replica keeps its own, so the limits then apply per replica.
 //
 // The defaults are generous on purpose: a patient's app may hold a week of questionnaires or more while
 // offline (diary trials ask several times a day) and send them at once, as batches or one by one; that must
@@ -131,10 +131,11 @@ type RateLimitConf struct {
 	// connection's remote address and ignores X-Forwarded-For, which any client can write. With n > 0 the
 	// client is the n-th address from the right of X-Forwarded-For, the one our outermost proxy saw.
 	ForwardedForHops int `json:",default=0,range=[0:10]"`
-	// RedisTimeout bounds each Redis call of the limiter. A call that takes longer counts as Redis being down:
-	// the request is judged by the in-process bucket instead of waiting, and later requests skip Redis until
-	// it answers a ping again. So a Redis outage adds at most this (twice, for a script not yet loaded) to a
-	// request.
+	// RedisTimeout bounds the one Redis call a submission makes before it is produced (its buckets and its
+	// request ids' receipts), queueing behind other requests' pipeline included. A call that takes longer
+	// counts as Redis being down: the request is judged by the in-process buckets and its request ids by
+	// MySQL instead of waiting, and later requests skip Redis until it answers a ping again. So a Redis outage
+	// adds at most this to a request.
 	RedisTimeout time.Duration `json:",default=50ms"`
 	// KeyPrefix namespaces the bucket keys, for a Redis shared with other deployments.
 	KeyPrefix string `json:",default=epro:ratelimit"`
@@ -206,10 +207,12 @@ type RedisConf struct {
 	Addr     string
 	Password string `json:",optional"`
 	DB       int    `json:",default=0"`
-	// Timeout bounds each Redis call: the best-effort status write after a 202 and the status lookup. Short,
-	// because while Redis is down every 202 waits this long before it is sent.
+	// Timeout bounds each Redis call of the status cache: the status lookup, and each pipeline of the
+	// best-effort status writes sent after a 202 (off the request's path).
 	Timeout time.Duration `json:",default=250ms"`
-	// PoolSize is go-redis's pool (its default is 10 per CPU; stated because it caps throughput).
+	// PoolSize is the status cache client's go-redis pool (its default is 10 per CPU; stated because it caps
+	// the status lookups in flight). The writes after a 202 take one connection, pipelined; the call before
+	// the produce has a client of its own (internal/ratelimit).
 	PoolSize int `json:",default=64"`
 }
 
@@ -273,9 +276,11 @@ func (c Config) Validate() error {
 	}
 	if c.Timeout > 0 {
 		restTimeout := time.Duration(c.Timeout) * time.Millisecond
-		// A submission asks Redis, then MySQL, then Kafka, one after the other.
-		if path := c.Redis.Timeout + c.MySQL.CheckTimeout + c.ProduceTimeout; path >= restTimeout {
-			errs = append(errs, fmt.Errorf("Redis.Timeout+MySQL.CheckTimeout+ProduceTimeout (%s) must be below Timeout (%s)",
+		// A submission asks Redis (one call, buckets and receipts, RateLimit.RedisTimeout), then MySQL when
+		// Redis could not settle its request ids, then Kafka, one after the other; the status writes after the
+		// 202 are off its path.
+		if path := c.RateLimit.RedisTimeout + c.MySQL.CheckTimeout + c.ProduceTimeout; path >= restTimeout {
+			errs = append(errs, fmt.Errorf("RateLimit.RedisTimeout+MySQL.CheckTimeout+ProduceTimeout (%s) must be below Timeout (%s)",
 				path, restTimeout))
 		}
 		if c.MySQL.QueryTimeout+c.Redis.Timeout >= restTimeout {
@@ -330,14 +335,6 @@ func (c Config) validateRateLimit() []error {
 	}
 	if r.RedisTimeout <= 0 {
 		errs = append(errs, errors.New("RateLimit.RedisTimeout must be positive"))
-	} else if c.Timeout > 0 {
-		// Two limiter calls (client, patient), each up to two round trips (EVALSHA, then EVAL when the script
-		// is not loaded), come before the produce and the status write.
-		restTimeout := time.Duration(c.Timeout) * time.Millisecond
-		if total := 4*r.RedisTimeout + c.ProduceTimeout + c.Redis.Timeout; total >= restTimeout {
-			errs = append(errs, fmt.Errorf("4×RateLimit.RedisTimeout+ProduceTimeout+Redis.Timeout (%s) must be below Timeout (%s)",
-				total, restTimeout))
-		}
 	}
 	return errs
 }

@@ -157,7 +157,7 @@ func TestValidate(t *testing.T) {
 		{"produce timeout plus redis over", func(c *config.Config) { c.ProduceTimeout = 2800 * time.Millisecond }, "ProduceTimeout"},
 		{"no rest timeout", func(c *config.Config) { c.Timeout = 0; c.ProduceTimeout = 10 * time.Second }, ""},
 		{"query timeout", func(c *config.Config) { c.MySQL.QueryTimeout = 3 * time.Second }, "QueryTimeout"},
-		{"check timeout makes the path too long", func(c *config.Config) { c.MySQL.CheckTimeout = 800 * time.Millisecond }, "MySQL.CheckTimeout"},
+		{"check timeout makes the path too long", func(c *config.Config) { c.MySQL.CheckTimeout = time.Second }, "MySQL.CheckTimeout"},
 		{"zero check timeout", func(c *config.Config) { c.MySQL.CheckTimeout = 0 }, "CheckTimeout"},
 		{"batch smaller than one", func(c *config.Config) { c.Limits.BatchBodyBytes = 1000 }, "Limits"},
 		{"ready max age below interval", func(c *config.Config) { c.Ready.MaxAge = time.Millisecond }, "Ready"},
@@ -198,7 +198,7 @@ func TestValidate(t *testing.T) {
 		}, ""},
 		{"zero patient rate", func(c *config.Config) { c.RateLimit.PatientRate = 0 }, "PatientRate"},
 		{"zero limiter redis timeout", func(c *config.Config) { c.RateLimit.RedisTimeout = 0 }, "RateLimit.RedisTimeout"},
-		{"limiter redis timeout over budget", func(c *config.Config) { c.RateLimit.RedisTimeout = 200 * time.Millisecond }, "4×RateLimit.RedisTimeout"},
+		{"limiter redis timeout over budget", func(c *config.Config) { c.RateLimit.RedisTimeout = 800 * time.Millisecond }, "RateLimit.RedisTimeout+MySQL.CheckTimeout+ProduceTimeout"},
 		{"no key prefix", func(c *config.Config) { c.RateLimit.KeyPrefix = "" }, "KeyPrefix"},
 		{"cors origins", func(c *config.Config) {
 			c.CORS.AllowOrigins = []string{"https://app.example.org", "http://localhost:5173"}

@@ -300,7 +300,7 @@ func TestRateLimitRedisStopsAndReturns(t *testing.T) {
 	if len(got) != 1 {
 		t.Fatalf("patient buckets in Redis while it is up: %v, want one", got)
 	}
-	// go-zero's client logs the arguments of a slow command, so keys name no patient.
+	// Key listings, MONITOR and the slow log show key names, so keys name no patient.
 	if strings.Contains(got[0], "PAT-UP") {
 		t.Fatalf("bucket key %q names the patient", got[0])
 	}
@@ -318,8 +318,7 @@ func TestRateLimitRedisStopsAndReturns(t *testing.T) {
 		t.Fatalf("restart Redis on %s: %v", addr, err)
 	}
 	stopped = false
-	// TokenLimiter pings every 100 ms and the guard lets a ping through as often; once one answers, the
-	// patient's bucket is in Redis again.
+	// The guard's prober pings every 100 ms; once one answers, the patient's bucket is in Redis again.
 	waitFor(t, 30*time.Second, "the bucket back in Redis", func() bool {
 		if resp, _ := timedPost(t, a, "PAT-UP"); resp.status != http.StatusAccepted {
 			t.Fatalf("status %d after Redis came back", resp.status)

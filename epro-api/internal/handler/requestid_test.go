@@ -84,11 +84,16 @@ func waitReceipt(t *testing.T, a *api, id string) {
 	})
 }
 
+// receiptsYAML gives the one Redis call before the produce (buckets and receipts) a long budget, for the tests
+// that expect a verdict from the receipt cached in Redis: an answer slower than RedisTimeout (a busy host)
+// makes the API judge the request as with Redis down, by MySQL, which holds nothing here.
+const receiptsYAML = "  RedisTimeout: 1s\n"
+
 // A retry answers 200 with the original receipt and produces nothing; other content, or another patient,
 // under the same request id is 409 and produces nothing. The API knows from the receipt cached in Redis.
 func TestRequestIDFromTheRedisReceipt(t *testing.T) {
 	_, dsn := reportdbtest.Open(t)
-	a := newAPI(t, apiOptions{mysqlDSN: dsn})
+	a := newAPI(t, apiOptions{mysqlDSN: dsn, extraYAML: countingYAML, rateLimitYAML: receiptsYAML})
 	s := newSpelled("PAT-1")
 	first := a.receipt(t, a.post("/v1/reports", "application/json", s.body()), http.StatusAccepted)
 	if first.SubmissionSHA256 != sha(s.body()) {
@@ -146,7 +151,7 @@ func TestRequestIDFromTheStoredRow(t *testing.T) {
 	})
 
 	t.Run("receipt without a content hash", func(t *testing.T) {
-		a := newAPI(t, apiOptions{mysqlDSN: dsn})
+		a := newAPI(t, apiOptions{mysqlDSN: dsn, extraYAML: countingYAML, rateLimitYAML: receiptsYAML})
 		records := a.recordCount()
 		a.rdb.Set(t.Context(), status.ReceiptKey(s.id), status.Receipt{PatientID: "PAT-1", ReceivedAt: receivedAt}.Marshal(), time.Minute)
 		a.conflictRefused(t, a.post("/v1/reports", "application/json", changed.body()), records, "changed answer, old receipt")
@@ -157,7 +162,7 @@ func TestRequestIDFromTheStoredRow(t *testing.T) {
 	})
 
 	t.Run("no receipt in redis", func(t *testing.T) {
-		a := newAPI(t, apiOptions{mysqlDSN: dsn})
+		a := newAPI(t, apiOptions{mysqlDSN: dsn, extraYAML: countingYAML, rateLimitYAML: receiptsYAML})
 		a.rdb.Del(t.Context(), status.ReceiptKey(s.id))
 		records := a.recordCount()
 		a.receipt(t, a.post("/v1/reports", "application/json", s.body()), http.StatusAccepted)
@@ -204,7 +209,7 @@ func TestOriginalTravelsByteForByte(t *testing.T) {
 // batch shares its outcome, or conflicts.
 func TestSubmitBatchRequestIDs(t *testing.T) {
 	_, dsn := reportdbtest.Open(t)
-	a := newAPI(t, apiOptions{mysqlDSN: dsn})
+	a := newAPI(t, apiOptions{mysqlDSN: dsn, extraYAML: countingYAML, rateLimitYAML: receiptsYAML})
 	// A batch is one patient's: its token's.
 	known, changedLater := newSpelled("PAT-1"), newSpelled("PAT-1")
 	r := a.post("/v1/reports/batch", "application/json", batchBody(known.body(), changedLater.body()))

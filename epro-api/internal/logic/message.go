@@ -3,10 +3,12 @@ package logic
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 	"github.com/zeromicro/go-zero/core/logx"
 	"go.opentelemetry.io/otel/attribute"
@@ -92,25 +94,37 @@ func unavailable(svcCtx *svc.ServiceContext, message string) *errcode.Error {
 // holds the reports, so a Redis failure is logged and the client still gets its 202. NX keeps a status the
 // consumer may already have written, and the receipt it wrote of the stored report (or the first receipt of
 // a request id). The write outlives a client that hung up, because the report was taken all the same.
+//
+// After the 202 is decided, and off the request's path: the writes are queued to svcCtx.StatusWrites, which
+// pipelines the writes of concurrent requests (each pipeline within Redis.Timeout). Waiting for Redis here
+// put its round trip (and any Redis stall) into every answer. When the queue is full (Redis slower than
+// intake) the writes are not made, and the request ids are logged: a retry of such a report is then judged by
+// MySQL or, after the receipt's absence made it look new, by epro-mq.
 func markAccepted(ctx context.Context, svcCtx *svc.ServiceContext, receipts map[string]status.Receipt) {
 	if len(receipts) == 0 {
 		return
 	}
-	// After the 202 is decided, and off the request's path: the cache is best effort, and waiting for Redis
-	// here put its round trip (and any Redis stall) into every answer.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), svcCtx.Config.Redis.Timeout)
-	go func() {
-		defer cancel()
-		pipe := svcCtx.Redis.Pipeline()
-		ids := make([]string, 0, len(receipts))
-		for id, receipt := range receipts {
-			ids = append(ids, id)
-			// The receipt first: whoever sees the status can also read the receipt.
-			pipe.SetNX(ctx, status.ReceiptKey(id), receipt.Marshal(), status.TTL)
-			pipe.SetNX(ctx, status.Key(id), status.Accepted, status.TTL)
+	ctx = context.WithoutCancel(ctx)
+	ttl := int64(status.TTL / time.Second)
+	ids := make([]string, 0, len(receipts))
+	cmds := make([]redis.Cmder, 0, 2*len(receipts))
+	for id, receipt := range receipts {
+		ids = append(ids, id)
+		// The receipt first: whoever sees the status can also read the receipt. SET NX EX is SETNX with a TTL.
+		cmds = append(cmds,
+			redis.NewStatusCmd(ctx, "set", status.ReceiptKey(id), receipt.Marshal(), "ex", ttl, "nx"),
+			redis.NewStatusCmd(ctx, "set", status.Key(id), status.Accepted, "ex", ttl, "nx"))
+	}
+	queued := svcCtx.StatusWrites.Go(cmds, func() {
+		for _, cmd := range cmds {
+			// Nil is NX's answer when the key exists.
+			if err := cmd.Err(); err != nil && !errors.Is(err, redis.Nil) {
+				logx.WithContext(ctx).Errorw("cache accepted status", logx.Field("requestIds", ids), logx.Field("error", err.Error()))
+				return
+			}
 		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			logx.WithContext(ctx).Errorw("cache accepted status", logx.Field("requestIds", ids), logx.Field("error", err.Error()))
-		}
-	}()
+	})
+	if !queued {
+		logx.WithContext(ctx).Errorw("cache accepted status: write queue full, not cached", logx.Field("requestIds", ids))
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/epro-intake/common/report"
 	"github.com/epro-intake/common/reportdb"
 	"github.com/epro-intake/common/status"
+	"github.com/epro-intake/epro-api/internal/ratelimit"
 	"github.com/epro-intake/epro-api/internal/svc"
 )
 
@@ -69,37 +70,54 @@ func errRequestIDConflict() *errcode.Error {
 	return e
 }
 
-// checkRequestIDs judges cs (distinct request ids) by what the API can know: the receipts cached in Redis,
-// in one MGET, and, for ids Redis cannot settle (Redis unavailable, or a receipt written before content
-// hashes), the reports table, in one query. An id Redis answers without a receipt is fresh: receipts outlive
-// any retry window (status.TTL), so asking MySQL for every new report would buy nothing but a round trip and
-// the database's CPU per report; where the receipt is gone (expired, evicted, flushed) epro-mq is the
-// backstop, as it is when neither store can be asked: a true repeat is stored once, silently, and other
-// content under a stored id is dead-lettered as a conflict. Logs carry request ids and counts only.
-func checkRequestIDs(ctx context.Context, svcCtx *svc.ServiceContext, cs []candidate) []known {
+// admit takes one token per candidate from the client's bucket and from each candidate's patient's, all or
+// none (429 RATE_LIMITED when a bucket has too few: nothing is produced), and reads the candidates'
+// receipts, in one Redis round trip before anything is produced (ratelimit.Limiter.Take). cs holds distinct
+// request ids; a resend of a report accepted before takes its token too, as it costs the same lookups.
+func admit(ctx context.Context, svcCtx *svc.ServiceContext, cs []candidate) (ratelimit.Admission, error) {
+	if len(cs) == 0 {
+		return ratelimit.Admission{}, nil
+	}
+	perPatient := map[string]int{}
+	keys := make([]string, len(cs))
+	for i, c := range cs {
+		perPatient[c.sub.PatientID]++
+		keys[i] = status.ReceiptKey(c.sub.RequestID)
+	}
+	a, err := svcCtx.RateLimit.Take(ctx, ratelimit.Client(ctx), len(cs), perPatient, keys...)
+	if err != nil {
+		svcCtx.Metrics.RateLimited(len(cs))
+	}
+	return a, err
+}
+
+// checkRequestIDs judges cs (distinct request ids) by what the API can know: their receipts cached in Redis,
+// which admit read (a.Values, in the order of cs), and, for ids Redis cannot settle (Redis unavailable, or a
+// receipt written before content hashes), the reports table, in one query. An id Redis answers without a
+// receipt is fresh: receipts outlive any retry window (status.TTL), so asking MySQL for every new report
+// would buy nothing but a round trip and the database's CPU per report; where the receipt is gone (expired,
+// evicted, flushed) epro-mq is the backstop, as it is when neither store can be asked: a true repeat is
+// stored once, silently, and other content under a stored id is dead-lettered as a conflict. Logs carry
+// request ids and counts only.
+func checkRequestIDs(ctx context.Context, svcCtx *svc.ServiceContext, cs []candidate, a ratelimit.Admission) []known {
 	out := make([]known, len(cs))
 	if len(cs) == 0 {
 		return out
 	}
 	var unsettled []int
-	keys := make([]string, len(cs))
-	for i, c := range cs {
-		keys[i] = status.ReceiptKey(c.sub.RequestID)
+	err := a.Unread
+	if err == nil && len(a.Values) != len(cs) {
+		err = errors.New("receipts not read")
 	}
-	rctx, cancel := context.WithTimeout(ctx, svcCtx.Config.Redis.Timeout)
-	vals, err := svcCtx.Redis.MGet(rctx, keys...).Result()
-	cancel()
 	if err != nil {
 		logx.WithContext(ctx).Errorw("request-id check: redis unavailable, asking MySQL", logx.Field("reports", len(cs)), logx.Field("error", err.Error()))
 	}
 	for i, c := range cs {
 		r, cached := status.Receipt{}, false
-		if err == nil && i < len(vals) {
-			if v, ok := vals[i].(string); ok {
-				var perr error
-				r, perr = status.ParseReceipt(v)
-				cached = perr == nil
-			}
+		if err == nil && a.Values[i] != "" {
+			var perr error
+			r, perr = status.ParseReceipt(a.Values[i])
+			cached = perr == nil
 		}
 		switch {
 		case !cached && err != nil:

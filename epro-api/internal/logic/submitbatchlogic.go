@@ -16,7 +16,6 @@ import (
 	"github.com/epro-intake/common/status"
 	"github.com/epro-intake/epro-api/internal/metrics"
 	"github.com/epro-intake/epro-api/internal/middleware"
-	"github.com/epro-intake/epro-api/internal/ratelimit"
 	"github.com/epro-intake/epro-api/internal/svc"
 	"github.com/epro-intake/epro-api/internal/types"
 )
@@ -37,16 +36,24 @@ func NewSubmitBatchLogic(ctx context.Context, svcCtx *svc.ServiceContext) *Submi
 	}
 }
 
-// SubmitBatch judges each item on its own, takes the valid ones' tokens from the rate limits (see takeTokens)
-// and produces the new ones in one Send. It answers 200 with a result per item whatever happened to the items
-// (207 Multi-Status is WebDAV's, with an XML body clients do not expect), except when Kafka took none of the
-// items it was given: then the whole request is a 503 with Retry-After, so that a client that only looks at
-// the status code sends the batch again.
+// SubmitBatch judges each item on its own, takes the valid ones' tokens from the rate limits and produces the
+// new ones in one Send. It answers 200 with a result per item whatever happened to the items (207
+// Multi-Status is WebDAV's, with an XML body clients do not expect), except when Kafka took none of the items
+// it was given: then the whole request is a 503 with Retry-After, so that a client that only looks at the
+// status code sends the batch again.
 //
-// Request ids are judged as for one report (checkRequestIDs, one Redis MGET and at most one MySQL query for
-// the batch): a retry of a report accepted before is a duplicate with its original receipt, other content
-// under a used id a conflict. An item repeating an earlier item's request id shares that item's outcome when
-// its content is the same (a duplicate of it once accepted), and is a conflict when it differs.
+// The batch is limited as a whole (admit, one Redis round trip for the batch, which also reads the receipts):
+// one token per valid item from the client's bucket and from the patient's, all or none; when a bucket has
+// too few the answer is 429 with Retry-After and nothing of the batch is produced, rather than some items
+// accepted and the rest refused. An app syncing after being offline then simply sends the same batch again
+// after Retry-After, as it does after a 503, and the default buckets hold weeks of a patient's reports, so a
+// normal sync never meets the limit. Rejected items, and items repeating an earlier item's request id, take
+// no token.
+//
+// Request ids are judged as for one report (checkRequestIDs, on the receipts admit read, and at most one
+// MySQL query for the batch): a retry of a report accepted before is a duplicate with its original receipt,
+// other content under a used id a conflict. An item repeating an earlier item's request id shares that item's
+// outcome when its content is the same (a duplicate of it once accepted), and is a conflict when it differs.
 func (l *SubmitBatchLogic) SubmitBatch(items []json.RawMessage) (*types.BatchResp, error) {
 	now := l.now()
 	resp := &types.BatchResp{Results: make([]types.BatchItemResult, len(items))}
@@ -82,15 +89,9 @@ func (l *SubmitBatchLogic) SubmitBatch(items []json.RawMessage) (*types.BatchRes
 		candIdx = append(candIdx, i)
 	}
 
-	if len(cands) > 0 {
-		envs := make([]report.Envelope, len(cands))
-		for j, c := range cands {
-			envs[j] = c.env
-		}
-		if err := l.takeTokens(envs); err != nil {
-			l.svcCtx.Metrics.RateLimited(len(envs))
-			return nil, err
-		}
+	a, err := admit(l.ctx, l.svcCtx, cands)
+	if err != nil {
+		return nil, err
 	}
 
 	var (
@@ -98,7 +99,7 @@ func (l *SubmitBatchLogic) SubmitBatch(items []json.RawMessage) (*types.BatchRes
 		envs    []report.Envelope // envs[k] is the envelope of msgs[k]
 		msgCand []int             // msgCand[k] is the candidate of msgs[k]
 	)
-	for j, k := range checkRequestIDs(l.ctx, l.svcCtx, cands) {
+	for j, k := range checkRequestIDs(l.ctx, l.svcCtx, cands, a) {
 		res := &resp.Results[candIdx[j]]
 		switch k.verdict {
 		case duplicate:
@@ -192,22 +193,6 @@ func setConflict(res *types.BatchItemResult) {
 func setUnavailable(res *types.BatchItemResult) {
 	res.Status = statusUnavailable
 	res.Error = &types.ItemError{Code: errcode.IngestUnavailable, Message: "the report could not be stored right now; send it again later"}
-}
-
-// takeTokens takes one token per valid report from the client's bucket and from each patient's, before the
-// request-id check asks Redis and MySQL, so a flood is refused before it reaches the stores. The batch is
-// limited as a whole: when a bucket has too few tokens the answer is 429 with Retry-After and nothing of the
-// batch is produced, rather than some items accepted and the rest refused. An app syncing after being offline
-// then simply sends the same batch again after Retry-After, as it does after a 503, and the default buckets
-// hold weeks of a patient's reports, so a normal sync never meets the limit. Rejected items, and items
-// repeating an earlier item's request id, take no token; a resend of a report accepted before does, as it
-// costs the same lookups.
-func (l *SubmitBatchLogic) takeTokens(envs []report.Envelope) error {
-	perPatient := map[string]int{}
-	for _, env := range envs {
-		perPatient[env.PatientID]++
-	}
-	return l.svcCtx.RateLimit.Take(l.ctx, ratelimit.Client(l.ctx), len(envs), perPatient)
 }
 
 // prepare parses and validates one item. On error the returned candidate holds whatever request id the item

@@ -10,7 +10,6 @@ import (
 	"github.com/epro-intake/common/status"
 	"github.com/epro-intake/epro-api/internal/metrics"
 	"github.com/epro-intake/epro-api/internal/middleware"
-	"github.com/epro-intake/epro-api/internal/ratelimit"
 	"github.com/epro-intake/epro-api/internal/svc"
 	"github.com/epro-intake/epro-api/internal/types"
 )
@@ -32,10 +31,11 @@ func NewSubmitReportLogic(ctx context.Context, svcCtx *svc.ServiceContext) *Subm
 }
 
 // SubmitReport validates sub, takes its token from the client's and the patient's rate limits (429 and nothing
-// produced when either is spent) and returns only once Kafka acknowledged it with acks=all. Any produce failure,
-// the timeout included, is a 503: the client keeps the report and sends it again with the same requestId.
-// A retry of a report accepted before returns that report's receipt (status duplicate) without producing; a
-// different report under a used requestId is a 409 (see checkRequestIDs).
+// produced when either is spent; one Redis round trip, which also reads the request id's receipt) and returns
+// only once Kafka acknowledged it with acks=all. Any produce failure, the timeout included, is a 503: the
+// client keeps the report and sends it again with the same requestId. A retry of a report accepted before
+// returns that report's receipt (status duplicate) without producing; a different report under a used
+// requestId is a 409 (see checkRequestIDs).
 func (l *SubmitReportLogic) SubmitReport(sub report.Submission) (*types.AcceptedResp, error) {
 	now := l.now()
 	if err := sub.Validate(now, l.svcCtx.Config.Limits.Report()); err != nil {
@@ -46,15 +46,16 @@ func (l *SubmitReportLogic) SubmitReport(sub report.Submission) (*types.Accepted
 	if err != nil {
 		return nil, err
 	}
-	if err := l.svcCtx.RateLimit.Take(l.ctx, ratelimit.Client(l.ctx), 1, map[string]int{sub.PatientID: 1}); err != nil {
-		l.svcCtx.Metrics.RateLimited(1)
-		return nil, err
-	}
 	c, err := newCandidate(env)
 	if err != nil {
 		return nil, err
 	}
-	switch k := checkRequestIDs(l.ctx, l.svcCtx, []candidate{c})[0]; k.verdict {
+	cs := []candidate{c}
+	a, err := admit(l.ctx, l.svcCtx, cs)
+	if err != nil {
+		return nil, err
+	}
+	switch k := checkRequestIDs(l.ctx, l.svcCtx, cs, a)[0]; k.verdict {
 	case duplicate:
 		l.svcCtx.Metrics.Report(metrics.OutcomeDuplicate)
 		return &types.AcceptedResp{

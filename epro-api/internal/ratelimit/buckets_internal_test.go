@@ -1,15 +1,10 @@
 package ratelimit
 
-import (
-	"testing"
-	"time"
-
-	"github.com/zeromicro/go-zero/core/stores/redis"
-)
+import "testing"
 
 // Each key keeps its limiters while in use; beyond maxKeys the least recently used goes.
 func TestBucketsKeepRecentKeys(t *testing.T) {
-	b := newBuckets(redis.New("127.0.0.1:1"), &guard{budget: time.Millisecond}, "p:", 1, 1, 2)
+	b := newBuckets("p", kindPatient, 1, 1, 2)
 	a, bb := b.entry("a"), b.entry("b")
 	if b.entry("a") != a {
 		t.Fatal("a was not kept")
