@@ -22,6 +22,8 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/zeromicro/go-zero/core/conf"
+
+	"github.com/epro-intake/common/conffile"
 )
 
 // Conf configures a Producer. Every Kafka setting that shapes the delivery contract is stated here or in New
@@ -38,11 +40,14 @@ type Conf struct {
 	MaxAttempts int `json:",default=5"`
 }
 
-// RemovedKeys are Conf keys of the former kafka-go Writer that no longer have an effect, with the reason.
-// Services refuse them under their producer section when their configuration loads.
-var RemovedKeys = map[string]string{
-	"BatchTimeout": "the producer does not linger: concurrent Sends share the next produce request while one is in flight",
-	"BatchSize":    "a produce batch is bounded by bytes (Kafka's 1 MB message limit), not by a record count",
+// Ineffective returns the keys the producer no longer reads (settings of the kafka-go Writer it was built on),
+// under section, the producer's key in a service's config ("Kafka", "DeadLetter.Producer"), for conffile.Load
+// to refuse.
+func Ineffective(section string) []conffile.Ineffective {
+	return []conffile.Ineffective{
+		{Key: section + ".BatchTimeout", Why: "the producer does not linger: concurrent Sends share the next produce request while one is in flight"},
+		{Key: section + ".BatchSize", Why: "a produce batch is bounded by bytes (1 MB), not by a record count"},
+	}
 }
 
 // Validate reports every zero value in c, naming its field. Services call it when their configuration loads,
