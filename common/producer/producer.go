@@ -16,10 +16,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/zeromicro/go-zero/core/conf"
 
@@ -167,36 +169,83 @@ func DefaultConf(brokers []string) (Conf, error) {
 //
 // A record whose ctx ended before it was sent is dropped together with the records buffered behind it for the
 // same partition (kgo keeps a partition gapless), so a concurrent Send to that partition may fail with it.
+//
+// kgo keeps a topic's id for as long as the client runs and refuses a topic deleted and created again (or one
+// on a broker that lost its state, as the embedded one does on a restart) with UNKNOWN_TOPIC_ID, where the
+// kafka-go Writer followed the new topic. Send then forgets the topic and sends those records once more: the
+// broker stored none of them.
 func (p *Producer) Send(ctx context.Context, msgs ...kafka.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	// Buffered for every message, so a promise that reports after Send returned never blocks kgo.
-	results := make(chan error, len(msgs))
-	promise := func(_ *kgo.Record, err error) { results <- err }
+	recs := make([]*kgo.Record, len(msgs))
 	for i := range msgs {
-		p.cl.Produce(ctx, record(&msgs[i]), promise)
+		recs[i] = record(&msgs[i])
 	}
-	var failed int
-	var first error
-	for answered := 0; answered < len(msgs); answered++ {
-		select {
-		case err := <-results:
-			if err != nil {
-				failed++
-				if first == nil {
-					first = err
-				}
+	failures, unanswered := p.produce(ctx, recs)
+	if unanswered == 0 && len(failures) > 0 {
+		var kept []failure
+		var again []*kgo.Record
+		var topics []string
+		for _, f := range failures {
+			if !errors.Is(f.err, kerr.UnknownTopicID) {
+				kept = append(kept, f)
+				continue
 			}
-		case <-ctx.Done():
-			return fmt.Errorf("produce: %d of %d messages not acknowledged: %w", len(msgs)-answered+failed, len(msgs),
-				errors.Join(context.Cause(ctx), first))
+			again = append(again, &kgo.Record{Topic: f.r.Topic, Key: f.r.Key, Value: f.r.Value, Headers: f.r.Headers, Timestamp: f.r.Timestamp})
+			if !slices.Contains(topics, f.r.Topic) {
+				topics = append(topics, f.r.Topic)
+			}
+		}
+		if len(again) > 0 {
+			p.cl.PurgeTopicsFromProducing(topics...)
+			failures, unanswered = p.produce(ctx, again)
+			failures = append(kept, failures...)
 		}
 	}
-	if failed > 0 {
-		return fmt.Errorf("produce %d of %d messages: %w", failed, len(msgs), first)
+	if unanswered > 0 {
+		return fmt.Errorf("produce: %d of %d messages not acknowledged: %w", unanswered+len(failures), len(msgs),
+			errors.Join(context.Cause(ctx), firstErr(failures)))
+	}
+	if len(failures) > 0 {
+		return fmt.Errorf("produce %d of %d messages: %w", len(failures), len(msgs), failures[0].err)
 	}
 	return nil
+}
+
+// failure is a record kgo failed, with its error.
+type failure struct {
+	r   *kgo.Record
+	err error
+}
+
+func firstErr(fs []failure) error {
+	if len(fs) == 0 {
+		return nil
+	}
+	return fs[0].err
+}
+
+// produce hands recs to kgo and waits for every answer, or until ctx ends: it returns the records that failed
+// and how many were still unanswered when ctx ended.
+func (p *Producer) produce(ctx context.Context, recs []*kgo.Record) (failures []failure, unanswered int) {
+	// Buffered for every record, so a promise that reports after produce returned never blocks kgo.
+	results := make(chan failure, len(recs))
+	promise := func(r *kgo.Record, err error) { results <- failure{r, err} }
+	for _, r := range recs {
+		p.cl.Produce(ctx, r, promise)
+	}
+	for answered := 0; answered < len(recs); answered++ {
+		select {
+		case f := <-results:
+			if f.err != nil {
+				failures = append(failures, f)
+			}
+		case <-ctx.Done():
+			return failures, len(recs) - answered
+		}
+	}
+	return failures, 0
 }
 
 // record converts m to a kgo record. The slices are shared, not copied: Send waits until kgo is done with them,

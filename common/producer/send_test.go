@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/epro-intake/common/embedded"
 	"github.com/epro-intake/common/infratest"
 	"github.com/epro-intake/common/producer"
 )
@@ -303,5 +305,46 @@ func TestSendReturnsWhenCtxEnds(t *testing.T) {
 	// An already cancelled ctx fails at once too.
 	if err := p.Send(ctx, kafka.Message{Topic: topic, Value: []byte("v")}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Send with a cancelled ctx = %v, want context.Canceled", err)
+	}
+}
+
+// A broker that comes back without its state (the embedded one on a restart; on a real cluster, a topic
+// deleted and created again) holds the topic under a new id. The first Send after it is acknowledged, and the
+// record is in the new topic.
+func TestSendFollowsARecreatedTopic(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	const topic = "recreated"
+	start := func() func() {
+		t.Helper()
+		_, stop, err := embedded.StartKafka(context.Background(), addr)
+		if err != nil {
+			t.Fatalf("start kafka on %s: %v", addr, err)
+		}
+		infratest.CreateTopic(t, []string{addr}, topic, 3)
+		return stop
+	}
+	stop := start()
+	p := newProducer(t, []string{addr}, nil)
+	send := func(value string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return p.Send(ctx, kafka.Message{Topic: topic, Key: []byte("PAT-1"), Value: []byte(value)})
+	}
+	if err := send("before"); err != nil {
+		t.Fatalf("Send before the restart: %v", err)
+	}
+	stop()
+	stop = start()
+	t.Cleanup(func() { stop() })
+	if err := send("after"); err != nil {
+		t.Fatalf("first Send after the topic was created again: %v", err)
+	}
+	if got := readAll(t, []string{addr}, topic, 1); len(got) != 1 || string(got[0].Value) != "after" {
+		t.Fatalf("read %d records, first %q; want the one sent after the restart", len(got), value(got))
 	}
 }
