@@ -231,7 +231,7 @@ func Load(file string) (Config, error) {
 }
 
 // ineffectiveKeys load but do nothing in epro-api: the middlewares ServerConf turns off or sets, the limit only
-// one of them reads, the stat switch StatLog replaces, and the producer settings it no longer reads. Load
+// one of them reads, the stat switch StatLog replaces, and the producer setting it no longer reads. Load
 // refuses them whatever their value.
 var ineffectiveKeys = append(producer.Ineffective("Kafka"), []conffile.Ineffective{
 	{Key: "Middlewares.Log", Why: "the middleware is always off, see config.ServerConf"},

@@ -38,7 +38,7 @@ func TestShippedConfig(t *testing.T) {
 	if c.CpuThreshold != 0 {
 		t.Errorf("CpuThreshold %d: load shedding must stay off", c.CpuThreshold)
 	}
-	if c.Topic != report.Topic || c.ProduceTimeout != 2*time.Second {
+	if c.Topic != report.Topic || c.ProduceTimeout != 2*time.Second || c.Kafka.BatchTimeout != time.Millisecond {
 		t.Errorf("kafka settings %+v", c)
 	}
 	// The file leaves these to the tags; the per-request budget must hold the produce and Redis timeouts.
@@ -162,7 +162,7 @@ func TestValidate(t *testing.T) {
 		{"batch smaller than one", func(c *config.Config) { c.Limits.BatchBodyBytes = 1000 }, "Limits"},
 		{"ready max age below interval", func(c *config.Config) { c.Ready.MaxAge = time.Millisecond }, "Ready"},
 		{"zero producer attempts", func(c *config.Config) { c.Kafka.MaxAttempts = 0 }, "Kafka.MaxAttempts must be positive"},
-		{"zero producer write timeout", func(c *config.Config) { c.Kafka.WriteTimeout = 0 }, "Kafka.WriteTimeout must be positive"},
+		{"zero producer batch timeout", func(c *config.Config) { c.Kafka.BatchTimeout = 0 }, "Kafka.BatchTimeout must be positive"},
 		{"zero redis timeout", func(c *config.Config) { c.Redis.Timeout = 0 }, "Redis"},
 		{"zero mysql conns", func(c *config.Config) { c.MySQL.MaxOpenConns = 0 }, "MySQL"},
 		{"no topic", func(c *config.Config) { c.Topic = "" }, "Topic"},
@@ -253,9 +253,8 @@ func TestLoadRefusesKeysWithoutEffect(t *testing.T) {
 		{base + "Middlewares:\n  Prometheus: true\n", "Middlewares.Prometheus has no effect"},
 		{base + "Middlewares:\n  Metrics: true\n", "Middlewares.Metrics has no effect"},
 		{base + "Log:\n  Stat: true\n", "Log.Stat has no effect"},
-		{strings.Replace(base, "Kafka:\n", "Kafka:\n  BatchTimeout: 1ms\n", 1), "Kafka.BatchTimeout has no effect"},
 		{strings.Replace(base, "Kafka:\n", "Kafka:\n  batchsize: 100\n", 1), "Kafka.BatchSize has no effect"},
-		{strings.Replace(base, "Kafka:\n", "Kafka:\n  MaxAttempts: 3\n", 1), ""}, // honoured
+		{strings.Replace(base, "Kafka:\n", "Kafka:\n  BatchTimeout: 2ms\n", 1), ""}, // honoured
 		{base + "StatLog: true\n", ""},                            // the switch that replaces them
 		{base + "MaxConns: 500\nHTTP:\n  IdleTimeout: 10s\n", ""}, // honoured: the connection cap and the server limits
 		{base + "Middlewares:\n  Trace: false\n", ""},             // honoured: not refused

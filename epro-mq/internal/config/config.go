@@ -172,7 +172,7 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ineffectiveKeys load into kq.KqConf, or are producer settings no longer read, and do nothing in epro-mq; Load
+// ineffectiveKeys load into kq.KqConf, or are a producer setting no longer read, and do nothing in epro-mq; Load
 // refuses them whatever their value.
 var ineffectiveKeys = func() []conffile.Ineffective {
 	loop := "epro-mq runs its own consumer loop, one fetch loop per assigned partition"
