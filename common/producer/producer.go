@@ -128,7 +128,7 @@ func options(c Conf) []kgo.Opt {
 		kgo.RecordRetries(c.MaxAttempts - 1),
 		// Topics are created at provisioning; a typo must fail, not create a topic. kgo creates none unless
 		// AllowAutoTopicCreation is given, and fails a record once the topic was missing from this many
-		// metadata answers (kgo's default 4; the caller's ctx usually ends the Send first).
+		// metadata answers (kgo's default 4), about a second with the refresh interval below.
 		kgo.UnknownTopicRetries(4),
 		// kgo retries a refused batch (NOT_ENOUGH_REPLICAS, a leader moving) after a metadata refresh, and
 		// refreshes at most once per MetadataMinAge, 5s by default: MaxAttempts tries would take 5s each and
