@@ -9,8 +9,7 @@ import (
 )
 
 func TestConfValidate(t *testing.T) {
-	valid := producer.Conf{Brokers: []string{"k1:9092,k2:9092"}, BatchTimeout: time.Millisecond, BatchSize: 100,
-		WriteTimeout: 2 * time.Second, MaxAttempts: 5}
+	valid := producer.Conf{Brokers: []string{"k1:9092,k2:9092"}, BatchTimeout: time.Millisecond, WriteTimeout: 2 * time.Second, MaxAttempts: 5}
 	if err := valid.Validate(); err != nil {
 		t.Fatalf("valid conf refused: %v", err)
 	}
@@ -20,7 +19,6 @@ func TestConfValidate(t *testing.T) {
 	}{
 		{"Brokers", func(c *producer.Conf) { c.Brokers = []string{" , "} }},
 		{"BatchTimeout", func(c *producer.Conf) { c.BatchTimeout = 0 }},
-		{"BatchSize", func(c *producer.Conf) { c.BatchSize = 0 }},
 		{"WriteTimeout", func(c *producer.Conf) { c.WriteTimeout = -time.Second }},
 		{"MaxAttempts", func(c *producer.Conf) { c.MaxAttempts = 0 }},
 	} {
@@ -33,7 +31,8 @@ func TestConfValidate(t *testing.T) {
 }
 
 func TestNewRefusesZeroSettingsAndDefaultConfIsValid(t *testing.T) {
-	if _, err := producer.New(producer.Conf{Brokers: []string{"k1:9092"}}); err == nil || !strings.Contains(err.Error(), "BatchTimeout") {
+	if _, err := producer.New(producer.Conf{Brokers: []string{"k1:9092"}}); err == nil ||
+		!strings.Contains(err.Error(), "BatchTimeout") || !strings.Contains(err.Error(), "WriteTimeout") || !strings.Contains(err.Error(), "MaxAttempts") {
 		t.Fatalf("New with zero settings: %v; want the zero settings refused by name", err)
 	}
 	c, err := producer.DefaultConf([]string{"k1:9092"})
@@ -41,12 +40,14 @@ func TestNewRefusesZeroSettingsAndDefaultConfIsValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The tag defaults, read back: a change to a tag shows up here.
-	if c.BatchTimeout != time.Millisecond || c.BatchSize != 100 || c.WriteTimeout != 2*time.Second || c.MaxAttempts != 5 {
-		t.Errorf("DefaultConf = %+v; want the tag defaults 1ms, 100, 2s, 5", c)
+	if c.BatchTimeout != time.Millisecond || c.WriteTimeout != 2*time.Second || c.MaxAttempts != 5 {
+		t.Errorf("DefaultConf = %+v; want the tag defaults 1ms, 2s, 5", c)
 	}
 	p, err := producer.New(c)
 	if err != nil {
 		t.Fatalf("New(DefaultConf): %v", err)
 	}
-	_ = p.Close()
+	if err := p.Close(); err != nil {
+		t.Errorf("Close of an unused producer: %v", err)
+	}
 }

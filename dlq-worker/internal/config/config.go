@@ -287,9 +287,9 @@ func Load(file string) (Config, error) {
 }
 
 // ineffectiveKeys load but do nothing in dlq-worker; Load refuses them whatever their value.
-var ineffectiveKeys = []conffile.Ineffective{
-	{Key: "Middlewares.Log", Why: "go-zero's log middleware is always off, see config.ServerConf; internal/middleware.AccessLog logs requests"},
-}
+var ineffectiveKeys = append(producer.Ineffective("Replay.Producer"), conffile.Ineffective{
+	Key: "Middlewares.Log", Why: "go-zero's log middleware is always off, see config.ServerConf; internal/middleware.AccessLog logs requests",
+})
 
 // ServerConf is the RestConf to build the server with. go-zero's Log middleware dumps the first KiB of the
 // request body into the error log on any 5xx; bodies here hold discard notes that may quote patients, so it is

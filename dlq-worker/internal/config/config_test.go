@@ -84,7 +84,7 @@ func TestDefaults(t *testing.T) {
 		r.QueryTimeout != 10*time.Second || r.Timeout != 2*time.Hour || r.MaxExceptions != 1000 {
 		t.Errorf("reconcile defaults = %+v", r)
 	}
-	if p := c.Replay.Producer; p.BatchTimeout != time.Millisecond || p.BatchSize != 100 || p.WriteTimeout != 2*time.Second || p.MaxAttempts != 5 {
+	if p := c.Replay.Producer; p.BatchTimeout != time.Millisecond || p.WriteTimeout != 2*time.Second || p.MaxAttempts != 5 {
 		t.Errorf("producer defaults = %+v", p)
 	}
 }
@@ -127,7 +127,9 @@ func TestLoadRefuses(t *testing.T) {
 		{"log middleware on", base + "Middlewares:\n  Log: true\n", "Middlewares.Log has no effect"},
 		{"log middleware off", base + "middlewares:\n  log: false\n", "Middlewares.Log has no effect"},
 		{"no replay producer", strings.Replace(base, "  Producer:\n    Brokers: [k:9092]\n", "  Timeout: 5s\n", 1), "Producer"},
-		{"zero producer batch", strings.Replace(base, "    Brokers: [k:9092]\n", "    Brokers: [k:9092]\n    BatchSize: 0\n", 1), "Replay.Producer.BatchSize must be positive"},
+		{"zero producer attempts", strings.Replace(base, "    Brokers: [k:9092]\n", "    Brokers: [k:9092]\n    MaxAttempts: 0\n", 1), "Replay.Producer.MaxAttempts must be positive"},
+		{"producer batch size", strings.Replace(base, "    Brokers: [k:9092]\n", "    Brokers: [k:9092]\n    BatchSize: 100\n", 1), "Replay.Producer.BatchSize has no effect"},
+		{"producer batch timeout", strings.Replace(base, "    Brokers: [k:9092]\n", "    Brokers: [k:9092]\n    BatchTimeout: 0s\n", 1), "Replay.Producer.BatchTimeout must be positive"},
 		{"zero insert timeout", strings.Replace(base, "  Brokers: [k:9092]\nReplay", "  Brokers: [k:9092]\n  InsertTimeout: 0s\nReplay", 1), "DeadLetters.InsertTimeout must be positive"},
 		{"lease no longer than a produce", strings.Replace(base, "Replay:\n", "Replay:\n  Bulk:\n    LeaseTTL: 5s\n", 1), "Replay.Bulk.LeaseTTL (5s) must exceed Replay.Timeout (5s)"},
 		{"jobs starve the pool", strings.Replace(base, "Replay:\n", "Replay:\n  Bulk:\n    MaxConcurrentJobs: 4\n", 1), "Replay.Bulk.MaxConcurrentJobs (4) must be positive and below half of MySQL.MaxOpenConns (8)"},

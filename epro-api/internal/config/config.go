@@ -234,8 +234,9 @@ func Load(file string) (Config, error) {
 }
 
 // ineffectiveKeys load but do nothing in epro-api: the middlewares ServerConf turns off or sets, the limit only
-// one of them reads, and the stat switch StatLog replaces. Load refuses them whatever their value.
-var ineffectiveKeys = []conffile.Ineffective{
+// one of them reads, the stat switch StatLog replaces, and the producer setting it no longer reads. Load
+// refuses them whatever their value.
+var ineffectiveKeys = append(producer.Ineffective("Kafka"), []conffile.Ineffective{
 	{Key: "Middlewares.Log", Why: "the middleware is always off, see config.ServerConf"},
 	{Key: "Middlewares.MaxBytes", Why: "the middleware is always off, see config.ServerConf"},
 	{Key: "Middlewares.Breaker", Why: "the middleware is always off, see config.ServerConf"},
@@ -245,7 +246,7 @@ var ineffectiveKeys = []conffile.Ineffective{
 	{Key: "Middlewares.Metrics", Why: "StatLog switches it, see config.ServerConf"},
 	{Key: "Log.Stat", Why: "StatLog switches it, see config.ServerConf"},
 	{Key: "MaxBytes", Why: "only go-zero's MaxBytes middleware reads it, which is off; body limits are Limits.BodyBytes and Limits.BatchBodyBytes"},
-}
+}...)
 
 // Validate is called by conf.Load and Load. It reports every zero or inconsistent value, naming the key.
 func (c Config) Validate() error {

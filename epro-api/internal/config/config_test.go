@@ -42,7 +42,7 @@ func TestShippedConfig(t *testing.T) {
 		t.Errorf("kafka settings %+v", c)
 	}
 	// The file leaves these to the tags; the per-request budget must hold the produce and Redis timeouts.
-	if c.Timeout != 3000 || c.MaxConns != 10000 || c.Host != "0.0.0.0" || c.Kafka.BatchSize != 100 || c.Kafka.WriteTimeout != 2*time.Second ||
+	if c.Timeout != 3000 || c.MaxConns != 10000 || c.Host != "0.0.0.0" || c.Kafka.WriteTimeout != 2*time.Second ||
 		c.Kafka.MaxAttempts != 5 || c.Limits.MaxAge != 2160*time.Hour || c.Redis.Timeout != 250*time.Millisecond || c.Log.Encoding != "json" {
 		t.Errorf("defaults not applied: %+v", c)
 	}
@@ -161,7 +161,7 @@ func TestValidate(t *testing.T) {
 		{"zero check timeout", func(c *config.Config) { c.MySQL.CheckTimeout = 0 }, "CheckTimeout"},
 		{"batch smaller than one", func(c *config.Config) { c.Limits.BatchBodyBytes = 1000 }, "Limits"},
 		{"ready max age below interval", func(c *config.Config) { c.Ready.MaxAge = time.Millisecond }, "Ready"},
-		{"zero producer batch", func(c *config.Config) { c.Kafka.BatchSize = 0 }, "Kafka.BatchSize must be positive"},
+		{"zero producer attempts", func(c *config.Config) { c.Kafka.MaxAttempts = 0 }, "Kafka.MaxAttempts must be positive"},
 		{"zero producer batch timeout", func(c *config.Config) { c.Kafka.BatchTimeout = 0 }, "Kafka.BatchTimeout must be positive"},
 		{"zero redis timeout", func(c *config.Config) { c.Redis.Timeout = 0 }, "Redis"},
 		{"zero mysql conns", func(c *config.Config) { c.MySQL.MaxOpenConns = 0 }, "MySQL"},
@@ -253,6 +253,8 @@ func TestLoadRefusesKeysWithoutEffect(t *testing.T) {
 		{base + "Middlewares:\n  Prometheus: true\n", "Middlewares.Prometheus has no effect"},
 		{base + "Middlewares:\n  Metrics: true\n", "Middlewares.Metrics has no effect"},
 		{base + "Log:\n  Stat: true\n", "Log.Stat has no effect"},
+		{strings.Replace(base, "Kafka:\n", "Kafka:\n  batchsize: 100\n", 1), "Kafka.BatchSize has no effect"},
+		{strings.Replace(base, "Kafka:\n", "Kafka:\n  BatchTimeout: 2ms\n", 1), ""}, // honoured
 		{base + "StatLog: true\n", ""},                            // the switch that replaces them
 		{base + "MaxConns: 500\nHTTP:\n  IdleTimeout: 10s\n", ""}, // honoured: the connection cap and the server limits
 		{base + "Middlewares:\n  Trace: false\n", ""},             // honoured: not refused

@@ -172,7 +172,8 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ineffectiveKeys load into kq.KqConf but do nothing in epro-mq; Load refuses them whatever their value.
+// ineffectiveKeys load into kq.KqConf, or are a producer setting no longer read, and do nothing in epro-mq; Load
+// refuses them whatever their value.
 var ineffectiveKeys = func() []conffile.Ineffective {
 	loop := "epro-mq runs its own consumer loop, one fetch loop per assigned partition"
 	keys := []conffile.Ineffective{
@@ -181,6 +182,7 @@ var ineffectiveKeys = func() []conffile.Ineffective {
 		{Key: "Reports.CommitInOrder", Why: "epro-mq always commits a partition in order, up to its lowest unfinished offset"},
 		{Key: "Log.Stat", Why: "StatLog (default false) turns go-zero's stat log lines on"},
 	}
+	keys = append(keys, producer.Ineffective("DeadLetter.Producer")...)
 	for _, k := range []string{"Log", "Mode", "MetricsUrl", "Prometheus", "Telemetry", "DevServer", "Shutdown", "Profiling"} {
 		keys = append(keys, conffile.Ineffective{Key: "Reports." + k, Why: "only the top-level service settings apply"})
 	}

@@ -154,6 +154,11 @@ func TestRefusesKeysWithoutEffect(t *testing.T) {
 			t.Errorf("%q: Load() = %v, want it refused naming %s", tc.lines, err, tc.key)
 		}
 	}
+	// A setting of the kafka-go Writer the producer no longer has.
+	if err := load(t, with("  Producer", "    BatchSize: 100\n")); err == nil ||
+		!strings.Contains(err.Error(), "DeadLetter.Producer.BatchSize has no effect") {
+		t.Errorf("DeadLetter.Producer.BatchSize: Load() = %v, want it refused", err)
+	}
 	// go-zero's stat switch is replaced by StatLog.
 	for _, lines := range []string{"Log:\n  Stat: true\n", "Log:\n  Stat: false\n"} {
 		err := load(t, lines+minimal)
@@ -176,7 +181,8 @@ func TestValidate(t *testing.T) {
 		{"rebalance within the drain", with("Pipeline", "  RebalanceTimeout: 10s\n"), "Pipeline.RebalanceTimeout (10s) must exceed DrainTimeout (10s)"},
 		{"wait time within the drain", strings.Replace(minimal, "WaitTime: 20s", "WaitTime: 11s", 1), "set Shutdown.WaitTime above 11s"},
 		{"go-zero's wait time", strings.Replace(minimal, "Shutdown:\n  WaitTime: 20s\n", "", 1), "Shutdown.WaitTime"},
-		{"zero producer batch", with("  Producer", "    BatchSize: 0\n"), "DeadLetter.Producer.BatchSize must be positive"},
+		{"zero producer attempts", with("  Producer", "    MaxAttempts: 0\n"), "DeadLetter.Producer.MaxAttempts must be positive"},
+		{"zero producer batch timeout", with("  Producer", "    BatchTimeout: 0s\n"), "DeadLetter.Producer.BatchTimeout must be positive"},
 		{"no producer brokers", strings.Replace(minimal, "  Producer:\n    Brokers: [k:9092]\n", "  Producer:\n    Brokers: ['']\n", 1), "DeadLetter.Producer.Brokers"},
 		{"zero retries", "Retry:\n  MaxAttempts: 0\n" + minimal, "Retry"},
 		{"dead letters to the source topic", with("DeadLetter", "  Topic: t\n"), "DeadLetter.Topic"},
