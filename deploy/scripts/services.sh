@@ -11,6 +11,8 @@
 #   services.sh env                  print the exports that point the tests at them:
 #                                      eval "$(deploy/scripts/services.sh env)"
 #                                    EPRO_TEST_KAFKA_CLUSTER_BROKERS is among them while the cluster is up.
+#   services.sh cluster up|down|status
+#                                    the three-node cluster alone, leaving MariaDB and Redis as they are
 #   services.sh node I start|stop|kill|pause|resume|status|pid
 #                                    one node of the cluster (see kafka.sh): the fault tests' handle on it
 set -euo pipefail
@@ -154,11 +156,18 @@ case "$cmd" in
   down) down "$@" ;;
   status) status "$@" ;;
   env) env_exports ;;
+  cluster)
+    case "${1:-}" in
+      up) cluster_up ;;
+      down) cluster_down ;;
+      status) cluster_status ;;
+      *) die "usage: $0 cluster up|down|status" ;;
+    esac ;;
   node)
     [ $# -eq 2 ] || die "usage: $0 node I start|stop|kill|pause|resume|status|pid"
     case "$2" in
       start|stop|kill|pause|resume|status|pid) node "$1" "$2" ;;
       *) die "node: unknown command $2" ;;
     esac ;;
-  *) echo "usage: $0 up|down|status [--brokers 1|$CLUSTER_NODES] | env | node I start|stop|kill|pause|resume|status|pid" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status [--brokers 1|$CLUSTER_NODES] | env | cluster up|down|status | node I start|stop|kill|pause|resume|status|pid" >&2; exit 2 ;;
 esac

@@ -32,6 +32,8 @@ type Cluster struct {
 
 	mu     sync.Mutex
 	events []Event
+	down   map[int]bool // killed or stopped, not started since
+	paused map[int]bool
 }
 
 // Event is one fault or recovery, with when it was done.
@@ -53,6 +55,8 @@ func New(ctx context.Context, root string, brokers []string) (*Cluster, error) {
 		brokers: brokers,
 		client:  &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second, Transport: transport},
 		start:   time.Now(),
+		down:    map[int]bool{},
+		paused:  map[int]bool{},
 	}
 	nodes, err := c.Nodes(ctx)
 	if err != nil {
@@ -98,8 +102,46 @@ func (c *Cluster) do(ctx context.Context, node int, cmd, what string) error {
 	if _, err := c.run(ctx, node, cmd); err != nil {
 		return err
 	}
+	c.mu.Lock()
+	switch cmd {
+	case "kill", "stop":
+		c.down[node] = true
+	case "start":
+		c.down[node] = false
+	case "pause":
+		c.paused[node] = true
+	case "resume":
+		c.paused[node] = false
+	}
+	c.mu.Unlock()
 	c.note(fmt.Sprintf(what, node))
 	return nil
+}
+
+// Restore resumes every node this handle paused and starts every node it stopped, so that a test that
+// failed halfway leaves the cluster whole for the next one.
+func (c *Cluster) Restore(ctx context.Context) error {
+	c.mu.Lock()
+	var paused, down []int
+	for n, p := range c.paused {
+		if p {
+			paused = append(paused, n)
+		}
+	}
+	for n, d := range c.down {
+		if d {
+			down = append(down, n)
+		}
+	}
+	c.mu.Unlock()
+	var errs []error
+	for _, n := range paused {
+		errs = append(errs, c.Resume(ctx, n))
+	}
+	for _, n := range down {
+		errs = append(errs, c.Start(ctx, n))
+	}
+	return errors.Join(errs...)
 }
 
 func (c *Cluster) note(what string) {

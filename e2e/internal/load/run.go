@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -168,6 +169,8 @@ type Phase struct {
 	done     chan struct{}
 	progress atomic.Int64
 	result   *Result
+	mu       *sync.Mutex // guards live
+	live     *Result     // the result being filled in
 }
 
 // Run drives POST url with src according to spec and returns when the phase is over.
@@ -193,6 +196,7 @@ func Start(ctx context.Context, client *http.Client, url string, src Source, spe
 	// what limits the load.
 	var mu sync.Mutex
 	res := &Result{Spec: spec, Codes: map[int]int{}, ErrKinds: map[string]int{}}
+	p.mu, p.live = &mu, res
 	var wg sync.WaitGroup
 	// Start a moment ahead so that every worker is waiting when the first arrival is due.
 	res.Start = time.Now().Add(20 * time.Millisecond)
@@ -328,6 +332,13 @@ func Start(ctx context.Context, client *http.Client, url string, src Source, spe
 
 // Progress counts the sends answered so far.
 func (p *Phase) Progress() int64 { return p.progress.Load() }
+
+// Attempts returns the sends answered so far with Spec.Retry set, retries included.
+func (p *Phase) Attempts() []Attempt {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.live.Attempts)
+}
 
 // Done is closed when the phase is over.
 func (p *Phase) Done() <-chan struct{} { return p.done }
