@@ -248,6 +248,7 @@ func TestClusterKillLeaderOfBusyPartitions(t *testing.T) {
 		}
 		return true, ""
 	})
+	e.nodes.Note(fmt.Sprintf("partitions %v have new leaders", led))
 	e.steady(10 * time.Second)
 	e.must(e.nodes.Start(ctx, node))
 	e.waitInSync()
@@ -289,6 +290,7 @@ func TestClusterTwoOfThreeDownOnly503(t *testing.T) {
 		}
 		return n >= 100, fmt.Sprintf("%d accepted since node %d returned", n, first)
 	})
+	e.nodes.Note("reports accepted again")
 	t.Logf("reports accepted again %s after node %d returned (%d sends answered meanwhile)",
 		time.Since(recovered).Round(time.Millisecond), first, e.run.Progress()-before)
 	e.must(e.nodes.Start(ctx, second))

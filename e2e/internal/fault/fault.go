@@ -27,7 +27,6 @@ import (
 type Cluster struct {
 	script  string
 	brokers []string
-	client  *kafka.Client
 	start   time.Time
 
 	mu     sync.Mutex
@@ -49,11 +48,9 @@ func New(ctx context.Context, root string, brokers []string) (*Cluster, error) {
 	if root == "" || len(brokers) == 0 {
 		return nil, errors.New("fault: a repository root and brokers are required")
 	}
-	transport := &kafka.Transport{DialTimeout: 2 * time.Second, MetadataTTL: time.Second}
 	c := &Cluster{
 		script:  filepath.Join(root, "deploy", "scripts", "services.sh"),
 		brokers: brokers,
-		client:  &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second, Transport: transport},
 		start:   time.Now(),
 		down:    map[int]bool{},
 		paused:  map[int]bool{},
@@ -70,21 +67,40 @@ func New(ctx context.Context, root string, brokers []string) (*Cluster, error) {
 	return c, nil
 }
 
-// Client is a kafka-go client on the cluster that refreshes its metadata every second.
-func (c *Cluster) Client() *kafka.Client { return c.client }
-
 // Nodes returns the ids of the live brokers, sorted.
 func (c *Cluster) Nodes(ctx context.Context) ([]int, error) {
-	md, err := c.metadata(ctx, nil)
-	if err != nil {
-		return nil, err
-	}
 	var ids []int
-	for _, b := range md.Brokers {
-		ids = append(ids, b.ID)
-	}
+	err := c.ask(ctx, func(conn *kafka.Conn) error {
+		bs, err := conn.Brokers()
+		for _, b := range bs {
+			ids = append(ids, b.ID)
+		}
+		return err
+	})
 	slices.Sort(ids)
-	return ids, nil
+	return ids, err
+}
+
+// ask calls fn on a fresh connection to each broker in turn until one answers. A fresh connection, not a
+// kafka.Client: kafka-go's Transport answers metadata from a cache that can trail an election by seconds.
+func (c *Cluster) ask(ctx context.Context, fn func(*kafka.Conn) error) error {
+	var errs []error
+	for _, b := range c.brokers {
+		conn, err := (&kafka.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "tcp", b)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		// A hung broker accepts the connection and answers nothing.
+		_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+		err = fn(conn)
+		conn.Close()
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", b, err))
+	}
+	return fmt.Errorf("no broker answered: %w", errors.Join(errs...))
 }
 
 // run runs services.sh node <node> <cmd> and returns its standard output.
@@ -143,6 +159,9 @@ func (c *Cluster) Restore(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// Note adds what a test observed (an election, writes accepted again) to the timeline.
+func (c *Cluster) Note(what string) { c.note(what) }
 
 func (c *Cluster) note(what string) {
 	c.mu.Lock()
@@ -210,70 +229,59 @@ type Partition struct {
 	ISR      []int
 }
 
-// Partitions describes every partition of topic, by partition id.
+// Partitions describes every partition of topic, by partition id, as a client discovering leaders sees
+// them (Conn.ReadPartitions).
 func (c *Cluster) Partitions(ctx context.Context, topic string) (map[int]Partition, error) {
-	md, err := c.metadata(ctx, []string{topic})
-	if err != nil {
-		return nil, err
-	}
-	if len(md.Topics) != 1 {
-		return nil, fmt.Errorf("metadata for %s lists %d topics", topic, len(md.Topics))
-	}
-	t := md.Topics[0]
-	if t.Error != nil {
-		return nil, fmt.Errorf("metadata for %s: %w", topic, t.Error)
-	}
 	out := map[int]Partition{}
-	for _, p := range t.Partitions {
-		q := Partition{ID: p.ID, Leader: -1}
-		if p.Leader.Host != "" {
-			q.Leader = p.Leader.ID
+	err := c.ask(ctx, func(conn *kafka.Conn) error {
+		parts, err := conn.ReadPartitions(topic)
+		if err != nil {
+			return err
 		}
-		for _, r := range p.Replicas {
-			q.Replicas = append(q.Replicas, r.ID)
+		for _, p := range parts {
+			q := Partition{ID: p.ID, Leader: -1}
+			if p.Leader.Host != "" {
+				q.Leader = p.Leader.ID
+			}
+			for _, r := range p.Replicas {
+				q.Replicas = append(q.Replicas, r.ID)
+			}
+			for _, r := range p.Isr {
+				q.ISR = append(q.ISR, r.ID)
+			}
+			slices.Sort(q.Replicas)
+			slices.Sort(q.ISR)
+			out[p.ID] = q
 		}
-		for _, r := range p.Isr {
-			q.ISR = append(q.ISR, r.ID)
-		}
-		slices.Sort(q.Replicas)
-		slices.Sort(q.ISR)
-		out[p.ID] = q
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("partitions of %s: %w", topic, err)
 	}
 	return out, nil
 }
 
-// Leader returns the node leading partition of topic. It asks a broker directly with Conn.ReadPartitions,
-// as a client discovering the leader would.
+// Leader returns the node leading partition of topic.
 func (c *Cluster) Leader(ctx context.Context, topic string, partition int) (int, error) {
-	var errs []error
-	for _, b := range c.brokers {
-		conn, err := (&kafka.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "tcp", b)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-		parts, err := conn.ReadPartitions(topic)
-		conn.Close()
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, p := range parts {
-			if p.ID == partition && p.Leader.Host != "" {
-				return p.Leader.ID, nil
-			}
-		}
-		errs = append(errs, fmt.Errorf("%s: %s/%d has no leader", b, topic, partition))
+	parts, err := c.Partitions(ctx, topic)
+	if err != nil {
+		return 0, err
 	}
-	return 0, fmt.Errorf("leader of %s/%d: %w", topic, partition, errors.Join(errs...))
+	p, ok := parts[partition]
+	if !ok || p.Leader < 0 {
+		return 0, fmt.Errorf("%s/%d has no leader", topic, partition)
+	}
+	return p.Leader, nil
 }
 
 // Coordinator returns the node coordinating group.
 func (c *Cluster) Coordinator(ctx context.Context, group string) (int, error) {
+	transport := &kafka.Transport{DialTimeout: 2 * time.Second}
+	defer transport.CloseIdleConnections()
+	client := &kafka.Client{Timeout: 3 * time.Second, Transport: transport}
 	var errs []error
 	for _, b := range c.brokers {
-		resp, err := c.client.FindCoordinator(ctx, &kafka.FindCoordinatorRequest{
+		resp, err := client.FindCoordinator(ctx, &kafka.FindCoordinatorRequest{
 			Addr: kafka.TCP(b), Key: group, KeyType: kafka.CoordinatorKeyTypeConsumer,
 		})
 		if err == nil && resp.Error != nil {
@@ -351,18 +359,4 @@ func (c *Cluster) WaitInSync(ctx context.Context, timeout time.Duration, topics 
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-}
-
-func (c *Cluster) metadata(ctx context.Context, topics []string) (*kafka.MetadataResponse, error) {
-	// Any live broker answers; the client's Addr lists all of them but tries only the first, so each is
-	// asked in turn while some are down.
-	var errs []error
-	for _, b := range c.brokers {
-		md, err := c.client.Metadata(ctx, &kafka.MetadataRequest{Addr: kafka.TCP(b), Topics: topics})
-		if err == nil {
-			return md, nil
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", b, err))
-	}
-	return nil, fmt.Errorf("metadata: %w", errors.Join(errs...))
 }
