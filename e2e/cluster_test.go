@@ -178,6 +178,7 @@ func (e *clusterEnv) finish() (*load.Result, []ledger.Row) {
 	counts := f.Counts()
 	e.t.Logf("load: %s (%d reports/s for %d patients, each 503 or unanswered send retried with the same request id every %s)",
 		out.Summary(), clusterRate, clusterPatients, clusterRetryPause)
+	e.t.Logf("answers by kind, retries included: %v", codes(out.Attempts))
 	e.t.Logf("faults:%s", e.nodes.Timeline())
 	e.t.Logf("counts: %s (%d accepted request ids, %d rows, order of %d patients checked, %d reports never accepted)",
 		counts, f.Accepted, f.Stored, f.OrderChecked, len(out.Refused))
@@ -314,6 +315,91 @@ func TestClusterTwoOfThreeDownOnly503(t *testing.T) {
 	t.Logf("total %s", time.Since(started).Round(time.Millisecond))
 }
 
+// TestClusterRollingRestart restarts the three nodes one after the other with SIGTERM (a controlled
+// shutdown that hands leaderships over first), each once every replica is back in sync, as a rolling
+// upgrade does.
+func TestClusterRollingRestart(t *testing.T) {
+	started := time.Now()
+	e := newClusterEnv(t, 6)
+	e.startPipeline(1)
+	e.steady(5 * time.Second)
+
+	ctx := context.Background()
+	all, err := e.nodes.Nodes(ctx)
+	e.must(err)
+	for _, n := range all {
+		e.must(e.nodes.Stop(ctx, n))
+		e.steady(3 * time.Second)
+		e.must(e.nodes.Start(ctx, n))
+		e.waitInSync()
+		e.nodes.Note("every replica in sync")
+		e.steady(2 * time.Second)
+	}
+	e.steady(3 * time.Second)
+
+	e.finish()
+	t.Logf("total %s", time.Since(started).Round(time.Millisecond))
+}
+
+// TestClusterGroupCoordinatorKilled kills with SIGKILL the node that coordinates epro-mq's consumer group:
+// the group must find its new coordinator, and its commits and rebalances go on there.
+func TestClusterGroupCoordinatorKilled(t *testing.T) {
+	started := time.Now()
+	e := newClusterEnv(t, 6)
+	e.startPipeline(2)
+	e.steady(5 * time.Second)
+
+	ctx := context.Background()
+	node, err := e.nodes.Coordinator(ctx, e.group)
+	e.must(err)
+	e.nodes.Note(fmt.Sprintf("node %d coordinates group %s", node, e.group))
+	e.must(e.nodes.Kill(ctx, node))
+	e.waitFor(time.Minute, "a new coordinator for the group", func() (bool, string) {
+		n, err := e.nodes.Coordinator(ctx, e.group)
+		if err != nil {
+			return false, err.Error()
+		}
+		return n != node, fmt.Sprintf("coordinator %d", n)
+	})
+	moved, err := e.nodes.Coordinator(ctx, e.group)
+	e.must(err)
+	e.nodes.Note(fmt.Sprintf("node %d coordinates the group", moved))
+	// The group must still be whole (both replicas, every partition) under its new coordinator.
+	e.waitGroup(2, time.Minute)
+	e.steady(8 * time.Second)
+	e.must(e.nodes.Start(ctx, node))
+	e.waitInSync()
+	e.steady(5 * time.Second)
+
+	e.finish()
+	t.Logf("total %s", time.Since(started).Round(time.Millisecond))
+}
+
+// TestClusterHungBroker hangs the node leading the most partitions with SIGSTOP for longer than every
+// request timeout on the path (epro-api's ProduceTimeout, the brokers' 9 s session timeout), then resumes
+// it. Its connections stay open and answer nothing, the hardest kind of failure for a client to see.
+func TestClusterHungBroker(t *testing.T) {
+	const hang = 20 * time.Second
+	started := time.Now()
+	e := newClusterEnv(t, 6)
+	e.startPipeline(1)
+	e.steady(5 * time.Second)
+
+	ctx := context.Background()
+	node, led, err := e.nodes.BusiestLeader(ctx, e.topic)
+	e.must(err)
+	e.nodes.Note(fmt.Sprintf("node %d leads partitions %v", node, led))
+	e.must(e.nodes.Pause(ctx, node))
+	e.steady(hang)
+	e.must(e.nodes.Resume(ctx, node))
+	e.waitInSync()
+	e.nodes.Note("every replica in sync")
+	e.steady(5 * time.Second)
+
+	e.finish()
+	t.Logf("total %s", time.Since(started).Round(time.Millisecond))
+}
+
 // TestClusterEproMQScaleAndRollingRestarts scales epro-mq from one replica to three, restarts them ten times
 // one after the other with SIGTERM, and scales back to one, all under load. Beyond the five counts it
 // measures, per partition, how long the group stored nothing while records waited (kafka-go rebalances
@@ -329,7 +415,7 @@ func TestClusterEproMQScaleAndRollingRestarts(t *testing.T) {
 	var marks []time.Time
 	mark := func(what string) {
 		marks = append(marks, time.Now())
-		t.Logf("+%5.1fs %s", time.Since(started).Seconds(), what)
+		e.nodes.Note(what)
 	}
 	stop := func(p *stack.Proc) {
 		t.Helper()
