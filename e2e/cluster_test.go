@@ -160,6 +160,24 @@ func (e *clusterEnv) waitInSync() {
 	e.t.Logf("every replica in sync again after %s", time.Since(start).Round(time.Millisecond))
 }
 
+// waitNewLeaders waits until none of partitions of the report topic is led by node, and notes it.
+func (e *clusterEnv) waitNewLeaders(node int, partitions []int, timeout time.Duration) {
+	e.t.Helper()
+	e.waitFor(timeout, fmt.Sprintf("new leaders for node %d's partitions", node), func() (bool, string) {
+		parts, err := e.nodes.Partitions(context.Background(), e.topic)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, p := range partitions {
+			if l := parts[p].Leader; l == node || l < 0 {
+				return false, fmt.Sprintf("partition %d: leader %d", p, l)
+			}
+		}
+		return true, ""
+	})
+	e.nodes.Note(fmt.Sprintf("partitions %v have new leaders", partitions))
+}
+
 // finish stops the load, waits until everything accepted is stored, prints the load, the faults and the
 // counts, and holds the counts to zero. It returns what the load saw and the rows.
 func (e *clusterEnv) finish() (*load.Result, []ledger.Row) {
@@ -237,19 +255,7 @@ func TestClusterKillLeaderOfBusyPartitions(t *testing.T) {
 	e.must(err)
 	t.Logf("node %d leads partitions %v of %s", node, led, e.topic)
 	e.must(e.nodes.Kill(ctx, node))
-	e.waitFor(time.Minute, "new leaders for the killed node's partitions", func() (bool, string) {
-		parts, err := e.nodes.Partitions(ctx, e.topic)
-		if err != nil {
-			return false, err.Error()
-		}
-		for _, p := range led {
-			if l := parts[p].Leader; l == node || l < 0 {
-				return false, fmt.Sprintf("partition %d: leader %d", p, l)
-			}
-		}
-		return true, ""
-	})
-	e.nodes.Note(fmt.Sprintf("partitions %v have new leaders", led))
+	e.waitNewLeaders(node, led, time.Minute)
 	e.steady(10 * time.Second)
 	e.must(e.nodes.Start(ctx, node))
 	e.waitInSync()
@@ -390,7 +396,10 @@ func TestClusterHungBroker(t *testing.T) {
 	e.must(err)
 	e.nodes.Note(fmt.Sprintf("node %d leads partitions %v", node, led))
 	e.must(e.nodes.Pause(ctx, node))
-	e.steady(hang)
+	hungAt := time.Now()
+	// The controller fences a broker that stops heartbeating and moves its leaderships: the hang is seen.
+	e.waitNewLeaders(node, led, hang)
+	e.steady(hang - time.Since(hungAt))
 	e.must(e.nodes.Resume(ctx, node))
 	e.waitInSync()
 	e.nodes.Note("every replica in sync")
