@@ -32,8 +32,8 @@ const (
 	clusterRate = 200
 	// clusterPatients send the load; each sends its reports one after the other.
 	clusterPatients = 400
-	// clusterRetry is how a test client, like a patient's app, treats a 503 or no answer: the same report
-	// again after a short pause, until it is accepted.
+	// clusterRetryPause and clusterRetryFor are how a test client, like a patient's app, treats a 503 or no
+	// answer: the same report again after a short pause, until it is accepted.
 	clusterRetryPause = 250 * time.Millisecond
 	clusterRetryFor   = 3 * time.Minute
 )
@@ -194,9 +194,13 @@ func (e *clusterEnv) finish() (*load.Result, []ledger.Row) {
 	}
 	f := ledger.Check(rows, answers, ledger.Options{Topic: e.topic, Order: true})
 	counts := f.Counts()
-	e.t.Logf("load: %s (%d reports/s for %d patients, each 503 or unanswered send retried with the same request id every %s)",
-		out.Summary(), clusterRate, clusterPatients, clusterRetryPause)
+	// Offered clusterRate; while writes fail, the senders wait on their retries and fewer reports go out.
+	e.t.Logf("load: %s (offered %d reports/s, sent %.0f/s, for %d patients, each 503 or unanswered send retried with the same request id every %s)",
+		out.Summary(), clusterRate, float64(out.Sent)/out.Elapsed.Seconds(), clusterPatients, clusterRetryPause)
 	e.t.Logf("answers by kind, retries included: %v", codes(out.Attempts))
+	if len(out.ErrKinds) > 0 {
+		e.t.Logf("sends without an answer, by error (first kinds): %v", out.ErrKinds)
+	}
 	e.t.Logf("faults:%s", e.nodes.Timeline())
 	e.t.Logf("counts: %s (%d accepted request ids, %d rows, order of %d patients checked, %d reports never accepted)",
 		counts, f.Accepted, f.Stored, f.OrderChecked, len(out.Refused))
