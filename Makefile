@@ -189,3 +189,26 @@ check-monitoring:
 	fi; \
 	echo "=== monitoring: promtool check rules, test rules"; \
 	cd $(MONITORING) && $(PROMTOOL) check rules epro.rules.yml && $(PROMTOOL) test rules epro.rules.test.yml
+
+# ---------------------------------------------------------------------------
+# The three-node Kafka cluster and the fault tests on it (e2e/cluster_test.go)
+# ---------------------------------------------------------------------------
+
+# A three-node KRaft cluster on 127.0.0.1:19092,19094,19096 (topics RF 3, min.insync.replicas 2) beside the
+# single broker, plus MariaDB and Redis. cluster-down stops the cluster only; services-down stops the rest.
+.PHONY: cluster-up
+cluster-up:
+	$(SERVICES) up --brokers 3
+
+.PHONY: cluster-down
+cluster-down:
+	$(SERVICES) cluster down
+
+# Brings the cluster up and runs the cluster tests on it (build tag cluster, so make test never sees them):
+# brokers killed, hung and restarted under load, each test printing its load, faults and counts. Without
+# -race: the services, three brokers and the load share the machine, and the load must stay steady. Pick
+# tests with CLUSTER_TESTS, e.g. make test-cluster CLUSTER_TESTS=TestClusterTwoOfThreeDownOnly503.
+CLUSTER_TESTS ?= TestCluster
+.PHONY: test-cluster
+test-cluster: cluster-up
+	eval "$$($(SERVICES) env)" && cd e2e && $(GO) test -tags cluster -run '$(CLUSTER_TESTS)' -count=1 -v -timeout 40m .

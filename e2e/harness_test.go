@@ -49,6 +49,12 @@ func newStack(t *testing.T) *stack.Stack {
 	if testing.Short() {
 		t.Skip("builds and runs the services; skipped with -short")
 	}
+	return newStackOn(t, infratest.Kafka(t))
+}
+
+// newStackOn is newStack on the given Kafka brokers.
+func newStackOn(t *testing.T, brokers []string) *stack.Stack {
+	t.Helper()
 	buildOnce.Do(func() {
 		if buildRoot, buildErr = stack.Root(context.Background()); buildErr != nil {
 			return
@@ -67,7 +73,7 @@ func newStack(t *testing.T) *stack.Stack {
 	// The servers named by EPRO_TEST_*, or embedded stand-ins shared by the test binary; with
 	// EPRO_TEST_REQUIRE_REAL=1 a missing server fails the test (common/infratest). The database is the
 	// test's own and is dropped when it ends.
-	inf := &stack.Infra{Brokers: infratest.Kafka(t), DSN: infratest.MySQL(t), RedisAddr: infratest.Redis(t)}
+	inf := &stack.Infra{Brokers: brokers, DSN: infratest.MySQL(t), RedisAddr: infratest.Redis(t)}
 	dir, err := os.MkdirTemp("", "epro-e2e-"+infratest.UniqueName(t, "")+"-")
 	if err != nil {
 		t.Fatal(err)
@@ -157,7 +163,13 @@ const dlqPartitions = 3
 
 func newPipelineEnv(t *testing.T, partitions int) *pipelineEnv {
 	t.Helper()
-	st := newStack(t)
+	return newPipelineEnvOn(t, newStack(t), partitions)
+}
+
+// newPipelineEnvOn is newPipelineEnv on st. Its topics get replication factor 3 and min.insync.replicas 2
+// when st's Kafka has three brokers or more (infratest.CreateTopic).
+func newPipelineEnvOn(t *testing.T, st *stack.Stack, partitions int) *pipelineEnv {
+	t.Helper()
 	e := &pipelineEnv{
 		t:          t,
 		st:         st,

@@ -515,3 +515,21 @@ func TestHelperProcess(t *testing.T) {
 	t.Run("redis", func(t *testing.T) { infratest.Redis(t) })
 	t.Run("mysql", func(t *testing.T) { infratest.MySQL(t) })
 }
+
+func TestReplicationFollowsClusterSize(t *testing.T) {
+	for _, tc := range []struct {
+		brokers, rf int
+		minISR      string
+	}{{1, 1, ""}, {2, 1, ""}, {3, 3, "2"}, {5, 3, "2"}} {
+		rf, entries := infratest.Replication(tc.brokers)
+		minISR := ""
+		for _, e := range entries {
+			if e.ConfigName == "min.insync.replicas" {
+				minISR = e.ConfigValue
+			}
+		}
+		if rf != tc.rf || minISR != tc.minISR {
+			t.Errorf("%d brokers: replication %d, min.insync.replicas %q; want %d, %q", tc.brokers, rf, minISR, tc.rf, tc.minISR)
+		}
+	}
+}

@@ -97,8 +97,11 @@ func checkKafka(brokers []string) error {
 	return errors.Join(errs...)
 }
 
-// CreateTopic creates topic name with the given number of partitions and
-// replication factor 1, through the cluster's controller as kafka-go requires.
+// CreateTopic creates topic name with the given number of partitions, through
+// the cluster's controller as kafka-go requires. On a cluster of three or more
+// brokers the topic gets the production settings (replication factor 3,
+// min.insync.replicas 2: an acks=all write survives the loss of any one
+// broker); on a single broker, replication factor 1.
 // A topic that already exists counts as created (its partition count is not
 // changed). It returns once metadata shows every partition with a leader, so
 // producers and consumers can start immediately; it fails the test after 30 s.
@@ -134,11 +137,17 @@ func createTopic(dialer *kafka.Dialer, brokers []string, name string, partitions
 		return err
 	}
 	_ = conn.SetDeadline(deadline)
+	bs, err := conn.Brokers()
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("listing brokers: %w", err)
+	}
 	controller, err := conn.Controller()
 	conn.Close()
 	if err != nil {
 		return fmt.Errorf("finding controller: %w", err)
 	}
+	replication, entries := Replication(len(bs))
 	ctrlAddr := net.JoinHostPort(controller.Host, strconv.Itoa(controller.Port))
 	cc, err := dialer.Dial("tcp", ctrlAddr)
 	if err != nil {
@@ -149,12 +158,22 @@ func createTopic(dialer *kafka.Dialer, brokers []string, name string, partitions
 	err = cc.CreateTopics(kafka.TopicConfig{
 		Topic:             name,
 		NumPartitions:     partitions,
-		ReplicationFactor: 1,
+		ReplicationFactor: replication,
+		ConfigEntries:     entries,
 	})
 	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 		return err
 	}
 	return nil
+}
+
+// Replication returns the replication factor and topic settings CreateTopic
+// uses on a cluster of the given number of brokers.
+func Replication(brokers int) (int, []kafka.ConfigEntry) {
+	if brokers < 3 {
+		return 1, nil
+	}
+	return 3, []kafka.ConfigEntry{{ConfigName: "min.insync.replicas", ConfigValue: "2"}}
 }
 
 func topicReady(dialer *kafka.Dialer, broker, name string, partitions int) error {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -17,6 +18,9 @@ type Spec struct {
 	Partitions int
 	// Replication is the replication factor; 0 means 1, for single-broker development clusters.
 	Replication int
+	// MinInSync is the topic's min.insync.replicas: how many replicas must hold a write before an acks=all
+	// produce succeeds. 0 leaves the broker's default.
+	MinInSync int
 }
 
 // Ensure creates every topic in specs that does not exist yet and waits until each partition has a leader.
@@ -29,7 +33,11 @@ func Ensure(ctx context.Context, brokers []string, specs ...Spec) error {
 		if rf <= 0 {
 			rf = 1
 		}
-		req.Topics = append(req.Topics, kafka.TopicConfig{Topic: s.Name, NumPartitions: s.Partitions, ReplicationFactor: rf})
+		tc := kafka.TopicConfig{Topic: s.Name, NumPartitions: s.Partitions, ReplicationFactor: rf}
+		if s.MinInSync > 0 {
+			tc.ConfigEntries = []kafka.ConfigEntry{{ConfigName: "min.insync.replicas", ConfigValue: strconv.Itoa(s.MinInSync)}}
+		}
+		req.Topics = append(req.Topics, tc)
 	}
 	resp, err := client.CreateTopics(ctx, req)
 	if err != nil {

@@ -275,3 +275,83 @@ func FirstFew[T any](s []T) []T {
 	}
 	return s
 }
+
+// Counts are the five numbers a fault test prints and holds to zero.
+type Counts struct {
+	Lost       int // accepted request ids without a row
+	Duplicated int // request ids with more than one row
+	// Unexpected: rows of ids never sent, and rows of ids sent but never answered 2xx. A client that retries
+	// each report until it is accepted leaves none of the second kind.
+	Unexpected int
+	Altered    int // rows that differ from what was sent
+	OutOfOrder int // patients whose rows do not follow their order of 2xx answers
+}
+
+// Counts sums the findings up.
+func (f Findings) Counts() Counts {
+	return Counts{
+		Lost:       len(f.Lost),
+		Duplicated: len(f.Duplicated),
+		Unexpected: len(f.UnexpectedForeign) + len(f.UnexpectedRefused),
+		Altered:    len(f.Altered),
+		OutOfOrder: len(f.OutOfOrder),
+	}
+}
+
+// Zero reports whether the rows kept the promise.
+func (c Counts) Zero() bool { return c == Counts{} }
+
+func (c Counts) String() string {
+	return fmt.Sprintf("lost=%d duplicated=%d unexpected=%d altered=%d out-of-order=%d",
+		c.Lost, c.Duplicated, c.Unexpected, c.Altered, c.OutOfOrder)
+}
+
+// Stall is a time in which a partition stored nothing although its next record was already waiting.
+type Stall struct {
+	Partition int
+	From, To  time.Time
+}
+
+// Stalls returns, per partition of topic, every time its consumers made no progress while there was work:
+// for each stored row after the partition's first, from the later of the previous row's storing and this
+// row's receipt by the API, to this row's storing. Rows stored in one batch stall for no time and are left
+// out. It measures a consumer group's pauses (a rebalance, a restart) from the reports table alone.
+func Stalls(rows []Row, topic string) map[int][]Stall {
+	by := map[int][]Row{}
+	for _, r := range rows {
+		if r.Topic == topic {
+			by[r.Partition] = append(by[r.Partition], r)
+		}
+	}
+	out := map[int][]Stall{}
+	for p, rs := range by {
+		slices.SortFunc(rs, func(a, b Row) int { return cmp.Compare(a.Offset, b.Offset) })
+		out[p] = nil
+		for i := 1; i < len(rs); i++ {
+			from := rs[i].ReceivedAt
+			if rs[i-1].StoredAt.After(from) {
+				from = rs[i-1].StoredAt
+			}
+			if rs[i].StoredAt.After(from) {
+				out[p] = append(out[p], Stall{Partition: p, From: from, To: rs[i].StoredAt})
+			}
+		}
+	}
+	return out
+}
+
+// Longest returns the longest part of stalls that falls between from and to.
+func Longest(stalls []Stall, from, to time.Time) time.Duration {
+	var longest time.Duration
+	for _, s := range stalls {
+		a, b := s.From, s.To
+		if a.Before(from) {
+			a = from
+		}
+		if b.After(to) {
+			b = to
+		}
+		longest = max(longest, b.Sub(a))
+	}
+	return longest
+}

@@ -118,3 +118,44 @@ func TestCheckFindsEveryKindOfBreach(t *testing.T) {
 		t.Errorf("a matching table has problems: %v", p)
 	}
 }
+
+func TestCountsAndStalls(t *testing.T) {
+	a := ledger.NewAnswers()
+	a.Record("r1", "P1", true)
+	a.Record("r2", "P1", true)
+	a.Record("r3", "P2", true) // lost
+	a.Record("r4", "P2", false)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	rows := []ledger.Row{
+		{ID: 1, RequestID: "r2", PatientID: "P1", Topic: "t", Partition: 0, Offset: 0, ReceivedAt: at(0), StoredAt: at(10)},
+		{ID: 2, RequestID: "r1", PatientID: "P1", Topic: "t", Partition: 0, Offset: 1, ReceivedAt: at(5), StoredAt: at(10)},
+		{ID: 3, RequestID: "r1", PatientID: "P9", Topic: "t", Partition: 0, Offset: 2, ReceivedAt: at(20), StoredAt: at(3020)},
+		{ID: 4, RequestID: "r4", PatientID: "P2", Topic: "t", Partition: 1, Offset: 7, ReceivedAt: at(0), StoredAt: at(1)},
+		{ID: 5, RequestID: "x", PatientID: "P3", Topic: "t", Partition: 1, Offset: 8, ReceivedAt: at(500), StoredAt: at(600)},
+	}
+	got := ledger.Check(rows, a, ledger.Options{Order: true}).Counts()
+	want := ledger.Counts{Lost: 1, Duplicated: 1, Unexpected: 2, Altered: 1, OutOfOrder: 1}
+	if got != want || got.Zero() {
+		t.Errorf("counts %v, want %v", got, want)
+	}
+	if s := got.String(); s != "lost=1 duplicated=1 unexpected=2 altered=1 out-of-order=1" {
+		t.Errorf("String() = %q", s)
+	}
+
+	stalls := ledger.Stalls(rows, "t")
+	// Partition 0: offset 1 was stored in offset 0's batch (no stall); offset 2 waited from its receipt at
+	// 20 ms to 3020 ms. Partition 1: offset 8 waited from 500 ms to 600 ms.
+	if len(stalls[0]) != 1 || stalls[0][0].From != at(20) || stalls[0][0].To != at(3020) {
+		t.Errorf("partition 0 stalls %v", stalls[0])
+	}
+	if len(stalls[1]) != 1 || stalls[1][0].To.Sub(stalls[1][0].From) != 100*time.Millisecond {
+		t.Errorf("partition 1 stalls %v", stalls[1])
+	}
+	if d := ledger.Longest(stalls[0], at(1020), at(5000)); d != 2*time.Second {
+		t.Errorf("longest stall of partition 0 after 1020 ms: %s, want 2s", d)
+	}
+	if d := ledger.Longest(stalls[1], at(700), at(800)); d != 0 {
+		t.Errorf("longest stall of partition 1 in a window without one: %s, want 0", d)
+	}
+}

@@ -147,3 +147,74 @@ func TestPhaseSendsEachPatientsToken(t *testing.T) {
 		t.Fatalf("without Tokens: %d refused, %d accepted", wrong.Load(), len(res.Accepted))
 	}
 }
+
+// With Retry, a report answered 503 or not answered is sent again with the same request id until it is
+// accepted, and the patient's next report waits for that: the arrival order of a patient's first accepted
+// sends is its plan order, and every send shows in Attempts.
+func TestRetrySendsTheSameReportUntilAccepted(t *testing.T) {
+	plan := load.NewPlan(mrand.New(mrand.NewPCG(7, 8)), 5, 60, 0)
+	var mu sync.Mutex
+	tries := map[string]int{}
+	accepted := map[string][]string{} // patient -> request ids in the order they were accepted
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var sub struct{ RequestID, PatientID string }
+		if err := json.NewDecoder(r.Body).Decode(&sub); err != nil {
+			t.Errorf("decode: %v", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		tries[sub.RequestID]++
+		// Every third report is refused twice, once with a dropped connection.
+		switch n := tries[sub.RequestID]; {
+		case sub.RequestID[0]%3 == 0 && n == 1:
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"code":"INGEST_UNAVAILABLE","message":"later"}`))
+		case sub.RequestID[0]%3 == 0 && n == 2:
+			hj, _ := w.(http.Hijacker)
+			conn, _, _ := hj.Hijack()
+			_ = conn.Close()
+		default:
+			accepted[sub.PatientID] = append(accepted[sub.PatientID], sub.RequestID)
+			w.WriteHeader(http.StatusAccepted)
+		}
+	}))
+	defer api.Close()
+	out := load.Run(context.Background(), load.NewHTTPClient(4), api.URL, plan,
+		load.Spec{Concurrency: 3, Retry: load.Retry{Pause: time.Millisecond, For: 10 * time.Second}})
+
+	refusedTwice := 0
+	for _, n := range tries {
+		if n == 3 {
+			refusedTwice++
+		}
+	}
+	if refusedTwice == 0 {
+		t.Fatal("no report was refused; the test does not exercise the retry")
+	}
+	if len(out.Accepted) != 60 || len(out.Refused) != 0 || out.Retries != 2*refusedTwice {
+		t.Fatalf("%d accepted, %d refused, %d retries; want 60, 0, %d", len(out.Accepted), len(out.Refused), out.Retries, 2*refusedTwice)
+	}
+	if len(out.Attempts) != 60+2*refusedTwice || out.Codes[http.StatusServiceUnavailable] != refusedTwice || out.NetErrs != refusedTwice {
+		t.Fatalf("%d attempts, %d 503s, %d without answer; want %d, %d, %d",
+			len(out.Attempts), out.Codes[http.StatusServiceUnavailable], out.NetErrs, 60+2*refusedTwice, refusedTwice, refusedTwice)
+	}
+	unavailable := 0
+	for _, a := range out.Attempts {
+		if a.Unavailable {
+			unavailable++
+		}
+	}
+	if unavailable != refusedTwice {
+		t.Errorf("%d attempts marked INGEST_UNAVAILABLE, want %d", unavailable, refusedTwice)
+	}
+	for _, p := range plan.Patients {
+		var want []string
+		for _, s := range p.Sends {
+			want = append(want, s.RequestID)
+		}
+		if !slices.Equal(accepted[p.ID], want) {
+			t.Errorf("%s: accepted in order %v, planned %v", p.ID, accepted[p.ID], want)
+		}
+	}
+}

@@ -1,11 +1,13 @@
 package load
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +36,20 @@ type Spec struct {
 	N           int
 	// Tokens gives each send its patient's Authorization header (epro-api requires one); nil sends none.
 	Tokens Tokens
+	// Retry, when its Pause is set, makes each worker behave as a patient's app does: a send answered 503 or
+	// not answered at all is sent again, same request id and body, until it is answered 2xx, and the
+	// patient's next report waits for that. Without it, such a send is refused and the worker moves on.
+	Retry Retry
+}
+
+// Retry says how a worker sends a report again (see Spec.Retry).
+type Retry struct {
+	// Pause is the wait between two sends of one report.
+	Pause time.Duration
+	// For bounds how long one report is retried, from its first send; the report is refused after that.
+	// It runs on after the phase is stopped, so that stopping a load does not turn a retried report into an
+	// unknown.
+	For time.Duration
 }
 
 // Tokens gives the Authorization header value for a patient's requests. stack.PatientTokens mints each
@@ -90,7 +106,25 @@ type Result struct {
 	// Late counts open-loop requests sent more than 1 ms after their scheduled time: the generator could not
 	// keep up, and their latency includes the wait.
 	Late int
+	// Retries counts sends that repeated a report after a 503 or no answer (Spec.Retry); Codes and NetErrs
+	// count every send, retries included.
+	Retries int
+	// Attempts is every send with Spec.Retry set, retries included, in no particular order.
+	Attempts []Attempt
 }
+
+// Attempt is one send of a report and its answer.
+type Attempt struct {
+	ID, Patient string
+	Sent, At    time.Time
+	Code        int // 0: no answer
+	// Unavailable is true when the answer was epro-api's 503 INGEST_UNAVAILABLE.
+	Unavailable bool
+}
+
+// Accepted reports whether the answer was a 2xx receipt: 202, or 200 for a resend whose first send was
+// accepted (epro-api's request-id contract).
+func (a Attempt) Accepted() bool { return a.Code == http.StatusAccepted || a.Code == http.StatusOK }
 
 // Answers is what the client learnt in the given phases, for a ledger check.
 func Answers(phases ...*Result) *ledger.Answers {
@@ -108,8 +142,8 @@ func Answers(phases ...*Result) *ledger.Answers {
 
 // Summary says in one line what was sent and answered.
 func (r *Result) Summary() string {
-	return fmt.Sprintf("%d sends (%d resends), %s, %d accepted, statuses %v, %d without an answer, in %s",
-		r.Sent, r.Resent, r.Spec.Describe(), len(r.Accepted), r.Codes, r.NetErrs, r.Elapsed.Round(time.Millisecond))
+	return fmt.Sprintf("%d sends (%d resends, %d retries), %s, %d accepted, statuses %v, %d without an answer, in %s",
+		r.Sent, r.Resent, r.Retries, r.Spec.Describe(), len(r.Accepted), r.Codes, r.NetErrs, r.Elapsed.Round(time.Millisecond))
 }
 
 // NewHTTPClient is a client for up to conns concurrent requests to one host.
@@ -135,6 +169,8 @@ type Phase struct {
 	done     chan struct{}
 	progress atomic.Int64
 	result   *Result
+	mu       *sync.Mutex // guards live
+	live     *Result     // the result being filled in
 }
 
 // Run drives POST url with src according to spec and returns when the phase is over.
@@ -160,6 +196,7 @@ func Start(ctx context.Context, client *http.Client, url string, src Source, spe
 	// what limits the load.
 	var mu sync.Mutex
 	res := &Result{Spec: spec, Codes: map[int]int{}, ErrKinds: map[string]int{}}
+	p.mu, p.live = &mu, res
 	var wg sync.WaitGroup
 	// Start a moment ahead so that every worker is waiting when the first arrival is due.
 	res.Start = time.Now().Add(20 * time.Millisecond)
@@ -200,22 +237,57 @@ func Start(ctx context.Context, client *http.Client, url string, src Source, spe
 				if !ok {
 					return
 				}
-				var (
-					header []string
-					code   int
-					answer []byte
-					err    error
-				)
+				var header []string
+				var err error
 				if spec.Tokens != nil {
 					var authz string
 					authz, err = spec.Tokens.Authorization(patient)
 					header = []string{"Authorization", authz}
 				}
-				sent := time.Now()
-				if err == nil {
-					code, answer, err = stack.Call(sendCtx, client, http.MethodPost, url, s.Body, header...)
+				var (
+					code   int
+					answer []byte
+					sent   time.Time
+					done   time.Time
+				)
+				// count notes one answer in Codes, or in NetErrs when there was none. With Spec.Retry every send
+				// is counted; without, the one send. mu is held.
+				count := func(code int, err error) {
+					if err != nil {
+						res.NetErrs++
+						if len(res.ErrKinds) < 8 {
+							res.ErrKinds[err.Error()]++
+						}
+						return
+					}
+					res.Codes[code]++
 				}
-				done := time.Now()
+				// A report without its token is not sent at all, so there is nothing to retry.
+				retrying := spec.Retry.Pause > 0 && err == nil
+				first := time.Now()
+				for attempt := 0; ; attempt++ {
+					sent = time.Now()
+					if err == nil {
+						code, answer, err = stack.Call(sendCtx, client, http.MethodPost, url, s.Body, header...)
+					}
+					done = time.Now()
+					if !retrying {
+						break
+					}
+					mu.Lock()
+					res.Attempts = append(res.Attempts, Attempt{ID: s.RequestID, Patient: patient, Sent: sent, At: done, Code: code,
+						Unavailable: code == http.StatusServiceUnavailable && bytes.Contains(answer, []byte(`"INGEST_UNAVAILABLE"`))})
+					if attempt > 0 {
+						res.Retries++
+					}
+					count(code, err)
+					mu.Unlock()
+					if err == nil && code != http.StatusServiceUnavailable || done.Sub(first) >= spec.Retry.For {
+						break
+					}
+					time.Sleep(spec.Retry.Pause)
+					code, answer, err = 0, nil, nil
+				}
 				a := Answer{ID: s.RequestID, Patient: patient, At: done}
 				mu.Lock()
 				res.Elapsed = max(res.Elapsed, done.Sub(res.Start))
@@ -227,14 +299,11 @@ func Start(ctx context.Context, client *http.Client, url string, src Source, spe
 				if late {
 					res.Late++
 				}
+				if !retrying {
+					count(code, err)
+				}
 				if err != nil {
-					res.NetErrs++
-					if len(res.ErrKinds) < 8 {
-						res.ErrKinds[err.Error()]++
-					}
 					answer = []byte(err.Error())
-				} else {
-					res.Codes[code]++
 				}
 				// 200 is the original receipt of a resend whose first send was accepted (epro-api's request-id
 				// contract): the report is accepted all the same.
@@ -263,6 +332,13 @@ func Start(ctx context.Context, client *http.Client, url string, src Source, spe
 
 // Progress counts the sends answered so far.
 func (p *Phase) Progress() int64 { return p.progress.Load() }
+
+// Attempts returns the sends answered so far with Spec.Retry set, retries included.
+func (p *Phase) Attempts() []Attempt {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.live.Attempts)
+}
 
 // Done is closed when the phase is over.
 func (p *Phase) Done() <-chan struct{} { return p.done }

@@ -3,9 +3,11 @@ package handler_test
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -177,6 +179,48 @@ func TestSubmitReportKafkaUnreachableIs503(t *testing.T) {
 	}
 	if n, err := a.rdb.Exists(t.Context(), status.Key(rep["requestId"].(string))).Result(); err != nil || n != 0 {
 		t.Errorf("status cached for a report Kafka did not take (%d, %v)", n, err)
+	}
+}
+
+// replicationErrProducer fails every send with err, as kafka-go reports a broker's refusal of an acks=all
+// write: per message, in kafka.WriteErrors.
+type replicationErrProducer struct {
+	svcProducer
+	err error
+}
+
+func (p *replicationErrProducer) Send(_ context.Context, msgs ...kafka.Message) error {
+	werrs := make(kafka.WriteErrors, len(msgs))
+	for i := range werrs {
+		werrs[i] = p.err
+	}
+	return fmt.Errorf("produce %d of %d messages: %w", len(msgs), len(msgs), werrs)
+}
+
+// On a cluster whose in-sync replicas fell below min.insync.replicas, or whose partition has no leader, an
+// acks=all write is refused; the report was not taken, so the answer is 503 INGEST_UNAVAILABLE, never a 2xx,
+// and nothing is cached as accepted.
+func TestSubmitReportReplicationErrorsAre503(t *testing.T) {
+	for _, kerr := range []kafka.Error{
+		kafka.NotEnoughReplicas, kafka.NotEnoughReplicasAfterAppend, kafka.LeaderNotAvailable,
+		kafka.NotLeaderForPartition, kafka.RequestTimedOut,
+	} {
+		t.Run(kerr.Title(), func(t *testing.T) {
+			a := newAPI(t, apiOptions{producer: func(p svcProducer) svcProducer {
+				return &replicationErrProducer{svcProducer: p, err: kerr}
+			}})
+			rep := validReport("PAT-0005")
+			resp := a.post("/v1/reports", "application/json", mustJSON(t, rep))
+			if resp.status != http.StatusServiceUnavailable || resp.header.Get("Retry-After") == "" {
+				t.Fatalf("status %d, Retry-After %q, body %s", resp.status, resp.header.Get("Retry-After"), resp.body)
+			}
+			if e := resp.errorBody(t); e.Code != errcode.IngestUnavailable {
+				t.Errorf("code %s", e.Code)
+			}
+			if n, err := a.rdb.Exists(t.Context(), status.Key(rep["requestId"].(string))).Result(); err != nil || n != 0 {
+				t.Errorf("status cached for a report Kafka refused (%d, %v)", n, err)
+			}
+		})
 	}
 }
 
