@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"slices"
 	"strings"
@@ -112,11 +113,25 @@ func skipSpace(data []byte, i int) int {
 // frame is one open object or array during scanKeys.
 type frame struct {
 	object  bool
-	path    string          // where this value sits, for error fields: "answers.q1", "reports[2]"
 	keys    [][]byte        // an object's keys so far, sliced from the input; small objects: a slice beats a map
+	hashes  []uint64        // the keys' hashes, compared before the keys themselves
 	set     map[string]bool // an object's keys once there are many
 	lastKey []byte          // the key whose value is being scanned
 	index   int             // arrays: the current element
+}
+
+// framePath names where the innermost open value of stack sits, for error fields: "answers.q1",
+// "reports[2]". It is only built for an error: each open value sits at its parent's lastKey or index.
+func framePath(stack []frame) string {
+	path := ""
+	for _, parent := range stack[:max(len(stack)-1, 0)] {
+		if parent.object {
+			path = join(path, string(parent.lastKey))
+		} else {
+			path = fmt.Sprintf("%s[%d]", path, parent.index)
+		}
+	}
+	return path
 }
 
 func join(path, key string) string {
@@ -129,7 +144,7 @@ func join(path, key string) string {
 // scanKeys finds duplicate keys, excessive depth and (with allowed) unknown top-level keys in data, which
 // must already be valid JSON.
 func scanKeys(data []byte, allowed map[string]bool, depth int) error {
-	var stack []*frame
+	var stack []frame // popped frames stay in the backing array, their key slices reused by the next push
 	expectKey := false
 	for i := 0; i < len(data); {
 		switch c := data[i]; c {
@@ -137,13 +152,12 @@ func scanKeys(data []byte, allowed map[string]bool, depth int) error {
 			if len(stack) >= maxDepth {
 				return errcode.Field(errcode.InvalidJSON, "", "JSON nested too deeply")
 			}
-			path := ""
-			if n := len(stack); n > 0 && stack[n-1].object {
-				path = join(stack[n-1].path, string(stack[n-1].lastKey))
-			} else if n > 0 {
-				path = fmt.Sprintf("%s[%d]", stack[n-1].path, stack[n-1].index)
+			if n := len(stack); n < cap(stack) {
+				stack = stack[:n+1]
+				stack[n] = frame{object: c == '{', keys: stack[n].keys[:0], hashes: stack[n].hashes[:0]}
+			} else {
+				stack = append(stack, frame{object: c == '{'})
 			}
-			stack = append(stack, &frame{object: c == '{', path: path})
 			expectKey = c == '{'
 			i++
 		case '}', ']':
@@ -157,7 +171,7 @@ func scanKeys(data []byte, allowed map[string]bool, depth int) error {
 			if len(stack) == 0 {
 				return errcode.Field(errcode.InvalidJSON, "", "malformed JSON")
 			}
-			if top := stack[len(stack)-1]; top.object {
+			if top := &stack[len(stack)-1]; top.object {
 				expectKey = true
 			} else {
 				top.index++
@@ -227,7 +241,7 @@ func escapeLen(data []byte, i int) (int, bool) {
 
 // surrogateField names where an unpaired surrogate sits: the top-level field whose value holds it, when that
 // is one of the allowed fields (so never text the client chose), or "" for a key or a document of any shape.
-func surrogateField(stack []*frame, expectKey bool, allowed map[string]bool) string {
+func surrogateField(stack []frame, expectKey bool, allowed map[string]bool) string {
 	if len(stack) == 0 || allowed == nil || (len(stack) == 1 && expectKey) {
 		return ""
 	}
@@ -258,20 +272,28 @@ func hex4(data []byte, i int) (rune, bool) {
 	return r, true
 }
 
-func addKey(stack []*frame, key []byte, allowed map[string]bool) error {
-	top := stack[len(stack)-1]
+// keySeed seeds the hashes of keys during scanKeys.
+var keySeed = maphash.MakeSeed()
+
+func addKey(stack []frame, key []byte, allowed map[string]bool) error {
+	top := &stack[len(stack)-1]
 	dup := top.set[string(key)]
+	var h uint64
 	if top.set == nil {
-		for _, k := range top.keys {
-			dup = dup || bytes.Equal(k, key)
+		h = maphash.Bytes(keySeed, key)
+		for i, kh := range top.hashes {
+			if kh == h && bytes.Equal(top.keys[i], key) {
+				dup = true
+				break
+			}
 		}
 	}
 	if dup {
-		return errcode.Field(errcode.InvalidJSON, join(top.path, string(key)), "duplicate key")
+		return errcode.Field(errcode.InvalidJSON, join(framePath(stack), string(key)), "duplicate key")
 	}
 	if top.set != nil {
 		top.set[string(key)] = true
-	} else if top.keys = append(top.keys, key); len(top.keys) > 64 {
+	} else if top.keys, top.hashes = append(top.keys, key), append(top.hashes, h); len(top.keys) > 64 {
 		top.set = make(map[string]bool, 2*len(top.keys))
 		for _, k := range top.keys {
 			top.set[string(k)] = true
