@@ -57,9 +57,8 @@ func CheckJSON(data []byte) error {
 func decodeStrict(data []byte, allowed map[string]bool, depth int, v any, fallback string) error {
 	scanErr := checkJSON(data, allowed, depth)
 	err := json.Unmarshal(data, v)
-	var se *json.SyntaxError
 	switch {
-	case errors.As(err, &se):
+	case err != nil && isSyntaxError(err):
 		return syntaxError(data)
 	case scanErr != nil:
 		return scanErr
@@ -67,6 +66,13 @@ func decodeStrict(data []byte, allowed map[string]bool, depth int, v any, fallba
 		return typeError(err, fallback)
 	}
 	return nil
+}
+
+// isSyntaxError reports whether err is a *json.SyntaxError; asked only of an error, so that the target of
+// errors.As is not allocated for every report.
+func isSyntaxError(err error) bool {
+	var se *json.SyntaxError
+	return errors.As(err, &se)
 }
 
 // checkJSON checks UTF-8, duplicate keys, surrogate escapes, depth and (with allowed) the top-level keys, in
@@ -112,12 +118,17 @@ func skipSpace(data []byte, i int) int {
 
 // frame is one open object or array during scanKeys.
 type frame struct {
-	object  bool
-	keys    [][]byte        // an object's keys so far, sliced from the input; small objects: a slice beats a map
-	hashes  []uint64        // the keys' hashes, compared before the keys themselves
-	set     map[string]bool // an object's keys once there are many
-	lastKey []byte          // the key whose value is being scanned
-	index   int             // arrays: the current element
+	object   bool
+	keysFrom int             // an object's keys so far are scanKeys' keys[keysFrom:]; small objects: a slice beats a map
+	set      map[string]bool // an object's keys once there are many
+	lastKey  []byte          // the key whose value is being scanned
+	index    int             // arrays: the current element
+}
+
+// seenKey is a key of an open object, sliced from the input, with its hash, which is compared first.
+type seenKey struct {
+	hash uint64
+	key  []byte
 }
 
 // framePath names where the innermost open value of stack sits, for error fields: "answers.q1",
@@ -144,7 +155,11 @@ func join(path, key string) string {
 // scanKeys finds duplicate keys, excessive depth and (with allowed) unknown top-level keys in data, which
 // must already be valid JSON.
 func scanKeys(data []byte, allowed map[string]bool, depth int) error {
-	var stack []frame // popped frames stay in the backing array, their key slices reused by the next push
+	// The open objects' keys, the innermost object's last: one slice, in arrays on the stack for the usual
+	// report, where a slice per object cost an allocation per growth.
+	var frames [maxDepth]frame
+	var keyBuf [64]seenKey
+	stack, keys := frames[:0], keyBuf[:0]
 	expectKey := false
 	for i := 0; i < len(data); {
 		switch c := data[i]; c {
@@ -152,18 +167,14 @@ func scanKeys(data []byte, allowed map[string]bool, depth int) error {
 			if len(stack) >= maxDepth {
 				return errcode.Field(errcode.InvalidJSON, "", "JSON nested too deeply")
 			}
-			if n := len(stack); n < cap(stack) {
-				stack = stack[:n+1]
-				stack[n] = frame{object: c == '{', keys: stack[n].keys[:0], hashes: stack[n].hashes[:0]}
-			} else {
-				stack = append(stack, frame{object: c == '{'})
-			}
+			stack = append(stack, frame{object: c == '{', keysFrom: len(keys)})
 			expectKey = c == '{'
 			i++
 		case '}', ']':
 			if len(stack) == 0 {
 				return errcode.Field(errcode.InvalidJSON, "", "malformed JSON")
 			}
+			keys = keys[:stack[len(stack)-1].keysFrom]
 			stack = stack[:len(stack)-1]
 			expectKey = false
 			i++
@@ -204,7 +215,8 @@ func scanKeys(data []byte, allowed map[string]bool, depth int) error {
 					}
 					key = []byte(unescaped)
 				}
-				if err := addKey(stack, key, allowed); err != nil {
+				var err error
+				if keys, err = addKey(stack, keys, key, allowed); err != nil {
 					return err
 				}
 				expectKey = false
@@ -275,35 +287,37 @@ func hex4(data []byte, i int) (rune, bool) {
 // keySeed seeds the hashes of keys during scanKeys.
 var keySeed = maphash.MakeSeed()
 
-func addKey(stack []frame, key []byte, allowed map[string]bool) error {
+// addKey records key as the next key of the innermost open object, whose keys so far are keys[keysFrom:],
+// and returns keys with it.
+func addKey(stack []frame, keys []seenKey, key []byte, allowed map[string]bool) ([]seenKey, error) {
 	top := &stack[len(stack)-1]
 	dup := top.set[string(key)]
 	var h uint64
 	if top.set == nil {
 		h = maphash.Bytes(keySeed, key)
-		for i, kh := range top.hashes {
-			if kh == h && bytes.Equal(top.keys[i], key) {
+		for _, k := range keys[top.keysFrom:] {
+			if k.hash == h && bytes.Equal(k.key, key) {
 				dup = true
 				break
 			}
 		}
 	}
 	if dup {
-		return errcode.Field(errcode.InvalidJSON, join(framePath(stack), string(key)), "duplicate key")
+		return keys, errcode.Field(errcode.InvalidJSON, join(framePath(stack), string(key)), "duplicate key")
 	}
 	if top.set != nil {
 		top.set[string(key)] = true
-	} else if top.keys, top.hashes = append(top.keys, key), append(top.hashes, h); len(top.keys) > 64 {
-		top.set = make(map[string]bool, 2*len(top.keys))
-		for _, k := range top.keys {
-			top.set[string(k)] = true
+	} else if keys = append(keys, seenKey{h, key}); len(keys)-top.keysFrom > 64 {
+		top.set = make(map[string]bool, 2*(len(keys)-top.keysFrom))
+		for _, k := range keys[top.keysFrom:] {
+			top.set[string(k.key)] = true
 		}
 	}
 	top.lastKey = key
 	if len(stack) == 1 && allowed != nil && !allowed[string(key)] {
-		return unknownField(string(key), allowed)
+		return keys, unknownField(string(key), allowed)
 	}
-	return nil
+	return keys, nil
 }
 
 // unknownField describes a top-level key that is not a field, without echoing it: the key is client-chosen
