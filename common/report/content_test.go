@@ -153,16 +153,3 @@ func TestContentHashRefusesBrokenAnswers(t *testing.T) {
 		}
 	}
 }
-
-// The hash is computed once per submission on the API's path and twice per record on epro-mq's.
-func BenchmarkContentHash(b *testing.B) {
-	s, err := report.ParseSubmission([]byte(baseSubmission))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for b.Loop() {
-		if _, err := s.ContentHash(); err != nil {
-			b.Fatal(err)
-		}
-	}
-}

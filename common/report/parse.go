@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"slices"
 	"strings"
@@ -56,9 +57,8 @@ func CheckJSON(data []byte) error {
 func decodeStrict(data []byte, allowed map[string]bool, depth int, v any, fallback string) error {
 	scanErr := checkJSON(data, allowed, depth)
 	err := json.Unmarshal(data, v)
-	var se *json.SyntaxError
 	switch {
-	case errors.As(err, &se):
+	case err != nil && isSyntaxError(err):
 		return syntaxError(data)
 	case scanErr != nil:
 		return scanErr
@@ -66,6 +66,13 @@ func decodeStrict(data []byte, allowed map[string]bool, depth int, v any, fallba
 		return typeError(err, fallback)
 	}
 	return nil
+}
+
+// isSyntaxError reports whether err is a *json.SyntaxError; asked only of an error, so that the target of
+// errors.As is not allocated for every report.
+func isSyntaxError(err error) bool {
+	var se *json.SyntaxError
+	return errors.As(err, &se)
 }
 
 // checkJSON checks UTF-8, duplicate keys, surrogate escapes, depth and (with allowed) the top-level keys, in
@@ -111,12 +118,31 @@ func skipSpace(data []byte, i int) int {
 
 // frame is one open object or array during scanKeys.
 type frame struct {
-	object  bool
-	path    string          // where this value sits, for error fields: "answers.q1", "reports[2]"
-	keys    [][]byte        // an object's keys so far, sliced from the input; small objects: a slice beats a map
-	set     map[string]bool // an object's keys once there are many
-	lastKey []byte          // the key whose value is being scanned
-	index   int             // arrays: the current element
+	object   bool
+	keysFrom int             // an object's keys so far are scanKeys' keys[keysFrom:]; small objects: a slice beats a map
+	set      map[string]bool // an object's keys once there are many
+	lastKey  []byte          // the key whose value is being scanned
+	index    int             // arrays: the current element
+}
+
+// seenKey is a key of an open object, sliced from the input, with its hash, which is compared first.
+type seenKey struct {
+	hash uint64
+	key  []byte
+}
+
+// framePath names where the innermost open value of stack sits, for error fields: "answers.q1",
+// "reports[2]". It is only built for an error: each open value sits at its parent's lastKey or index.
+func framePath(stack []frame) string {
+	path := ""
+	for _, parent := range stack[:max(len(stack)-1, 0)] {
+		if parent.object {
+			path = join(path, string(parent.lastKey))
+		} else {
+			path = fmt.Sprintf("%s[%d]", path, parent.index)
+		}
+	}
+	return path
 }
 
 func join(path, key string) string {
@@ -129,7 +155,11 @@ func join(path, key string) string {
 // scanKeys finds duplicate keys, excessive depth and (with allowed) unknown top-level keys in data, which
 // must already be valid JSON.
 func scanKeys(data []byte, allowed map[string]bool, depth int) error {
-	var stack []*frame
+	// The open objects' keys, the innermost object's last: one slice, in arrays on the stack for the usual
+	// report, where a slice per object cost an allocation per growth.
+	var frames [maxDepth]frame
+	var keyBuf [64]seenKey
+	stack, keys := frames[:0], keyBuf[:0]
 	expectKey := false
 	for i := 0; i < len(data); {
 		switch c := data[i]; c {
@@ -137,19 +167,14 @@ func scanKeys(data []byte, allowed map[string]bool, depth int) error {
 			if len(stack) >= maxDepth {
 				return errcode.Field(errcode.InvalidJSON, "", "JSON nested too deeply")
 			}
-			path := ""
-			if n := len(stack); n > 0 && stack[n-1].object {
-				path = join(stack[n-1].path, string(stack[n-1].lastKey))
-			} else if n > 0 {
-				path = fmt.Sprintf("%s[%d]", stack[n-1].path, stack[n-1].index)
-			}
-			stack = append(stack, &frame{object: c == '{', path: path})
+			stack = append(stack, frame{object: c == '{', keysFrom: len(keys)})
 			expectKey = c == '{'
 			i++
 		case '}', ']':
 			if len(stack) == 0 {
 				return errcode.Field(errcode.InvalidJSON, "", "malformed JSON")
 			}
+			keys = keys[:stack[len(stack)-1].keysFrom]
 			stack = stack[:len(stack)-1]
 			expectKey = false
 			i++
@@ -157,7 +182,7 @@ func scanKeys(data []byte, allowed map[string]bool, depth int) error {
 			if len(stack) == 0 {
 				return errcode.Field(errcode.InvalidJSON, "", "malformed JSON")
 			}
-			if top := stack[len(stack)-1]; top.object {
+			if top := &stack[len(stack)-1]; top.object {
 				expectKey = true
 			} else {
 				top.index++
@@ -190,7 +215,8 @@ func scanKeys(data []byte, allowed map[string]bool, depth int) error {
 					}
 					key = []byte(unescaped)
 				}
-				if err := addKey(stack, key, allowed); err != nil {
+				var err error
+				if keys, err = addKey(stack, keys, key, allowed); err != nil {
 					return err
 				}
 				expectKey = false
@@ -227,7 +253,7 @@ func escapeLen(data []byte, i int) (int, bool) {
 
 // surrogateField names where an unpaired surrogate sits: the top-level field whose value holds it, when that
 // is one of the allowed fields (so never text the client chose), or "" for a key or a document of any shape.
-func surrogateField(stack []*frame, expectKey bool, allowed map[string]bool) string {
+func surrogateField(stack []frame, expectKey bool, allowed map[string]bool) string {
 	if len(stack) == 0 || allowed == nil || (len(stack) == 1 && expectKey) {
 		return ""
 	}
@@ -258,30 +284,40 @@ func hex4(data []byte, i int) (rune, bool) {
 	return r, true
 }
 
-func addKey(stack []*frame, key []byte, allowed map[string]bool) error {
-	top := stack[len(stack)-1]
+// keySeed seeds the hashes of keys during scanKeys.
+var keySeed = maphash.MakeSeed()
+
+// addKey records key as the next key of the innermost open object, whose keys so far are keys[keysFrom:],
+// and returns keys with it.
+func addKey(stack []frame, keys []seenKey, key []byte, allowed map[string]bool) ([]seenKey, error) {
+	top := &stack[len(stack)-1]
 	dup := top.set[string(key)]
+	var h uint64
 	if top.set == nil {
-		for _, k := range top.keys {
-			dup = dup || bytes.Equal(k, key)
+		h = maphash.Bytes(keySeed, key)
+		for _, k := range keys[top.keysFrom:] {
+			if k.hash == h && bytes.Equal(k.key, key) {
+				dup = true
+				break
+			}
 		}
 	}
 	if dup {
-		return errcode.Field(errcode.InvalidJSON, join(top.path, string(key)), "duplicate key")
+		return keys, errcode.Field(errcode.InvalidJSON, join(framePath(stack), string(key)), "duplicate key")
 	}
 	if top.set != nil {
 		top.set[string(key)] = true
-	} else if top.keys = append(top.keys, key); len(top.keys) > 64 {
-		top.set = make(map[string]bool, 2*len(top.keys))
-		for _, k := range top.keys {
-			top.set[string(k)] = true
+	} else if keys = append(keys, seenKey{h, key}); len(keys)-top.keysFrom > 64 {
+		top.set = make(map[string]bool, 2*(len(keys)-top.keysFrom))
+		for _, k := range keys[top.keysFrom:] {
+			top.set[string(k.key)] = true
 		}
 	}
 	top.lastKey = key
 	if len(stack) == 1 && allowed != nil && !allowed[string(key)] {
-		return unknownField(string(key), allowed)
+		return keys, unknownField(string(key), allowed)
 	}
-	return nil
+	return keys, nil
 }
 
 // unknownField describes a top-level key that is not a field, without echoing it: the key is client-chosen

@@ -319,3 +319,24 @@ func TestEnvelopeSender(t *testing.T) {
 		t.Errorf("sender without issuer: %v", err)
 	}
 }
+
+// A duplicate key is named by its path, through objects and arrays, wherever it sits; the keys of one object
+// are not confused with those of an earlier sibling.
+func TestDuplicateKeyField(t *testing.T) {
+	for _, tc := range []struct{ body, field string }{
+		{`{"patientId":"a","patientId":"b"}`, "patientId"},
+		{`{"answers":{"q1":1,"q1":2}}`, "answers.q1"},
+		{`{"answers":{"a":[{"y":1},{"x":1,"y":2,"x":3}]}}`, "answers.a[1].x"},
+		{`{"answers":{"a":[[{}],[1,{"k":{"z":1,"z":2}}]]}}`, "answers.a[1][1].k.z"},
+		{`{"answers":{"\u0071":1,"q":2}}`, "answers.q"},
+	} {
+		_, err := report.ParseSubmission([]byte(tc.body))
+		var e *errcode.Error
+		if !errors.As(err, &e) || e.Code != errcode.InvalidJSON || e.Field != tc.field || e.Message != "duplicate key" {
+			t.Errorf("%s: %v; want field %q", tc.body, err, tc.field)
+		}
+	}
+	if _, err := report.ParseSubmission([]byte(`{"answers":{"a":[{"x":1},{"x":2}],"b":{"x":1}}}`)); err != nil {
+		t.Errorf("equal keys of sibling objects: %v", err)
+	}
+}

@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -128,6 +127,78 @@ func spelledAsWritten(sub report.Submission, env report.Envelope) bool {
 		sub.Locale != env.Locale {
 		return false
 	}
-	written, err := json.Marshal(sub.Answers)
-	return err == nil && bytes.Equal(written, env.Answers)
+	return marshalsAs(sub.Answers, env.Answers)
+}
+
+// marshalsAs reports whether json.Marshal(raw) is written, for raw valid JSON (sub.Answers after
+// ParseSubmission), without building it: encoding/json writes a RawMessage without insignificant whitespace
+// and with '<', '>', '&', U+2028 and U+2029 escaped as \u003c, \u003e, \u0026, \u2028 and \u2029, and a nil one
+// as null.
+func marshalsAs(raw json.RawMessage, written []byte) bool {
+	if raw == nil {
+		return string(written) == "null"
+	}
+	const hex = "0123456789abcdef"
+	var esc [6]byte
+	inString := false
+	w := 0
+	for i := 0; i < len(raw); {
+		j, special := i, &specialOutside
+		if inString {
+			special = &specialInString
+		}
+		for j < len(raw) && !special[raw[j]] {
+			j++
+		}
+		if j > i {
+			if !hasAt(written, w, raw[i:j]) {
+				return false
+			}
+			w += j - i
+			i = j
+			continue
+		}
+		var want []byte
+		switch c := raw[i]; {
+		case c == '<' || c == '>' || c == '&':
+			esc = [6]byte{'\\', 'u', '0', '0', hex[c>>4], hex[c&0xf]}
+			want, i = esc[:], i+1
+		case c == 0xE2 && i+2 < len(raw) && raw[i+1] == 0x80 && raw[i+2]&^1 == 0xA8:
+			esc = [6]byte{'\\', 'u', '2', '0', '2', hex[raw[i+2]&0xf]}
+			want, i = esc[:], i+3
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			if !inString {
+				i++
+				continue
+			}
+			want, i = raw[i:i+1], i+1
+		case c == '\\' && inString && i+1 < len(raw):
+			want, i = raw[i:i+2], i+2 // an escape is written as it is
+		default:
+			inString = inString != (c == '"')
+			want, i = raw[i:i+1], i+1
+		}
+		if !hasAt(written, w, want) {
+			return false
+		}
+		w += len(want)
+	}
+	return w == len(written)
+}
+
+// specialInString and specialOutside mark the bytes marshalsAs looks at one by one, inside and outside
+// strings: those encoding/json escapes or drops, and those that end strings or start escapes and strings.
+var specialInString, specialOutside = func() (in, out [256]bool) {
+	for _, c := range []byte("<>&\xe2\"\\") {
+		in[c], out[c] = true, true
+	}
+	for _, c := range []byte(" \t\n\r") {
+		out[c] = true
+	}
+	return in, out
+}()
+
+// hasAt reports whether b[at:] begins with p.
+func hasAt(b []byte, at int, p []byte) bool {
+	return len(b)-at >= len(p) && string(b[at:at+len(p)]) == string(p)
 }

@@ -1,0 +1,4 @@
+package report
+
+// ContentHashFirstVersion is ContentHash as first written, for benchmarks outside the package.
+var ContentHashFirstVersion = contentHashOracle
