@@ -111,6 +111,13 @@ BENCH_FLAGS ?=
 bench:
 	cd e2e && $(GO) run ./cmd/epro-bench -concurrency 64 -duration 20s -rate 1000 -rate-duration 15s $(BENCH_FLAGS)
 
+# The same benchmark on the three-node cluster (make cluster-up), its topics with replication factor 3 and
+# min.insync.replicas 2: compare its figures with a make bench run just before or after to see what RF 3 costs.
+.PHONY: bench-cluster
+bench-cluster:
+	eval "$$($(SERVICES) env)" && test -n "$$EPRO_TEST_KAFKA_CLUSTER_BROKERS" || { echo "the cluster is not up: make cluster-up" >&2; exit 1; }
+	eval "$$($(SERVICES) env)" && cd e2e && EPRO_KAFKA_BROKERS="$$EPRO_TEST_KAFKA_CLUSTER_BROKERS" $(GO) run ./cmd/epro-bench -concurrency 64 -duration 20s -rate 1000 -rate-duration 15s $(BENCH_FLAGS)
+
 # go test benchmarks of the hot paths, each with a ratio against the raw library, on the real local Kafka.
 .PHONY: bench-go
 bench-go:

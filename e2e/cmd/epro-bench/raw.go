@@ -250,7 +250,7 @@ func (b *bench) rawKafka(ctx context.Context, answers load.AnswerSet) error {
 	o := b.opt
 	name := "epro.bench." + b.res.RunID + ".raw"
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err := topic.Ensure(tctx, b.brokers, topic.Spec{Name: name, Partitions: o.partitions, Replication: 1})
+	err := topic.Ensure(tctx, b.brokers, replicated(b.brokers, topic.Spec{Name: name, Partitions: o.partitions}))
 	cancel()
 	if err != nil {
 		return fmt.Errorf("raw kafka topic: %w", err)

@@ -61,7 +61,7 @@ func (b *bench) stockPhase(ctx context.Context, client *http.Client, answers loa
 		Topic: "epro.bench." + b.res.RunID + ".stock.v1"}
 	b.res.Stock = res
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err := topic.Ensure(tctx, b.brokers, topic.Spec{Name: res.Topic, Partitions: o.partitions, Replication: 1})
+	err := topic.Ensure(tctx, b.brokers, replicated(b.brokers, topic.Spec{Name: res.Topic, Partitions: o.partitions}))
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("create topic: %w", err)

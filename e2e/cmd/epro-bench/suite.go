@@ -113,8 +113,8 @@ func (b *bench) startSuite(ctx context.Context) error {
 	dlqTopic := reportsTopic + ".dlq"
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = topic.Ensure(tctx, b.brokers,
-		topic.Spec{Name: reportsTopic, Partitions: o.partitions, Replication: 1},
-		topic.Spec{Name: dlqTopic, Partitions: 3, Replication: 1})
+		replicated(b.brokers, topic.Spec{Name: reportsTopic, Partitions: o.partitions}),
+		replicated(b.brokers, topic.Spec{Name: dlqTopic, Partitions: 3}))
 	cancel()
 	if err != nil {
 		return fmt.Errorf("create topics: %w", err)
@@ -247,7 +247,9 @@ func (b *bench) realInfra(ctx context.Context) (*stack.Infra, error) {
 		}
 	})
 	b.res.Infra = "real"
-	b.res.Target = fmt.Sprintf("Kafka %s, MariaDB %s (database %s), Redis %s", strings.Join(inf.Brokers, ","), cfg.Addr, b.dbName, inf.RedisAddr)
+	rs := replicated(inf.Brokers, topic.Spec{})
+	b.res.Target = fmt.Sprintf("Kafka %s (topics: replication factor %d, min.insync.replicas %s), MariaDB %s (database %s), Redis %s",
+		strings.Join(inf.Brokers, ","), rs.Replication, minInSync(rs), cfg.Addr, b.dbName, inf.RedisAddr)
 	return inf, nil
 }
 
@@ -331,4 +333,23 @@ func checkLoopback(what string, hostports ...string) error {
 		}
 	}
 	return nil
+}
+
+// replicated gives s the production replication on a cluster of three or more brokers (replication factor 3,
+// min.insync.replicas 2, as docker-compose.yml and the cluster of deploy/scripts run them) and 1 on a single
+// broker, so that a run on the cluster (make bench-cluster) shows what RF 3 costs against a run on one broker.
+func replicated(brokers []string, s topic.Spec) topic.Spec {
+	if len(brokers) >= 3 {
+		s.Replication, s.MinInSync = 3, 2
+	} else {
+		s.Replication = 1
+	}
+	return s
+}
+
+func minInSync(s topic.Spec) string {
+	if s.MinInSync == 0 {
+		return "the broker's"
+	}
+	return fmt.Sprint(s.MinInSync)
 }
