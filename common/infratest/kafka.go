@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/epro-intake/common/embedded"
 )
@@ -211,4 +212,22 @@ func dialAny(dialer *kafka.Dialer, brokers []string) (*kafka.Conn, error) {
 		errs = append(errs, fmt.Errorf("%s: %w", b, err))
 	}
 	return nil, errors.Join(errs...)
+}
+
+// RefuseProduce is the answer of a kfake ControlKey on Produce that refuses every partition of req with the
+// Kafka error code, as a broker does with NOT_ENOUGH_REPLICAS while its in-sync set is too small.
+func RefuseProduce(req kmsg.Request, code int16) kmsg.Response {
+	pr := req.(*kmsg.ProduceRequest)
+	resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+	for _, rt := range pr.Topics {
+		st := kmsg.NewProduceResponseTopic()
+		st.Topic, st.TopicID = rt.Topic, rt.TopicID
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewProduceResponseTopicPartition()
+			sp.Partition, sp.ErrorCode = rp.Partition, code
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp
 }

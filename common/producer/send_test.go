@@ -166,23 +166,6 @@ func faultyKafka(t *testing.T, topic string, partitions int32) *kfake.Cluster {
 	return c
 }
 
-// refuse answers every partition of a produce request with code.
-func refuse(req kmsg.Request, code int16) kmsg.Response {
-	pr := req.(*kmsg.ProduceRequest)
-	resp := pr.ResponseKind().(*kmsg.ProduceResponse)
-	for _, rt := range pr.Topics {
-		st := kmsg.NewProduceResponseTopic()
-		st.Topic, st.TopicID = rt.Topic, rt.TopicID
-		for _, rp := range rt.Partitions {
-			sp := kmsg.NewProduceResponseTopicPartition()
-			sp.Partition, sp.ErrorCode = rp.Partition, code
-			st.Partitions = append(st.Partitions, sp)
-		}
-		resp.Topics = append(resp.Topics, st)
-	}
-	return resp
-}
-
 // While every in-sync replica set is too small, a Send fails after MaxAttempts produce requests, naming the
 // error and how many messages failed, and nothing of it is stored; once the brokers accept again, the same
 // producer delivers.
@@ -198,7 +181,7 @@ func TestSendFailsOnNotEnoughReplicas(t *testing.T) {
 			return nil, nil, false // the cluster stores what it is sent
 		}
 		refused.Add(1)
-		return refuse(req, kerr.NotEnoughReplicas.Code), nil, true
+		return infratest.RefuseProduce(req, kerr.NotEnoughReplicas.Code), nil, true
 	})
 	const attempts = 3
 	p := newProducer(t, c.ListenAddrs(), func(pc *producer.Conf) { pc.MaxAttempts = attempts })

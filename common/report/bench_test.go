@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/epro-intake/common/infratest"
 	"github.com/epro-intake/common/report"
 )
 
@@ -111,7 +112,7 @@ func BenchmarkEnvelopeMarshal(b *testing.B) {
 // reportCPU reports the process's CPU time per operation since start (cpu-ns/op), which includes the garbage
 // collector's work on other threads; on a shared machine it is steadier than ns/op.
 func reportCPU(b *testing.B, start time.Duration, ok bool) {
-	if end, ok2 := processCPU(); ok && ok2 {
+	if end, ok2 := infratest.ProcessCPU(); ok && ok2 {
 		b.ReportMetric(float64(end-start)/float64(b.N), "cpu-ns/op")
 	}
 }
@@ -134,7 +135,7 @@ func BenchmarkContentHash(b *testing.B) {
 		b.Run(impl.name, func(b *testing.B) {
 			b.SetBytes(int64(len(sub.Answers)))
 			b.ReportAllocs()
-			start, ok := processCPU()
+			start, ok := infratest.ProcessCPU()
 			for b.Loop() {
 				if _, err := impl.hash(sub); err != nil {
 					b.Fatal(err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/epro-intake/common/infratest"
 	"github.com/epro-intake/common/report"
 )
 
@@ -52,7 +53,7 @@ func BenchmarkDecode(b *testing.B) {
 	m := benchRecord(b)
 	b.SetBytes(int64(len(m.Value)))
 	b.ReportAllocs()
-	start, ok := processCPU()
+	start, ok := infratest.ProcessCPU()
 	for b.Loop() {
 		if _, err := decode(m); err != nil {
 			b.Fatal(err)
@@ -60,7 +61,7 @@ func BenchmarkDecode(b *testing.B) {
 	}
 	// The process's CPU time per record, the garbage collector's included: steadier than ns/op on a shared
 	// machine.
-	if end, ok2 := processCPU(); ok && ok2 {
+	if end, ok2 := infratest.ProcessCPU(); ok && ok2 {
 		b.ReportMetric(float64(end-start)/float64(b.N), "cpu-ns/op")
 	}
 }
