@@ -347,9 +347,11 @@ func typeError(err error, fallback string) error {
 // submission's Original (not copied: data must not change afterwards). It does not validate field values;
 // call Validate for that.
 func ParseSubmission(data []byte) (Submission, error) {
-	var s Submission
-	if err := decodeStrict(data, submissionFields, 0, &s, "report fields have the wrong types"); err != nil {
-		return Submission{}, err
+	s, ok := fastSubmission(data)
+	if !ok {
+		if err := decodeStrict(data, submissionFields, 0, &s, "report fields have the wrong types"); err != nil {
+			return Submission{}, err
+		}
 	}
 	if string(s.Answers) == "null" {
 		s.Answers = nil
@@ -360,6 +362,21 @@ func ParseSubmission(data []byte) (Submission, error) {
 
 // ParseEnvelope strictly decodes a record value from Topic. It does not validate field values.
 func ParseEnvelope(data []byte) (Envelope, error) {
+	env, ok := fastEnvelope(data)
+	if !ok {
+		var err error
+		if env, err = parseEnvelopeSlow(data); err != nil {
+			return Envelope{}, err
+		}
+	}
+	if string(env.Answers) == "null" {
+		env.Answers = nil
+	}
+	return env, nil
+}
+
+// parseEnvelopeSlow is ParseEnvelope through decodeStrict, before the null-answers rule.
+func parseEnvelopeSlow(data []byte) (Envelope, error) {
 	var e struct {
 		Envelope
 		// ReceivedAt is decoded through a pointer to tell a missing field from a zero time.
@@ -372,9 +389,6 @@ func ParseEnvelope(data []byte) (Envelope, error) {
 		return Envelope{}, otherSchema(data, errcode.Field(errcode.ValidationFailed, "receivedAt", "is required"))
 	}
 	e.Envelope.ReceivedAt = *e.ReceivedAt
-	if string(e.Answers) == "null" {
-		e.Answers = nil
-	}
 	return e.Envelope, nil
 }
 
