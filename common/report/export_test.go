@@ -7,6 +7,7 @@ var ContentHashFirstVersion = contentHashOracle
 // and ParseEnvelope, for the test that holds them to agree.
 var (
 	FastSubmission = fastSubmission
+	Special8       = special8
 	FastEnvelope   = fastEnvelope
 	SlowEnvelope   = parseEnvelopeSlow
 )

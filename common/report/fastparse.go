@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"hash/maphash"
 	"strconv"
 	"time"
@@ -196,6 +197,12 @@ func (w *walker) str(i int) (int, bool, bool) {
 	}
 	escaped := false
 	for j := i + 1; j < len(data); {
+		for j+8 <= len(data) && !special8(binary.LittleEndian.Uint64(data[j:])) {
+			j += 8
+		}
+		if j >= len(data) {
+			break
+		}
 		switch c := data[j]; {
 		case c == '"':
 			return j + 1, escaped, true
@@ -226,6 +233,16 @@ func (w *walker) str(i int) (int, bool, bool) {
 		}
 	}
 	return 0, false, false
+}
+
+// special8 reports whether any of the eight bytes in x ends a string's plain run: a quote, a backslash or a
+// control character (the classic bit tricks: a byte below n, a byte equal to c, eight at once).
+func special8(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	below := (x - ones*0x20) &^ x
+	quote := x ^ (ones * '"')
+	backslash := x ^ (ones * '\\')
+	return (below|(quote-ones)&^quote|(backslash-ones)&^backslash)&highs != 0
 }
 
 // literal checks that data[i:] starts with word.

@@ -2,6 +2,7 @@ package report_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -140,4 +141,24 @@ func sameSubmission(a, b report.Submission) bool {
 		a.RequestID == b.RequestID && a.PatientID == b.PatientID && a.TrialID == b.TrialID &&
 		a.QuestionnaireID == b.QuestionnaireID && a.QuestionnaireVersion == b.QuestionnaireVersion &&
 		a.SubmittedAt == b.SubmittedAt && a.DeviceID == b.DeviceID && a.AppVersion == b.AppVersion && a.Locale == b.Locale
+}
+
+// special8 finds a quote, a backslash or a control character at any of the eight positions, next to any
+// other bytes, and nothing else.
+func TestSpecial8(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		want := c == '"' || c == '\\' || c < 0x20
+		for pos := 0; pos < 8; pos++ {
+			for _, fill := range []byte{'a', 0xff, 0x80, 0x21, '"' + 1, '\\' - 1} {
+				if fill == '"' || fill == '\\' {
+					continue
+				}
+				b := bytes.Repeat([]byte{fill}, 8)
+				b[pos] = byte(c)
+				if got := report.Special8(binary.LittleEndian.Uint64(b)); got != want {
+					t.Fatalf("byte %#x at %d among %#x: got %v, want %v", c, pos, fill, got, want)
+				}
+			}
+		}
+	}
 }
