@@ -73,7 +73,7 @@ func topMembers(data []byte, allowed map[string]bool, buf []field) ([]field, boo
 		if end, ok = w.value(start, 1); !ok {
 			return nil, false
 		}
-		members = append(members, field{key: key, value: data[start:end]})
+		members = append(members, field{key: key, value: data[start:end:end]})
 		if i = skipSpace(data, end); i >= len(data) {
 			return nil, false
 		}

@@ -360,7 +360,8 @@ func ParseSubmission(data []byte) (Submission, error) {
 	return s, nil
 }
 
-// ParseEnvelope strictly decodes a record value from Topic. It does not validate field values.
+// ParseEnvelope strictly decodes a record value from Topic. Its Answers may share data's bytes (not copied: data
+// must not change afterwards). It does not validate field values.
 func ParseEnvelope(data []byte) (Envelope, error) {
 	env, ok := fastEnvelope(data)
 	if !ok {
