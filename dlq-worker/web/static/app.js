@@ -403,22 +403,34 @@ async function saveExport(query, filename) {
 
 // confirmDialog asks before a destructive or large action; it resolves true only on the confirm button.
 // Escape or Cancel resolve false. Focus starts on Cancel and returns to where it was.
+// pendingConfirm is the opening of the confirmation dialog still waiting for its close event, if any.
+let pendingConfirm = null;
+
 function confirmDialog(title, text, okLabel) {
   const dlg = $("confirm");
+  // The close event is dispatched after the dialog closed, as a task: an Escape's can arrive after the next
+  // opening, and is not that opening's answer. An earlier opening still waiting is answered "no" here, so its
+  // listener can never take a later opening's "ok" as its own (that started a bulk replay twice).
+  if (pendingConfirm) pendingConfirm.settle(false);
   $("confirm-title").textContent = title;
   $("confirm-text").textContent = text;
   $("confirm-ok").textContent = okLabel;
   dlg.returnValue = "";
   const back = document.activeElement;
   return new Promise((resolve) => {
-    const onClose = () => {
-      // The close event is dispatched after the dialog closed: one from an earlier opening can arrive
-      // while this one is open, and is not this one's answer.
-      if (dlg.open) return;
-      dlg.removeEventListener("close", onClose);
-      if (back && back.focus) back.focus();
-      resolve(dlg.returnValue === "ok");
+    const opening = {
+      settle(answer) {
+        dlg.removeEventListener("close", onClose);
+        if (pendingConfirm === opening) pendingConfirm = null;
+        resolve(answer);
+      },
     };
+    const onClose = () => {
+      if (dlg.open) return;
+      if (back && back.focus) back.focus();
+      opening.settle(dlg.returnValue === "ok");
+    };
+    pendingConfirm = opening;
     dlg.addEventListener("close", onClose);
     dlg.showModal();
     $("confirm-cancel").focus();
