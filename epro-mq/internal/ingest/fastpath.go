@@ -53,11 +53,13 @@ func (in *Ingester) skipStored(ctx context.Context, entries []*entry) {
 }
 
 // markedStored returns the entries whose Redis status is stored with a receipt holding the entry's content
-// hash, in one MGET.
+// hash: one MGET of the statuses, and a second of the receipts of those stored, if any. New reports carry
+// the API's accepted status, so in steady state the receipts are never read. markStored writes the receipt
+// before the status, so a stored status always finds its receipt.
 func (in *Ingester) markedStored(ctx context.Context, entries []*entry) []*entry {
-	keys := make([]string, 0, 2*len(entries))
+	keys := make([]string, 0, len(entries))
 	for _, e := range entries {
-		keys = append(keys, status.Key(e.row.RequestID), status.ReceiptKey(e.row.RequestID))
+		keys = append(keys, status.Key(e.row.RequestID))
 	}
 	rctx, cancel := context.WithTimeout(ctx, in.conf.RedisTimeout)
 	defer cancel()
@@ -66,12 +68,24 @@ func (in *Ingester) markedStored(ctx context.Context, entries []*entry) []*entry
 		in.logEvery("redis", "dedupe fast path unavailable, relying on MySQL: %v", err)
 		return nil
 	}
-	var out []*entry
+	var stored []*entry
+	keys = keys[:0]
 	for i, e := range entries {
-		if s, ok := vals[2*i].(string); !ok || s != status.Stored {
-			continue
+		if s, ok := vals[i].(string); ok && s == status.Stored {
+			stored = append(stored, e)
+			keys = append(keys, status.ReceiptKey(e.row.RequestID))
 		}
-		v, ok := vals[2*i+1].(string)
+	}
+	if len(stored) == 0 {
+		return nil
+	}
+	if vals, err = in.redis.MGet(rctx, keys...).Result(); err != nil {
+		in.logEvery("redis", "dedupe fast path unavailable, relying on MySQL: %v", err)
+		return nil
+	}
+	var out []*entry
+	for i, e := range stored {
+		v, ok := vals[i].(string)
 		if !ok {
 			continue
 		}
