@@ -129,8 +129,11 @@ func (b *bench) startSuite(ctx context.Context) error {
 	apiSet := map[string]any{"Host": "127.0.0.1", "Port": port, "Topic": reportsTopic,
 		// The load generator is one client (one address) sending for every patient: the per-client limit,
 		// sized for a clinic's or a carrier's address, would refuse it. The per-patient limit stays as shipped,
-		// and the limiter's Redis calls are still made for both.
-		"RateLimit.ClientBurst": 10_000_000, "RateLimit.ClientRate": 1_000_000}
+		// and the limiter's Redis calls are still made for both. The buckets are the run's own, as its topics
+		// and database are: the patients' ids repeat from run to run, and back-to-back runs drew one patient's
+		// bucket (refilled at 1/s) down to 429s.
+		"RateLimit.ClientBurst": 10_000_000, "RateLimit.ClientRate": 1_000_000,
+		"RateLimit.KeyPrefix": "epro:ratelimit:bench-" + id}
 	b.group = "epro-bench-" + id
 	mqSet := map[string]any{
 		"Reports.Topic": reportsTopic, "Reports.Group": b.group, "Reports.Name": b.group,
