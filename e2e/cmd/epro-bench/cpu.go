@@ -60,6 +60,17 @@ func (u CPUUse) micros(name string, items int) float64 {
 	return u.Procs[name] / 100 * u.Seconds / float64(items) * 1e6
 }
 
+// suiteMicros is the CPU time per item in µs of every named process but the load generator.
+func (u CPUUse) suiteMicros(items int) float64 {
+	total := 0.0
+	for name := range u.Procs {
+		if name != generator {
+			total += u.micros(name, items)
+		}
+	}
+	return total
+}
+
 type cpuSample struct {
 	at          time.Time
 	busy, total uint64

@@ -17,6 +17,7 @@
 //
 //	make bench                                   # the default run on the local servers
 //	make bench BENCH_FLAGS='-out bench.json'     # and the figures as JSON
+//	make bench BENCH_FLAGS='-baseline bench.json'  # and against that earlier run: 2× accepted/s, ½ CPU
 //	epro-bench -rate 500 -duration 30s -backlog 0 -raw-batch ''   # one open-loop phase only
 //	epro-bench -profile /tmp/prof                # CPU profiles of both services and the generator
 //	epro-bench -set epro-mq:Pipeline.BatchSize=500   # try a setting without editing etc/*.yaml
@@ -71,6 +72,8 @@ type options struct {
 	rawRows      int
 	drainTimeout time.Duration
 	out          string
+	baseline     string
+	baselineRun  *Baseline // read from baseline
 	keep         bool
 	profile      string
 	stock        bool
@@ -133,6 +136,7 @@ func run() int {
 	flag.IntVar(&o.rawRows, "raw-rows", 0, "rows of the raw INSERT measurement (0: as many as -backlog, at least 20000)")
 	flag.DurationVar(&o.drainTimeout, "drain-timeout", 2*time.Minute, "how long to wait for the consumer to store every accepted report")
 	flag.StringVar(&o.out, "out", "", "also write the figures as JSON to this file")
+	flag.StringVar(&o.baseline, "baseline", "", "a previous run's -out JSON: also hold this run's closed loop to at least twice its accepted/s and at most half its CPU per report")
 	flag.BoolVar(&o.keep, "keep", false, "keep the database, topics and service logs afterwards")
 	flag.Var(setFlag{&o}, "set", "override one setting of a service's etc/*.yaml for this run, e.g. -set epro-mq:Pipeline.BatchWait=20ms (repeatable; the output names every override)")
 	flag.BoolVar(&o.stock, "stock", true, "after the other phases, stop the suite and run the closed loop against the stock go-zero + go-queue API (e2e/cmd/stock-api), then count what it acknowledged in Kafka")
@@ -142,6 +146,13 @@ func run() int {
 	if err := o.check(rawBatches); err != nil {
 		fmt.Fprintln(os.Stderr, "epro-bench:", err)
 		return 2
+	}
+	if o.baseline != "" {
+		var err error
+		if o.baselineRun, err = readBaseline(o.baseline); err != nil {
+			fmt.Fprintln(os.Stderr, "epro-bench:", err)
+			return 2
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

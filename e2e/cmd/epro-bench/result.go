@@ -17,7 +17,7 @@ import (
 // Targets the suite is held to.
 const (
 	targetProduceRatio = 0.50 // accepted/s of the closed loop ÷ raw Writer msgs/s
-	targetDrainRatio   = 0.60 // drain rows/s ÷ raw INSERT rows/s
+	targetDrainRatio   = 0.75 // drain rows/s ÷ raw INSERT rows/s
 	targetE2EP99Ms     = 50.0 // open loop at 1000/s
 	targetAPIP99Ms     = 10.0
 	// Against the stock go-zero + go-queue API on the same machine in the same run: at least its accepted/s,
@@ -25,7 +25,17 @@ const (
 	targetStockAccepted = 1.0 // closed loop accepted/s ÷ stock accepted/s, at least
 	targetStockCPU      = 1.0 // epro-api µs CPU per report ÷ stock API's, below
 	targetStockP99      = 1.0 // closed loop API p99 ÷ stock API p99, at most
+	// Kafka's CPU per report while epro-mq consumes live, ÷ the same with epro-mq stopped (the backlog
+	// phase): the consumer's fetches may cost Kafka at most half again what producing does.
+	targetKafkaLive = 1.5
+	// Against a previous run (-baseline): at least twice its closed-loop accepted/s, at most half its CPU per
+	// report (every process but the load generator).
+	targetBaselineAccepted = 2.0
+	targetBaselineCPU      = 0.5
 )
+
+// generator is the load generator's name in the CPU figures; it is left out of the suite's CPU per report.
+const generator = "epro-bench"
 
 // Result is everything one run measured; -out writes it as JSON.
 type Result struct {
@@ -41,6 +51,8 @@ type Result struct {
 	ReportBytes int            `json:"reportBytes"`
 	// Overrides are the -set changes to the services' own configs; empty means the configs as committed.
 	Overrides map[string]map[string]any `json:"overrides,omitempty"`
+	// Baseline is the previous run -baseline named, if any.
+	Baseline *Baseline `json:"baseline,omitempty"`
 
 	Warmup    *PhaseResult  `json:"warmup,omitempty"`
 	Phases    []PhaseResult `json:"phases"`
@@ -51,6 +63,55 @@ type Result struct {
 	Stock     *StockResult  `json:"stock,omitempty"`
 	Integrity Integrity     `json:"integrity"`
 	Targets   []Target      `json:"targets"`
+}
+
+// Baseline is what a previous run measured in its first closed-loop phase, read from its -out JSON.
+type Baseline struct {
+	File           string  `json:"file"`
+	RunID          string  `json:"runId"`
+	Phase          string  `json:"phase"`
+	AcceptedPerSec float64 `json:"acceptedPerSec"`
+	// SuiteMicros is CPU µs per accepted report of every process but the load generator.
+	SuiteMicros float64 `json:"suiteMicrosPerReport"`
+}
+
+// readBaseline reads the first closed-loop phase of the run whose -out JSON is file.
+func readBaseline(file string) (*Baseline, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("baseline: %w", err)
+	}
+	var prev Result
+	if err := json.Unmarshal(data, &prev); err != nil {
+		return nil, fmt.Errorf("baseline %s: %w", file, err)
+	}
+	if closed, _, _ := prev.phases(); closed != nil && closed.Accepted > 0 {
+		return &Baseline{File: file, RunID: prev.RunID, Phase: closed.Name, AcceptedPerSec: closed.AcceptedPerSec,
+			SuiteMicros: closed.CPU.suiteMicros(closed.Accepted)}, nil
+	}
+	return nil, fmt.Errorf("baseline %s: no closed-loop phase with accepted reports", file)
+}
+
+// phases returns the run's first closed-loop and open-loop phases of the suite (not the backlog's) and the
+// stock API's phase, each nil when the run had none.
+func (r *Result) phases() (closed, open, stock *PhaseResult) {
+	for i := range r.Phases {
+		p := &r.Phases[i]
+		if r.Stock != nil && r.Stock.Skipped == "" && p.Name == r.Stock.Phase {
+			stock = p
+			continue
+		}
+		if p.Name == "backlog" {
+			continue
+		}
+		if p.Rate > 0 && open == nil {
+			open = p
+		}
+		if p.Concurrency > 0 && closed == nil {
+			closed = p
+		}
+	}
+	return closed, open, stock
 }
 
 // PhaseResult is one load phase.
@@ -150,6 +211,7 @@ func newResult(o options) *Result {
 			"rawConns": o.rawConns, "rawRows": o.rawRows, "stock": o.stock,
 		},
 		Overrides: o.overrides,
+		Baseline:  o.baselineRun,
 	}
 }
 
@@ -197,23 +259,7 @@ func (r *Result) judge() {
 		return ratioOp(name, num, den, numText, denText, "≥", goal)
 	}
 
-	var closed, open, stock *PhaseResult
-	for i := range r.Phases {
-		p := &r.Phases[i]
-		if r.Stock != nil && r.Stock.Skipped == "" && p.Name == r.Stock.Phase {
-			stock = p
-			continue
-		}
-		if p.Name == "backlog" {
-			continue
-		}
-		if p.Rate > 0 && open == nil {
-			open = p
-		}
-		if p.Concurrency > 0 && closed == nil {
-			closed = p
-		}
-	}
+	closed, open, stock := r.phases()
 	name, acc, raw := "accepted/s ÷ raw kafka-go Writer msgs/s", 0.0, 0.0
 	if closed != nil {
 		name, acc = closed.Name+" "+name, closed.AcceptedPerSec
@@ -272,6 +318,32 @@ func (r *Result) judge() {
 			fmt.Sprintf("%.0f µs", apiCPU), fmt.Sprintf("%.0f µs", stockCPU), "<", targetStockCPU),
 		ratioOp(closedName+" API p99 ÷ stock p99", closedP99, stockP99,
 			fmtMs(closedP99)+" ms", fmtMs(stockP99)+" ms", "≤", targetStockP99))
+
+	// Kafka's CPU per report with the consumer live (the closed loop) and stopped (the backlog phase).
+	liveKafka, stoppedKafka := 0.0, 0.0
+	if closed != nil {
+		liveKafka = closed.CPU.micros("kafka", closed.Accepted)
+	}
+	for i := range r.Phases {
+		if p := &r.Phases[i]; p.Name == "backlog" {
+			stoppedKafka = p.CPU.micros("kafka", p.Accepted)
+		}
+	}
+	r.Targets = append(r.Targets, ratioOp("kafka µs CPU/report, consumer live ("+closedName+") ÷ stopped (backlog)",
+		liveKafka, stoppedKafka, fmt.Sprintf("%.0f µs", liveKafka), fmt.Sprintf("%.0f µs", stoppedKafka), "≤", targetKafkaLive))
+
+	// A previous run: accepted/s and the suite's CPU per report (the load generator left out).
+	suiteCPU, baseAcc, baseCPU, baseName := 0.0, 0.0, 0.0, "baseline run (-baseline)"
+	if closed != nil {
+		suiteCPU = closed.CPU.suiteMicros(closed.Accepted)
+	}
+	if b := r.Baseline; b != nil {
+		baseAcc, baseCPU, baseName = b.AcceptedPerSec, b.SuiteMicros, "run "+b.RunID
+	}
+	r.Targets = append(r.Targets,
+		ratioOp(closedName+" accepted/s ÷ "+baseName, acc, baseAcc, fmtRate(acc)+"/s", fmtRate(baseAcc)+"/s", "≥", targetBaselineAccepted),
+		ratioOp(closedName+" µs CPU/report, all but the load generator, ÷ "+baseName, suiteCPU, baseCPU,
+			fmt.Sprintf("%.0f µs", suiteCPU), fmt.Sprintf("%.0f µs", baseCPU), "≤", targetBaselineCPU))
 
 	in := r.Integrity
 	r.Targets = append(r.Targets, Target{

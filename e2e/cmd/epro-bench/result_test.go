@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -119,5 +120,74 @@ func TestPrintShowsWhatTheStockAPIAcknowledgedAndWhatReachedKafka(t *testing.T) 
 	}
 	if !strings.Contains(s, "stock-64") {
 		t.Errorf("no stock-64 row:\n%s", s)
+	}
+}
+
+// Kafka's CPU per report with the consumer live is held against the same with it stopped.
+func TestJudgeKafkaLiveAgainstStopped(t *testing.T) {
+	r := stockRun()
+	r.judge()
+	if k := findTarget(t, r, "kafka µs CPU/report, consumer live"); k.Status != "n/a" || k.Measured != "not measured" {
+		t.Errorf("without the backlog's CPU: %+v", k)
+	}
+	r = stockRun()
+	// 5,000 reports in 10 s at 10% of a core → 200 µs per report, against 400 µs live.
+	r.Phases[1].CPU = cpu10s(map[string]float64{"kafka": 10, "epro-api": 90})
+	r.judge()
+	k := findTarget(t, r, "kafka µs CPU/report, consumer live (closed-64) ÷ stopped (backlog)")
+	if k.Ratio == nil || *k.Ratio != 2 || k.Status != "MISS" || k.Goal != "≤ 150%" || k.Measured != "400 µs ÷ 200 µs = 200%" {
+		t.Errorf("kafka target: %+v", k)
+	}
+}
+
+// -baseline reads a previous run's JSON and holds this run's closed loop to twice its accepted/s and half
+// its CPU per report, the load generator left out of both.
+func TestJudgeAgainstABaseline(t *testing.T) {
+	dir := t.TempDir()
+	prev := &Result{RunID: "prev", Phases: []PhaseResult{
+		{Name: "warm", Rate: 10, Accepted: 100, AcceptedPerSec: 10},
+		// 4,000 reports in 10 s; epro-api and kafka 90% of a core → 2,250 µs per report; the generator's 30% left out.
+		{Name: "closed-64", Concurrency: 64, Accepted: 4000, AcceptedPerSec: 400,
+			CPU: cpu10s(map[string]float64{"epro-api": 50, "kafka": 40, generator: 30})},
+	}}
+	prevFile := filepath.Join(dir, "prev.json")
+	if err := prev.writeJSON(prevFile); err != nil {
+		t.Fatal(err)
+	}
+	b, err := readBaseline(prevFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.RunID != "prev" || b.Phase != "closed-64" || b.AcceptedPerSec != 400 || b.SuiteMicros != 2250 {
+		t.Fatalf("baseline = %+v", b)
+	}
+
+	r := stockRun() // 1,000/s; epro-api and kafka 90% of a core for 10,000 reports → 900 µs
+	r.Baseline = b
+	r.judge()
+	acc := findTarget(t, r, "closed-64 accepted/s ÷ run prev")
+	if acc.Ratio == nil || *acc.Ratio != 2.5 || acc.Status != "PASS" || acc.Goal != "≥ 200%" {
+		t.Errorf("accepted/s against the baseline: %+v", acc)
+	}
+	cpu := findTarget(t, r, "closed-64 µs CPU/report, all but the load generator, ÷ run prev")
+	if cpu.Ratio == nil || *cpu.Ratio != 0.4 || cpu.Status != "PASS" || cpu.Goal != "≤ 50%" || cpu.Measured != "900 µs ÷ 2250 µs = 40%" {
+		t.Errorf("CPU against the baseline: %+v", cpu)
+	}
+
+	r = stockRun()
+	r.judge()
+	if acc := findTarget(t, r, "closed-64 accepted/s ÷ baseline run (-baseline)"); acc.Status != "n/a" {
+		t.Errorf("without -baseline: %+v", acc)
+	}
+
+	empty := filepath.Join(dir, "empty.json")
+	if err := (&Result{RunID: "empty"}).writeJSON(empty); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readBaseline(empty); err == nil || !strings.Contains(err.Error(), "no closed-loop phase") {
+		t.Errorf("a run without a closed loop: %v", err)
+	}
+	if _, err := readBaseline(filepath.Join(dir, "missing.json")); err == nil {
+		t.Error("a missing file was read")
 	}
 }
