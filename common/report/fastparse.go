@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"hash/maphash"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -28,6 +29,10 @@ type field struct {
 // is left to scanKeys, whose map copes with it.
 const maxFastMembers = 128
 
+// keyPool holds the key stacks of walkers: an array on the stack would move to the heap (the walker appends to
+// it), and a record's two parses would each allocate one.
+var keyPool = sync.Pool{New: func() any { keys := make([]seenKey, 0, 64); return &keys }}
+
 // walker reads one JSON document.
 type walker struct {
 	data []byte
@@ -41,8 +46,14 @@ func topMembers(data []byte, allowed map[string]bool, buf []field) ([]field, boo
 	if !utf8.Valid(data) {
 		return nil, false
 	}
-	var keyBuf [64]seenKey
-	w := walker{data: data, keys: keyBuf[:0]}
+	keys := keyPool.Get().(*[]seenKey)
+	w := walker{data: data, keys: (*keys)[:0]}
+	defer func() {
+		// The keys slice data: cleared, so the pool holds no report's bytes.
+		clear(w.keys[:cap(w.keys)])
+		*keys = w.keys[:0]
+		keyPool.Put(keys)
+	}()
 	i := skipSpace(data, 0)
 	if i >= len(data) || data[i] != '{' {
 		return nil, false
